@@ -1,0 +1,121 @@
+"""Circuit Breaker: one WSGI application serving two APIs on two ports.
+
+``create_app()`` returns the GraphQL Flask app; its ``wsgi_app`` sends every request
+that arrived on the OpenAI listener to the OpenAI Flask app instead. The listener is
+``environ["SERVER_PORT"]``, which gunicorn and gevent set from the socket, so a Host
+header cannot steer a request to the other API.
+
+``python app.py`` serves both ports with gevent for development;
+``flask --app app shell`` opens a shell with ``settings`` and ``services`` at hand.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from cb.config import Settings
+from cb.services import Services, build_services
+
+
+class PortDispatcher:
+    """WSGI middleware: route by the listener port the request arrived on."""
+
+    def __init__(self, graphql_app, openai_app, openai_port: int):
+        self.graphql_app = graphql_app
+        self.openai_app = openai_app
+        self.openai_port = str(openai_port)
+
+    def __call__(self, environ, start_response):
+        if environ.get("SERVER_PORT") == self.openai_port:
+            return self.openai_app(environ, start_response)
+        return self.graphql_app(environ, start_response)
+
+
+def _flask_app(name: str, settings: Settings, services: Services) -> Flask:
+    app = Flask(name)
+    app.extensions["circuit_breaker"] = services
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    app.json.sort_keys = False
+    app.json.compact = True
+    return app
+
+
+def create_openai_app(settings: Settings, services: Services) -> Flask:
+    from blueprints import health, openai
+
+    app = _flask_app("circuit_breaker.openai", settings, services)
+    openai.install_error_handlers(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(openai.bp)
+    return app
+
+
+def create_graphql_app(settings: Settings, services: Services) -> Flask:
+    from blueprints import graphql, health
+
+    app = _flask_app("circuit_breaker.graphql", settings, services)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(graphql.bp)
+    return app
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    """Build both APIs over one set of services; returns the GraphQL app (the dispatcher)."""
+    settings = settings or Settings.from_env()
+    services = services or build_services(settings)
+    graphql_app = create_graphql_app(settings, services)
+    openai_app = create_openai_app(settings, services)
+    graphql_app.wsgi_app = PortDispatcher(graphql_app.wsgi_app, openai_app.wsgi_app, settings.openai_port)
+    graphql_app.shell_context_processor(lambda: {"settings": settings, "services": services})
+    return graphql_app
+
+
+def main() -> None:
+    """Development server: both ports in one process, no gunicorn."""
+    from gevent import monkey
+
+    monkey.patch_all()
+    import sys
+
+    from gevent.pool import Pool
+    from gevent.pywsgi import WSGIServer
+    from geventwebsocket.handler import WebSocketHandler
+
+    from cb.config import ConfigError
+    from cb.errors import StorageUnavailable
+    from cb.logs import get_logger, setup_logging
+    from cb.services import provider_status_lines
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        sys.exit(f"Configuration error: {exc}")
+    setup_logging(settings.rust_log, settings.log_level, settings.environment == "production", settings.secrets)
+    log = get_logger("server")
+    for ok, line in provider_status_lines(settings):
+        (log.info if ok else log.warning)(line)
+    try:
+        app = create_app(settings)
+    except StorageUnavailable as exc:
+        sys.exit(f"Error: {exc.message}")
+    servers = []
+    for host, port, var in (
+        (settings.graphql_host, settings.graphql_port, "GRAPHQL_PORT"),
+        (settings.openai_host, settings.openai_port, "OPENAI_PORT"),
+    ):
+        server = WSGIServer((host, port), app, handler_class=WebSocketHandler, spawn=Pool(1000), log=None)
+        try:
+            server.start()
+        except OSError:
+            sys.exit(f"Address already in use: {port} ({var})")
+        servers.append(server)
+    log.info("GraphQL API on http://%s:%d, OpenAI API on http://%s:%d", settings.graphql_host,
+             settings.graphql_port, settings.openai_host, settings.openai_port)
+    try:
+        servers[0].serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

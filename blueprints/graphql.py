@@ -1,0 +1,57 @@
+"""The GraphQL endpoint (port 4000): GraphiQL, queries and mutations over HTTP."""
+
+from __future__ import annotations
+
+import json
+
+from ariadne import graphql_sync
+from ariadne.explorer import ExplorerGraphiQL
+from flask import Blueprint, jsonify, request
+
+from blueprints import services
+from schema import format_error, get_schema
+
+bp = Blueprint("graphql", __name__)
+
+_explorer_html = ExplorerGraphiQL(title="Circuit Breaker GraphQL").html(None)
+
+
+def _wants_html() -> bool:
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return request.method == "GET" and best == "text/html" and "query" not in request.args
+
+
+def _bad_request(message: str):
+    return jsonify({"errors": [{"message": message, "extensions": {"code": "BAD_REQUEST"}}]}), 400
+
+
+@bp.get("/")
+def graphiql():
+    return _explorer_html, 200, {"Content-Type": "text/html; charset=utf-8"}
+
+
+@bp.route("/graphql", methods=["GET", "POST"])
+def graphql_endpoint():
+    if _wants_html():
+        return graphiql()
+    if request.method == "GET":
+        data = {"query": request.args.get("query"), "operationName": request.args.get("operationName")}
+        if request.args.get("variables"):
+            try:
+                data["variables"] = json.loads(request.args["variables"])
+            except ValueError:
+                return _bad_request("variables is not valid JSON")
+    else:
+        data = request.get_json(silent=True)
+        if data is None:
+            return _bad_request("Request body must be a JSON object with a 'query' string.")
+    if not isinstance(data, dict) or not isinstance(data.get("query"), str):
+        return _bad_request("Request body must be a JSON object with a 'query' string.")
+    success, result = graphql_sync(
+        get_schema(),
+        data,
+        context_value={"services": services(), "request": request},
+        error_formatter=format_error,
+        debug=False,
+    )
+    return jsonify(result), 200 if success else 400

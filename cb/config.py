@@ -1,0 +1,215 @@
+"""Settings: every environment variable the server reads, parsed and validated once.
+
+Nothing else in the code base reads ``os.environ``. A ``.env`` file in the working
+directory is loaded when present; real environment variables win over it. A bad value
+raises :class:`ConfigError`, whose message is one line naming the variable and what
+is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+
+class ConfigError(Exception):
+    """A variable has a value the server cannot run with."""
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("true or false")
+
+
+def _port(raw: str) -> int:
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= 65535:
+        raise ValueError("a port number from 1 to 65535")
+    return int(raw)
+
+
+def _int(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"an integer >= {minimum}") from None
+        if value < minimum:
+            raise ValueError(f"an integer >= {minimum}")
+        return value
+
+    return parse
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("a number of seconds > 0") from None
+    if value <= 0:
+        raise ValueError("a number of seconds > 0")
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise ValueError("one of " + ", ".join(allowed))
+        return value
+
+    return parse
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if not value.split("://", 1)[0] in ("http", "https", "nats", "tls") or "://" not in value:
+        raise ValueError("a URL such as http://host:port")
+    return value
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    return lambda raw: parse(raw) if raw.strip() else None
+
+
+ROUTING_STRATEGIES = (
+    "balanced",
+    "cost_optimized",
+    "performance_first",
+    "load_balanced",
+    "reliability_first",
+)
+
+
+def var(name: str, default: str | None, parse: Callable[[str], Any], doc: str) -> Any:
+    """Declare one setting: its variable, default (as the environment would spell it)."""
+    return field(metadata={"env": name, "default": default, "parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The server's configuration, read from the environment once at start-up."""
+
+    graphql_host: str = var("GRAPHQL_HOST", "localhost", _text, "GraphQL listener address")
+    graphql_port: int = var("GRAPHQL_PORT", "4000", _port, "GraphQL listener port")
+    openai_host: str = var("OPENAI_HOST", "0.0.0.0", _text, "OpenAI-compatible listener address")
+    openai_port: int = var("OPENAI_PORT", "3000", _port, "OpenAI-compatible listener port")
+    openai_cors_enabled: bool = var("OPENAI_CORS_ENABLED", "true", _bool, "CORS on the OpenAI port")
+    openai_cors_origins: tuple = var("OPENAI_CORS_ORIGINS", "*", _csv, "allowed origins, comma-separated")
+    graphql_cors_origins: tuple = var("GRAPHQL_CORS_ORIGINS", "", _csv, "allowed origins on the GraphQL port (empty: no CORS)")
+    openai_api_key_required: bool = var("OPENAI_API_KEY_REQUIRED", "false", _bool, "require a client key on /v1/*")
+    openai_enable_streaming: bool = var("OPENAI_ENABLE_STREAMING", "true", _bool, "allow stream=true")
+    rust_log: str = var("RUST_LOG", "info", _text, "log filter: a level, or module=level pairs")
+    log_level: str | None = var("LOG_LEVEL", "", _optional(_text), "log level (overrides the default level of RUST_LOG)")
+    environment: str = var("ENVIRONMENT", "development", _choice("development", "test", "staging", "production"), "production logs JSON lines")
+    storage_backend: str = var("STORAGE_BACKEND", "memory", _choice("memory", "nats"), "where state lives")
+    nats_url: str = var("NATS_URL", "nats://localhost:4222", _url, "NATS server with JetStream")
+    nats_prefix: str = var("NATS_PREFIX", "cb", _text, "prefix of NATS buckets, streams and subjects (one per deployment)")
+    openai_api_key: str | None = var("OPENAI_API_KEY", "", _optional(_text), "OpenAI key")
+    openai_base_url: str = var("OPENAI_BASE_URL", "https://api.openai.com/v1", _url, "OpenAI or compatible endpoint")
+    anthropic_api_key: str | None = var("ANTHROPIC_API_KEY", "", _optional(_text), "Anthropic key")
+    anthropic_base_url: str = var("ANTHROPIC_BASE_URL", "https://api.anthropic.com", _url, "Anthropic endpoint")
+    google_api_key: str | None = var("GOOGLE_API_KEY", "", _optional(_text), "Google AI (Gemini) key")
+    google_base_url: str = var("GOOGLE_BASE_URL", "https://generativelanguage.googleapis.com", _url, "Gemini endpoint")
+    ollama_base_url: str | None = var("OLLAMA_BASE_URL", "http://localhost:11434", _optional(_url), "Ollama server (empty: off)")
+    ollama_refresh_seconds: float = var("OLLAMA_REFRESH_SECONDS", "60", _seconds, "how often Ollama's model list is refreshed")
+    web_concurrency: int | None = var("WEB_CONCURRENCY", "", _optional(_int(1)), "gunicorn workers with nats (default: CPU count)")
+    load_default_workflows: bool = var("CB_LOAD_DEFAULT_WORKFLOWS", "true", _bool, "store the example workflows on first start")
+    secret_key: str | None = var("CB_SECRET_KEY", "", _optional(_text), "encrypts provider and agent keys at rest")
+    config_file: str | None = var("CB_CONFIG", "", _optional(_text), "TOML file with extra deployments and routing")
+    routing_strategy: str = var("ROUTING_STRATEGY", "balanced", _choice(*ROUTING_STRATEGIES), "default routing strategy")
+    api_keys: tuple = var("CB_API_KEYS", "", _csv, "client keys accepted on /v1/*, comma-separated")
+    rate_limit_rpm: int | None = var("RATE_LIMIT_RPM", "", _optional(_int(1)), "default requests per minute per client key")
+    rate_limit_tpm: int | None = var("RATE_LIMIT_TPM", "", _optional(_int(1)), "default tokens per minute per client key")
+    graphql_api_key: str | None = var("GRAPHQL_API_KEY", "", _optional(_text), "key required on the GraphQL port")
+    max_request_bytes: int = var("MAX_REQUEST_BYTES", "10485760", _int(1024), "largest request body accepted")
+    connect_timeout: float = var("UPSTREAM_CONNECT_TIMEOUT", "10", _seconds, "seconds to connect to a provider")
+    read_timeout: float = var("UPSTREAM_READ_TIMEOUT", "600", _seconds, "seconds to wait between bytes from a provider")
+    first_token_timeout: float = var("UPSTREAM_FIRST_TOKEN_TIMEOUT", "120", _seconds, "seconds to wait for a stream's first token")
+    keepalive_seconds: float = var("SSE_KEEPALIVE_SECONDS", "15", _seconds, "idle seconds before an SSE ': keep-alive' comment")
+    graceful_timeout: float = var("GRACEFUL_TIMEOUT", "30", _seconds, "seconds in-flight requests get on shutdown")
+    trusted_proxies: tuple = var("TRUSTED_PROXIES", "", _csv, "proxy addresses whose X-Forwarded-For is believed")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: str | Path | None = ".env") -> "Settings":
+        """Build settings from ``environ`` (default ``os.environ``) over a ``.env`` file."""
+        values = dict(read_dotenv(dotenv)) if dotenv else {}
+        values.update(os.environ if environ is None else environ)
+        parsed = {}
+        for f in fields(cls):
+            name, default = f.metadata["env"], f.metadata["default"]
+            raw = values.get(name, default)
+            try:
+                parsed[f.name] = f.metadata["parse"](raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r} is invalid: expected {exc}") from None
+        settings = cls(**parsed)
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        from cb.logs import parse_filter
+
+        try:
+            parse_filter(self.rust_log, self.log_level)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.graphql_port == self.openai_port:
+            raise ConfigError(
+                f"GRAPHQL_PORT and OPENAI_PORT are both {self.graphql_port}: the two APIs need different ports"
+            )
+
+    @property
+    def provider_keys(self) -> dict[str, str | None]:
+        """Which providers have credentials (Ollama needs only its URL)."""
+        return {
+            "openai": self.openai_api_key,
+            "anthropic": self.anthropic_api_key,
+            "google": self.google_api_key,
+            "ollama": self.ollama_base_url,
+        }
+
+    @property
+    def secrets(self) -> list[str]:
+        """Values that must never appear in a log line or a response."""
+        found = [self.openai_api_key, self.anthropic_api_key, self.google_api_key, self.secret_key, self.graphql_api_key]
+        return [s for s in (*found, *self.api_keys) if s]
+
+
+def describe_variables() -> list[tuple[str, str | None, str]]:
+    """(variable, default, meaning) for every setting, in declaration order."""
+    return [(f.metadata["env"], f.metadata["default"], f.metadata["doc"]) for f in fields(Settings)]
+
+
+def read_dotenv(path: str | Path) -> dict[str, str]:
+    """Parse a ``.env`` file: KEY=value lines, ``#`` comments, optional quotes and ``export``."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.removeprefix("export ").strip()
+        value = value.strip()
+        if value[:1] in "\"'" and value[-1:] == value[:1] and len(value) >= 2:
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values

@@ -1,0 +1,143 @@
+"""Logging set-up: RUST_LOG-style filters, readable or JSON lines, secret redaction.
+
+``RUST_LOG`` keeps working as the guide shows it: ``debug`` sets the level of every
+logger; ``circuit_breaker=info,circuit_breaker::api=debug`` sets the level per module,
+``::`` mapping onto our dotted logger names (``circuit_breaker.api``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+
+ROOT = "circuit_breaker"
+
+LEVELS = {
+    "trace": logging.DEBUG,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "off": logging.CRITICAL + 10,
+}
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+
+def get_logger(module: str) -> logging.Logger:
+    """The logger for one part of the server, e.g. ``get_logger("api")``."""
+    return logging.getLogger(f"{ROOT}.{module}" if module else ROOT)
+
+
+def parse_filter(spec: str, level_override: str | None = None) -> tuple[int, dict[str, int]]:
+    """Turn a RUST_LOG string into (default level, {logger name: level})."""
+    default = logging.INFO
+    per_module: dict[str, int] = {}
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        module, _, level = part.rpartition("=")
+        if level.lower() not in LEVELS:
+            raise ValueError(f"RUST_LOG={spec!r} is invalid: unknown level {level!r} (use trace, debug, info, warn, error, off)")
+        if module:
+            per_module[module.replace("::", ".")] = LEVELS[level.lower()]
+        else:
+            default = LEVELS[level.lower()]
+    if level_override:
+        if level_override.lower() not in LEVELS:
+            raise ValueError(f"LOG_LEVEL={level_override!r} is invalid: use trace, debug, info, warn, error, off")
+        default = LEVELS[level_override.lower()]
+    return default, per_module
+
+
+class Redactor(logging.Filter):
+    """Replaces every known secret in a record's final message with ``[REDACTED]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: set[str] = set()
+
+    def add(self, *secrets: str | None) -> None:
+        self._secrets.update(s for s in secrets if s and len(s) >= 4)
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "[REDACTED]")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+            record.exc_text = None
+        record.msg, record.args = self.redact(message), ()
+        return True
+
+
+redactor = Redactor()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = getattr(record, "request_id", None)
+        if rid:
+            entry["request_id"] = rid
+        entry.update(getattr(record, "fields", None) or {})
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines for a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%H:%M:%S", time.localtime(record.created))
+        rid = getattr(record, "request_id", None)
+        extra = getattr(record, "fields", None) or {}
+        tail = " ".join(f"{k}={v}" for k, v in extra.items())
+        return " ".join(
+            p for p in (ts, f"{record.levelname:<7}", record.name, f"[{rid}]" if rid else "", record.getMessage(), tail) if p
+        )
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "request_id", None):
+            record.request_id = request_id.get()
+        return True
+
+
+def setup_logging(rust_log: str, log_level: str | None, json_lines: bool, secrets: list[str]) -> None:
+    """Configure the root logger once per process."""
+    default, per_module = parse_filter(rust_log, log_level)
+    redactor.add(*secrets)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    handler.addFilter(_RequestIdFilter())
+    handler.addFilter(redactor)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if getattr(old, "_circuit_breaker", False):
+            root.removeHandler(old)
+    handler._circuit_breaker = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(default)
+    logging.getLogger(ROOT).setLevel(per_module.pop(ROOT, default))
+    for name, level in per_module.items():
+        logging.getLogger(name).setLevel(level)
+    for noisy in ("urllib3", "nats", "asyncio"):
+        if noisy not in per_module:
+            logging.getLogger(noisy).setLevel(max(default, logging.WARNING))

@@ -1,0 +1,68 @@
+"""The services one worker shares between its two APIs.
+
+Built once per process (after gunicorn forks), handed to both Flask apps and to the
+GraphQL resolvers through the request context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cb import __version__
+from cb.config import Settings
+from cb.events import EventBus
+from cb.logs import get_logger
+from cb.storage import Storage, open_storage
+
+log = get_logger("server")
+
+
+@dataclass
+class Services:
+    """Everything a request handler may need, per worker."""
+
+    settings: Settings
+    storage: Storage
+    bus: EventBus
+    version: str = __version__
+    extras: dict = field(default_factory=dict)
+
+    def health(self) -> tuple[dict, bool]:
+        """The /health body and whether the server is healthy."""
+        connected = self.storage.is_connected()
+        body = {
+            "status": "healthy" if connected else "unhealthy",
+            "version": self.version,
+            "storage": {"backend": self.storage.backend, "connected": connected},
+            "providers": {name: bool(value) for name, value in self.settings.provider_keys.items()},
+        }
+        return body, connected
+
+    def close(self) -> None:
+        self.storage.close()
+
+
+def build_services(settings: Settings) -> Services:
+    """Connect storage and build every service. Raises StorageUnavailable on failure."""
+    storage = open_storage(settings.storage_backend, settings.nats_url, settings.nats_prefix)
+    storage.connect()
+    return Services(settings=settings, storage=storage, bus=EventBus(storage))
+
+
+def provider_status_lines(settings: Settings) -> list[tuple[bool, str]]:
+    """One line per provider for the start-up log: (configured, message), never the key."""
+    lines = []
+    for name, label, variable in (
+        ("openai", "OpenAI", "OPENAI_API_KEY"),
+        ("anthropic", "Anthropic", "ANTHROPIC_API_KEY"),
+        ("google", "Google", "GOOGLE_API_KEY"),
+    ):
+        if settings.provider_keys[name]:
+            lines.append((True, f"{label} provider configured ({variable} is set)"))
+        else:
+            lines.append((False, f"Warning: No {label} API key found (set {variable} to enable {label} models)"))
+    if settings.ollama_base_url:
+        lines.append((True, f"Ollama provider configured at {settings.ollama_base_url}"))
+    else:
+        lines.append((False, "Warning: No Ollama base URL (set OLLAMA_BASE_URL to enable Ollama models)"))
+    return lines

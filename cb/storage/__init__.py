@@ -1,0 +1,96 @@
+"""Storage: one interface, two backends (memory and NATS JetStream).
+
+Three things are stored:
+
+* entities in key-value buckets (``workflows``, ``tokens``, ``agents`` …), each write
+  returning a revision; :meth:`Storage.update` is a compare-and-set on that revision, so
+  a concurrent writer gets :class:`~cb.errors.Conflict`, never a silent overwrite;
+* append-only logs (``usage``, ``events``) that survive restarts with nats;
+* published events on dotted subjects (``cb.events.<workflow>.<token>``) with NATS-style
+  wildcards (``*`` one token, ``>`` the rest), seen by subscribers in every process.
+
+Values are JSON-compatible dicts. Handlers of subscriptions run in greenlets, never in
+the NATS thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol
+
+from cb.errors import Conflict, StorageUnavailable
+
+__all__ = ["Conflict", "Entry", "Storage", "StorageUnavailable", "Subscription", "open_storage", "subject_matches"]
+
+BUCKETS = (
+    "workflows",
+    "tokens",
+    "agents",
+    "place_agents",
+    "executions",
+    "api_keys",
+    "budgets",
+    "deployments",
+    "counters",
+)
+LOGS = ("usage", "events")
+
+Handler = Callable[[str, dict], None]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One key-value entry and the revision it was read at."""
+
+    key: str
+    value: dict
+    revision: int
+
+
+class Subscription(Protocol):
+    def close(self) -> None: ...
+
+
+class Storage(Protocol):
+    """What every backend provides. See the module docstring for the semantics."""
+
+    backend: str
+
+    def connect(self) -> None: ...
+    def close(self) -> None: ...
+    def is_connected(self) -> bool: ...
+
+    def get(self, bucket: str, key: str) -> Entry | None: ...
+    def list(self, bucket: str) -> list[Entry]: ...
+    def create(self, bucket: str, key: str, value: dict) -> int: ...
+    def put(self, bucket: str, key: str, value: dict) -> int: ...
+    def update(self, bucket: str, key: str, value: dict, revision: int) -> int: ...
+    def delete(self, bucket: str, key: str, revision: int | None = None) -> None: ...
+
+    def append(self, log: str, record: dict) -> int: ...
+    def read(self, log: str, after: int = 0) -> Iterator[tuple[int, dict]]: ...
+
+    def publish(self, subject: str, event: dict) -> None: ...
+    def subscribe(self, subject: str, handler: Handler) -> Subscription: ...
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS wildcard matching: ``*`` matches one token, a final ``>`` one or more."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, part in enumerate(want):
+        if part == ">":
+            return len(have) > i
+        if i >= len(have) or (part != "*" and part != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def open_storage(backend: str, nats_url: str | None = None, prefix: str = "cb") -> Storage:
+    """The storage backend named by STORAGE_BACKEND (not yet connected)."""
+    if backend == "nats":
+        from cb.storage.nats import NatsStorage
+
+        return NatsStorage(nats_url or "nats://127.0.0.1:4222", prefix=prefix)
+    from cb.storage.memory import MemoryStorage
+
+    return MemoryStorage()

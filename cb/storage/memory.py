@@ -1,0 +1,126 @@
+"""In-process storage: dicts guarded by a lock, events fanned out to greenlets.
+
+State lives in one process, so the server runs one worker with this backend.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import threading
+from collections import deque
+from typing import Iterator
+
+import gevent
+
+from cb.errors import Conflict, NotFound
+from cb.storage import Entry, Handler, subject_matches
+
+# The in-memory logs keep this many records each; older ones are dropped (documented
+# in the README: memory mode is for development).
+LOG_LIMIT = 100_000
+
+
+class _Sub:
+    def __init__(self, owner: "MemoryStorage", pattern: str, handler: Handler):
+        self.owner, self.pattern, self.handler = owner, pattern, handler
+
+    def close(self) -> None:
+        self.owner._subs.discard(self)
+
+
+class MemoryStorage:
+    """The default backend. Values are deep-copied in and out, as a real store would."""
+
+    backend = "memory"
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._buckets: dict[str, dict[str, Entry]] = {}
+        self._revisions = itertools.count(1)
+        self._logs: dict[str, deque[tuple[int, dict]]] = {}
+        self._log_seq: dict[str, int] = {}
+        self._subs: set[_Sub] = set()
+
+    def connect(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._subs.clear()
+
+    def is_connected(self) -> bool:
+        return True
+
+    def _bucket(self, bucket: str) -> dict[str, Entry]:
+        return self._buckets.setdefault(bucket, {})
+
+    @staticmethod
+    def _frozen(value: dict) -> dict:
+        return json.loads(json.dumps(value))
+
+    def get(self, bucket: str, key: str) -> Entry | None:
+        entry = self._bucket(bucket).get(key)
+        return Entry(entry.key, copy.deepcopy(entry.value), entry.revision) if entry else None
+
+    def list(self, bucket: str) -> list[Entry]:
+        with self._lock:
+            entries = list(self._bucket(bucket).values())
+        return [Entry(e.key, copy.deepcopy(e.value), e.revision) for e in entries]
+
+    def _write(self, bucket: str, key: str, value: dict) -> int:
+        revision = next(self._revisions)
+        self._bucket(bucket)[key] = Entry(key, self._frozen(value), revision)
+        return revision
+
+    def create(self, bucket: str, key: str, value: dict) -> int:
+        with self._lock:
+            if key in self._bucket(bucket):
+                raise Conflict(f"{bucket} entry {key!r} already exists")
+            return self._write(bucket, key, value)
+
+    def put(self, bucket: str, key: str, value: dict) -> int:
+        with self._lock:
+            return self._write(bucket, key, value)
+
+    def update(self, bucket: str, key: str, value: dict, revision: int) -> int:
+        with self._lock:
+            current = self._bucket(bucket).get(key)
+            if current is None:
+                raise NotFound(f"{bucket} entry {key!r} not found")
+            if current.revision != revision:
+                raise Conflict(f"{bucket} entry {key!r} was changed concurrently")
+            return self._write(bucket, key, value)
+
+    def delete(self, bucket: str, key: str, revision: int | None = None) -> None:
+        with self._lock:
+            current = self._bucket(bucket).get(key)
+            if current is None:
+                raise NotFound(f"{bucket} entry {key!r} not found")
+            if revision is not None and current.revision != revision:
+                raise Conflict(f"{bucket} entry {key!r} was changed concurrently")
+            del self._bucket(bucket)[key]
+
+    def append(self, log: str, record: dict) -> int:
+        with self._lock:
+            seq = self._log_seq.get(log, 0) + 1
+            self._log_seq[log] = seq
+            self._logs.setdefault(log, deque(maxlen=LOG_LIMIT)).append((seq, self._frozen(record)))
+            return seq
+
+    def read(self, log: str, after: int = 0) -> Iterator[tuple[int, dict]]:
+        with self._lock:
+            records = [r for r in self._logs.get(log, ()) if r[0] > after]
+        for seq, record in records:
+            yield seq, copy.deepcopy(record)
+
+    def publish(self, subject: str, event: dict) -> None:
+        event = self._frozen(event)
+        for sub in list(self._subs):
+            if subject_matches(sub.pattern, subject):
+                gevent.spawn(sub.handler, subject, copy.deepcopy(event))
+
+    def subscribe(self, subject: str, handler: Handler) -> _Sub:
+        sub = _Sub(self, subject, handler)
+        self._subs.add(sub)
+        return sub

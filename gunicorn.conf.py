@@ -1,0 +1,80 @@
+"""gunicorn settings, read from the same variables as the server (cb.config.Settings).
+
+Binds both listeners, picks the worker count (one with memory storage, whose state is
+per process), and refuses to start on a bad variable, a port in use or an unreachable
+NATS server with one clear line instead of a loop of tracebacks.
+"""
+
+import multiprocessing
+import socket
+import sys
+
+from cb.config import ConfigError, Settings
+from cb.logs import get_logger, setup_logging
+from cb.services import provider_status_lines
+
+try:
+    _settings = Settings.from_env()
+except ConfigError as _exc:
+    sys.exit(f"Configuration error: {_exc}")
+
+
+def _check_free(host: str, port: int, variable: str) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        probe.bind((host, port))
+    except OSError:
+        sys.exit(f"Address already in use: {port} ({variable})")
+    finally:
+        probe.close()
+
+
+_check_free(_settings.graphql_host, _settings.graphql_port, "GRAPHQL_PORT")
+_check_free(_settings.openai_host, _settings.openai_port, "OPENAI_PORT")
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+bind = [
+    f"{_host(_settings.graphql_host)}:{_settings.graphql_port}",
+    f"{_host(_settings.openai_host)}:{_settings.openai_port}",
+]
+worker_class = "wsgi.Worker"
+if _settings.storage_backend == "memory":
+    workers = 1
+else:
+    workers = _settings.web_concurrency or multiprocessing.cpu_count()
+worker_connections = 2000
+timeout = 120
+graceful_timeout = int(_settings.graceful_timeout)
+keepalive = 75
+# gunicorn 27 opens a control socket under ~/.gunicorn by default; we have no use for it.
+control_socket_disable = True
+accesslog = None
+errorlog = "-"
+loglevel = "warning"
+
+
+def on_starting(server):
+    setup_logging(_settings.rust_log, _settings.log_level, _settings.environment == "production", _settings.secrets)
+    log = get_logger("server")
+    for ok, line in provider_status_lines(_settings):
+        (log.info if ok else log.warning)(line)
+    if _settings.storage_backend == "nats":
+        from cb.storage.nats import probe
+
+        if not probe(_settings.nats_url):
+            log.error("Error: Failed to connect to NATS server at %s", _settings.nats_url)
+            sys.exit(1)
+
+
+def when_ready(server):
+    get_logger("server").info(
+        "Circuit Breaker ready: GraphQL on http://%s:%d, OpenAI API on http://%s:%d (%s storage, %d worker%s)",
+        _settings.graphql_host, _settings.graphql_port, _settings.openai_host, _settings.openai_port,
+        _settings.storage_backend, workers, "" if workers == 1 else "s",
+    )

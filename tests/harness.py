@@ -1,0 +1,164 @@
+"""Real processes for tests: gunicorn serving the app, and nats-server with JetStream."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port}")
+
+
+class NatsServer:
+    """A real ``nats-server -js`` on a free port with a temporary store."""
+
+    def __init__(self, store: Path, port: int | None = None):
+        self.store = Path(store)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @classmethod
+    def from_env_or_start(cls, store: Path) -> "NatsServer":
+        url = os.environ.get("CB_TEST_NATS_URL")
+        if url:
+            server = cls(store, int(url.rsplit(":", 1)[1]))
+            return server
+        server = cls(store)
+        server.start()
+        return server
+
+    def start(self) -> None:
+        binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        self.proc = subprocess.Popen(
+            [binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+class Server:
+    """The server under gunicorn, on two free ports, with a log file to inspect."""
+
+    def __init__(self, workdir: Path, backend: str = "memory", env: dict | None = None):
+        self.workdir = Path(workdir)
+        self.graphql_port = free_port()
+        self.openai_port = free_port()
+        self.backend = backend
+        self.log_path = self.workdir / f"server-{self.openai_port}.log"
+        self.env = {
+            "GRAPHQL_HOST": "127.0.0.1",
+            "GRAPHQL_PORT": str(self.graphql_port),
+            "OPENAI_HOST": "127.0.0.1",
+            "OPENAI_PORT": str(self.openai_port),
+            "STORAGE_BACKEND": backend,
+            "OLLAMA_BASE_URL": "",
+            "ENVIRONMENT": "test",
+            "RUST_LOG": "info",
+        }
+        self.env.update({k: str(v) for k, v in (env or {}).items()})
+        self.proc: subprocess.Popen | None = None
+
+    @staticmethod
+    def fresh_namespace() -> str:
+        """A prefix for NATS buckets and subjects, so tests sharing one nats-server are isolated."""
+        return "t" + uuid.uuid4().hex[:10]
+
+    @property
+    def graphql_url(self) -> str:
+        return f"http://127.0.0.1:{self.graphql_port}"
+
+    @property
+    def openai_url(self) -> str:
+        return f"http://127.0.0.1:{self.openai_port}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:application"]
+
+    def start(self, wait: bool = True) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.endswith("_BASE_URL")}
+        env.update(self.env)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.command(), cwd=self.workdir_for_run(), env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_healthy()
+
+    def workdir_for_run(self) -> str:
+        # a directory without a .env file, so the developer's own .env never leaks into tests
+        run = self.workdir / "run"
+        run.mkdir(exist_ok=True)
+        for name in ("app.py", "wsgi.py", "gunicorn.conf.py", "cb", "blueprints", "schema"):
+            link = run / name
+            if not link.exists():
+                link.symlink_to(ROOT / name)
+        return str(run)
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                if requests.get(self.openai_url + "/health", timeout=1).status_code in (200, 503):
+                    if requests.get(self.graphql_url + "/health", timeout=1).status_code in (200, 503):
+                        return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"server did not become healthy:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def graphql(self, query: str, variables: dict | None = None, headers: dict | None = None) -> dict:
+        response = requests.post(
+            self.graphql_url + "/graphql", json={"query": query, "variables": variables or {}}, headers=headers, timeout=30
+        )
+        return response.json()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode if self.proc else None
+        self.proc = None
+        return code

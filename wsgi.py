@@ -1,0 +1,56 @@
+"""Entry point for gunicorn: ``gunicorn -c gunicorn.conf.py wsgi:application``.
+
+``application`` is built on first access (PEP 562), which happens in each worker after
+the fork and after gevent's monkey-patching, never in the gunicorn master. ``Worker`` is
+the gevent-websocket worker with the client socket put back into the WSGI environ.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
+from geventwebsocket.handler import WebSocketHandler
+
+# gunicorn's own code stops a worker with this exit code when the app cannot load; the
+# master then halts instead of respawning workers forever.
+WORKER_BOOT_ERROR = 3
+
+
+class Handler(WebSocketHandler):
+    """Adds ``gunicorn.socket`` so a streaming response can notice a departed client."""
+
+    def get_environ(self):
+        environ = super().get_environ()
+        environ["gunicorn.socket"] = self.socket
+        return environ
+
+    def log_request(self):
+        pass  # the app writes one structured access-log line per request
+
+
+class Worker(GeventWebSocketWorker):
+    wsgi_handler = Handler
+
+
+def _build():
+    from app import create_app
+    from cb.config import Settings
+    from cb.errors import StorageUnavailable
+    from cb.logs import get_logger, setup_logging
+
+    settings = Settings.from_env()
+    setup_logging(settings.rust_log, settings.log_level, settings.environment == "production", settings.secrets)
+    try:
+        return create_app(settings)
+    except StorageUnavailable as exc:
+        get_logger("server").error("Error: %s", exc.message)
+        sys.exit(WORKER_BOOT_ERROR)
+
+
+def __getattr__(name: str):
+    if name == "application":
+        app = _build()
+        globals()["application"] = app
+        return app
+    raise AttributeError(name)
