@@ -1,0 +1,1 @@
+"""LLM routing: canonical request/response types, provider adapters, catalog, router, costs."""

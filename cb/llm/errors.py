@@ -1,0 +1,86 @@
+"""Errors of the LLM layer, each knowing its OpenAI status and code.
+
+``retryable`` tells the router it may fail over to another deployment.
+"""
+
+from __future__ import annotations
+
+from cb.errors import CircuitBreakerError
+
+
+class LLMError(CircuitBreakerError):
+    code = "llm_error"
+    openai_code: str | None = None
+    retryable = False
+    param: str | None = None
+
+
+class InvalidRequest(LLMError):
+    """The client's request is wrong (400), ``param`` names the field."""
+
+    http_status = 400
+    code = "INVALID_REQUEST"
+    openai_code = "invalid_request_error"
+
+    def __init__(self, message: str, param: str | None = None, openai_code: str | None = None):
+        super().__init__(message)
+        self.param = param
+        if openai_code:
+            self.openai_code = openai_code
+
+
+class UnsupportedParameter(InvalidRequest):
+    """A request field the chosen provider has no equivalent for."""
+
+    def __init__(self, provider: str, param: str):
+        super().__init__(f"'{param}' is not supported by the {provider} provider", param, "unsupported_parameter")
+
+
+class ModelNotFound(LLMError):
+    http_status = 404
+    code = "NOT_FOUND"
+    openai_code = "model_not_found"
+
+    def __init__(self, model: str):
+        super().__init__(f"The model '{model}' does not exist or is not available on this server")
+        self.param = "model"
+
+
+class ProviderNotConfigured(LLMError):
+    """The model's provider has no key: the message names the variable to set."""
+
+    http_status = 400
+    code = "PROVIDER_NOT_CONFIGURED"
+    openai_code = "provider_not_configured"
+
+    def __init__(self, provider: str, variable: str, model: str | None = None):
+        what = f"Model '{model}' needs the {provider} provider, which" if model else f"The {provider} provider"
+        super().__init__(f"{what} is not configured: set {variable}")
+        self.param = "model"
+
+
+class UpstreamError(LLMError):
+    """The provider answered with an error, or could not be reached.
+
+    ``status`` is what the client gets: the provider's own 400/404/413/422/429 pass
+    through; provider faults become 502.
+    """
+
+    code = "UPSTREAM_ERROR"
+    openai_code = "upstream_error"
+
+    def __init__(self, provider: str, message: str, status: int = 502, retryable: bool = False,
+                 retry_after: float | None = None, upstream_status: int | None = None):
+        super().__init__(f"{provider}: {message}")
+        self.provider = provider
+        self.http_status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.upstream_status = upstream_status
+
+
+class UpstreamTimeout(UpstreamError):
+    openai_code = "upstream_timeout"
+
+    def __init__(self, provider: str, message: str = "the provider did not answer in time"):
+        super().__init__(provider, message, status=504, retryable=True)

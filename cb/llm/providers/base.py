@@ -1,0 +1,84 @@
+"""The one interface every provider implements, and the HTTP transport they share.
+
+A provider only translates: canonical request -> upstream HTTP call, upstream body or
+stream -> canonical response or chunks, upstream error -> :class:`UpstreamError`. It
+never sends anything itself, never retries, never knows about other providers; the
+router does that through :class:`Transport`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable, Iterator
+
+from cb.llm.errors import InvalidRequest, UpstreamError
+from cb.llm.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamChunk
+
+
+@dataclass
+class Deployment:
+    """One endpoint serving models: which protocol, where, with which key."""
+
+    id: str
+    provider_type: str  # a key of cb.llm.providers.PROVIDERS
+    base_url: str
+    api_key: str | None = None
+    key_variable: str | None = None  # named in "not configured" errors
+    name: str | None = None
+    models: list[str] = field(default_factory=list)  # empty: the catalog's models of this provider
+    weight: float = 1.0
+    priority: int = 0
+    enabled: bool = True
+
+
+@dataclass
+class UpstreamCall:
+    """An HTTP request to a provider, fully built."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    json: Any = None
+    stream: bool = False
+
+
+class Provider:
+    """Translate between canonical types and one provider's wire protocol."""
+
+    type: ClassVar[str]
+    #: the request fields this provider cannot express; a request setting one gets a 400
+    unsupported: ClassVar[frozenset[str]] = frozenset()
+
+    def check(self, request: ChatRequest) -> None:
+        """Refuse request fields with no equivalent here, naming the field."""
+        from cb.llm.errors import UnsupportedParameter
+
+        for name in request.set_fields():
+            if name in self.unsupported:
+                raise UnsupportedParameter(self.type, name)
+
+    def chat_call(self, deployment: Deployment, request: ChatRequest, model: str) -> UpstreamCall:
+        raise NotImplementedError
+
+    def parse_chat(self, body: dict, model: str) -> ChatResponse:
+        raise NotImplementedError
+
+    def parse_stream(self, lines: Iterable[bytes], model: str) -> Iterator[StreamChunk]:
+        """Turn the upstream's stream, line by line, into canonical chunks."""
+        raise NotImplementedError
+
+    def error(self, status: int, body: bytes, headers: dict[str, str]) -> UpstreamError:
+        """Map an upstream error response once: client mistakes keep their status."""
+        from cb.llm.providers.errors import map_http_error
+
+        return map_http_error(self.type, status, body, headers)
+
+    def embeddings_call(self, deployment: Deployment, request: EmbeddingRequest, model: str) -> UpstreamCall:
+        raise InvalidRequest(f"The {self.type} provider has no embeddings endpoint", "model")
+
+    def parse_embeddings(self, body: dict, model: str) -> EmbeddingResponse:
+        raise NotImplementedError
+
+    def discover_models(self, deployment: Deployment, transport: Any) -> list[str] | None:
+        """Models the endpoint reports (Ollama's /api/tags); None if it cannot list them."""
+        return None

@@ -1,0 +1,154 @@
+"""Canonical chat types: what every provider adapter speaks.
+
+Requests are parsed into these at the edge (``blueprints/openai.py``), each provider
+translates them to its wire format and back, and responses are rendered to OpenAI's
+shape at the edge again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ContentPart:
+    """One part of a message: text, or an image given by URL or data: URL."""
+
+    type: str  # "text" | "image_url"
+    text: str | None = None
+    image_url: str | None = None
+    detail: str | None = None
+
+
+@dataclass
+class ToolCall:
+    """A function call the assistant asked for; ``arguments`` is a JSON string."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class Message:
+    role: str  # "system" | "user" | "assistant" | "tool"
+    content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message's text, image parts left out."""
+        if isinstance(self.content, list):
+            return "".join(p.text or "" for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+@dataclass
+class Tool:
+    """A function the model may call (OpenAI's ``tools[].function``)."""
+
+    name: str
+    description: str | None = None
+    parameters: dict | None = None
+    strict: bool | None = None
+
+
+@dataclass
+class ChatRequest:
+    """A chat completion request, provider-neutral."""
+
+    model: str
+    messages: list[Message]
+    stream: bool = False
+    include_usage: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: list[str] | None = None
+    n: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    user: str | None = None
+    tools: list[Tool] | None = None
+    tool_choice: str | dict | None = None  # "auto" | "none" | "required" | {"type": "function", "function": {"name"}}
+    parallel_tool_calls: bool | None = None
+    response_format: dict | None = None  # {"type": "json_object"} | {"type": "json_schema", "json_schema": {...}}
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    routing: dict = field(default_factory=dict)  # the body's ``circuit_breaker`` object
+
+    def set_fields(self) -> list[str]:
+        """Names of the optional fields the client actually set (for 'unsupported' checks)."""
+        skip = {"model", "messages", "stream", "include_usage", "routing"}
+        return [k for k, v in self.__dict__.items() if k not in skip and v is not None]
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Choice:
+    index: int
+    message: Message
+    finish_reason: str | None  # "stop" | "length" | "tool_calls" | "content_filter"
+    logprobs: Any = None
+
+
+@dataclass
+class ChatResponse:
+    """A complete (non-streamed) answer."""
+
+    id: str
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    created: int = 0
+
+
+@dataclass
+class ToolCallDelta:
+    """A streamed piece of a tool call: the first carries id and name, later ones arguments."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass
+class StreamChunk:
+    """One streamed event, already canonical. ``usage`` arrives on (usually) the last."""
+
+    index: int = 0
+    role: str | None = None
+    content: str | None = None
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    logprobs: Any = None
+
+
+@dataclass
+class EmbeddingRequest:
+    model: str
+    input: list[str]
+    dimensions: int | None = None
+    user: str | None = None
+
+
+@dataclass
+class EmbeddingResponse:
+    model: str
+    vectors: list[list[float]]
+    usage: Usage
