@@ -1,0 +1,129 @@
+"""The model catalog: known models, their aliases, context windows, prices, abilities.
+
+Prices are USD per million tokens (input, output), as providers publish them. The
+catalog answers "what is this model" only; which deployments can serve it, and which
+are healthy, is the router's business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+CREATED = 1677652288  # the guide's fixed "created" stamp for catalog models
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One model as the catalog knows it."""
+
+    id: str
+    provider: str  # provider type: openai | anthropic | google | ollama
+    context_window: int
+    input_price: float  # USD per 1M prompt tokens
+    output_price: float  # USD per 1M completion tokens
+    supports_streaming: bool = True
+    supports_tools: bool = True
+    supports_vision: bool = False
+    embeddings: bool = False
+    aliases: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # chat, coding, analysis, creative, fast, smart
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_price + completion_tokens * self.output_price) / 1_000_000
+
+
+def _m(id, provider, ctx, inp, out, **kw) -> ModelInfo:
+    return ModelInfo(id=id, provider=provider, context_window=ctx, input_price=inp, output_price=out, **kw)
+
+
+MODELS: tuple[ModelInfo, ...] = (
+    # OpenAI
+    _m("gpt-4", "openai", 8192, 30.0, 60.0, tags=("chat", "analysis", "smart")),
+    _m("gpt-4-turbo", "openai", 128000, 10.0, 30.0, supports_vision=True, tags=("chat", "coding", "analysis", "smart")),
+    _m("gpt-4o", "openai", 128000, 2.5, 10.0, supports_vision=True,
+       tags=("chat", "coding", "analysis", "creative", "smart")),
+    _m("gpt-4o-mini", "openai", 128000, 0.15, 0.6, supports_vision=True, tags=("chat", "coding", "fast")),
+    _m("gpt-3.5-turbo", "openai", 16385, 0.5, 1.5, tags=("chat", "fast")),
+    _m("o1-mini", "openai", 128000, 3.0, 12.0, supports_tools=False, tags=("coding", "analysis")),
+    _m("text-embedding-3-small", "openai", 8191, 0.02, 0.0, embeddings=True, supports_streaming=False,
+       supports_tools=False),
+    _m("text-embedding-3-large", "openai", 8191, 0.13, 0.0, embeddings=True, supports_streaming=False,
+       supports_tools=False),
+    _m("text-embedding-ada-002", "openai", 8191, 0.1, 0.0, embeddings=True, supports_streaming=False,
+       supports_tools=False),
+    # Anthropic
+    _m("claude-3-opus-20240229", "anthropic", 200000, 15.0, 75.0, supports_vision=True,
+       aliases=("claude-3-opus", "claude-3-opus-latest"), tags=("chat", "analysis", "creative", "smart")),
+    _m("claude-3-5-sonnet-20241022", "anthropic", 200000, 3.0, 15.0, supports_vision=True,
+       aliases=("claude-3-5-sonnet", "claude-3-5-sonnet-latest"),
+       tags=("chat", "coding", "analysis", "creative", "smart")),
+    _m("claude-3-sonnet-20240229", "anthropic", 200000, 3.0, 15.0, supports_vision=True,
+       aliases=("claude-3-sonnet",), tags=("chat", "analysis")),
+    _m("claude-3-5-haiku-20241022", "anthropic", 200000, 0.8, 4.0, aliases=("claude-3-5-haiku",),
+       tags=("chat", "coding", "fast")),
+    _m("claude-3-haiku-20240307", "anthropic", 200000, 0.25, 1.25, supports_vision=True,
+       aliases=("claude-3-haiku",), tags=("chat", "fast")),
+    # Google
+    _m("gemini-1.5-pro", "google", 2097152, 1.25, 5.0, supports_vision=True,
+       tags=("chat", "coding", "analysis", "creative", "smart")),
+    _m("gemini-1.5-flash", "google", 1048576, 0.075, 0.3, supports_vision=True, tags=("chat", "fast")),
+    _m("gemini-2.0-flash", "google", 1048576, 0.1, 0.4, supports_vision=True, tags=("chat", "coding", "fast")),
+    _m("text-embedding-004", "google", 2048, 0.0, 0.0, embeddings=True, supports_streaming=False,
+       supports_tools=False),
+    # Ollama (local, free); more are discovered from the server's /api/tags
+    _m("llama3.2", "ollama", 131072, 0.0, 0.0, tags=("chat", "fast")),
+    _m("nomic-embed-text", "ollama", 8192, 0.0, 0.0, embeddings=True, supports_streaming=False,
+       supports_tools=False),
+)
+
+#: virtual models: resolved by the router with a strategy, among configured healthy models
+VIRTUAL_MODELS: dict[str, dict] = {
+    "auto": {"strategy": None, "tag": "chat", "description": "the server's default strategy"},
+    "cb:cost-optimal": {"strategy": "cost_optimized", "tag": "chat", "description": "cheapest capable model"},
+    "cb:fastest": {"strategy": "performance_first", "tag": "chat", "description": "lowest measured latency"},
+    "cb:smart-chat": {"strategy": "balanced", "tag": "smart", "description": "strong general chat model"},
+    "cb:coding": {"strategy": "balanced", "tag": "coding", "description": "models good at code"},
+    "cb:analysis": {"strategy": "balanced", "tag": "analysis", "description": "long-context analysis"},
+    "cb:creative": {"strategy": "balanced", "tag": "creative", "description": "creative writing"},
+}
+
+
+@dataclass
+class Catalog:
+    """Lookup of models by id or alias; extensible with discovered models and price overrides."""
+
+    models: dict[str, ModelInfo] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def default(cls) -> "Catalog":
+        catalog = cls()
+        for model in MODELS:
+            catalog.add(model)
+        return catalog
+
+    def add(self, model: ModelInfo) -> None:
+        self.models[model.id] = model
+        for alias in model.aliases:
+            self.aliases[alias] = model.id
+
+    def get(self, name: str) -> ModelInfo | None:
+        """The model named ``name`` (id or alias), or None."""
+        return self.models.get(name) or self.models.get(self.aliases.get(name, ""))
+
+    def for_provider(self, provider: str) -> list[ModelInfo]:
+        return [m for m in self.models.values() if m.provider == provider]
+
+    def override_price(self, model_id: str, input_price: float, output_price: float) -> None:
+        model = self.get(model_id)
+        if model:
+            self.models[model.id] = replace(model, input_price=input_price, output_price=output_price)
+
+    def discovered(self, provider: str, model_id: str) -> ModelInfo:
+        """Register (or return) a model an endpoint reported, e.g. from Ollama's /api/tags."""
+        known = self.get(model_id)
+        if known:
+            return known
+        model = ModelInfo(model_id, provider, 8192, 0.0, 0.0, tags=("chat",))
+        self.add(model)
+        return model

@@ -1,0 +1,75 @@
+"""The seams between the HTTP edge, the router and the cost ledger.
+
+The edge builds a :class:`RequestContext`, asks the router for :class:`Route`\\ s in
+order of preference, tries them (failing over on retryable errors before the first
+byte reached the client), reports each outcome back, and writes exactly one
+:class:`UsageRecord` per request.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+
+from cb.llm.catalog import ModelInfo
+from cb.llm.providers.base import Deployment
+
+
+@dataclass
+class RequestContext:
+    """Who asked, and the request-level routing options."""
+
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    api_key_id: str | None = None
+    user: str | None = None
+    project: str | None = None
+    strategy: str | None = None  # header X-CB-Routing-Strategy or body circuit_breaker.routing_strategy
+    max_cost_per_1k_tokens: float | None = None
+    max_latency_ms: float | None = None
+    preferred_providers: list[str] = field(default_factory=list)
+    fallback_models: list[str] = field(default_factory=list)
+    provider_key: str | None = None  # an agent's own key (bring your own key)
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Route:
+    """One way to serve a request: a deployment and the model name it expects."""
+
+    deployment: Deployment
+    model: ModelInfo
+    upstream_model: str  # what is sent on the wire (the deployment may rename it)
+    fallback: bool = False  # reached through a fallback model, not the one asked for
+
+
+@dataclass
+class UsageRecord:
+    """One request's usage: the source of truth for cost analytics and budgets."""
+
+    id: str
+    timestamp: float
+    model: str
+    provider: str | None = None
+    deployment: str | None = None
+    api_key_id: str | None = None
+    user: str | None = None
+    project: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    status: str = "success"  # success | error | interrupted
+    streamed: bool = False
+    fallback_used: bool = False
+    estimated: bool = False
+    request_id: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "UsageRecord":
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
