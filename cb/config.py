@@ -9,9 +9,10 @@ is allowed.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 
 class ConfigError(Exception):
@@ -72,7 +73,7 @@ def _text(raw: str) -> str:
 
 def _url(raw: str) -> str:
     value = raw.strip().rstrip("/")
-    if not value.split("://", 1)[0] in ("http", "https", "nats", "tls") or "://" not in value:
+    if value.split("://", 1)[0] not in ("http", "https", "nats", "tls") or "://" not in value:
         raise ValueError("a URL such as http://host:port")
     return value
 
@@ -144,7 +145,7 @@ class Settings:
     trusted_proxies: tuple = var("TRUSTED_PROXIES", "", _csv, "proxy addresses whose X-Forwarded-For is believed")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: str | Path | None = ".env") -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: str | Path | None = ".env") -> Settings:
         """Build settings from ``environ`` (default ``os.environ``) over a ``.env`` file."""
         values = dict(read_dotenv(dotenv)) if dotenv else {}
         values.update(os.environ if environ is None else environ)
