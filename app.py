@@ -41,9 +41,10 @@ def _flask_app(name: str, settings: Settings, services: Services) -> Flask:
 
 
 def create_openai_app(settings: Settings, services: Services) -> Flask:
-    from blueprints import health, openai
+    from blueprints import health, observability, openai
 
     app = _flask_app("circuit_breaker.openai", settings, services)
+    observability.install(app, "openai")
     openai.install_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(openai.bp)
@@ -51,9 +52,11 @@ def create_openai_app(settings: Settings, services: Services) -> Flask:
 
 
 def create_graphql_app(settings: Settings, services: Services) -> Flask:
-    from blueprints import graphql, health
+    from blueprints import graphql, health, metrics, observability
 
     app = _flask_app("circuit_breaker.graphql", settings, services)
+    observability.install(app, "graphql")
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(graphql.bp)
     return app

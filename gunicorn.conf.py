@@ -6,8 +6,11 @@ NATS server with one clear line instead of a loop of tracebacks.
 """
 
 import multiprocessing
+import os
+import shutil
 import socket
 import sys
+import tempfile
 
 from cb.config import ConfigError, Settings
 from cb.logs import get_logger, setup_logging
@@ -57,6 +60,25 @@ control_socket_disable = True
 accesslog = None
 errorlog = "-"
 loglevel = "warning"
+
+
+# Each worker writes its metrics here; /metrics folds them (prometheus-client multiprocess mode).
+_metrics_dir = _settings.metrics_dir or tempfile.mkdtemp(prefix="cb-metrics-")
+os.makedirs(_metrics_dir, exist_ok=True)
+for _stale in os.listdir(_metrics_dir):
+    os.remove(os.path.join(_metrics_dir, _stale))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def child_exit(server, worker):
+    from cb.metrics import worker_exited
+
+    worker_exited(worker.pid)
+
+
+def on_exit(server):
+    if not _settings.metrics_dir:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
 
 
 def on_starting(server):

@@ -142,6 +142,7 @@ class Settings:
     first_token_timeout: float = var("UPSTREAM_FIRST_TOKEN_TIMEOUT", "120", _seconds, "seconds to wait for a stream's first token")
     keepalive_seconds: float = var("SSE_KEEPALIVE_SECONDS", "15", _seconds, "idle seconds before an SSE ': keep-alive' comment")
     graceful_timeout: float = var("GRACEFUL_TIMEOUT", "30", _seconds, "seconds in-flight requests get on shutdown")
+    metrics_dir: str | None = var("PROMETHEUS_MULTIPROC_DIR", "", _optional(_text), "where workers share metrics (default: a temp dir)")
     trusted_proxies: tuple = var("TRUSTED_PROXIES", "", _csv, "proxy addresses whose X-Forwarded-For is believed")
 
     @classmethod

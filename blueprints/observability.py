@@ -1,0 +1,67 @@
+"""Request ids, one structured access-log line per request, and HTTP metrics.
+
+Installed on both Flask apps. The access line is written when the response is closed,
+so a streamed response is logged (and timed) when its last byte has gone out.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+
+from cb import metrics
+from cb.logs import get_logger, request_id
+
+log = get_logger("access")
+
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def annotate(**fields) -> None:
+    """Add fields (provider, model, tokens, cost …) to this request's access-log line."""
+    access = getattr(g, "cb_access", None)
+    if access is not None:
+        access.update({k: v for k, v in fields.items() if v is not None})
+
+
+def current_request_id() -> str:
+    return getattr(g, "cb_request_id", None) or request_id.get() or uuid.uuid4().hex
+
+
+def install(app: Flask, port_name: str) -> None:
+    """Give every request of ``app`` an id, a metrics sample and an access-log line."""
+
+    @app.before_request
+    def start() -> None:
+        given = request.headers.get("X-Request-ID", "")
+        rid = given if _VALID_ID.match(given) else uuid.uuid4().hex
+        g.cb_request_id = rid
+        g.cb_started = time.perf_counter()
+        g.cb_access = {}
+        request_id.set(rid)
+        metrics.in_flight.labels(port_name).inc()
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        rid = getattr(g, "cb_request_id", None)
+        if rid is None:  # the request failed before start() ran
+            return response
+        response.headers["X-Request-ID"] = rid
+        started, access = g.cb_started, g.cb_access
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        method, path = request.method, request.path
+
+        def close() -> None:
+            duration = time.perf_counter() - started
+            metrics.in_flight.labels(port_name).dec()
+            metrics.http_requests.labels(port_name, route, str(response.status_code)).inc()
+            metrics.http_latency.labels(port_name, route).observe(duration)
+            fields = {"method": method, "path": path, "status": response.status_code,
+                      "duration_ms": round(duration * 1000, 2), **access}
+            log.info("%s %s %s", method, path, response.status_code, extra={"request_id": rid, "fields": fields})
+
+        response.call_on_close(close)
+        return response
