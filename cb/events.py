@@ -8,7 +8,7 @@ the fan-out is in-process; with nats it crosses processes and replicas.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from cb.storage import Storage, Subscription
 

@@ -47,7 +47,7 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     @classmethod
-    def from_env_or_start(cls, store: Path) -> "NatsServer":
+    def from_env_or_start(cls, store: Path) -> NatsServer:
         url = os.environ.get("CB_TEST_NATS_URL")
         if url:
             server = cls(store, int(url.rsplit(":", 1)[1]))

@@ -96,7 +96,7 @@ class Catalog:
     aliases: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def default(cls) -> "Catalog":
+    def default(cls) -> Catalog:
         catalog = cls()
         for model in MODELS:
             catalog.add(model)

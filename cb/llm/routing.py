@@ -70,6 +70,6 @@ class UsageRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "UsageRecord":
+    def from_dict(cls, data: dict) -> UsageRecord:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)

@@ -15,8 +15,9 @@ the NATS thread.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 from cb.errors import Conflict, StorageUnavailable
 

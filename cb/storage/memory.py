@@ -10,7 +10,7 @@ import itertools
 import json
 import threading
 from collections import deque
-from typing import Iterator
+from collections.abc import Iterator
 
 import gevent
 
@@ -23,7 +23,7 @@ LOG_LIMIT = 100_000
 
 
 class _Sub:
-    def __init__(self, owner: "MemoryStorage", pattern: str, handler: Handler):
+    def __init__(self, owner: MemoryStorage, pattern: str, handler: Handler):
         self.owner, self.pattern, self.handler = owner, pattern, handler
 
     def close(self) -> None:
