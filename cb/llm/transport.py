@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from cb.config import Settings
@@ -96,16 +97,16 @@ class Transport:
         label = provider_label(provider.type)
         pending = b""
         try:
-            for data in response.iter_content(chunk_size=None):
+            for data in _arrivals(response):
                 pending += data
                 *complete, pending = pending.split(b"\n")
                 for line in complete:
                     yield line.rstrip(b"\r")
             if pending:
                 yield pending
-        except requests.Timeout:
+        except (requests.Timeout, urllib3.exceptions.TimeoutError):
             raise UpstreamTimeout(label, "the stream stalled") from None
-        except requests.RequestException:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
             raise UpstreamError(label, "the connection broke in the middle of the stream", retryable=True) from None
         finally:
             response.close()
@@ -114,6 +115,15 @@ class Transport:
         for session in self._sessions.values():
             session.close()
         self._sessions.clear()
+
+
+def _arrivals(response: requests.Response) -> Iterator[bytes]:
+    """Body bytes as they arrive: per HTTP chunk, or whatever one read returns without a length."""
+    if response.raw.chunked:
+        yield from response.iter_content(chunk_size=None)
+        return
+    while data := response.raw.read1(65536, decode_content=True):
+        yield data
 
 
 def _host(url: str) -> str:
