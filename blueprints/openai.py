@@ -92,6 +92,7 @@ def install_error_handlers(app: Flask) -> None:
 
 @bp.before_app_request
 def _identify():
+    g.started = time.monotonic()
     given = request.headers.get("X-Request-ID", "")
     g.request_id = given if _REQUEST_ID.match(given) else "req_" + RequestContext().request_id
     g.request_token = logs.request_id.set(g.request_id)
@@ -104,7 +105,7 @@ def _request_id_header(response: Response):
 
 
 def _context(chat_user: str | None = None) -> RequestContext:
-    return RequestContext(request_id=g.request_id, user=chat_user)
+    return RequestContext(request_id=g.request_id, user=chat_user, started=g.started)
 
 
 def _route_headers(route: Route, ctx: RequestContext, upstream_ms: float) -> dict:
