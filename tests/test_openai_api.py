@@ -49,7 +49,8 @@ def fresh_upstream(request):
 
 @pytest.fixture
 def client(api):
-    return openai.OpenAI(base_url=api.openai_url + "/v1", api_key="client-key", max_retries=0, timeout=20)
+    with openai.OpenAI(base_url=api.openai_url + "/v1", api_key="client-key", max_retries=0, timeout=20) as client:
+        yield client  # closed after the test: an idle keep-alive connection would hold up the server's shutdown
 
 
 def sse_events(response: requests.Response) -> list[str]:
@@ -340,8 +341,8 @@ def test_client_disconnect_closes_the_upstream_and_records_usage(api, upstream):
 def test_streaming_disabled_is_a_400(server_factory, upstream):
     server = server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.base_url,
                             OPENAI_ENABLE_STREAMING="false")
-    client = openai.OpenAI(base_url=server.openai_url + "/v1", api_key="k", max_retries=0)
-    with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}], stream=True)
-    assert "Streaming is disabled" in info.value.message and info.value.param == "stream"
-    assert client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}]).choices
+    with openai.OpenAI(base_url=server.openai_url + "/v1", api_key="k", max_retries=0) as client:
+        with pytest.raises(openai.BadRequestError) as info:
+            client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}], stream=True)
+        assert "Streaming is disabled" in info.value.message and info.value.param == "stream"
+        assert client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}]).choices
