@@ -50,6 +50,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     hang: float = 0.0  # seconds to wait before answering (ends early if the client leaves)
     chunk_delay: float = 0.0  # seconds between streamed chunks
+    first_chunk_delay: float = 0.0  # seconds between the stream's headers and its first chunk
     fail_after_chunks: int | None = None  # cut the stream after this many chunks
 
 
@@ -117,6 +118,8 @@ class Reply:
 
     def chunk(self, data: bytes) -> None:
         """Send one HTTP chunk, honouring the fault's delay and cut-off."""
+        if not self.chunks_sent and self.fault.first_chunk_delay:
+            self.wait(self.fault.first_chunk_delay)
         if self.chunks_sent and self.fault.chunk_delay:
             self.wait(self.fault.chunk_delay)
         if self.fault.fail_after_chunks is not None and self.chunks_sent >= self.fault.fail_after_chunks:
