@@ -12,6 +12,7 @@ from typing import Any
 from cb import __version__
 from cb.config import Settings
 from cb.events import EventBus
+from cb.llm.discovery import start_discovery
 from cb.llm.gateway import build_gateway
 from cb.logs import get_logger
 from cb.storage import Storage, open_storage
@@ -51,6 +52,7 @@ def build_services(settings: Settings) -> Services:
     storage.connect()
     services = Services(settings=settings, storage=storage, bus=EventBus(storage))
     services.gateway = build_gateway(settings, storage)
+    services.extras["discovery"] = start_discovery(services.gateway, settings)
     return services
 
 

@@ -67,3 +67,16 @@ class ModelDiscovery:
         while True:
             self.refresh()
             gevent.sleep(self.interval)
+
+
+def start_discovery(gateway: Any, settings: Any) -> ModelDiscovery | None:
+    """Start discovery for the gateway's deployments whose provider can list models (None if none can)."""
+    from cb.llm.providers import PROVIDERS
+
+    listing = [d for d in gateway.router.deployments if d.enabled and d.base_url
+               and type(PROVIDERS.get(d.provider_type)).discover_models is not Provider.discover_models]
+    if not listing:
+        return None
+    discovery = ModelDiscovery(gateway.catalog, listing, PROVIDERS, gateway.transport, settings.ollama_refresh_seconds)
+    discovery.start()
+    return discovery

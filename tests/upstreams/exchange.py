@@ -1,15 +1,22 @@
-"""Drive one provider adapter against a fake upstream, without the gateway.
+"""Drive a provider adapter against a fake upstream: alone, or through the real server.
 
-The adapter builds the call, plain ``requests`` sends it (as the transport would), and the
-adapter parses what comes back: translation tests see real wire bytes both ways.
+Alone: the adapter builds the call, plain ``requests`` sends it (as the transport would),
+and the adapter parses what comes back, so translation tests see real wire bytes both
+ways. Through the server: :func:`serving` starts gunicorn pointed at the fake.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import openai
 import requests
 
 from cb.llm.providers.base import Deployment, Provider, UpstreamCall
 from cb.llm.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamChunk
+from tests.harness import Server
 
 
 def send(call: UpstreamCall) -> requests.Response:
@@ -57,3 +64,14 @@ def arguments_of(chunks: list[StreamChunk]) -> dict[int, dict]:
             call["name"] = call["name"] or delta.name
             call["arguments"] += delta.arguments
     return calls
+
+
+@contextmanager
+def serving(workdir: Path, **env) -> Iterator[tuple[Server, openai.OpenAI]]:
+    """The real server under gunicorn with ``env``, and an official OpenAI client pointed at it."""
+    server = Server(workdir, env=env)
+    server.start()
+    try:
+        yield server, openai.OpenAI(base_url=server.openai_url + "/v1", api_key="unused", max_retries=0, timeout=20)
+    finally:
+        server.stop()

@@ -21,7 +21,7 @@ from typing import Any
 
 from cb.llm.errors import UnsupportedParameter, UpstreamError
 from cb.llm.providers.base import Deployment, Provider, UpstreamCall
-from cb.llm.providers.wire import join_url, parse_arguments, split_data_url, sse_data
+from cb.llm.providers.wire import join_url, parse_arguments, split_data_url, sse_data, with_role
 from cb.llm.types import ChatRequest, ChatResponse, Choice, Message, StreamChunk, ToolCall, ToolCallDelta, Usage
 
 API_VERSION = "2023-06-01"
@@ -111,6 +111,9 @@ class AnthropicProvider(Provider):
         )
 
     def parse_stream(self, lines: Iterable[bytes], model: str) -> Iterator[StreamChunk]:
+        return with_role(self._events(lines))
+
+    def _events(self, lines: Iterable[bytes]) -> Iterator[StreamChunk]:
         usage = Usage()
         tool_index: dict[int, int] = {}  # content block index -> OpenAI tool call index
         stopped = False
@@ -118,7 +121,6 @@ class AnthropicProvider(Provider):
             kind = event.get("type")
             if kind == "message_start":
                 usage = _usage((event.get("message") or {}).get("usage") or {})
-                yield StreamChunk(role="assistant")
             elif kind == "content_block_start":
                 block = event.get("content_block") or {}
                 if block.get("type") == "tool_use":

@@ -145,17 +145,16 @@ class GoogleProvider(Provider):
                 return
             for candidate in candidates:
                 index = candidate.get("index", 0)
-                if index not in started:
-                    started.add(index)
-                    yield StreamChunk(index=index, role="assistant")
+                role = None if index in started else "assistant"
+                started.add(index)
                 text, calls = _candidate_parts(candidate)
                 deltas = []
                 for call in calls:
                     position = tool_counts.get(index, 0)
                     tool_counts[index] = position + 1
                     deltas.append(ToolCallDelta(position, call.id, call.name, call.arguments))
-                if text or deltas:
-                    yield StreamChunk(index=index, content=text or None, tool_calls=deltas)
+                if text or deltas or role:
+                    yield StreamChunk(index=index, role=role, content=text or None, tool_calls=deltas)
                 if candidate.get("finishReason"):
                     finished = True
                     reason = "tool_calls" if tool_counts.get(index) else _finish(candidate, [])

@@ -25,7 +25,15 @@ from typing import Any
 
 from cb.llm.errors import InvalidRequest, UnsupportedParameter, UpstreamError
 from cb.llm.providers.base import Deployment, Provider, UpstreamCall
-from cb.llm.providers.wire import join_url, ndjson, new_call_id, parse_arguments, split_data_url, tool_names_by_id
+from cb.llm.providers.wire import (
+    join_url,
+    ndjson,
+    new_call_id,
+    parse_arguments,
+    split_data_url,
+    tool_names_by_id,
+    with_role,
+)
 from cb.llm.types import (
     ChatRequest,
     ChatResponse,
@@ -115,8 +123,10 @@ class OllamaProvider(Provider):
         )
 
     def parse_stream(self, lines: Iterable[bytes], model: str) -> Iterator[StreamChunk]:
+        return with_role(self._objects(lines))
+
+    def _objects(self, lines: Iterable[bytes]) -> Iterator[StreamChunk]:
         tools = 0
-        yield StreamChunk(role="assistant")
         for event in ndjson(lines, LABEL):
             if "error" in event:
                 raise UpstreamError(LABEL, str(event["error"]))

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 
 from cb.llm.errors import InvalidRequest, UpstreamError
-from cb.llm.types import Message
+from cb.llm.types import Message, StreamChunk
 
 
 def sse_data(lines: Iterable[bytes | str], provider: str) -> Iterator[dict]:
@@ -32,6 +32,20 @@ def sse_data(lines: Iterable[bytes | str], provider: str) -> Iterator[dict]:
         if not data or data == "[DONE]":
             continue
         yield _decode(data, provider)
+
+
+def with_role(chunks: Iterator[StreamChunk]) -> Iterator[StreamChunk]:
+    """``chunks`` with the assistant role on the first one.
+
+    The role rides on the first chunk that carries something, not on an early "message
+    started" event, so the gateway's time-to-first-token limit measures a real token.
+    """
+    first = True
+    for chunk in chunks:
+        if first:
+            chunk.role = chunk.role or "assistant"
+            first = False
+        yield chunk
 
 
 def ndjson(lines: Iterable[bytes | str], provider: str) -> Iterator[dict]:
