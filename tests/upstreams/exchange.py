@@ -71,7 +71,9 @@ def serving(workdir: Path, **env) -> Iterator[tuple[Server, openai.OpenAI]]:
     """The real server under gunicorn with ``env``, and an official OpenAI client pointed at it."""
     server = Server(workdir, env=env)
     server.start()
+    client = openai.OpenAI(base_url=server.openai_url + "/v1", api_key="unused", max_retries=0, timeout=20)
     try:
-        yield server, openai.OpenAI(base_url=server.openai_url + "/v1", api_key="unused", max_retries=0, timeout=20)
+        yield server, client
     finally:
+        client.close()  # an idle keep-alive connection would hold up the server's graceful stop
         server.stop()
