@@ -19,9 +19,16 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from cb.llm.errors import UnsupportedParameter, UpstreamError
+from cb.llm.errors import UpstreamError
 from cb.llm.providers.base import Deployment, Provider, UpstreamCall
-from cb.llm.providers.wire import join_url, parse_arguments, split_data_url, sse_data, with_role
+from cb.llm.providers.wire import (
+    join_url,
+    parse_arguments,
+    refuse_choices_and_logprobs,
+    split_data_url,
+    sse_data,
+    with_role,
+)
 from cb.llm.types import ChatRequest, ChatResponse, Choice, Message, StreamChunk, ToolCall, ToolCallDelta, Usage
 
 API_VERSION = "2023-06-01"
@@ -50,10 +57,7 @@ class AnthropicProvider(Provider):
 
     def check(self, request: ChatRequest) -> None:
         super().check(request)
-        if request.n is not None and request.n > 1:
-            raise UnsupportedParameter(self.type, "n")
-        if request.logprobs:
-            raise UnsupportedParameter(self.type, "logprobs")
+        refuse_choices_and_logprobs(self.type, request)
 
     # -- request -------------------------------------------------------------------
 

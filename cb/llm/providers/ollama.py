@@ -30,6 +30,7 @@ from cb.llm.providers.wire import (
     ndjson,
     new_call_id,
     parse_arguments,
+    refuse_choices_and_logprobs,
     split_data_url,
     tool_names_by_id,
     with_role,
@@ -61,10 +62,7 @@ class OllamaProvider(Provider):
 
     def check(self, request: ChatRequest) -> None:
         super().check(request)
-        if request.n is not None and request.n > 1:
-            raise UnsupportedParameter(self.type, "n")
-        if request.logprobs:
-            raise UnsupportedParameter(self.type, "logprobs")
+        refuse_choices_and_logprobs(self.type, request)
         if request.parallel_tool_calls is False:
             raise UnsupportedParameter(self.type, "parallel_tool_calls")
         if request.tools and (isinstance(request.tool_choice, dict) or request.tool_choice == "required"):

@@ -12,8 +12,8 @@ import mimetypes
 import uuid
 from collections.abc import Iterable, Iterator
 
-from cb.llm.errors import InvalidRequest, UpstreamError
-from cb.llm.types import Message, StreamChunk
+from cb.llm.errors import InvalidRequest, UnsupportedParameter, UpstreamError
+from cb.llm.types import ChatRequest, Message, StreamChunk
 
 
 def sse_data(lines: Iterable[bytes | str], provider: str) -> Iterator[dict]:
@@ -94,6 +94,17 @@ def parse_arguments(arguments: str) -> dict:
     if not isinstance(value, dict):
         raise InvalidRequest("tool_calls[].function.arguments must be a JSON object", "messages")
     return value
+
+
+def refuse_choices_and_logprobs(provider: str, request: ChatRequest) -> None:
+    """For providers with one answer and no log probabilities: refuse ``n`` > 1 and ``logprobs``.
+
+    ``n: 1`` and ``logprobs: false`` ask for nothing extra, so they pass.
+    """
+    if request.n is not None and request.n > 1:
+        raise UnsupportedParameter(provider, "n")
+    if request.logprobs:
+        raise UnsupportedParameter(provider, "logprobs")
 
 
 def tool_names_by_id(messages: list[Message]) -> dict[str, str]:
