@@ -327,3 +327,14 @@ def test_error_event_mid_stream_ends_the_stream_with_an_error(client, anthropic)
             received.append(chunk)
     assert "".join(c.choices[0].delta.content or "" for c in received if c.choices) == "a b"
     assert "Overloaded" in caught.value.message
+
+
+def test_client_leaving_a_stream_closes_the_anthropic_connection(client, anthropic):
+    anthropic.say(Answer(" ".join(["word"] * 50)))
+    anthropic.slow_next(0.2)
+    stream = client.chat.completions.create(model="claude-3-5-sonnet", stream=True,
+                                            messages=[{"role": "user", "content": "Talk"}])
+    first = next(iter(stream))
+    assert first.choices[0].delta.role == "assistant"
+    stream.close()
+    assert anthropic.wait_for_disconnect(5) is not None
