@@ -48,10 +48,12 @@ def build_services(settings: Settings) -> Services:
     """Connect storage and build every service. Raises StorageUnavailable on failure."""
     storage = open_storage(settings.storage_backend, settings.nats_url, settings.nats_prefix)
     storage.connect()
+    from cb.llm.discovery import start_discovery
     from cb.llm.gateway import build_gateway  # imports requests: only after gevent patched the worker
 
     services = Services(settings=settings, storage=storage, bus=EventBus(storage))
     services.gateway = build_gateway(settings, storage)
+    services.extras["discovery"] = start_discovery(services.gateway, settings)
     return services
 
 

@@ -1,0 +1,252 @@
+"""Anthropic's Messages API (``POST /v1/messages``), streamed or not.
+
+Translation notes:
+
+- System messages are lifted to the top-level ``system`` field; tool results become
+  ``tool_result`` blocks of a user turn, and consecutive turns of one role are merged,
+  because Anthropic wants user and assistant turns to alternate.
+- ``max_tokens`` is required by Anthropic: :data:`DEFAULT_MAX_TOKENS` when unset.
+- ``response_format`` has no Anthropic field. It is emulated with a system instruction
+  asking for JSON only (and the schema, for ``json_schema``); the answer is not validated.
+- ``n`` > 1, ``seed``, presence/frequency penalties and ``logprobs`` have no equivalent and
+  are refused with a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from cb.llm.errors import UpstreamError
+from cb.llm.providers.base import Deployment, Provider, UpstreamCall
+from cb.llm.providers.wire import (
+    join_url,
+    parse_arguments,
+    refuse_choices_and_logprobs,
+    split_data_url,
+    sse_data,
+    with_role,
+)
+from cb.llm.types import ChatRequest, ChatResponse, Choice, Message, StreamChunk, ToolCall, ToolCallDelta, Usage
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+
+LABEL = "Anthropic"  # how errors name this provider
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+#: Anthropic error types worth trying another deployment for
+RETRYABLE_ERRORS = {"overloaded_error", "api_error", "rate_limit_error"}
+
+
+class AnthropicProvider(Provider):
+    """Claude models through the Messages API."""
+
+    type = "anthropic"
+    unsupported = frozenset({"seed", "presence_penalty", "frequency_penalty", "top_logprobs"})
+
+    def check(self, request: ChatRequest) -> None:
+        super().check(request)
+        refuse_choices_and_logprobs(self.type, request)
+
+    # -- request -------------------------------------------------------------------
+
+    def chat_call(self, deployment: Deployment, request: ChatRequest, model: str) -> UpstreamCall:
+        self.check(request)
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": _turns(request.messages),
+            "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+        }
+        system = _system_text(request)
+        if system:
+            body["system"] = system
+        for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p"), ("stop", "stop_sequences")):
+            value = getattr(request, ours)
+            if value is not None:
+                body[theirs] = value
+        if request.tools:
+            body["tools"] = [
+                {"name": t.name, "description": t.description or "",
+                 "input_schema": t.parameters or {"type": "object", "properties": {}}}
+                for t in request.tools
+            ]
+            choice = _tool_choice(request)
+            if choice:
+                body["tool_choice"] = choice
+        if request.user:
+            body["metadata"] = {"user_id": request.user}
+        if request.stream:
+            body["stream"] = True
+        headers = {
+            "x-api-key": deployment.api_key or "",
+            "anthropic-version": API_VERSION,
+            "content-type": "application/json",
+        }
+        return UpstreamCall("POST", join_url(deployment.base_url, "/v1/messages"), headers, body, request.stream)
+
+    # -- response ------------------------------------------------------------------
+
+    def parse_chat(self, body: dict, model: str) -> ChatResponse:
+        text, calls = [], []
+        for block in body.get("content") or []:
+            if block.get("type") == "text":
+                text.append(block.get("text", ""))
+            elif block.get("type") == "tool_use":
+                calls.append(ToolCall(block["id"], block["name"], json.dumps(block.get("input") or {})))
+        message = Message("assistant", "".join(text) if text or not calls else None, calls)
+        finish = FINISH_REASONS.get(body.get("stop_reason") or "end_turn", "stop")
+        return ChatResponse(
+            id=body.get("id") or "msg",
+            model=model,
+            choices=[Choice(0, message, finish)],
+            usage=_usage(body.get("usage") or {}),
+            created=int(time.time()),
+        )
+
+    def parse_stream(self, lines: Iterable[bytes], model: str) -> Iterator[StreamChunk]:
+        return with_role(self._events(lines))
+
+    def _events(self, lines: Iterable[bytes]) -> Iterator[StreamChunk]:
+        usage = Usage()
+        tool_index: dict[int, int] = {}  # content block index -> OpenAI tool call index
+        stopped = False
+        for event in sse_data(lines, LABEL):
+            kind = event.get("type")
+            if kind == "message_start":
+                usage = _usage((event.get("message") or {}).get("usage") or {})
+            elif kind == "content_block_start":
+                block = event.get("content_block") or {}
+                if block.get("type") == "tool_use":
+                    index = tool_index[event.get("index", 0)] = len(tool_index)
+                    yield StreamChunk(tool_calls=[ToolCallDelta(index, block.get("id"), block.get("name"), "")])
+                elif block.get("type") == "text" and block.get("text"):
+                    yield StreamChunk(content=block["text"])
+            elif kind == "content_block_delta":
+                delta = event.get("delta") or {}
+                if delta.get("type") == "text_delta":
+                    yield StreamChunk(content=delta.get("text", ""))
+                elif delta.get("type") == "input_json_delta" and event.get("index") in tool_index:
+                    arguments = delta.get("partial_json", "")
+                    if arguments:
+                        yield StreamChunk(tool_calls=[ToolCallDelta(tool_index[event["index"]], arguments=arguments)])
+            elif kind == "message_delta":
+                counted = event.get("usage") or {}
+                usage = Usage(
+                    max(usage.prompt_tokens, _usage(counted).prompt_tokens),
+                    counted.get("output_tokens", usage.completion_tokens),
+                )
+                reason = (event.get("delta") or {}).get("stop_reason") or "end_turn"
+                yield StreamChunk(finish_reason=FINISH_REASONS.get(reason, "stop"), usage=usage)
+            elif kind == "message_stop":
+                stopped = True
+                break
+            elif kind == "error":
+                raise _stream_error(event.get("error") or {})
+        if not stopped:
+            raise UpstreamError(LABEL, "the stream ended before message_stop", retryable=True)
+
+
+def _system_text(request: ChatRequest) -> str:
+    parts = [m.text() for m in request.messages if m.role in ("system", "developer")]
+    instruction = _json_instruction(request.response_format)
+    if instruction:
+        parts.append(instruction)
+    return "\n\n".join(p for p in parts if p)
+
+
+def _json_instruction(response_format: dict | None) -> str | None:
+    """The system instruction that stands in for OpenAI's ``response_format``."""
+    kind = (response_format or {}).get("type")
+    if kind == "json_object":
+        return "Respond with a single valid JSON object and nothing else: no prose, no code fences."
+    if kind == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        schema = json.dumps(spec.get("schema") or {}, separators=(",", ":"))
+        return ("Respond with a single valid JSON value that conforms to this JSON Schema, and nothing else "
+                f"(no prose, no code fences): {schema}")
+    return None
+
+
+def _turns(messages: list[Message]) -> list[dict]:
+    """OpenAI messages as alternating Anthropic turns of content blocks."""
+    turns: list[dict] = []
+    for message in messages:
+        if message.role in ("system", "developer"):
+            continue
+        role = "assistant" if message.role == "assistant" else "user"
+        blocks = _blocks(message)
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    return turns
+
+
+def _blocks(message: Message) -> list[dict]:
+    if message.role == "tool":
+        return [{"type": "tool_result", "tool_use_id": message.tool_call_id or "", "content": message.text()}]
+    blocks: list[dict] = []
+    parts = message.content if isinstance(message.content, list) else None
+    if parts is None:
+        if message.content:
+            blocks.append({"type": "text", "text": message.content})
+    else:
+        for part in parts:
+            if part.type == "text" and part.text:
+                blocks.append({"type": "text", "text": part.text})
+            elif part.type == "image_url" and part.image_url:
+                blocks.append({"type": "image", "source": _image_source(part.image_url)})
+    for call in message.tool_calls:
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": parse_arguments(call.arguments)})
+    return blocks
+
+
+def _image_source(url: str) -> dict:
+    inline = split_data_url(url)
+    if inline:
+        return {"type": "base64", "media_type": inline[0], "data": inline[1]}
+    return {"type": "url", "url": url}
+
+
+def _tool_choice(request: ChatRequest) -> dict | None:
+    choice = request.tool_choice
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name") or choice.get("name")
+        result: dict[str, Any] = {"type": "tool", "name": name}
+    elif choice == "required":
+        result = {"type": "any"}
+    elif choice == "none":
+        return {"type": "none"}
+    elif choice == "auto" or request.parallel_tool_calls is False:
+        result = {"type": "auto"}
+    else:
+        return None
+    if request.parallel_tool_calls is False:
+        result["disable_parallel_tool_use"] = True
+    return result
+
+
+def _usage(usage: dict) -> Usage:
+    prompt = (usage.get("input_tokens") or 0) + (usage.get("cache_creation_input_tokens") or 0)
+    prompt += usage.get("cache_read_input_tokens") or 0
+    return Usage(prompt, usage.get("output_tokens") or 0)
+
+
+def _stream_error(error: dict) -> UpstreamError:
+    kind = error.get("type") or "error"
+    message = f"{error.get('message') or 'stream failed'} ({kind})"
+    return UpstreamError(LABEL, message, 502, retryable=kind in RETRYABLE_ERRORS,
+                         upstream_status=529 if kind == "overloaded_error" else None)

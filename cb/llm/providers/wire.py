@@ -1,0 +1,126 @@
+"""Small pieces of wire handling the provider adapters share.
+
+Server-sent events (Anthropic, Gemini) and newline-delimited JSON (Ollama) arrive as
+byte lines; image parts arrive as ``data:`` URLs or plain URLs; tool arguments arrive
+as JSON strings. Each is decoded in exactly one place, here.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import uuid
+from collections.abc import Iterable, Iterator
+
+from cb.llm.errors import InvalidRequest, UnsupportedParameter, UpstreamError
+from cb.llm.types import ChatRequest, Message, StreamChunk
+
+
+def sse_data(lines: Iterable[bytes | str], provider: str) -> Iterator[dict]:
+    """The JSON payload of each ``data:`` line of an SSE stream, in order.
+
+    Lines may come with or without their line ending (``iter_lines`` strips it).
+    ``event:`` lines, comments and blank separators are skipped: both Anthropic and
+    Gemini repeat the event's type inside the JSON.
+    """
+    for raw in lines:
+        line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        line = line.rstrip("\r\n")
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if not data or data == "[DONE]":
+            continue
+        yield _decode(data, provider)
+
+
+def with_role(chunks: Iterator[StreamChunk]) -> Iterator[StreamChunk]:
+    """``chunks`` with the assistant role on the first one.
+
+    The role rides on the first chunk that carries something, not on an early "message
+    started" event, so the gateway's time-to-first-token limit measures a real token.
+    """
+    first = True
+    for chunk in chunks:
+        if first:
+            chunk.role = chunk.role or "assistant"
+            first = False
+        yield chunk
+
+
+def ndjson(lines: Iterable[bytes | str], provider: str) -> Iterator[dict]:
+    """One JSON object per non-blank line (Ollama's streaming format)."""
+    for raw in lines:
+        line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        line = line.strip()
+        if line:
+            yield _decode(line, provider)
+
+
+def _decode(text: str, provider: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise UpstreamError(provider, "sent a malformed stream event") from None
+    if not isinstance(value, dict):
+        raise UpstreamError(provider, "sent a malformed stream event")
+    return value
+
+
+def split_data_url(url: str) -> tuple[str, str] | None:
+    """(media type, base64 data) of a ``data:<type>;base64,<data>`` URL, else None."""
+    if not url.startswith("data:"):
+        return None
+    header, _, data = url[5:].partition(",")
+    if ";base64" not in header or not data:
+        raise InvalidRequest("Image data URLs must be base64 encoded: data:<type>;base64,<data>", "messages")
+    return header.split(";", 1)[0] or "application/octet-stream", data
+
+
+def guess_media_type(url: str) -> str:
+    """The media type an image URL's extension suggests (JPEG when it says nothing)."""
+    guessed, _ = mimetypes.guess_type(url.split("?", 1)[0])
+    return guessed or "image/jpeg"
+
+
+def parse_arguments(arguments: str) -> dict:
+    """A tool call's JSON arguments as an object; a clear 400 when they are not one."""
+    if not arguments:
+        return {}
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        raise InvalidRequest("tool_calls[].function.arguments must be a JSON object", "messages") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("tool_calls[].function.arguments must be a JSON object", "messages")
+    return value
+
+
+def refuse_choices_and_logprobs(provider: str, request: ChatRequest) -> None:
+    """For providers with one answer and no log probabilities: refuse ``n`` > 1 and ``logprobs``.
+
+    ``n: 1`` and ``logprobs: false`` ask for nothing extra, so they pass.
+    """
+    if request.n is not None and request.n > 1:
+        raise UnsupportedParameter(provider, "n")
+    if request.logprobs:
+        raise UnsupportedParameter(provider, "logprobs")
+
+
+def tool_names_by_id(messages: list[Message]) -> dict[str, str]:
+    """Which function each earlier assistant tool call id named (for tool result messages)."""
+    return {call.id: call.name for m in messages for call in m.tool_calls}
+
+
+def new_call_id() -> str:
+    """An OpenAI-style id for a tool call whose provider does not give one."""
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+def join_url(base_url: str, path: str) -> str:
+    """``base_url`` + ``path`` without a doubled slash or a doubled version segment."""
+    base = base_url.rstrip("/")
+    first = path.lstrip("/").split("/", 1)[0]
+    if base.endswith("/" + first):
+        base = base[: -len(first) - 1]
+    return base + "/" + path.lstrip("/")
