@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 from cb import __version__
 from cb.config import Settings
 from cb.events import EventBus
+from cb.llm.analytics import CostAnalytics
+from cb.llm.budgets import Budgets
+from cb.llm.catalog import Catalog
+from cb.llm.ledger import UsageLedger
+from cb.llm.router import Router
+from cb.llm.services import llm_services
 from cb.logs import get_logger
 from cb.storage import Storage, open_storage
 
@@ -26,6 +32,12 @@ class Services:
     bus: EventBus
     version: str = __version__
     extras: dict = field(default_factory=dict)
+    # the LLM side, built by cb.llm.services.llm_services
+    catalog: Catalog | None = None
+    router: Router | None = None
+    ledger: UsageLedger | None = None
+    analytics: CostAnalytics | None = None
+    budgets: Budgets | None = None
 
     def health(self) -> tuple[dict, bool]:
         """The /health body and whether the server is healthy."""
@@ -36,6 +48,8 @@ class Services:
             "storage": {"backend": self.storage.backend, "connected": connected},
             "providers": {name: bool(value) for name, value in self.settings.provider_keys.items()},
         }
+        if self.router is not None:
+            body["deployments"] = self.router.health_summary()
         return body, connected
 
     def close(self) -> None:
@@ -46,7 +60,7 @@ def build_services(settings: Settings) -> Services:
     """Connect storage and build every service. Raises StorageUnavailable on failure."""
     storage = open_storage(settings.storage_backend, settings.nats_url, settings.nats_prefix)
     storage.connect()
-    return Services(settings=settings, storage=storage, bus=EventBus(storage))
+    return Services(settings=settings, storage=storage, bus=EventBus(storage), **llm_services(settings, storage))
 
 
 def provider_status_lines(settings: Settings) -> list[tuple[bool, str]]:
