@@ -7,6 +7,7 @@ GraphQL resolvers through the request context.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from cb import __version__
 from cb.config import Settings
@@ -38,6 +39,7 @@ class Services:
     ledger: UsageLedger | None = None
     analytics: CostAnalytics | None = None
     budgets: Budgets | None = None
+    gateway: Any = None  # cb.llm.gateway.Gateway: chat, streams, embeddings, models
 
     def health(self) -> tuple[dict, bool]:
         """The /health body and whether the server is healthy."""
@@ -60,7 +62,11 @@ def build_services(settings: Settings) -> Services:
     """Connect storage and build every service. Raises StorageUnavailable on failure."""
     storage = open_storage(settings.storage_backend, settings.nats_url, settings.nats_prefix)
     storage.connect()
-    return Services(settings=settings, storage=storage, bus=EventBus(storage), **llm_services(settings, storage))
+    from cb.llm.gateway import build_gateway  # imports requests: only after gevent patched the worker
+
+    services = Services(settings=settings, storage=storage, bus=EventBus(storage), **llm_services(settings, storage))
+    services.gateway = build_gateway(settings, storage, services.router, services.ledger, services.catalog)
+    return services
 
 
 def provider_status_lines(settings: Settings) -> list[tuple[bool, str]]:
