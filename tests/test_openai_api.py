@@ -259,11 +259,17 @@ def test_invalid_json_and_unknown_paths_answer_in_the_envelope(api):
 
 def test_upstream_rate_limit_passes_through_with_retry_after(client, upstream):
     upstream.fail_next(429, openai_error("Rate limit reached for gpt-4", "requests", "rate_limit_exceeded"),
-                       {"retry-after": "7"})
+                       {"retry-after": "2"})
     with pytest.raises(openai.RateLimitError) as info:
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}])
-    assert info.value.response.headers["retry-after"] == "7"
+    assert info.value.response.headers["retry-after"] == "2"
     assert "OpenAI" in info.value.message and "Rate limit reached" in info.value.message
+    # the deployment's Retry-After is honoured: the next request waits without reaching the upstream
+    with pytest.raises(openai.RateLimitError) as again:
+        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}])
+    assert int(again.value.response.headers["retry-after"]) in (1, 2)
+    assert len(upstream.received) == 1
+    time.sleep(2.1)
 
 
 def test_upstream_client_error_keeps_its_status(client, upstream):

@@ -36,6 +36,19 @@ from cb.llm.routing import RequestContext, Route
 from cb.llm.strategies import STRATEGIES, Candidate, normalize_strategy
 
 
+class RateLimitedUpstream(LLMError):
+    """Every deployment that could serve the request asked us to wait (its Retry-After)."""
+
+    http_status = 429
+    code = "RATE_LIMITED"
+    openai_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.param = "model"
+        self.retry_after = retry_after
+
+
 class NoRouteAvailable(LLMError):
     """Every deployment that could serve the request is open, cooling down, or too expensive."""
 
@@ -171,6 +184,11 @@ class Router:
         states = ", ".join(f"{c.route.deployment.id} ({c.health.circuit_state(now)})" for c in waiting)
         retry = [max(c.health.opened_at + c.health.policy.cooldown_seconds, c.health.retry_until) - now for c in waiting]
         retry_after = max(0.0, min(retry)) if retry else None
+        if waiting and all(now < c.health.retry_until and c.health.circuit_state(now) == "closed" for c in waiting):
+            return RateLimitedUpstream(
+                f"Every deployment of '{model}' is rate limited by its provider; retry after {retry_after:.0f} s",
+                retry_after,
+            )
         return NoRouteAvailable(f"Every deployment of '{model}' is unavailable right now: {states}", retry_after)
 
     # -- candidates -----------------------------------------------------------------
