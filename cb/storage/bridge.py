@@ -91,6 +91,10 @@ class Bridge:
             try:
                 loop.run_forever()
             finally:
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 loop.close()
 
         self._thread = _RealThread(target=main, name=self.name, daemon=True)
