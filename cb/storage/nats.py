@@ -204,10 +204,18 @@ class NatsStorage:
         client, self._nc = self._nc, None
         if client is not None:
             try:
-                self._bridge.run(client.close(), 2.0)
+                self._bridge.run(self._shutdown(client), 3.0)
             except Exception:
                 pass
         self._bridge.stop()
+
+    @staticmethod
+    async def _shutdown(client: nats.NATS) -> None:
+        try:
+            await client.flush(timeout=1)  # what was published reaches the server
+        except Exception:
+            pass
+        await client.close()
 
     def is_connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
