@@ -8,7 +8,7 @@ Grammar (lowest precedence first)::
     not        := ("not" | "!") not | comparison
     comparison := operand (("==" | "!=" | "<" | "<=" | ">" | ">=" | "in" | "not in") operand)?
     operand    := literal | path | "(" expr ")" | "[" (expr ("," expr)*)? "]"
-    path       := NAME ("." NAME)*
+    path       := NAME ("." (NAME | INDEX))*
     literal    := "string" | 'string' | number | true | false | null
 
 A bare path is looked up in the token's data, then its metadata; ``data.x`` and
@@ -191,7 +191,8 @@ class _Parser:
             names = [self._take().text]
             while self._is("."):
                 self._take()
-                if self.current.kind not in ("name", "keyword"):
+                is_index = self.current.kind == "number" and self.current.text.isdigit()
+                if self.current.kind not in ("name", "keyword") and not is_index:
                     raise ConditionSyntaxError(
                         f"expected a field name after '.', found {self._describe(self.current)}", self.current.position
                     )
