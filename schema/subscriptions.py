@@ -168,6 +168,7 @@ class LiveSubscription:
             raise OperationRefused([_error(exc.message, exc.code)]) from None
         self.subscription = self.services.bus.subscribe(subject, self._deliver)
         self.greenlet = gevent.spawn(self._pump)
+        log.debug("subscription %s started on %s", self.operation.field, subject)
 
     def _deliver(self, _subject: str, event: dict) -> None:
         try:
@@ -185,6 +186,7 @@ class LiveSubscription:
         if self.subscription is not None:
             self.subscription.close()
             self.subscription = None
+            log.debug("subscription %s released", self.operation.field)
         if self.greenlet is not None:
             self.greenlet.kill(block=False)
             self.greenlet = None
