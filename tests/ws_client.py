@@ -58,7 +58,10 @@ class WsClient:
     def _read(self, timeout: float) -> dict:
         self.ws.settimeout(timeout)
         while True:
-            opcode, data = self.ws.recv_data(control_frame=True)
+            try:
+                opcode, data = self.ws.recv_data(control_frame=True)
+            except websocket.WebSocketTimeoutException:
+                raise TimeoutError("no message in time") from None
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
                 raise SocketClosed(code, data[2:].decode(errors="replace"))
@@ -91,9 +94,11 @@ class WsClient:
         except SocketClosed as closed:
             return closed.code
 
-    def wait_ready(self, timeout: float = 15) -> None:
+    def wait_ready(self, timeout: float = 15, via: Server | None = None) -> None:
+        """Return once earlier subscriptions are live; probe events are made through ``via``."""
+        via = via or self.server
         workflow = "probe_" + uuid.uuid4().hex[:8]
-        self.server.graphql(
+        via.graphql(
             "mutation($w: ID!) { createWorkflow(input: { id: $w, name: \"probe\", places: [\"p\"], "
             "initial_place: \"p\", transitions: [] }) { id } }",
             {"w": workflow},
@@ -102,7 +107,7 @@ class WsClient:
         self.subscribe(probe, "subscription($w: ID!) { workflowEvents(workflow_id: $w) { type } }", {"w": workflow})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.server.graphql("mutation($w: ID!) { createToken(input: { workflow_id: $w }) { id } }", {"w": workflow})
+            via.graphql("mutation($w: ID!) { createToken(input: { workflow_id: $w }) { id } }", {"w": workflow})
             try:
                 self.result(probe, timeout=0.3)
                 break
