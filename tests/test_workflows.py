@@ -334,6 +334,12 @@ def test_unknown_things_are_not_found(api):
     assert codes(api.graphql('mutation { createToken(input: { workflow_id: "nope" }) { id } }')) == ["NOT_FOUND"]
 
 
+def test_expected_errors_are_logged_in_one_line_without_a_traceback(api):
+    assert codes(api.graphql('{ workflow(id: "absent_from_logs") { id } }')) == ["NOT_FOUND"]
+    assert "graphql NOT_FOUND: workflow 'absent_from_logs' not found" in api.logs()
+    assert "Traceback" not in api.logs()
+
+
 def test_invalid_graphql_has_a_code(api):
     result = api.graphql("{ workflows { nonsense } }")
     assert codes(result) == ["GRAPHQL_VALIDATION_FAILED"]
