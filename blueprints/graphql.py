@@ -10,6 +10,8 @@ from flask import Blueprint, jsonify, request
 
 from blueprints import services
 from schema import format_error, get_schema
+from schema.error_log import error_log
+from schema.limits import VALIDATION_RULES
 
 bp = Blueprint("graphql", __name__)
 
@@ -52,6 +54,8 @@ def graphql_endpoint():
         data,
         context_value={"services": services(), "request": request},
         error_formatter=format_error,
+        validation_rules=VALIDATION_RULES,
+        logger=error_log,
         debug=False,
     )
     return jsonify(result), 200 if success else 400

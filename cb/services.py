@@ -20,6 +20,7 @@ from cb.llm.router import Router
 from cb.llm.services import llm_services
 from cb.logs import get_logger
 from cb.storage import Storage, open_storage
+from cb.workflow import WorkflowEngine
 
 log = get_logger("server")
 
@@ -31,6 +32,7 @@ class Services:
     settings: Settings
     storage: Storage
     bus: EventBus
+    workflows: WorkflowEngine | None = None
     version: str = __version__
     extras: dict = field(default_factory=dict)
     # the LLM side, built by cb.llm.services.llm_services
@@ -68,6 +70,9 @@ def build_services(settings: Settings) -> Services:
     services = Services(settings=settings, storage=storage, bus=EventBus(storage), **llm_services(settings, storage))
     services.gateway = build_gateway(settings, storage, services.router, services.ledger, services.catalog)
     services.extras["discovery"] = start_discovery(services.gateway, settings)
+    services.workflows = WorkflowEngine(storage, services.bus)
+    if settings.load_default_workflows:
+        services.workflows.load_defaults()
     return services
 
 
