@@ -43,7 +43,7 @@ def post_script(path: str, body: str, headers: dict[str, str]) -> str:
     """A wrk script sending ``POST path`` with ``body`` and ``headers`` on every request."""
     lines = ['wrk.method = "POST"', f"wrk.path = {lua_string(path)}", f"wrk.body = {lua_string(body)}"]
     for name, value in headers.items():
-        lines.append(f"wrk.headers[{lua_string(name)}] = {lua_string(value)}")
+        lines.append(f"wrk.headers[ {lua_string(name)} ] = {lua_string(value)}")
     return "\n".join(lines) + "\n" + DONE_HOOK
 
 
@@ -70,14 +70,14 @@ class LoadResult:
         return {**asdict(self), "rps": round(self.rps, 1)}
 
 
-def parse(stdout: str) -> LoadResult:
+def parse(stdout: str, stderr: str = "") -> LoadResult:
     for line in stdout.splitlines():
         if line.startswith(RESULT_MARK):
             raw = json.loads(line[len(RESULT_MARK):])
             errors = {k: raw.pop(k) for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")}
             raw.pop("bytes", None)
             return LoadResult(errors=errors, **raw)
-    raise BenchError(f"wrk printed no result line:\n{stdout[-2000:]}")
+    raise BenchError(f"wrk printed no result line: {stderr.strip()[-500:]}\n{stdout[-1500:]}")
 
 
 def wrk_binary() -> str:
@@ -98,4 +98,4 @@ def run_wrk(url: str, script: Path, connections: int, duration: float, threads: 
     done = run(argv, timeout=duration + timeout_s + 30)
     if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
-    return parse(done.stdout)
+    return parse(done.stdout, done.stderr)

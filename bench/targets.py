@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 import requests
-
 from installs import LITELLM_PYTHON, PORTKEY_ENTRY, ensure_litellm, ensure_portkey
-from procs import BenchError, Supervisor, free_port, run, wait_for_port
+from procs import Supervisor, free_port, run, wait_for_port
 from upstream import CONTENT, MODEL, Upstream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,6 +203,8 @@ class LiteLLM(Target):
             LITELLM_LOCAL_MODEL_COST_MAP="True",  # else it downloads the cost map at import
             LITELLM_TELEMETRY="False",
             LITELLM_LOG="ERROR",
+            # no client keys on any target (ours runs with OPENAI_API_KEY_REQUIRED=false, its default)
+            LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY="true",
             LITELLM_MODE="PRODUCTION",
             DISABLE_ADMIN_UI="True",
             NO_DOCS="True",
