@@ -51,11 +51,13 @@ def create_openai_app(settings: Settings, services: Services) -> Flask:
 
 
 def create_graphql_app(settings: Settings, services: Services) -> Flask:
-    from blueprints import graphql, health
+    from blueprints import graphql, health, subscriptions
 
     app = _flask_app("circuit_breaker.graphql", settings, services)
     app.register_blueprint(health.bp)
     app.register_blueprint(graphql.bp)
+    app.register_blueprint(subscriptions.bp)
+    app.choose_websocket_subprotocol = subscriptions.choose_subprotocol
     return app
 
 
@@ -79,12 +81,12 @@ def main() -> None:
 
     from gevent.pool import Pool
     from gevent.pywsgi import WSGIServer
-    from geventwebsocket.handler import WebSocketHandler
 
     from cb.config import ConfigError
     from cb.errors import StorageUnavailable
     from cb.logs import get_logger, setup_logging
     from cb.services import provider_status_lines
+    from wsgi import Handler
 
     try:
         settings = Settings.from_env()
@@ -103,7 +105,7 @@ def main() -> None:
         (settings.graphql_host, settings.graphql_port, "GRAPHQL_PORT"),
         (settings.openai_host, settings.openai_port, "OPENAI_PORT"),
     ):
-        server = WSGIServer((host, port), app, handler_class=WebSocketHandler, spawn=Pool(1000), log=None)
+        server = WSGIServer((host, port), app, handler_class=Handler, spawn=Pool(1000), log=None)
         try:
             server.start()
         except OSError:

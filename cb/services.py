@@ -14,6 +14,7 @@ from cb.config import Settings
 from cb.events import EventBus
 from cb.logs import get_logger
 from cb.storage import Storage, open_storage
+from cb.workflow import WorkflowEngine
 
 log = get_logger("server")
 
@@ -25,6 +26,7 @@ class Services:
     settings: Settings
     storage: Storage
     bus: EventBus
+    workflows: WorkflowEngine | None = None
     version: str = __version__
     extras: dict = field(default_factory=dict)
     gateway: Any = None  # cb.llm.gateway.Gateway: chat, streams, embeddings, models
@@ -52,6 +54,9 @@ def build_services(settings: Settings) -> Services:
 
     services = Services(settings=settings, storage=storage, bus=EventBus(storage))
     services.gateway = build_gateway(settings, storage)
+    services.workflows = WorkflowEngine(storage, services.bus)
+    if settings.load_default_workflows:
+        services.workflows.load_defaults()
     return services
 
 
