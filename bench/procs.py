@@ -55,7 +55,8 @@ class Supervisor:
         self._old_handlers: dict[int, object] = {}
 
     def __enter__(self) -> Supervisor:
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        # SIGINT too: a shell starting us in the background would have set it to "ignore"
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._old_handlers[sig] = signal.signal(sig, self._on_signal)
         return self
 
@@ -99,6 +100,7 @@ class Supervisor:
         self.procs = [(n, p) for n, p in self.procs if p is not proc]
 
     def stop_all(self) -> None:
+        kill_running()
         for _, proc in reversed(list(self.procs)):
             if proc.poll() is None:
                 _signal_group(proc, signal.SIGTERM)
@@ -119,14 +121,26 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
+_RUNNING: set[subprocess.Popen] = set()
+
+
 def run(argv: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
     """Run a short command to completion; its whole group is killed if it overruns ``timeout``."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             stdin=subprocess.DEVNULL, **kwargs)
+    _RUNNING.add(proc)
     try:
         out, err = proc.communicate(timeout=timeout)
     except BaseException:
         _signal_group(proc, signal.SIGKILL)
         proc.wait()
         raise
+    finally:
+        _RUNNING.discard(proc)
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def kill_running() -> None:
+    """Kill the commands :func:`run` is waiting for in other threads (on interruption)."""
+    for proc in list(_RUNNING):
+        _signal_group(proc, signal.SIGKILL)
