@@ -38,7 +38,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 bench: $(STAMP) system-deps
-	$(PY) bench/run.py
+	@PATH="$$PATH:/usr/sbin" $(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,123 @@
+"""The benchmark's table: requests/s, p50/p99, added latency over direct, ratios; Markdown and JSON.
+
+``render(results)`` turns the run's results (a plain dict, also written as JSON) into the
+Markdown printed at the end and saved under bench/results/.
+"""
+
+from __future__ import annotations
+
+LABELS = {"direct": "direct (nginx)", "ours": "Circuit Breaker", "litellm": "LiteLLM", "portkey": "Portkey"}
+MODE_LABELS = {"json": "JSON", "stream": "SSE stream"}
+# issue 9's goals, checked (never asserted) at the end of the table
+GOALS = {"ratio_litellm": 20.0, "ratio_portkey": 2.0, "added_p50_ms": 1.0, "added_p99_ms": 5.0}
+
+
+def _ms(us: float | None) -> str:
+    return "-" if us is None else f"{us / 1000:.2f}"
+
+
+def _num(x: float | None, fmt: str = "{:.0f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def cell_ok(cell: dict | None) -> bool:
+    return bool(cell) and "error" not in cell
+
+
+def added(cell: dict, direct: dict | None, key: str) -> float | None:
+    if not cell_ok(cell) or not cell_ok(direct):
+        return None
+    return (cell[key] - direct[key]) / 1000
+
+
+def ratio(a: dict | None, b: dict | None) -> float | None:
+    if not cell_ok(a) or not cell_ok(b) or not b["rps"]:
+        return None
+    return a["rps"] / b["rps"]
+
+
+def render(results: dict) -> str:
+    out = [f"# Benchmark {results['started']}", ""]
+    m = results["machine"]
+    out.append(f"Machine: {m['cores']} cores, {m['platform']}. Versions: "
+               + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".")
+    s = results["settings"]
+    out.append(f"Each cell: wrk {s['duration']:g}s, {s['wrk_threads']} wrk thread(s), after a {s['warmup']:g}s warm-up "
+               f"per target and mode; targets interleaved cell by cell; one worker process per gateway.")
+    if results.get("notes"):
+        out += [""] + [f"Note: {n}" for n in results["notes"]]
+    out += ["", "## OpenAI chat completions", "",
+            "| mode | conc. | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for row in results["cells"]:
+        direct = row["targets"].get("direct")
+        for name, cell in row["targets"].items():
+            label = LABELS.get(name, name)
+            head = f"| {MODE_LABELS[row['mode']]} | {row['concurrency']} | {label} |"
+            if not cell_ok(cell):
+                out.append(f"{head} fails: {cell.get('error', 'not run') if cell else 'not run'} | | | | | |")
+                continue
+            gap_50 = "" if name == "direct" else _num(added(cell, direct, "p50_us"), "{:+.2f}")
+            gap_99 = "" if name == "direct" else _num(added(cell, direct, "p99_us"), "{:+.2f}")
+            errors = cell["error_count"]
+            err = f"{errors} ({errors / max(1, cell['requests'] + errors):.1%})" if errors else "0"
+            out.append(f"{head} {cell['rps']:.0f} | {_ms(cell['p50_us'])} | {_ms(cell['p99_us'])} | {gap_50} | {gap_99} "
+                       f"| {err} |")
+    out += ["", "## Throughput ratios", "", "| mode | conc. | ours/LiteLLM | ours/Portkey | ours/direct |",
+            "| --- | ---: | ---: | ---: | ---: |"]
+    for row in results["cells"]:
+        t = row["targets"]
+        ours = t.get("ours")
+        out.append(f"| {MODE_LABELS[row['mode']]} | {row['concurrency']} | "
+                   + " | ".join(_num(ratio(ours, t.get(o)), "{:.2f}x") for o in ("litellm", "portkey", "direct"))
+                   + " |")
+    out += ["", "## Goals (issue 9)", ""] + [f"- {line}" for line in goals(results)]
+    if results.get("graphql"):
+        out += ["", *render_graphql(results["graphql"])]
+    return "\n".join(out) + "\n"
+
+
+def goals(results: dict) -> list[str]:
+    lines = []
+    for row in results["cells"]:
+        t = row["targets"]
+        if row["concurrency"] == 32:
+            for other, key in (("litellm", "ratio_litellm"), ("portkey", "ratio_portkey")):
+                r = ratio(t.get("ours"), t.get(other))
+                verdict = "not measured" if r is None else ("met" if r >= GOALS[key] else "NOT met")
+                lines.append(f"{MODE_LABELS[row['mode']]}, c=32: ours/{LABELS[other]} >= {GOALS[key]:g}x: "
+                             f"{_num(r, '{:.2f}x')} ({verdict})")
+        if row["concurrency"] == 1:
+            for key, goal in (("p50_us", "added_p50_ms"), ("p99_us", "added_p99_ms")):
+                gap = added(t.get("ours"), t.get("direct"), key) if t.get("ours") else None
+                verdict = "not measured" if gap is None else ("met" if gap <= GOALS[goal] else "NOT met")
+                lines.append(f"{MODE_LABELS[row['mode']]}, c=1: added {key[:3]} <= {GOALS[goal]:g} ms: "
+                             f"{_num(gap, '{:+.2f} ms')} ({verdict})")
+    return lines
+
+
+def render_graphql(graphql: dict) -> list[str]:
+    out = ["## GraphQL (one worker)", "",
+           "| storage | createToken+fireTransition pairs/s | mutations/s | p50 ms | p99 ms | failures "
+           "| fan-out events/s delivered | subscribers | delivered / expected |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for backend, entry in graphql.items():
+        if "error" in entry and "pairs" not in entry:
+            out.append(f"| {backend} | fails: {entry['error']} | | | | | | | |")
+            continue
+        p = entry.get("pairs", {})
+        f = entry.get("fan_out") or {}
+        frac = f.get("delivered_fraction")
+        fan = (f"{_num(f.get('events_per_s_delivered'))} | {f.get('connected', '-')}/{f.get('subscribers', '-')} | "
+               f"{'-' if frac is None else f'{frac:.1%}'}") if f else f"fails: {entry.get('error', 'not run')} | | "
+        out.append(f"| {backend} | {_num(p.get('pairs_per_s'))} | {_num(p.get('mutations_per_s'))} | "
+                   f"{_num(p.get('p50_ms'), '{:.2f}')} | {_num(p.get('p99_ms'), '{:.2f}')} | {p.get('failures', '-')} "
+                   f"| {fan} |")
+    notes = [f"- {b} fan-out errors: {'; '.join(e['fan_out']['errors'])}" for b, e in graphql.items()
+             if e.get("fan_out", {}).get("errors")]
+    out += [""] + notes if notes else []
+    out += ["", "Pairs: wrk on /graphql, each token created is fired once by a later request. Fan-out: "
+            "graphql-transport-ws clients subscribed to workflowEvents of one workflow while 4 wrk connections "
+            "create and fire tokens in it (two events per pair); events/s counts deliveries to all subscribers "
+            "from the first request to the last delivery."]
+    return out

@@ -1,0 +1,277 @@
+"""The four targets: nginx itself (direct), our server, LiteLLM's proxy and Portkey's gateway.
+
+Each target knows how to start (under the run's :class:`Supervisor`), where to send a
+chat completion for a mode (JSON or stream), with which body and headers, and its version.
+All of them use the same upstream (:mod:`upstream`) and one worker process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import requests
+from installs import LITELLM_PYTHON, PORTKEY_ENTRY, ensure_litellm, ensure_portkey
+from procs import Supervisor, free_port, run, wait_for_port
+from upstream import CONTENT, MODEL, Upstream
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+DUMMY_KEY = "sk-bench-not-a-real-key"
+# Anything that tries to reach the internet through a proxy-aware client fails at once on
+# this closed local port; 127.0.0.1 itself is exempt.
+OFFLINE_ENV = {
+    "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "ALL_PROXY": "http://127.0.0.1:9",
+    "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "all_proxy": "http://127.0.0.1:9",
+    "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+}
+
+
+def chat_body(model: str, stream: bool) -> str:
+    body = {"model": model, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 16}
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return json.dumps(body, separators=(",", ":"))
+
+
+def base_env() -> dict:
+    """The caller's environment without provider keys, base URLs or proxies of its own."""
+    drop = ("_API_KEY", "_BASE_URL", "_PROXY", "_proxy")
+    return {k: v for k, v in os.environ.items() if not k.endswith(drop)}
+
+
+class Target:
+    """One system under test. ``start`` may raise BenchError: the table then says why."""
+
+    name = "target"
+    label = "Target"
+
+    def start(self, sup: Supervisor, upstream: Upstream, workdir: Path) -> None:
+        raise NotImplementedError
+
+    def url(self, stream: bool) -> str:
+        """``http://127.0.0.1:<port>`` serving this mode."""
+        raise NotImplementedError
+
+    def path(self, stream: bool) -> str:
+        return "/v1/chat/completions"
+
+    def model(self, stream: bool) -> str:
+        return MODEL
+
+    def headers(self, stream: bool) -> dict[str, str]:
+        return {"Content-Type": "application/json", "Authorization": f"Bearer {DUMMY_KEY}"}
+
+    def body(self, stream: bool) -> str:
+        return chat_body(self.model(stream), stream)
+
+    def version(self) -> str:
+        return "?"
+
+    def probe(self, stream: bool) -> str | None:
+        """Send one real request; None when the answer is the upstream's content, else why not."""
+        try:
+            response = requests.post(self.url(stream) + self.path(stream), data=self.body(stream),
+                                     headers=self.headers(stream), timeout=30, stream=stream)
+        except requests.RequestException as exc:
+            return f"request failed: {exc.__class__.__name__}"
+        with response:
+            if response.status_code != 200:
+                return f"HTTP {response.status_code}: {response.text[:160]!r}"
+            try:
+                text = _stream_text(response) if stream else response.json()["choices"][0]["message"]["content"]
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                return f"unexpected answer ({exc.__class__.__name__}): {response.text[:160]!r}"
+        if text != CONTENT:
+            return f"unexpected content {text!r}"
+        return None
+
+
+def _stream_text(response: requests.Response) -> str:
+    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        raise ValueError(f"content-type {response.headers.get('content-type')}")
+    pieces, done = [], False
+    for line in response.iter_lines(decode_unicode=True):
+        if not line or not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            done = True
+            break
+        for choice in json.loads(data).get("choices") or []:
+            pieces.append((choice.get("delta") or {}).get("content") or "")
+    if not done:
+        raise ValueError("stream ended without [DONE]")
+    return "".join(pieces)
+
+
+class Direct(Target):
+    """nginx itself: the floor every gateway adds to."""
+
+    name, label = "direct", "direct (nginx)"
+
+    def start(self, sup, upstream, workdir):
+        self.upstream = upstream
+
+    def url(self, stream):
+        return self.upstream.base(stream).removesuffix("/v1")
+
+    def version(self):
+        done = run([_nginx(), "-v"], timeout=10)
+        return (done.stderr or done.stdout).strip().split("/")[-1]
+
+
+def _nginx() -> str:
+    from upstream import nginx_binary
+
+    return nginx_binary()
+
+
+class Ours(Target):
+    """Our server under gunicorn with our gunicorn.conf.py: memory storage, one worker.
+
+    One instance per mode, because OPENAI_BASE_URL names one upstream and nginx answers a
+    fixed payload per server block.
+    """
+
+    name, label = "ours", "Circuit Breaker"
+
+    def start(self, sup, upstream, workdir):
+        self.ports = {}
+        run_dir = _run_dir(workdir)
+        for stream in (False, True):
+            graphql_port, openai_port = free_port(), free_port()
+            env = base_env()
+            env.update(server_env(graphql_port, openai_port))
+            env.update(OPENAI_BASE_URL=upstream.base(stream), OPENAI_API_KEY=DUMMY_KEY, STORAGE_BACKEND="memory",
+                       CB_LOAD_DEFAULT_WORKFLOWS="false")
+            name = f"ours-{'sse' if stream else 'json'}"
+            proc = sup.start(name, gunicorn_argv(), env=env, cwd=run_dir)
+            wait_for_port(openai_port, proc, 30, sup.log_path(name))
+            self.ports[stream] = openai_port
+
+    def url(self, stream):
+        return f"http://127.0.0.1:{self.ports[stream]}"
+
+    def version(self):
+        done = run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], timeout=10)
+        return f"git {done.stdout.strip() or '?'}"
+
+
+def server_env(graphql_port: int, openai_port: int) -> dict:
+    """Variables every instance of our server gets in the benchmark."""
+    return {"GRAPHQL_HOST": "127.0.0.1", "GRAPHQL_PORT": str(graphql_port), "OPENAI_HOST": "127.0.0.1",
+            "OPENAI_PORT": str(openai_port), "OLLAMA_BASE_URL": "", "PYTHONUNBUFFERED": "1"}
+
+
+def gunicorn_argv() -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:application"]
+
+
+def _run_dir(workdir: Path) -> Path:
+    """A directory linking to the checkout's code but not its .env, so a developer's own
+    settings never change what is measured."""
+    run_dir = workdir / "server"
+    if run_dir.exists():
+        return run_dir
+    run_dir.mkdir()
+    skip = {".env", ".git", ".venv", "bench", "tests", "examples", "deploy", "__pycache__"}
+    for entry in ROOT.iterdir():
+        if entry.name not in skip and not entry.name.startswith("."):
+            (run_dir / entry.name).symlink_to(entry)
+    return run_dir
+
+
+class LiteLLM(Target):
+    """LiteLLM's proxy from its own virtualenv: no database, no master key, no callbacks."""
+
+    name, label = "litellm", "LiteLLM"
+
+    def start(self, sup, upstream, workdir):
+        ensure_litellm(sup.logdir)
+        config = workdir / "litellm.yaml"
+        config.write_text(litellm_config(upstream))
+        self.port = free_port()
+        env = base_env()
+        for key in ("DATABASE_URL", "LITELLM_MASTER_KEY", "REDIS_HOST", "REDIS_URL"):
+            env.pop(key, None)
+        env.update(OFFLINE_ENV)
+        env.update(
+            LITELLM_LOCAL_MODEL_COST_MAP="True",  # else it downloads the cost map at import
+            LITELLM_TELEMETRY="False",
+            LITELLM_LOG="ERROR",
+            # no client keys on any target (ours runs with OPENAI_API_KEY_REQUIRED=false, its default)
+            LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY="true",
+            LITELLM_MODE="PRODUCTION",
+            DISABLE_ADMIN_UI="True",
+            NO_DOCS="True",
+            STORE_MODEL_IN_DB="False",
+            PYTHONUNBUFFERED="1",
+        )
+        argv = [str(LITELLM_PYTHON.parent / "litellm"), "--config", str(config), "--host", "127.0.0.1",
+                "--port", str(self.port), "--num_workers", "1"]
+        proc = sup.start("litellm", argv, env=env, cwd=workdir)
+        wait_for_port(self.port, proc, 120, sup.log_path("litellm"))
+
+    def url(self, stream):
+        return f"http://127.0.0.1:{self.port}"
+
+    def model(self, stream):
+        return "bench-sse" if stream else "bench-json"
+
+    def version(self):
+        done = run([str(LITELLM_PYTHON), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+                   timeout=30)
+        return done.stdout.strip() or "?"
+
+
+def litellm_config(upstream: Upstream) -> str:
+    """One model per upstream block; YAML written as JSON, which YAML reads."""
+    models = [
+        {"model_name": name, "litellm_params": {"model": f"openai/{MODEL}", "api_base": upstream.base(stream),
+                                                "api_key": DUMMY_KEY}}
+        for name, stream in (("bench-json", False), ("bench-sse", True))
+    ]
+    config = {
+        "model_list": models,
+        "litellm_settings": {"telemetry": False, "success_callback": [], "failure_callback": [], "callbacks": [],
+                             "drop_params": True, "set_verbose": False},
+        "general_settings": {"disable_spend_logs": True, "disable_error_logs": True},
+    }
+    return json.dumps(config, indent=2)
+
+
+class Portkey(Target):
+    """Portkey's open-source gateway under node, told the upstream by request headers."""
+
+    name, label = "portkey", "Portkey"
+
+    def start(self, sup, upstream, workdir):
+        ensure_portkey(sup.logdir)
+        self.upstream = upstream
+        self.port = free_port()
+        env = base_env()
+        env.update(OFFLINE_ENV)
+        env.update(NODE_ENV="production")
+        argv = ["node", str(BENCH / "portkey_local.mjs"), str(PORTKEY_ENTRY), f"--port={self.port}", "--headless"]
+        proc = sup.start("portkey", argv, env=env, cwd=workdir)
+        wait_for_port(self.port, proc, 60, sup.log_path("portkey"))
+
+    def url(self, stream):
+        return f"http://127.0.0.1:{self.port}"
+
+    def headers(self, stream):
+        return {**super().headers(stream), "x-portkey-provider": "openai",
+                "x-portkey-custom-host": self.upstream.base(stream)}
+
+    def version(self):
+        try:
+            return json.loads((PORTKEY_ENTRY.parent.parent / "package.json").read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            return "?"
+
+
+ALL = (Direct, Ours, LiteLLM, Portkey)
