@@ -25,8 +25,10 @@ def main() -> None:
         )
         completion = raw.parse()
     print(completion.choices[0].message.content)
-    print(f"-- model {completion.model} via {raw.headers.get('x-cb-provider')}, "
-          f"{completion.usage.prompt_tokens} prompt + {completion.usage.completion_tokens} completion tokens")
+    print(
+        f"-- model {completion.model} via {raw.headers.get('x-cb-provider')}, "
+        f"{completion.usage.prompt_tokens} prompt + {completion.usage.completion_tokens} completion tokens"
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,10 @@ def main() -> None:
     with OpenAI(base_url=BASE_URL, api_key=os.environ.get("CB_API_KEY", "not-needed")) as client:
         result = client.embeddings.create(model=MODEL, input=SENTENCES)
     vectors = [item.embedding for item in result.data]
-    print(f"{len(vectors)} vectors of {len(vectors[0])} dimensions from {result.model} "
-          f"({result.usage.prompt_tokens} tokens)")
+    print(
+        f"{len(vectors)} vectors of {len(vectors[0])} dimensions from {result.model} "
+        f"({result.usage.prompt_tokens} tokens)"
+    )
     for i, text in enumerate(SENTENCES[1:], start=1):
         print(f"similarity({SENTENCES[0]!r}, {text!r}) = {cosine(vectors[0], vectors[i]):.3f}")
 

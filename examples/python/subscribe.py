@@ -21,14 +21,18 @@ WS_URL = os.environ.get("CB_WS_URL", "ws://localhost:4000/ws")
 WORKFLOW = os.environ.get("CB_WORKFLOW", "document_review")
 TIMEOUT = float(os.environ.get("CB_TIMEOUT", "30"))
 
-WORKFLOW_EVENTS = "subscription($workflow: ID!) { workflowEvents(workflow_id: $workflow) " \
-                  "{ type token_id transition from_place to_place timestamp } }"
+WORKFLOW_EVENTS = (
+    "subscription($workflow: ID!) { workflowEvents(workflow_id: $workflow) "
+    "{ type token_id transition from_place to_place timestamp } }"
+)
 
 
 def move_a_token() -> None:
     """The other part: create a token and fire three transitions (blocking HTTP calls)."""
-    token = graphql("mutation($input: CreateTokenInput!) { createToken(input: $input) { id } }",
-                    input={"workflow_id": WORKFLOW, "data": {"title": "My Document"}})["createToken"]
+    token = graphql(
+        "mutation($input: CreateTokenInput!) { createToken(input: $input) { id } }",
+        input={"workflow_id": WORKFLOW, "data": {"title": "My Document"}},
+    )["createToken"]
     for transition in ("submit", "review", "approve"):
         fire(token["id"], transition)
 
@@ -59,8 +63,11 @@ async def main(count: int) -> None:
             async for result in session.subscribe(request):
                 event = result["workflowEvents"]
                 received += 1
-                step = f"{event['transition']}: {event['from_place']} -> {event['to_place']}" \
-                    if event["transition"] else f"in {event['to_place']}"
+                step = (
+                    f"{event['transition']}: {event['from_place']} -> {event['to_place']}"
+                    if event["transition"]
+                    else f"in {event['to_place']}"
+                )
                 print(f"event {received}: {event['type']} token {event['token_id']} {step}", flush=True)
                 if received == count:
                     return

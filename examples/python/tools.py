@@ -15,21 +15,23 @@ from openai import OpenAI
 BASE_URL = os.environ.get("CB_OPENAI_URL", "http://localhost:3000/v1")
 MODEL = os.environ.get("CB_MODEL", "gpt-4")
 
-TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The current weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string"},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The current weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string"},
+                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                },
+                "required": ["city"],
             },
-            "required": ["city"],
         },
-    },
-}]
+    }
+]
 
 
 def get_weather(city: str, unit: str = "celsius") -> dict:

@@ -58,15 +58,19 @@ def main() -> None:
         "{ id name places analysis { terminal_places } } }",
         input=EXPENSE_CLAIM,
     )["createWorkflow"]
-    print(f"workflow {workflow['id']} ({workflow['name']}): places {', '.join(workflow['places'])}; "
-          f"terminal: {', '.join(workflow['analysis']['terminal_places'])}")
+    print(
+        f"workflow {workflow['id']} ({workflow['name']}): places {', '.join(workflow['places'])}; "
+        f"terminal: {', '.join(workflow['analysis']['terminal_places'])}"
+    )
 
     token = graphql(
         f"mutation($input: CreateTokenInput!) {{ createToken(input: $input) {{ {TOKEN_FIELDS} }} }}",
         input={"workflow_id": workflow["id"], "data": {"employee": "Ada", "amount": 420}},
     )["createToken"]
-    print(f"token {token['id']} in {token['place']}, can fire: "
-          f"{', '.join(t['id'] for t in token['available_transitions'])}")
+    print(
+        f"token {token['id']} in {token['place']}, can fire: "
+        f"{', '.join(t['id'] for t in token['available_transitions'])}"
+    )
 
     token = fire(token["id"], "approve")
     print(f"fired approve -> {token['place']}")
