@@ -43,8 +43,8 @@ def api(server_factory, upstream) -> Server:
     return server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.base_url)
 
 
-def run(command: list[str], api: Server, **env) -> str:
-    """Run an example with the server's URLs in its environment; its stdout (it must succeed)."""
+def launch(command: list[str], api: Server, **env) -> subprocess.CompletedProcess:
+    """Run an example with the server's URLs in its environment (``env`` may override them)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("CB_")}
     environment.update(
         {
@@ -54,7 +54,12 @@ def run(command: list[str], api: Server, **env) -> str:
             **env,
         }
     )
-    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=90)
+    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=90)
+
+
+def run(command: list[str], api: Server, **env) -> str:
+    """Run an example that must succeed; its stdout."""
+    done = launch(command, api, **env)
     assert done.returncode == 0, f"{command} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -105,6 +110,25 @@ def test_embeddings_example_prints_vectors_and_similarities(api, upstream):
     assert output.count("similarity(") == 2
     [request] = [r for r in upstream.received if r.path == "/v1/embeddings"]
     assert len(request.json["input"]) == 3
+
+
+def test_chat_example_names_the_missing_provider_setting(api):
+    done = launch([sys.executable, str(EXAMPLES / "python" / "chat.py")], api, CB_MODEL="ollama/llama3.2")
+    assert done.returncode == 1
+    assert done.stderr.startswith("The server answered 400: ")
+    assert "set OLLAMA_BASE_URL" in done.stderr
+
+
+def test_examples_say_when_the_server_is_not_running(api):
+    nowhere = {
+        "CB_OPENAI_URL": "http://127.0.0.1:9/v1",
+        "CB_GRAPHQL_URL": "http://127.0.0.1:9/graphql",
+        "CB_WS_URL": "ws://127.0.0.1:9/ws",
+    }
+    for name in ("stream.py", "workflow.py", "subscribe.py"):
+        done = launch([sys.executable, str(EXAMPLES / "python" / name)], api, CB_API_KEY="k", **nowhere)
+        assert done.returncode == 1, name
+        assert "is the server running (make run)?" in done.stderr, (name, done.stderr)
 
 
 # -- Python: GraphQL ------------------------------------------------------------------------

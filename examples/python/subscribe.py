@@ -14,6 +14,7 @@ import os
 import sys
 
 from gql import Client, gql
+from gql.transport.exceptions import TransportConnectionFailed
 from gql.transport.websockets import WebsocketsTransport
 from workflow import fire, graphql
 
@@ -80,4 +81,7 @@ async def main(count: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 4))
+    try:
+        asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 4))
+    except (OSError, TransportConnectionFailed):  # refused by the HTTP or the WebSocket endpoint
+        sys.exit(f"Cannot reach {WS_URL}: is the server running (make run)?")

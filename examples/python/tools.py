@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+import openai
 from openai import OpenAI
 
 BASE_URL = os.environ.get("CB_OPENAI_URL", "http://localhost:3000/v1")
@@ -59,4 +60,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except openai.APIConnectionError:
+        sys.exit(f"Cannot reach {BASE_URL}: is the server running (make run)?")
+    except openai.APIStatusError as error:  # e.g. a model whose provider has no key: the message says which
+        sys.exit(f"The server answered {error.status_code}: {error.message}")

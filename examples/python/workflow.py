@@ -7,6 +7,7 @@ CB_GRAPHQL_URL (default http://localhost:4000/graphql) is the server's GraphQL e
 """
 
 import os
+import sys
 
 import requests
 
@@ -88,4 +89,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except requests.ConnectionError:
+        sys.exit(f"Cannot reach {GRAPHQL_URL}: is the server running (make run)?")
