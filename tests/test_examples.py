@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from graphql import build_client_schema, get_introspection_query, parse, validate
 
 from tests.harness import ROOT, Server
 from tests.upstreams.openai_server import API_KEY, REPLY, OpenAIUpstream
@@ -226,6 +227,40 @@ def test_curl_script_runs_every_example_of_the_guide(api, upstream):
     assert metrics["top_models"][0]["model"] == "gpt-4"
     assert metrics["monthly_usage"][0]["requests"] == 2
     assert len(upstream.chats()) == 2
+
+
+# -- examples/README.md ---------------------------------------------------------------------
+
+
+def readme_operations() -> list[str]:
+    """The ```graphql blocks of examples/README.md, in order."""
+    text = (EXAMPLES / "README.md").read_text()
+    return [block.split("```", 1)[0] for block in text.split("```graphql\n")[1:]]
+
+
+def test_readme_lists_every_query_mutation_and_subscription_of_the_schema(api):
+    root_types = api.graphql(
+        "{ __schema { queryType { fields { name } } mutationType { fields { name } } "
+        "subscriptionType { fields { name } } } }"
+    )["data"]["__schema"]
+    schema_fields = {f["name"] for kind in root_types.values() for f in kind["fields"]} - {"_noop"}
+    shown = {parse(op).definitions[0].selection_set.selections[0].name.value for op in readme_operations()}
+    assert schema_fields - shown == set(), "operations without an example in examples/README.md"
+
+
+def test_readme_operations_run_in_order_against_the_server(api):
+    schema = build_client_schema(api.graphql(get_introspection_query())["data"])
+    token_id = None
+    for operation in readme_operations():
+        if parse(operation).definitions[0].operation.value == "subscription":
+            assert validate(schema, parse(operation.replace("TOKEN_ID", "t"))) == [], operation
+            continue
+        assert token_id or "TOKEN_ID" not in operation, "TOKEN_ID is used before createToken"
+        result = api.graphql(operation.replace("TOKEN_ID", token_id or ""))
+        assert "errors" not in result, (operation, result)
+        if "createToken" in result["data"]:
+            token_id = result["data"]["createToken"]["id"]
+    assert api.graphql('{ workflow(id: "expense_claim") { id } }')["data"]["workflow"] is None  # deleted at the end
 
 
 # -- Node -----------------------------------------------------------------------------------
