@@ -38,10 +38,23 @@ def upstream():
         yield server
 
 
+@pytest.fixture(scope="module")
+def shared_api(upstream, tmp_path_factory):
+    """One server for the examples that do not depend on what others did before them."""
+    server = Server(tmp_path_factory.mktemp("examples"), env=upstream_env(upstream))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def api(server_factory, upstream) -> Server:
+def api(shared_api, upstream) -> Server:
     upstream.reset()
-    return server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.base_url)
+    return shared_api
+
+
+def upstream_env(upstream: OpenAIUpstream) -> dict:
+    return {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.base_url}
 
 
 def launch(command: list[str], api: Server, **env) -> subprocess.CompletedProcess:
@@ -185,7 +198,9 @@ def schema_has_mutation(api: Server, name: str) -> bool:
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_curl_script_runs_every_example_of_the_guide(api, upstream):
+def test_curl_script_runs_every_example_of_the_guide(server_factory, upstream):
+    upstream.reset()
+    api = server_factory(**upstream_env(upstream))  # its own server: the script checks exact usage totals
     output = run(
         ["bash", str(EXAMPLES / "curl.sh")],
         api,
