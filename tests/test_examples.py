@@ -176,6 +176,13 @@ def test_subscribe_example_stops_after_the_events_asked_for(api):
     assert output.splitlines()[-1] == "received 2 events"
 
 
+def test_subscribe_example_works_with_nats_storage(server_factory):
+    api = server_factory("nats", WEB_CONCURRENCY="2")  # the events cross workers through NATS
+    output = python_example("subscribe.py", api)
+    assert len(event_lines(output)) == 4
+    assert output.splitlines()[-1] == "received 4 events"
+
+
 # -- curl -----------------------------------------------------------------------------------
 
 
