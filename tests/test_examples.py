@@ -13,7 +13,9 @@ import pytest
 from graphql import build_client_schema, get_introspection_query, parse, validate
 
 from tests.harness import ROOT, Server
+from tests.upstreams.ollama_server import OllamaUpstream
 from tests.upstreams.openai_server import API_KEY, REPLY, OpenAIUpstream
+from tests.upstreams.script import DEFAULT
 
 EXAMPLES = ROOT / "examples"
 NODE_EXAMPLES = EXAMPLES / "node"
@@ -78,8 +80,8 @@ def run(command: list[str], api: Server, **env) -> str:
     return done.stdout
 
 
-def python_example(name: str, api: Server, *args: str) -> str:
-    return run([sys.executable, str(EXAMPLES / "python" / name), *args], api)
+def python_example(name: str, api: Server, *args: str, **env: str) -> str:
+    return run([sys.executable, str(EXAMPLES / "python" / name), *args], api, **env)
 
 
 def event_lines(output: str) -> list[str]:
@@ -143,6 +145,23 @@ def test_examples_say_when_the_server_is_not_running(api):
         done = launch([sys.executable, str(EXAMPLES / "python" / name)], api, CB_API_KEY="k", **nowhere)
         assert done.returncode == 1, name
         assert "is the server running (make run)?" in done.stderr, (name, done.stderr)
+
+
+def test_key_free_first_run_with_ollama_as_the_readme_describes(server_factory):
+    with OllamaUpstream() as ollama:
+        api = server_factory(OLLAMA_BASE_URL=ollama.url)  # no provider key at all
+        stream = python_example("stream.py", api, CB_MODEL="llama3.2")
+        embeddings = python_example("embeddings.py", api, CB_EMBEDDING_MODEL="nomic-embed-text")
+        assert stream.splitlines()[0] == DEFAULT.text
+        assert "from nomic-embed-text" in embeddings.splitlines()[0]
+        assert {r.path for r in ollama.received} >= {"/api/chat", "/api/embed"}
+
+
+def test_any_openai_compatible_model_by_its_explicit_name(api, upstream):
+    output = python_example("chat.py", api, CB_MODEL="openai/my-local-model")
+    assert output.splitlines()[0] == REPLY
+    [chat] = upstream.chats()
+    assert chat.json["model"] == "my-local-model"
 
 
 # -- Python: GraphQL ------------------------------------------------------------------------
