@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test deps system-deps bench lint clean
+.PHONY: run test deps system-deps examples-deps bench lint clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
@@ -28,10 +28,18 @@ system-deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# the Node examples' packages (tests run those examples when node is present); no node, no step
+examples-deps:
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+		test examples/node/node_modules/.package-lock.json -nt examples/node/package-lock.json || \
+		npm ci --prefix examples/node --no-audit --no-fund --loglevel=error || \
+		echo "warning: npm ci failed in examples/node; the Node examples' tests will be skipped"; \
+	fi
+
 run: $(STAMP)
 	STORAGE_BACKEND=$${STORAGE_BACKEND:-memory} $(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:application
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps examples-deps
 	@PATH="$$PATH:/usr/sbin" $(PY) tests/run.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
