@@ -111,6 +111,13 @@ class AgentRunner:
         place_agent = self.registry.place_agent(token.workflow_id, token.place)
         if place_agent is None or not place_agent.enabled:
             return None
+        try:
+            agent = self.registry.get(place_agent.agent_id)
+        except NotFound:
+            agent = None
+        if agent is None or agent.status != "ACTIVE":
+            log.info("token %s entered %s, whose agent %s is not active", token.id, token.place, place_agent.agent_id)
+            return None
         entry = len(token.history)
         execution = Execution(
             id=str(uuid.uuid5(EXECUTION_IDS, f"{token.id}/{entry}")), agent_id=place_agent.agent_id,
