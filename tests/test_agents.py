@@ -18,6 +18,7 @@ import uuid
 
 import nats
 import pytest
+import requests
 
 from tests.harness import Server
 from tests.upstreams.base import Fault
@@ -196,6 +197,7 @@ def test_document_moved_to_pending_review_is_reviewed_by_its_agent(api, upstream
     analytics = ok(api.graphql('{ costAnalytics(input: { project_id: "document_review" }) { total_requests total_cost } }'))
     assert analytics["costAnalytics"]["total_requests"] == 1
     assert analytics["costAnalytics"]["total_cost"] == pytest.approx(execution["cost_usd"])
+    assert 'cb_agent_executions_total{status="COMPLETED"} 1.0' in requests.get(api.graphql_url + "/metrics").text
     ok(api.graphql('mutation { removePlaceAgent(workflow_id: "document_review", place: "pending_review") }'))
 
 

@@ -329,8 +329,8 @@ class AgentRunner:
 
         execution = lease.write(final)
         metrics.agent_executions.labels(execution.status).inc()
-        log.info("execution %s %s after %d attempt(s)%s", execution.id, execution.status, execution.attempts,
-                 f": {execution.error}" if execution.error else "")
+        log.info("execution %s %s after %d attempt(s) on %s%s", execution.id, execution.status, execution.attempts,
+                 self.worker, f": {execution.error}" if execution.error else "")
         self.store.publish_status(execution)
 
     def _store_output(self, execution: Execution) -> str | None:
