@@ -152,11 +152,17 @@ def memory_server(upstream, tmp_path_factory):
 
 
 @pytest.fixture
-def api(memory_server, upstream):
+def fresh_upstream(upstream):
+    """The shared upstream as new: default reply and key, nothing received, no faults queued."""
     upstream.reset()
     upstream.reply, upstream.api_key = REPLY, API_KEY
-    yield memory_server
+    yield upstream
     upstream.faults.clear()
+
+
+@pytest.fixture
+def api(memory_server, fresh_upstream):
+    return memory_server
 
 
 def test_guide_create_agent_mutation_works_verbatim(api):
@@ -317,6 +323,10 @@ def test_an_execution_that_runs_too_long_times_out(api, upstream):
 
 
 def test_output_streams_over_the_subscription_then_the_final_status(api, upstream):
+    stream_one_execution(api, upstream)
+
+
+def stream_one_execution(api: Server, upstream: OpenAIUpstream) -> None:
     upstream.faults.append(Fault(first_chunk_delay=1.0, chunk_delay=0.02))
     workflow = review_workflow(api)
     agent = new_agent(api)
@@ -340,6 +350,17 @@ def test_output_streams_over_the_subscription_then_the_final_status(api, upstrea
     assert events[-1] == {"execution_id": run["id"], "type": "STATUS", "status": "COMPLETED", "delta": None,
                           "output": REPLY, "error": None}
     assert token(api, token_id)["data"]["notes"] == REPLY
+
+
+def test_an_agent_with_its_own_base_url_is_served_there(api, upstream):
+    with OpenAIUpstream(api_key=BYOK, reply="From the agent's own endpoint.") as own:
+        agent = new_agent(api, llm_provider={"provider_type": "openai", "model": "gpt-4", "base_url": own.base_url,
+                                             "api_key": BYOK})
+        workflow = review_workflow(api)
+        place_agent(api, workflow, agent)
+        token_id = new_token(api, workflow, "pending_review")
+        assert finished(api, token_id)["output"] == "From the agent's own endpoint."
+        assert len(own.chats()) == 1 and upstream.chats() == []
 
 
 def test_agents_can_be_updated_disabled_and_deleted(api, upstream):
@@ -392,11 +413,8 @@ def cluster(request, upstream, tmp_path_factory):
 
 
 @pytest.fixture
-def nats_api(cluster, upstream):
-    upstream.reset()
-    upstream.reply, upstream.api_key = REPLY, API_KEY
-    yield cluster
-    upstream.faults.clear()
+def nats_api(cluster, fresh_upstream):
+    return cluster
 
 
 def raw_kv_value(url: str, bucket: str, key: str) -> bytes:
@@ -468,3 +486,8 @@ def test_an_execution_survives_its_worker_being_killed(nats_api, upstream):
     done = token(server, token_id)
     assert done["place"] == "reviewed" and [h["transition"] for h in done["history"]] == ["review"]
     server.wait_healthy()
+
+
+def test_output_streams_to_a_subscriber_on_any_worker(nats_api, upstream):
+    server, _ = nats_api
+    stream_one_execution(server, upstream)

@@ -97,7 +97,7 @@ class ExecutionStore:
                 continue  # a heartbeat renewed the lease meanwhile: read again
             metrics.agent_executions.labels(CANCELLED).inc()
             self.publish_status(execution)
-            self.bus.publish("agents.control", {"type": "cancel", "execution_id": execution_id})
+            self._publish_control({"type": "cancel", "execution_id": execution_id})
             return execution
         raise Conflict(f"agent execution {execution_id!r} kept changing; try again")
 
@@ -109,6 +109,12 @@ class ExecutionStore:
     def publish_status(self, execution: Execution) -> None:
         output = execution.output if execution.finished else None
         self._publish(execution, {"type": "STATUS", "output": output, "error": execution.error})
+
+    def _publish_control(self, event: dict) -> None:
+        try:
+            self.bus.publish("agents.control", event)
+        except CircuitBreakerError as exc:  # the running worker notices at its next heartbeat instead
+            log.warning("could not announce %s of execution %s: %s", event["type"], event["execution_id"], exc.message)
 
     def _publish(self, execution: Execution, event: dict) -> None:
         event.update(execution_id=execution.id, status=execution.status, attempt=execution.attempts)
