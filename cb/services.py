@@ -42,6 +42,7 @@ class Services:
     analytics: CostAnalytics | None = None
     budgets: Budgets | None = None
     gateway: Any = None  # cb.llm.gateway.Gateway: chat, streams, embeddings, models
+    agents: Any = None  # cb.agents.Agents: agent definitions, place agents, executions, the runner
 
     def health(self) -> tuple[dict, bool]:
         """The /health body and whether the server is healthy."""
@@ -57,6 +58,8 @@ class Services:
         return body, connected
 
     def close(self) -> None:
+        if self.agents is not None:
+            self.agents.stop()
         self.storage.close()
 
 
@@ -73,6 +76,9 @@ def build_services(settings: Settings) -> Services:
     services.workflows = WorkflowEngine(storage, services.bus)
     if settings.load_default_workflows:
         services.workflows.load_defaults()
+    from cb.agents import start_agents
+
+    services.agents = start_agents(services)
     return services
 
 

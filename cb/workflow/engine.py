@@ -6,7 +6,8 @@ the transition is no longer enabled it gets :class:`TransitionNotEnabled`; after
 lost races in a row it gets :class:`~cb.errors.Conflict`. No history entry is lost.
 
 Events go to the bus on ``events.<workflow_id>.<token_id>``: ``token_created``,
-``token_transitioned`` and ``token_deleted``, each carrying the token as it now is.
+``token_transitioned``, ``token_updated`` (data merged in place, e.g. an agent's output) and
+``token_deleted``, each carrying the token as it now is.
 """
 
 from __future__ import annotations
@@ -198,6 +199,23 @@ class WorkflowEngine:
             self._publish("token_transitioned", moved, transition.id, token.place, transition.to_place, stamp)
             return moved
         raise Conflict(f"token {token_id!r} kept changing while firing {transition_id!r}; try again")
+
+    def merge_data(self, token_id: str, data: dict) -> Token:
+        """Merge ``data`` into the token's data where it is (an agent's output); publishes ``token_updated``."""
+        data = _object("data", data)
+        for _ in range(FIRE_ATTEMPTS):
+            token = self.get_token(token_id)
+            updated = Token.from_dict({**token.to_dict(), "data": {**token.data, **data}, "updated_at": now()})
+            try:
+                revision = self.storage.update(TOKENS, token.id, updated.to_dict(), token.revision)
+            except Conflict:
+                continue
+            except NotFound:
+                raise NotFound(f"token {token_id!r} not found") from None
+            updated = Token.from_dict(updated.to_dict(), revision)
+            self._publish("token_updated", updated)
+            return updated
+        raise Conflict(f"token {token_id!r} kept changing while its data was updated; try again")
 
     def _blocker(self, token: Token, transition: Transition, data: dict) -> Exception | None:
         """The error that keeps ``transition`` from firing for ``token``, or None."""
