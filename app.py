@@ -41,19 +41,25 @@ def _flask_app(name: str, settings: Settings, services: Services) -> Flask:
 
 
 def create_openai_app(settings: Settings, services: Services) -> Flask:
-    from blueprints import health, openai
+    from blueprints import auth, cors, health, limits, openai
 
     app = _flask_app("circuit_breaker.openai", settings, services)
     openai.install_error_handlers(app)
+    cors.install_openai(app, settings)
+    app.register_blueprint(limits.openai_bp)
+    app.register_blueprint(auth.openai_bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openai.bp)
     return app
 
 
 def create_graphql_app(settings: Settings, services: Services) -> Flask:
-    from blueprints import graphql, health
+    from blueprints import auth, cors, graphql, health, limits
 
     app = _flask_app("circuit_breaker.graphql", settings, services)
+    cors.install_graphql(app, settings)
+    app.register_blueprint(limits.graphql_bp)
+    app.register_blueprint(auth.graphql_bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(graphql.bp)
     return app

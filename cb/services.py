@@ -12,6 +12,7 @@ from cb import __version__
 from cb.config import Settings
 from cb.events import EventBus
 from cb.logs import get_logger
+from cb.security import Security
 from cb.storage import Storage, open_storage
 
 log = get_logger("server")
@@ -24,6 +25,7 @@ class Services:
     settings: Settings
     storage: Storage
     bus: EventBus
+    security: Security | None = None
     version: str = __version__
     extras: dict = field(default_factory=dict)
 
@@ -46,7 +48,9 @@ def build_services(settings: Settings) -> Services:
     """Connect storage and build every service. Raises StorageUnavailable on failure."""
     storage = open_storage(settings.storage_backend, settings.nats_url, settings.nats_prefix)
     storage.connect()
-    return Services(settings=settings, storage=storage, bus=EventBus(storage))
+    services = Services(settings=settings, storage=storage, bus=EventBus(storage))
+    services.security = Security(settings, storage)
+    return services
 
 
 def provider_status_lines(settings: Settings) -> list[tuple[bool, str]]:

@@ -17,7 +17,9 @@ from cb import __version__
 from cb.errors import CircuitBreakerError
 from schema.scalars import json_scalar
 
-BINDABLE_MODULES: list[str] = []
+BINDABLE_MODULES: list[str] = [
+    "schema.security",
+]
 
 query = QueryType()
 

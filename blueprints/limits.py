@@ -1,0 +1,67 @@
+"""Request limits at the edge: body size, slow bodies, GraphQL document size.
+
+The body is read once, up front, inside a gevent timeout (REQUEST_BODY_TIMEOUT), so a
+client trickling bytes (slowloris) costs a greenlet for a bounded time and never holds
+a worker. MAX_CONTENT_LENGTH (MAX_REQUEST_BYTES) applies to chunked bodies as well:
+Werkzeug stops reading at the limit and raises 413. Each port answers in its own
+error shape: the OpenAI envelope on 3000, a GraphQL error on 4000.
+"""
+
+from __future__ import annotations
+
+import gevent
+from flask import Blueprint, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from blueprints import services
+from blueprints.openai import error_response
+
+openai_bp = Blueprint("limits_openai", __name__)
+graphql_bp = Blueprint("limits_graphql", __name__)
+
+
+def _has_body() -> bool:
+    return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+def _read_body() -> bool:
+    """Read and cache the whole body; False if the client was too slow."""
+    if not _has_body():
+        return True
+    try:
+        with gevent.Timeout(services().settings.body_read_timeout):
+            request.get_data(cache=True)
+    except gevent.Timeout:
+        return False
+    return True
+
+
+@openai_bp.before_app_request
+def openai_body():
+    if not _read_body():
+        return error_response(408, "The request body was not received in time.", "request_timeout",
+                              headers={"Connection": "close"})
+    return None
+
+
+def graphql_error(status: int, message: str, code: str, headers: dict | None = None):
+    return jsonify({"errors": [{"message": message, "extensions": {"code": code}}]}), status, headers or {}
+
+
+@graphql_bp.before_app_request
+def graphql_body():
+    if not _read_body():
+        return graphql_error(408, "The request body was not received in time.", "REQUEST_TIMEOUT", {"Connection": "close"})
+    if request.path != "/graphql":
+        return None
+    data = request.get_json(silent=True) if request.method == "POST" else request.args
+    query = data.get("query") if hasattr(data, "get") else None
+    limit = services().settings.graphql_max_query_bytes
+    if isinstance(query, str) and len(query.encode()) > limit:
+        return graphql_error(413, f"The GraphQL document is larger than {limit} bytes.", "QUERY_TOO_LARGE")
+    return None
+
+
+@graphql_bp.app_errorhandler(RequestEntityTooLarge)
+def graphql_too_large(exc):
+    return graphql_error(413, "Request body is too large.", "REQUEST_TOO_LARGE", {"Connection": "close"})
