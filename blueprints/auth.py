@@ -80,7 +80,7 @@ def _total_tokens(response) -> int:
 
 
 def graphql_unauthenticated():
-    message = "Missing or invalid GraphQL API key: send 'Authorization: Bearer <GRAPHQL_API_KEY>'."
+    message = "Missing or invalid GraphQL API key: send GRAPHQL_API_KEY in the Authorization header (Bearer scheme)."
     return jsonify({"errors": [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]}), 401
 
 

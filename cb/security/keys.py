@@ -123,7 +123,7 @@ class KeyStore:
     def authenticate(self, plaintext: str | None) -> ApiKey:
         """The key's record, or :class:`InvalidApiKey` (missing, unknown, revoked, expired)."""
         if not plaintext:
-            raise InvalidApiKey("Missing API key. Send it as 'Authorization: Bearer <key>' or in the 'api-key' header.")
+            raise InvalidApiKey("Missing API key. Send it in the Authorization header (Bearer scheme) or in the api-key header.")
         digest = hash_key(plaintext)
         record = self._lookup(digest)
         if record is None:

@@ -14,7 +14,7 @@ from cb.logs import redactor
 # Shapes of credentials: bearer tokens, header dumps, OpenAI/Anthropic "sk-...",
 # our own "cb-..." client keys, Google "AIza...", "key=" query parameters.
 PATTERNS = (
-    r"(?i)\b(?:bearer|basic)\s+(?P<secret>[^\s\"',;]+)",
+    r"(?i)\b(?:bearer|basic)\s+(?P<secret>[A-Za-z0-9._~+/=\-]{8,})",
     r"(?i)(?:api-key|x-api-key|authorization|x-goog-api-key)[\"']?\s*[:=]\s*[\"']?(?!(?:bearer|basic)\s)(?P<secret>[^\s\"',;]+)",
     r"\bsk-[A-Za-z0-9_\-*]{8,}",
     r"\bcb-[A-Za-z0-9_\-]{20,}",
