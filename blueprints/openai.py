@@ -1,11 +1,30 @@
-"""The OpenAI-compatible REST API (port 3000)."""
+"""The OpenAI-compatible REST API (port 3000): chat completions (JSON and SSE), models,
+embeddings. HTTP in, a call into ``cb.llm.gateway``, HTTP out.
+
+Streams run the upstream in a greenlet that feeds a queue, so the response generator can
+send ``: keep-alive`` comments while the first token is slow, and a second greenlet
+watches the client socket so a departed client stops the upstream at once.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, jsonify
+import json
+import re
+import socket
+import time
+
+import gevent
+import gevent.queue
+from flask import Blueprint, Flask, Response, g, jsonify, request
+from gevent.socket import wait_read
 from werkzeug.exceptions import HTTPException
 
+from blueprints import services
+from cb import logs
 from cb.errors import CircuitBreakerError
+from cb.llm import wire
+from cb.llm.errors import InvalidRequest, LLMError, ModelNotFound, UpstreamError
+from cb.llm.routing import RequestContext, Route
 from cb.logs import get_logger
 
 log = get_logger("api.openai")
@@ -21,13 +40,26 @@ _ERROR_TYPES = {
     413: "invalid_request_error",
     429: "rate_limit_error",
 }
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
+    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def error_response(status: int, message: str, code: str | None = None, param: str | None = None, headers=None):
     """The OpenAI error envelope: {"error": {"message", "type", "param", "code"}}."""
-    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return jsonify(body), status, headers or {}
+    return jsonify(error_body(status, message, code, param)), status, headers or {}
+
+
+def _domain_error_body(exc: CircuitBreakerError) -> tuple[int, dict, dict]:
+    code = getattr(exc, "openai_code", None) or exc.code.lower()
+    headers = {}
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
+    return exc.http_status, error_body(exc.http_status, exc.message, code, getattr(exc, "param", None)), headers
 
 
 def install_error_handlers(app: Flask) -> None:
@@ -44,9 +76,168 @@ def install_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(CircuitBreakerError)
     def domain_error(exc: CircuitBreakerError):
-        return error_response(exc.http_status, exc.message, getattr(exc, "openai_code", None) or exc.code.lower())
+        status, body, headers = _domain_error_body(exc)
+        if status >= 500:
+            log.warning("request failed: %s", exc.message)
+        return jsonify(body), status, headers
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         log.exception("unhandled error")
         return error_response(500, "Internal server error", "internal_error")
+
+
+# -- request identity and headers ------------------------------------------------------
+
+
+@bp.before_app_request
+def _identify():
+    given = request.headers.get("X-Request-ID", "")
+    g.request_id = given if _REQUEST_ID.match(given) else "req_" + RequestContext().request_id
+    g.request_token = logs.request_id.set(g.request_id)
+
+
+@bp.after_app_request
+def _request_id_header(response: Response):
+    response.headers["x-request-id"] = g.get("request_id", "")
+    return response
+
+
+def _context(chat_user: str | None = None) -> RequestContext:
+    return RequestContext(request_id=g.request_id, user=chat_user)
+
+
+def _route_headers(route: Route, ctx: RequestContext, upstream_ms: float) -> dict:
+    overhead = max(0.0, (time.monotonic() - ctx.started) * 1000 - upstream_ms)
+    return {"x-cb-provider": route.deployment.provider_type, "x-cb-model": route.model.id,
+            "x-cb-overhead-ms": f"{overhead:.2f}"}
+
+
+def _json_body():
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise InvalidRequest("We could not parse the JSON body of your request. The body must be valid JSON "
+                             "(see https://platform.openai.com/docs/api-reference).", None) from None
+
+
+# -- chat ----------------------------------------------------------------------------
+
+
+@bp.post("/v1/chat/completions")
+def chat_completions():
+    chat = wire.parse_chat_request(_json_body())
+    ctx = _context(chat.user)
+    wire.apply_routing(ctx, chat.routing, dict(request.headers))
+    gateway = services().gateway
+    if chat.stream:
+        if not services().settings.openai_enable_streaming:
+            raise InvalidRequest("Streaming is disabled on this server (OPENAI_ENABLE_STREAMING=false); "
+                                 "send the request without 'stream': true.", "stream", "streaming_disabled")
+        stream = gateway.stream(chat, ctx)
+        headers = _route_headers(stream.route, ctx, stream.upstream_open_ms)
+        headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        events = _sse(stream, chat, request.environ.get("gunicorn.socket"))
+        return Response(events, status=200, mimetype="text/event-stream", headers=headers)
+    result = gateway.complete(chat, ctx)
+    return jsonify(wire.render_response(result.response, chat.model)), 200, _route_headers(
+        result.route, ctx, result.upstream_ms)
+
+
+def _frame(data: dict) -> bytes:
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _watch_client(sock, on_gone) -> None:
+    """Return when the client's socket is readable; call ``on_gone`` if it was closed."""
+    try:
+        wait_read(sock.fileno())
+        gone = sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        gone = True
+    if gone:
+        on_gone()
+
+
+def _sse(stream, chat, sock):
+    """The SSE body: chunks as they come, keep-alives while idle, an error event on failure."""
+    renderer = wire.ChunkRenderer(chat.model, chat.include_usage)
+    keepalive = services().settings.keepalive_seconds
+    queue: gevent.queue.Queue = gevent.queue.Queue()
+
+    def pump():
+        try:
+            for chunk in stream:
+                queue.put(("chunk", chunk))
+            queue.put(("end", None))
+        except LLMError as exc:
+            queue.put(("error", exc))
+        except Exception as exc:  # never let a bug surface as a broken stream without a word
+            log.exception("stream failed")
+            queue.put(("error", UpstreamError("gateway", f"internal error in the stream ({type(exc).__name__})")))
+
+    def client_gone():
+        log.info("client disconnected, closing the upstream")
+        producer.kill()
+        queue.put(("gone", None))
+
+    producer = gevent.spawn(pump)
+    watcher = gevent.spawn(_watch_client, sock, client_gone) if sock is not None else None
+
+    def events():
+        try:
+            while True:
+                try:
+                    kind, item = queue.get(timeout=keepalive)
+                except gevent.queue.Empty:
+                    yield b": keep-alive\n\n"
+                    continue
+                if kind == "chunk":
+                    data = renderer.chunk(item)
+                    if data:
+                        yield _frame(data)
+                elif kind == "end":
+                    if chat.include_usage:
+                        yield _frame(renderer.usage(stream.final_usage()))
+                    yield b"data: [DONE]\n\n"
+                    return
+                elif kind == "error":
+                    _, body, _ = _domain_error_body(item)
+                    log.warning("stream failed: %s", item.message)
+                    yield _frame(body)
+                    return
+                else:
+                    return
+        finally:
+            if watcher is not None:
+                watcher.kill()
+            producer.kill()
+            stream.close()
+
+    return events()
+
+
+# -- models and embeddings ---------------------------------------------------------------
+
+
+@bp.get("/v1/models")
+def list_models():
+    return jsonify({"object": "list", "data": services().gateway.models()})
+
+
+@bp.get("/v1/models/<path:model_id>")
+def get_model(model_id: str):
+    entry = services().gateway.model(model_id)
+    if entry is None:
+        raise ModelNotFound(model_id)
+    return jsonify(entry)
+
+
+@bp.post("/v1/embeddings")
+def embeddings():
+    embedding, encoding = wire.parse_embedding_request(_json_body())
+    ctx = _context(embedding.user)
+    result = services().gateway.embed(embedding, ctx)
+    body = wire.render_embeddings(result.response, embedding.model, encoding)
+    return jsonify(body), 200, _route_headers(result.route, ctx, result.upstream_ms)

@@ -7,6 +7,7 @@ GraphQL resolvers through the request context.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from cb import __version__
 from cb.config import Settings
@@ -28,6 +29,7 @@ class Services:
     security: Security | None = None
     version: str = __version__
     extras: dict = field(default_factory=dict)
+    gateway: Any = None  # cb.llm.gateway.Gateway: chat, streams, embeddings, models
 
     def health(self) -> tuple[dict, bool]:
         """The /health body and whether the server is healthy."""
@@ -48,7 +50,10 @@ def build_services(settings: Settings) -> Services:
     """Connect storage and build every service. Raises StorageUnavailable on failure."""
     storage = open_storage(settings.storage_backend, settings.nats_url, settings.nats_prefix)
     storage.connect()
+    from cb.llm.gateway import build_gateway  # imports requests: only after gevent patched the worker
+
     services = Services(settings=settings, storage=storage, bus=EventBus(storage))
+    services.gateway = build_gateway(settings, storage)
     services.security = Security(settings, storage)
     return services
 

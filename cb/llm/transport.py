@@ -1,0 +1,132 @@
+"""HTTP to the providers: one pooled keep-alive ``requests.Session`` per deployment.
+
+urllib3 keeps only ``pool_maxsize`` connections per host (10 by default), so every
+session mounts an adapter sized for the concurrency one gevent worker sees. Connection
+problems become :class:`UpstreamError` (retryable) or :class:`UpstreamTimeout`; error
+statuses are mapped by the provider; a response is always closed, also when the caller
+stops reading early.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from cb.config import Settings
+from cb.llm.errors import UpstreamError, UpstreamTimeout
+from cb.llm.providers.base import Deployment, Provider, UpstreamCall
+from cb.llm.providers.errors import provider_label
+
+POOL_SIZE = 512  # connections kept per upstream host and worker (gevent: many concurrent streams)
+ERROR_BODY_LIMIT = 64 * 1024
+
+
+class Transport:
+    """Sends provider calls; owns the connection pools."""
+
+    def __init__(self, settings: Settings, pool_size: int = POOL_SIZE):
+        self.settings = settings
+        self.pool_size = pool_size
+        self._sessions: dict[str, requests.Session] = {}
+        self._lock = threading.Lock()
+
+    def session(self, deployment: Deployment) -> requests.Session:
+        """The keep-alive session of ``deployment`` (created on first use)."""
+        session = self._sessions.get(deployment.id)
+        if session is None:
+            with self._lock:
+                session = self._sessions.get(deployment.id)
+                if session is None:
+                    session = requests.Session()
+                    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.pool_size, max_retries=0)
+                    session.mount("http://", adapter)
+                    session.mount("https://", adapter)
+                    session.trust_env = False  # no proxies or .netrc picked up from the environment
+                    self._sessions[deployment.id] = session
+        return session
+
+    def open(self, deployment: Deployment, call: UpstreamCall, provider: Provider) -> requests.Response:
+        """Send ``call``; a 2xx response is returned open (the caller closes it)."""
+        label = provider_label(provider.type)
+        read = self.settings.read_timeout
+        if call.stream:
+            read = max(read, self.settings.first_token_timeout)
+        try:
+            response = self.session(deployment).request(
+                call.method, call.url, headers=call.headers, json=call.json, stream=True,
+                timeout=(self.settings.connect_timeout, read),
+            )
+        except requests.ConnectTimeout:
+            raise UpstreamTimeout(label, f"could not connect to {_host(call.url)} in time") from None
+        except requests.Timeout:
+            raise UpstreamTimeout(label) from None
+        except requests.RequestException:
+            raise UpstreamError(label, f"could not reach {_host(call.url)}", retryable=True) from None
+        if response.status_code >= 400:
+            try:
+                body = response.raw.read(ERROR_BODY_LIMIT, decode_content=True) or b""
+            except Exception:  # the error body is best effort
+                body = b""
+            finally:
+                response.close()
+            raise provider.error(response.status_code, body, dict(response.headers))
+        return response
+
+    def json(self, deployment: Deployment, call: UpstreamCall, provider: Provider) -> dict:
+        """Send ``call`` and return its JSON body."""
+        response = self.open(deployment, call, provider)
+        label = provider_label(provider.type)
+        try:
+            return response.json()
+        except requests.Timeout:
+            raise UpstreamTimeout(label) from None
+        except requests.RequestException:
+            raise UpstreamError(label, "the connection broke while reading the answer", retryable=True) from None
+        except ValueError:
+            raise UpstreamError(label, "the provider answered with invalid JSON") from None
+        finally:
+            response.close()
+
+    def lines(self, response: requests.Response, provider: Provider) -> Iterator[bytes]:
+        """The body of a streamed response, line by line, as the bytes arrive (closed at the end)."""
+        label = provider_label(provider.type)
+        pending = b""
+        try:
+            for data in _arrivals(response):
+                pending += data
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    yield line.rstrip(b"\r")
+            if pending:
+                yield pending
+        except (requests.Timeout, urllib3.exceptions.TimeoutError):
+            raise UpstreamTimeout(label, "the stream stalled") from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+            raise UpstreamError(label, "the connection broke in the middle of the stream", retryable=True) from None
+        finally:
+            response.close()
+
+    def close(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
+
+
+def _arrivals(response: requests.Response) -> Iterator[bytes]:
+    """Body bytes as they arrive: per HTTP chunk, or whatever one read returns without a length."""
+    if response.raw.chunked:
+        yield from response.iter_content(chunk_size=None)
+        return
+    while data := response.raw.read1(65536, decode_content=True):
+        yield data
+
+
+def _host(url: str) -> str:
+    """Scheme and host of ``url``, never its query (Gemini puts keys there)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

@@ -1,0 +1,156 @@
+"""A local OpenAI: Chat Completions (JSON and SSE), Embeddings and Models, on the real wire.
+
+Payloads follow OpenAI's API reference: ``chat.completion`` and ``chat.completion.chunk``
+objects, tool calls with streamed argument deltas, the ``include_usage`` chunk with
+``choices: []``, and error bodies ``{"error": {"message", "type", "param", "code"}}``.
+
+Behaviour: with tools offered (and ``tool_choice`` not "none") and a user message last,
+it calls the first tool with ``tool_arguments``; after a tool result it answers with the
+result in its text; otherwise it answers ``reply``. Run standalone for the bench:
+``python -m tests.upstreams.openai_server`` (prints its base URL).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from tests.upstreams.base import Received, Reply, UpstreamServer
+
+API_KEY = "sk-test-upstream-key-0123456789"
+REPLY = "Hello! I'm doing well, thank you for asking. How can I assist you today?"
+
+
+def openai_error(message: str, kind: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _pieces(text: str) -> list[str]:
+    """Split like a tokenizer would, roughly: each word with its leading space."""
+    words = text.split(" ")
+    return [words[0]] + [" " + w for w in words[1:]]
+
+
+class OpenAIUpstream(UpstreamServer):
+    """Speaks OpenAI's protocol under ``/v1``; ``url + "/v1"`` is the OPENAI_BASE_URL."""
+
+    def __init__(self, api_key: str = API_KEY, reply: str = REPLY):
+        super().__init__()
+        self.api_key = api_key
+        self.reply = reply
+        self.tool_arguments = '{"city": "Paris", "unit": "celsius"}'
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def chats(self) -> list[Received]:
+        return [r for r in self.received if r.path == "/v1/chat/completions"]
+
+    def handle(self, request: Received, reply: Reply) -> None:
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            reply.json(openai_error("Incorrect API key provided: sk-wr*****. You can find your API key at "
+                                    "https://platform.openai.com/account/api-keys.", code="invalid_api_key"), 401)
+            return
+        if request.method == "POST" and request.path == "/v1/chat/completions":
+            self.chat(request, reply)
+        elif request.method == "POST" and request.path == "/v1/embeddings":
+            self.embeddings(request, reply)
+        elif request.method == "GET" and request.path == "/v1/models":
+            reply.json({"object": "list", "data": [{"id": "gpt-4", "object": "model", "created": 1687882411,
+                                                    "owned_by": "openai"}]})
+        else:
+            reply.json(openai_error(f"Invalid URL ({request.method} {request.path})"), 404)
+
+    # -- chat ----------------------------------------------------------------------------
+    def _answer(self, body: dict) -> tuple[str | None, dict | None]:
+        """(text, tool call) this request gets."""
+        messages = body.get("messages") or []
+        last = messages[-1] if messages else {}
+        if body.get("tools") and body.get("tool_choice") != "none" and last.get("role") == "user":
+            name = body["tools"][0]["function"]["name"]
+            return None, {"id": "call_" + uuid.uuid4().hex[:24], "name": name, "arguments": self.tool_arguments}
+        if last.get("role") == "tool":
+            return f"The tool said: {last.get('content')}", None
+        return self.reply, None
+
+    @staticmethod
+    def _usage(body: dict, completion_tokens: int) -> dict:
+        prompt = max(1, len(json.dumps(body.get("messages"))) // 4)
+        return {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
+                "total_tokens": prompt + completion_tokens}
+
+    def chat(self, request: Received, reply: Reply) -> None:
+        body = request.json or {}
+        if not isinstance(body.get("messages"), list):
+            reply.json(openai_error("Missing required parameter: 'messages'.", param="messages",
+                                    code="missing_required_parameter"), 400)
+            return
+        text, call = self._answer(body)
+        ident, created, model = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time()), body.get("model")
+        if body.get("stream"):
+            self._stream(body, reply, ident, created, model, text, call)
+            return
+        message: dict = {"role": "assistant", "content": text, "refusal": None}
+        if call:
+            message["tool_calls"] = [{"id": call["id"], "type": "function",
+                                      "function": {"name": call["name"], "arguments": call["arguments"]}}]
+        completion = len(_pieces(text or call["arguments"]))
+        reply.json({
+            "id": ident, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": "tool_calls" if call else "stop"}],
+            "usage": self._usage(body, completion), "system_fingerprint": "fp_test",
+        })
+
+    def _stream(self, body, reply: Reply, ident, created, model, text, call) -> None:
+        def chunk(delta: dict, finish=None) -> dict:
+            data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "system_fingerprint": "fp_test",
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            if (body.get("stream_options") or {}).get("include_usage"):
+                data["usage"] = None
+            return data
+
+        events = []
+        if call:
+            events.append(chunk({"role": "assistant", "content": None, "tool_calls": [
+                {"index": 0, "id": call["id"], "type": "function",
+                 "function": {"name": call["name"], "arguments": ""}}]}))
+            pieces = [call["arguments"][i:i + 8] for i in range(0, len(call["arguments"]), 8)]
+            events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces]
+            events.append(chunk({}, "tool_calls"))
+        else:
+            pieces = _pieces(text)
+            events.append(chunk({"role": "assistant", "content": "", "refusal": None}))
+            events += [chunk({"content": p}) for p in pieces]
+            events.append(chunk({}, "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            events.append({"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                           "system_fingerprint": "fp_test", "choices": [], "usage": self._usage(body, len(pieces))})
+        reply.sse(events)
+
+    # -- embeddings ------------------------------------------------------------------------
+    def embeddings(self, request: Received, reply: Reply) -> None:
+        body = request.json or {}
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else inputs
+        size = body.get("dimensions") or 8
+        data = [{"object": "embedding", "index": i,
+                 "embedding": [round(((len(text) + k) % 7) / 7.0, 4) for k in range(size)]}
+                for i, text in enumerate(inputs)]
+        tokens = sum(max(1, len(t) // 4) for t in inputs)
+        reply.json({"object": "list", "data": data, "model": body.get("model"),
+                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+if __name__ == "__main__":
+    server = OpenAIUpstream().start()
+    print(server.base_url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.stop()
