@@ -54,7 +54,7 @@ def create_openai_app(settings: Settings, services: Services) -> Flask:
 
 
 def create_graphql_app(settings: Settings, services: Services) -> Flask:
-    from blueprints import auth, cors, graphql, health, limits
+    from blueprints import auth, cors, graphql, health, limits, subscriptions
 
     app = _flask_app("circuit_breaker.graphql", settings, services)
     cors.install_graphql(app, settings)
@@ -62,6 +62,8 @@ def create_graphql_app(settings: Settings, services: Services) -> Flask:
     app.register_blueprint(auth.graphql_bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(graphql.bp)
+    app.register_blueprint(subscriptions.bp)
+    app.choose_websocket_subprotocol = subscriptions.choose_subprotocol
     return app
 
 
@@ -85,12 +87,12 @@ def main() -> None:
 
     from gevent.pool import Pool
     from gevent.pywsgi import WSGIServer
-    from geventwebsocket.handler import WebSocketHandler
 
     from cb.config import ConfigError
     from cb.errors import StorageUnavailable
     from cb.logs import get_logger, setup_logging
     from cb.services import provider_status_lines
+    from wsgi import Handler
 
     try:
         settings = Settings.from_env()
@@ -109,7 +111,7 @@ def main() -> None:
         (settings.graphql_host, settings.graphql_port, "GRAPHQL_PORT"),
         (settings.openai_host, settings.openai_port, "OPENAI_PORT"),
     ):
-        server = WSGIServer((host, port), app, handler_class=WebSocketHandler, spawn=Pool(1000), log=None)
+        server = WSGIServer((host, port), app, handler_class=Handler, spawn=Pool(1000), log=None)
         try:
             server.start()
         except OSError:

@@ -18,12 +18,23 @@ WORKER_BOOT_ERROR = 3
 
 
 class Handler(WebSocketHandler):
-    """Adds ``gunicorn.socket`` so a streaming response can notice a departed client."""
+    """Adds ``gunicorn.socket`` (so a streaming response can notice a departed client) and
+    answers the WebSocket subprotocol the app chooses."""
 
     def get_environ(self):
         environ = super().get_environ()
         environ["gunicorn.socket"] = self.socket
         return environ
+
+    def start_response(self, status, headers, exc_info=None):
+        # gevent-websocket cannot choose among several subprotocols; the app names its own
+        if status.startswith("101"):
+            choose = getattr(self.application, "choose_websocket_subprotocol", None)
+            protocol = choose(self.environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "")) if choose else None
+            if protocol:
+                headers = [*headers, ("Sec-WebSocket-Protocol", protocol)]
+                self.environ["wsgi.websocket_protocol"] = protocol
+        return super().start_response(status, headers, exc_info)
 
     def log_request(self):
         pass  # the app writes one structured access-log line per request

@@ -10,6 +10,7 @@ from flask import Blueprint, jsonify, request
 
 from blueprints import services
 from schema import format_error, get_schema
+from schema.limits import VALIDATION_RULES
 
 bp = Blueprint("graphql", __name__)
 
@@ -52,6 +53,7 @@ def graphql_endpoint():
         data,
         context_value={"services": services(), "request": request},
         error_formatter=format_error,
+        validation_rules=VALIDATION_RULES,
         debug=False,
     )
     return jsonify(result), 200 if success else 400

@@ -15,6 +15,7 @@ from cb.events import EventBus
 from cb.logs import get_logger
 from cb.security import Security
 from cb.storage import Storage, open_storage
+from cb.workflow import WorkflowEngine
 
 log = get_logger("server")
 
@@ -27,6 +28,7 @@ class Services:
     storage: Storage
     bus: EventBus
     security: Security | None = None
+    workflows: WorkflowEngine | None = None
     version: str = __version__
     extras: dict = field(default_factory=dict)
     gateway: Any = None  # cb.llm.gateway.Gateway: chat, streams, embeddings, models
@@ -55,6 +57,9 @@ def build_services(settings: Settings) -> Services:
     services = Services(settings=settings, storage=storage, bus=EventBus(storage))
     services.gateway = build_gateway(settings, storage)
     services.security = Security(settings, storage)
+    services.workflows = WorkflowEngine(storage, services.bus)
+    if settings.load_default_workflows:
+        services.workflows.load_defaults()
     return services
 
 

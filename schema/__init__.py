@@ -18,6 +18,7 @@ from cb.errors import CircuitBreakerError
 from schema.scalars import json_scalar
 
 BINDABLE_MODULES: list[str] = [
+    "schema.workflows",
     "schema.security",
 ]
 

@@ -1,0 +1,432 @@
+"""NATS JetStream storage: KV buckets for entities, streams for logs, subjects for events.
+
+Names, for a prefix ``cb`` (NATS_PREFIX, one per deployment):
+
+* bucket ``tokens``  -> JetStream KV bucket ``cb_tokens`` (file storage, history 1);
+  keys are escaped so any string is a valid key (see :func:`encode_key`);
+* log ``usage``      -> stream ``cb_usage`` on subject ``cb_log.usage`` (file storage);
+* event ``events.w.t`` -> core NATS subject ``cb.events.w.t``.
+
+nats-py runs on the asyncio loop of a :class:`~cb.storage.bridge.Bridge` (one OS thread per
+process, started in :meth:`NatsStorage.connect`, so after gunicorn forks). Every call waits
+with a timeout: when NATS is away, calls raise :class:`StorageUnavailable` at once (or
+after :data:`OP_TIMEOUT` at worst) while nats-py reconnects in the background forever;
+subscriptions resume by themselves after the reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import re
+import socket
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+
+from cb.errors import Conflict, NotFound, StorageUnavailable, ValidationError
+from cb.logs import get_logger
+from cb.storage import Entry, Handler
+from cb.storage.bridge import Bridge, BridgeTimeout
+
+log = get_logger("storage")
+
+CONNECT_TIMEOUT = 2.5  # seconds for the first connection, then we give up
+OP_TIMEOUT = 4.0  # a greenlet never waits longer than this for one storage call
+JS_TIMEOUT = 2.5  # JetStream API requests (KV get/put, stream info …)
+RECONNECT_WAIT = 0.5
+READ_BATCH = 1000
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_KEY_SAFE = re.compile(r"[A-Za-z0-9_-]")
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+
+
+def encode_key(key: str) -> str:
+    """A valid NATS KV key for any string: letters, digits, ``_``, ``-`` kept, the rest ``=XX``."""
+    if not key:
+        raise ValidationError("empty key")
+    return "".join(c if _KEY_SAFE.match(c) else "".join(f"={b:02X}" for b in c.encode()) for c in key)
+
+
+def decode_key(key: str) -> str:
+    return re.sub(rb"=([0-9A-F]{2})", lambda m: bytes([int(m.group(1), 16)]), key.encode()).decode()
+
+
+def server_url(url: str) -> str:
+    """``url`` with its host replaced by an IPv4 address (name lookups hang in the loop thread)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+        address = host
+    except ValueError:
+        if host == "localhost":
+            address = "127.0.0.1"
+        else:
+            try:
+                address = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+            except OSError:
+                address = host  # connecting will fail and say so
+    netloc = address if ":" not in address else f"[{address}]"
+    if parts.port:
+        netloc += f":{parts.port}"
+    if parts.username:
+        auth = parts.username + (f":{parts.password}" if parts.password else "")
+        netloc = f"{auth}@{netloc}"
+    return urlunsplit((parts.scheme or "nats", netloc, parts.path, "", ""))
+
+
+async def _open(url: str, **options) -> nats.NATS:
+    """Connect within CONNECT_TIMEOUT (nats-py alone would retry forever)."""
+    client = nats.NATS()
+
+    async def quiet(_exc: Exception) -> None:
+        pass
+
+    options.setdefault("error_cb", quiet)
+    try:
+        await asyncio.wait_for(
+            client.connect(servers=[server_url(url)], connect_timeout=CONNECT_TIMEOUT, **options), CONNECT_TIMEOUT
+        )
+        await client.jetstream(timeout=JS_TIMEOUT).account_info()
+    except BaseException:
+        try:
+            await asyncio.wait_for(client.close(), 1.0)
+        except Exception:
+            pass
+        raise
+    return client
+
+
+def _failure(url: str, exc: BaseException) -> str:
+    if isinstance(exc, (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError)):
+        return f"Failed to connect to NATS server at {url}: JetStream is not enabled (run nats-server --jetstream)"
+    return f"Failed to connect to NATS server at {url}"
+
+
+def probe(url: str) -> bool:
+    """Whether a JetStream NATS server answers at ``url``. Uses a short-lived loop, leaves nothing behind."""
+
+    async def attempt() -> bool:
+        try:
+            client = await _open(url, allow_reconnect=False)
+        except Exception as exc:
+            log.debug("NATS probe failed: %r", exc)
+            if "JetStream" in _failure(url, exc):
+                log.error("Error: %s", _failure(url, exc))
+            return False
+        await client.close()
+        return True
+
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(attempt())
+    finally:
+        loop.close()
+
+
+class _Subscription:
+    def __init__(self, storage: NatsStorage) -> None:
+        self.storage = storage
+        self.sub = None
+        self.closed = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.sub is not None:
+            self.storage._bridge.submit(self._unsubscribe())
+
+    async def _unsubscribe(self) -> None:
+        try:
+            await self.sub.unsubscribe()
+        except Exception:  # already gone with the connection: nothing to undo
+            pass
+
+
+class NatsStorage:
+    """The ``nats`` backend. Not usable until :meth:`connect` (call it after forking)."""
+
+    backend = "nats"
+
+    def __init__(self, url: str, prefix: str = "cb") -> None:
+        if not _NAME.fullmatch(prefix):
+            raise ValidationError(f"NATS prefix {prefix!r} may only contain letters, digits, '_' and '-'")
+        self.url = url
+        self.prefix = prefix
+        self._bridge = Bridge("nats-bridge")
+        self._nc: nats.NATS | None = None
+        self._js = None
+        self._kv: dict[str, object] = {}  # touched only in the loop thread
+        self._streams: set[str] = set()
+
+    # -- connection ---------------------------------------------------------------------
+
+    def connect(self) -> None:
+        if self._nc is not None:
+            return
+        self._bridge.start()
+        options = dict(
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=RECONNECT_WAIT,
+            ping_interval=5,
+            max_outstanding_pings=2,
+            name=f"circuit-breaker-{self.prefix}",
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
+        try:
+            self._nc = self._bridge.run(_open(self.url, **options), CONNECT_TIMEOUT + 2)
+        except Exception as exc:
+            self._bridge.stop()
+            raise StorageUnavailable(_failure(self.url, exc)) from None
+        self._js = self._nc.jetstream(timeout=JS_TIMEOUT)
+        log.info("Connected to NATS server at %s (prefix %s)", self.url, self.prefix)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("NATS: %r", exc)
+
+    async def _on_disconnected(self) -> None:
+        if self._nc is not None:  # not when we close it ourselves
+                log.warning("Disconnected from NATS server at %s; reconnecting", self.url)
+
+    async def _on_reconnected(self) -> None:
+        log.info("Reconnected to NATS server at %s", self.url)
+
+    def close(self) -> None:
+        client, self._nc = self._nc, None
+        if client is not None:
+            try:
+                self._bridge.run(self._shutdown(client), 3.0)
+            except Exception:
+                pass
+        self._bridge.stop()
+
+    @staticmethod
+    async def _shutdown(client: nats.NATS) -> None:
+        try:
+            await client.flush(timeout=1)  # what was published reaches the server
+        except Exception:
+            pass
+        await client.close()
+
+    def is_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    def _call(self, coro, timeout: float = OP_TIMEOUT):
+        """Run a coroutine on the loop; NATS failures become StorageUnavailable."""
+        if not self.is_connected():
+            coro.close()
+            raise StorageUnavailable(f"NATS server at {self.url} is unavailable")
+        try:
+            return self._bridge.run(coro, timeout)
+        except BridgeTimeout:
+            raise StorageUnavailable(f"NATS server at {self.url} did not answer in time") from None
+        except nats.errors.MaxPayloadError:
+            raise ValidationError("value too large for NATS") from None
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise StorageUnavailable(f"NATS server at {self.url} is unavailable ({type(exc).__name__})") from None
+
+    # -- key-value ----------------------------------------------------------------------
+
+    async def _bucket(self, bucket: str):
+        kv = self._kv.get(bucket)
+        if kv is None:
+            if not _NAME.fullmatch(bucket):
+                raise ValidationError(f"invalid bucket name {bucket!r}")
+            name = f"{self.prefix}_{bucket}"
+            try:
+                kv = await self._js.key_value(name)
+            except nats.js.errors.BucketNotFoundError:
+                try:
+                    kv = await self._js.create_key_value(
+                        bucket=name, history=1, storage=StorageType.FILE, direct=True
+                    )
+                except nats.js.errors.BadRequestError:  # created concurrently by another worker
+                    kv = await self._js.key_value(name)
+            self._kv[bucket] = kv
+        return kv
+
+    async def _get(self, bucket: str, key: str) -> Entry | None:
+        kv = await self._bucket(bucket)
+        try:
+            entry = await kv.get(encode_key(key))
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return Entry(key, json.loads(entry.value), entry.revision)
+
+    def get(self, bucket: str, key: str) -> Entry | None:
+        return self._call(self._get(bucket, key))
+
+    async def _list(self, bucket: str) -> list[Entry]:
+        kv = await self._bucket(bucket)
+        watcher = await kv.watchall(inactive_threshold=30)
+        entries = []
+        try:
+            while True:
+                item = await watcher.updates(timeout=JS_TIMEOUT)
+                if item is None:
+                    break
+                if item.operation is None and item.value:
+                    entries.append(Entry(decode_key(item.key), json.loads(item.value), item.revision))
+                if not item.delta:
+                    break
+        finally:
+            await watcher.stop()
+        return entries
+
+    def list(self, bucket: str) -> list[Entry]:
+        return self._call(self._list(bucket))
+
+    async def _write(self, bucket: str, key: str, value: dict, revision: int | None, create: bool) -> int:
+        kv = await self._bucket(bucket)
+        data = json.dumps(value, separators=(",", ":")).encode()
+        try:
+            if create:
+                return await kv.create(encode_key(key), data)
+            if revision is None:
+                return await kv.put(encode_key(key), data)
+            return await kv.update(encode_key(key), data, last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            if create:
+                raise Conflict(f"{bucket} entry {key!r} already exists") from None
+            if await self._get(bucket, key) is None:
+                raise NotFound(f"{bucket} entry {key!r} not found") from None
+            raise Conflict(f"{bucket} entry {key!r} was changed concurrently") from None
+
+    def create(self, bucket: str, key: str, value: dict) -> int:
+        return self._call(self._write(bucket, key, value, None, create=True))
+
+    def put(self, bucket: str, key: str, value: dict) -> int:
+        return self._call(self._write(bucket, key, value, None, create=False))
+
+    def update(self, bucket: str, key: str, value: dict, revision: int) -> int:
+        return self._call(self._write(bucket, key, value, revision, create=False))
+
+    async def _delete(self, bucket: str, key: str, revision: int | None) -> None:
+        current = await self._get(bucket, key)
+        if current is None:
+            raise NotFound(f"{bucket} entry {key!r} not found")
+        kv = await self._bucket(bucket)
+        try:
+            await kv.delete(encode_key(key), last=revision)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in _WRONG_LAST_SEQUENCE:
+                if await self._get(bucket, key) is None:
+                    raise NotFound(f"{bucket} entry {key!r} not found") from None
+                raise Conflict(f"{bucket} entry {key!r} was changed concurrently") from None
+            raise
+
+    def delete(self, bucket: str, key: str, revision: int | None = None) -> None:
+        self._call(self._delete(bucket, key, revision))
+
+    # -- logs ---------------------------------------------------------------------------
+
+    def _log_names(self, log_name: str) -> tuple[str, str]:
+        if not _NAME.fullmatch(log_name):
+            raise ValidationError(f"invalid log name {log_name!r}")
+        return f"{self.prefix}_{log_name}", f"{self.prefix}_log.{log_name}"
+
+    async def _append(self, stream: str, subject: str, data: bytes) -> int:
+        if stream not in self._streams:
+            config = StreamConfig(name=stream, subjects=[subject], storage=StorageType.FILE)
+            try:
+                await self._js.add_stream(config)
+            except nats.js.errors.BadRequestError:  # exists (maybe with settings changed by an operator)
+                await self._js.stream_info(stream)
+            self._streams.add(stream)
+        ack = await self._js.publish(subject, data, stream=stream)
+        return ack.seq
+
+    def append(self, log: str, record: dict) -> int:
+        stream, subject = self._log_names(log)
+        return self._call(self._append(stream, subject, json.dumps(record, separators=(",", ":")).encode()))
+
+    async def _open_reader(self, stream: str, subject: str, after: int):
+        try:
+            info = await self._js.stream_info(stream)
+        except nats.js.errors.NotFoundError:
+            return None, 0
+        last = info.state.last_seq
+        if last <= after:
+            return None, last
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=after + 1,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30,
+        )
+        sub = await self._js.pull_subscribe(subject, durable=None, stream=stream, config=config)
+        return sub, last
+
+    @staticmethod
+    async def _fetch(sub, count: int) -> list[tuple[int, bytes]]:
+        try:
+            msgs = await sub.fetch(count, timeout=JS_TIMEOUT)
+        except nats.errors.TimeoutError:
+            return []
+        return [(m.metadata.sequence.stream, m.data) for m in msgs]
+
+    async def _close_reader(self, sub) -> None:
+        try:
+            await sub.unsubscribe()
+            await self._js.delete_consumer(sub._stream, sub._consumer)
+        except Exception:  # the consumer expires by itself after its inactive threshold
+            pass
+
+    def read(self, log: str, after: int = 0) -> Iterator[tuple[int, dict]]:
+        """Records with a sequence above ``after``, up to the last one when the read began."""
+        stream, subject = self._log_names(log)
+        sub, last = self._call(self._open_reader(stream, subject, after))
+        if sub is None:
+            return
+        cursor = after
+        try:
+            while cursor < last:
+                batch = self._call(self._fetch(sub, min(READ_BATCH, last - cursor)))
+                if not batch:
+                    break
+                for seq, data in batch:
+                    cursor = seq
+                    yield seq, json.loads(data)
+        finally:
+            self._bridge.submit(self._close_reader(sub))
+
+    # -- events -------------------------------------------------------------------------
+
+    async def _publish(self, subject: str, data: bytes) -> None:
+        await self._nc.publish(subject, data)
+
+    def publish(self, subject: str, event: dict) -> None:
+        data = json.dumps(event, separators=(",", ":")).encode()
+        self._call(self._publish(f"{self.prefix}.{subject}", data))
+
+    async def _subscribe(self, subject: str, callback):
+        return await self._nc.subscribe(subject, cb=callback)
+
+    def subscribe(self, subject: str, handler: Handler) -> _Subscription:
+        port = self._bridge.port()  # handlers run in greenlets of the subscriber's hub
+        subscription = _Subscription(self)
+        skip = len(self.prefix) + 1
+
+        def run(name: str, event: dict) -> None:
+            if not subscription.closed:
+                handler(name, event)
+
+        async def on_message(msg) -> None:
+            try:
+                event = json.loads(msg.data)
+            except ValueError:
+                log.warning("Ignoring a non-JSON event on %s", msg.subject)
+                return
+            port.spawn(run, msg.subject[skip:], event)
+
+        subscription.sub = self._call(self._subscribe(f"{self.prefix}.{subject}", on_message))
+        return subscription

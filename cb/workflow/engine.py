@@ -1,0 +1,241 @@
+"""The workflow engine: stores workflows and tokens, fires transitions, publishes events.
+
+Every write of a token is a compare-and-set on the storage revision it was read at, so
+two workers firing at one token cannot both win: the loser re-reads the token, and if
+the transition is no longer enabled it gets :class:`TransitionNotEnabled`; after a few
+lost races in a row it gets :class:`~cb.errors.Conflict`. No history entry is lost.
+
+Events go to the bus on ``events.<workflow_id>.<token_id>``: ``token_created``,
+``token_transitioned`` and ``token_deleted``, each carrying the token as it now is.
+"""
+
+from __future__ import annotations
+
+import uuid
+from functools import lru_cache
+from typing import Any
+
+from cb.errors import CircuitBreakerError, Conflict, NotFound, ValidationError
+from cb.events import EventBus
+from cb.logs import get_logger
+from cb.storage import Storage
+from cb.workflow.conditions import Condition
+from cb.workflow.defaults import default_workflows
+from cb.workflow.errors import ConditionFailed, TransitionNotEnabled
+from cb.workflow.model import HistoryEvent, Token, Transition, Workflow, now
+from cb.workflow.validation import validate
+
+log = get_logger("workflow")
+
+WORKFLOWS = "workflows"
+TOKENS = "tokens"
+FIRE_ATTEMPTS = 3
+
+
+def event_subject(workflow_id: str, token_id: str) -> str:
+    """The bus subject of one token's events; ``events.<workflow>.*`` covers a workflow."""
+    return f"events.{workflow_id}.{token_id}"
+
+
+@lru_cache(maxsize=1024)
+def _condition(source: str) -> Condition:
+    return Condition.parse(source)
+
+
+def _object(kind: str, value: Any) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError(f"{kind} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+class WorkflowEngine:
+    """Workflows and tokens over a storage backend, with events on the bus."""
+
+    def __init__(self, storage: Storage, bus: EventBus):
+        self.storage = storage
+        self.bus = bus
+
+    # --- workflows -------------------------------------------------------------
+
+    def list_workflows(self) -> list[Workflow]:
+        workflows = [Workflow.from_dict(e.value) for e in self.storage.list(WORKFLOWS)]
+        return sorted(workflows, key=lambda w: (w.created_at, w.id))
+
+    def get_workflow(self, workflow_id: str) -> Workflow:
+        entry = self.storage.get(WORKFLOWS, workflow_id)
+        if entry is None:
+            raise NotFound(f"workflow {workflow_id!r} not found")
+        return Workflow.from_dict(entry.value)
+
+    def create_workflow(self, workflow: Workflow) -> Workflow:
+        """Validate and store a new workflow; Conflict if its id is taken."""
+        validate(workflow)
+        try:
+            self.storage.create(WORKFLOWS, workflow.id, workflow.to_dict())
+        except Conflict:
+            raise Conflict(f"workflow {workflow.id!r} already exists") from None
+        log.info("workflow %s created", workflow.id)
+        return workflow
+
+    def delete_workflow(self, workflow_id: str) -> bool:
+        """Delete a workflow that no token is in any more."""
+        self.get_workflow(workflow_id)
+        remaining = len(self.list_tokens(workflow_id))
+        if remaining:
+            raise ValidationError(f"workflow {workflow_id!r} still has {remaining} token(s); delete them first")
+        try:
+            self.storage.delete(WORKFLOWS, workflow_id)
+        except NotFound:
+            raise NotFound(f"workflow {workflow_id!r} not found") from None
+        return True
+
+    def load_defaults(self) -> int:
+        """Store the example workflows if storage holds none; returns how many were stored.
+
+        Several workers may start at once: each uses ``create``, so the slower ones just
+        lose a harmless conflict.
+        """
+        if self.storage.list(WORKFLOWS):
+            return 0
+        stored = 0
+        for workflow in default_workflows():
+            try:
+                self.storage.create(WORKFLOWS, workflow.id, workflow.to_dict())
+                stored += 1
+            except Conflict:
+                pass
+        return stored
+
+    # --- tokens ----------------------------------------------------------------
+
+    def list_tokens(self, workflow_id: str | None = None, place: str | None = None) -> list[Token]:
+        tokens = [Token.from_dict(e.value, e.revision) for e in self.storage.list(TOKENS)]
+        tokens = [
+            t for t in tokens if (workflow_id is None or t.workflow_id == workflow_id) and (place is None or t.place == place)
+        ]
+        return sorted(tokens, key=lambda t: (t.created_at, t.id))
+
+    def get_token(self, token_id: str) -> Token:
+        entry = self.storage.get(TOKENS, token_id)
+        if entry is None:
+            raise NotFound(f"token {token_id!r} not found")
+        return Token.from_dict(entry.value, entry.revision)
+
+    def create_token(
+        self, workflow_id: str, place: str | None = None, data: Any = None, metadata: Any = None
+    ) -> Token:
+        """A new token in ``place`` (default: the workflow's initial place)."""
+        workflow = self.get_workflow(workflow_id)
+        place = place or workflow.initial_place
+        if place not in workflow.places:
+            raise ValidationError(f"place {place!r} is not a place of workflow {workflow_id!r}")
+        token = Token(
+            id=str(uuid.uuid4()),
+            workflow_id=workflow_id,
+            place=place,
+            data=_object("data", data),
+            metadata=_object("metadata", metadata),
+        )
+        revision = self.storage.create(TOKENS, token.id, token.to_dict())
+        token = Token.from_dict(token.to_dict(), revision)
+        self._publish("token_created", token)
+        return token
+
+    def delete_token(self, token_id: str) -> bool:
+        token = self.get_token(token_id)
+        try:
+            self.storage.delete(TOKENS, token_id)
+        except NotFound:
+            raise NotFound(f"token {token_id!r} not found") from None
+        self._publish("token_deleted", token)
+        return True
+
+    # --- firing ----------------------------------------------------------------
+
+    def available_transitions(self, token: Token, workflow: Workflow | None = None) -> list[Transition]:
+        """The transitions the token could fire now, with its current data."""
+        workflow = workflow or self.get_workflow(token.workflow_id)
+        return [t for t in workflow.transitions if self._blocker(token, t, token.data) is None]
+
+    def fire(self, token_id: str, transition_id: str, data: Any = None) -> Token:
+        """Move the token along the transition, merging ``data`` into its data.
+
+        Conditions are evaluated over the token's data as it would be after the merge, so
+        the firing can carry the evidence its guard asks for (``{"tests_passed": true}``).
+        """
+        data = _object("data", data)
+        for _ in range(FIRE_ATTEMPTS):
+            token = self.get_token(token_id)
+            workflow = self.get_workflow(token.workflow_id)
+            transition = workflow.transition(transition_id)
+            if transition is None:
+                raise NotFound(f"workflow {workflow.id!r} has no transition {transition_id!r}")
+            merged = {**token.data, **data}
+            blocker = self._blocker(token, transition, merged)
+            if blocker is not None:
+                raise blocker
+            stamp = now()
+            event = HistoryEvent(stamp, transition.id, token.place, transition.to_place, data or None)
+            moved = Token(
+                id=token.id,
+                workflow_id=token.workflow_id,
+                place=transition.to_place,
+                data=merged,
+                metadata=token.metadata,
+                history=(*token.history, event),
+                created_at=token.created_at,
+                updated_at=stamp,
+            )
+            try:
+                revision = self.storage.update(TOKENS, token.id, moved.to_dict(), token.revision)
+            except Conflict:
+                continue  # somebody else moved it first: look again
+            except NotFound:
+                raise NotFound(f"token {token_id!r} not found") from None
+            moved = Token.from_dict(moved.to_dict(), revision)
+            self._publish("token_transitioned", moved, transition.id, token.place, transition.to_place, stamp)
+            return moved
+        raise Conflict(f"token {token_id!r} kept changing while firing {transition_id!r}; try again")
+
+    def _blocker(self, token: Token, transition: Transition, data: dict) -> Exception | None:
+        """The error that keeps ``transition`` from firing for ``token``, or None."""
+        if token.place not in transition.from_places:
+            return TransitionNotEnabled(
+                f"transition {transition.id!r} is not enabled: the token is in {token.place!r}, "
+                f"the transition needs it in {' or '.join(repr(p) for p in transition.from_places)}"
+            )
+        for source in transition.conditions:
+            if not _condition(source).holds(data, token.metadata):
+                return ConditionFailed(
+                    f"transition {transition.id!r} is blocked: condition {source!r} does not hold", source
+                )
+        return None
+
+    def _publish(
+        self,
+        kind: str,
+        token: Token,
+        transition: str | None = None,
+        from_place: str | None = None,
+        to_place: str | None = None,
+        timestamp: str | None = None,
+    ) -> None:
+        try:
+            self.bus.publish(
+            event_subject(token.workflow_id, token.id),
+                {
+                    "type": kind,
+                    "workflow_id": token.workflow_id,
+                    "token_id": token.id,
+                    "transition": transition,
+                    "from_place": from_place,
+                    "to_place": to_place if to_place is not None else token.place,
+                    "timestamp": timestamp or now(),
+                    "token": token.to_dict(),
+                },
+            )
+        except CircuitBreakerError as exc:
+            # the write itself succeeded; a lost event must not turn it into an error
+            log.warning("could not publish %s for token %s: %s", kind, token.id, exc.message)
