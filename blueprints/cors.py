@@ -15,7 +15,8 @@ RATE_LIMIT_HEADERS = [
 
 def install_openai(app: Flask, settings: Settings) -> None:
     if settings.openai_cors_enabled:
-        CORS(app, origins=list(settings.openai_cors_origins) or "*", max_age=600,
+        origins = list(settings.openai_cors_origins) or ["*"]
+        CORS(app, origins=origins, send_wildcard=origins == ["*"], max_age=600,
              expose_headers=[*RATE_LIMIT_HEADERS, "Retry-After", "x-request-id"])
 
 

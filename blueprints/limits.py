@@ -30,7 +30,9 @@ def _read_body() -> bool:
         return True
     try:
         with gevent.Timeout(services().settings.body_read_timeout):
-            request.get_data(cache=True)
+            data = request.get_data(cache=True)
+            if request.content_length is None and len(data) >= (request.max_content_length or len(data) + 1):
+                request.stream.read(1)  # Werkzeug stops a chunked body at the limit; one more byte raises 413
     except gevent.Timeout:
         return False
     return True
