@@ -87,6 +87,11 @@ class Redactor(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         record.msg, record.args = self.redact(message), ()
+        fields = getattr(record, "fields", None)
+        if fields:
+            record.fields = {
+                k: v if isinstance(v, int | float | bool | None) else self.redact(str(v)) for k, v in fields.items()
+            }
         return True
 
 
