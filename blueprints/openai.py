@@ -132,19 +132,36 @@ def chat_completions():
     chat = wire.parse_chat_request(_json_body())
     ctx = _context(chat.user)
     wire.apply_routing(ctx, chat.routing, dict(request.headers))
+    ctx.project = request.headers.get("X-CB-Project") or ctx.project
+    routing = _routing_headers(chat.model, ctx)
     gateway = services().gateway
     if chat.stream:
         if not services().settings.openai_enable_streaming:
             raise InvalidRequest("Streaming is disabled on this server (OPENAI_ENABLE_STREAMING=false); "
                                  "send the request without 'stream': true.", "stream", "streaming_disabled")
         stream = gateway.stream(chat, ctx)
-        headers = _route_headers(stream.route, ctx, stream.upstream_open_ms)
+        headers = _route_headers(stream.route, ctx, stream.upstream_open_ms) | routing
+        headers["x-cb-fallback-used"] = str(stream.route.fallback).lower()
         headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         events = _sse(stream, chat, request.environ.get("gunicorn.socket"))
         return Response(events, status=200, mimetype="text/event-stream", headers=headers)
     result = gateway.complete(chat, ctx)
-    return jsonify(wire.render_response(result.response, chat.model)), 200, _route_headers(
-        result.route, ctx, result.upstream_ms)
+    headers = _route_headers(result.route, ctx, result.upstream_ms) | routing
+    headers["x-cb-fallback-used"] = str(result.route.fallback).lower()
+    return jsonify(wire.render_response(result.response, chat.model)), 200, headers
+
+
+def _routing_headers(model: str, ctx: RequestContext) -> dict:
+    """Refuse a request in an exhausted budget; name the strategy and any budget warnings."""
+    svc = services()
+    headers = {}
+    if svc.budgets is not None:
+        warnings = svc.budgets.check(ctx)
+        if warnings:
+            headers["x-cb-budget-warning"] = "; ".join(warnings)
+    if svc.router is not None and hasattr(svc.router, "strategy_for"):
+        headers["x-cb-routing-strategy"] = svc.router.strategy_for(model, ctx)
+    return headers
 
 
 def _frame(data: dict) -> bytes:

@@ -57,6 +57,16 @@ def _seconds(raw: str) -> float:
     return value
 
 
+def _fraction(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("a number between 0 and 1") from None
+    if not 0 < value <= 1:
+        raise ValueError("a number between 0 and 1")
+    return value
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -147,6 +157,12 @@ class Settings:
     ws_keepalive_seconds: float = var("GRAPHQL_WS_KEEPALIVE_SECONDS", "15", _seconds, "seconds between 'ka' messages (graphql-ws)")
     keepalive_seconds: float = var("SSE_KEEPALIVE_SECONDS", "15", _seconds, "idle seconds before an SSE ': keep-alive' comment")
     graceful_timeout: float = var("GRACEFUL_TIMEOUT", "30", _seconds, "seconds in-flight requests get on shutdown")
+    breaker_failure_threshold: int = var("BREAKER_FAILURE_THRESHOLD", "5", _int(1), "consecutive failures that open a deployment's breaker")
+    breaker_error_rate: float = var("BREAKER_ERROR_RATE", "0.5", _fraction, "error rate over the window that opens a breaker")
+    breaker_window_seconds: float = var("BREAKER_WINDOW_SECONDS", "60", _seconds, "window of the breaker's error rate")
+    breaker_min_requests: int = var("BREAKER_MIN_REQUESTS", "10", _int(1), "requests in the window before the error rate counts")
+    breaker_cooldown_seconds: float = var("BREAKER_COOLDOWN_SECONDS", "30", _seconds, "seconds an open breaker waits before one probe")
+    router_max_attempts: int = var("ROUTER_MAX_ATTEMPTS", "4", _int(1), "deployments tried per request, fallbacks included")
     trusted_proxies: tuple = var("TRUSTED_PROXIES", "", _csv, "proxy addresses whose X-Forwarded-For is believed")
 
     @classmethod
@@ -173,6 +189,10 @@ class Settings:
             parse_filter(self.rust_log, self.log_level)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if self.config_file:
+            from cb.llm.deployments import load_config
+
+            load_config(self.config_file)  # a bad CB_CONFIG stops start-up with one line
         if self.graphql_port == self.openai_port:
             raise ConfigError(
                 f"GRAPHQL_PORT and OPENAI_PORT are both {self.graphql_port}: the two APIs need different ports"
@@ -193,6 +213,11 @@ class Settings:
         """Values that must never appear in a log line or a response."""
         found = [self.openai_api_key, self.anthropic_api_key, self.google_api_key, self.secret_key, self.graphql_api_key]
         return [s for s in (*found, *self.api_keys) if s]
+
+
+def lookup(name: str) -> str | None:
+    """A variable named at run time, e.g. a deployment's key variable in CB_CONFIG (.env included)."""
+    return os.environ.get(name) or read_dotenv(".env").get(name) or None
 
 
 def describe_variables() -> list[tuple[str, str | None, str]]:

@@ -12,6 +12,12 @@ from typing import Any
 from cb import __version__
 from cb.config import Settings
 from cb.events import EventBus
+from cb.llm.analytics import CostAnalytics
+from cb.llm.budgets import Budgets
+from cb.llm.catalog import Catalog
+from cb.llm.ledger import UsageLedger
+from cb.llm.router import Router
+from cb.llm.services import llm_services
 from cb.logs import get_logger
 from cb.security import Security
 from cb.storage import Storage, open_storage
@@ -31,6 +37,12 @@ class Services:
     workflows: WorkflowEngine | None = None
     version: str = __version__
     extras: dict = field(default_factory=dict)
+    # the LLM side, built by cb.llm.services.llm_services
+    catalog: Catalog | None = None
+    router: Router | None = None
+    ledger: UsageLedger | None = None
+    analytics: CostAnalytics | None = None
+    budgets: Budgets | None = None
     gateway: Any = None  # cb.llm.gateway.Gateway: chat, streams, embeddings, models
 
     def health(self) -> tuple[dict, bool]:
@@ -42,6 +54,8 @@ class Services:
             "storage": {"backend": self.storage.backend, "connected": connected},
             "providers": {name: bool(value) for name, value in self.settings.provider_keys.items()},
         }
+        if self.router is not None:
+            body["deployments"] = self.router.health_summary()
         return body, connected
 
     def close(self) -> None:
@@ -54,8 +68,8 @@ def build_services(settings: Settings) -> Services:
     storage.connect()
     from cb.llm.gateway import build_gateway  # imports requests: only after gevent patched the worker
 
-    services = Services(settings=settings, storage=storage, bus=EventBus(storage))
-    services.gateway = build_gateway(settings, storage)
+    services = Services(settings=settings, storage=storage, bus=EventBus(storage), **llm_services(settings, storage))
+    services.gateway = build_gateway(settings, storage, services.router, services.ledger, services.catalog)
     services.security = Security(settings, storage)
     services.workflows = WorkflowEngine(storage, services.bus)
     if settings.load_default_workflows:

@@ -19,6 +19,7 @@ from schema.scalars import json_scalar
 
 BINDABLE_MODULES: list[str] = [
     "schema.workflows",
+    "schema.llm",
     "schema.security",
 ]
 

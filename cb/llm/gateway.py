@@ -141,7 +141,8 @@ class Gateway:
             for route, provider in self._attempts(routes, request):
                 deployment = self._deployment(route, ctx)
                 call = provider.chat_call(deployment, request, route.upstream_model)
-                self.router.started(route)
+                if self.router.started(route) is False:
+                    continue  # its breaker lets nothing through now (a half-open probe is taken)
                 started = time.monotonic()
                 try:
                     body = self.transport.json(deployment, call, provider)
@@ -176,7 +177,8 @@ class Gateway:
             for route, provider in self._attempts(routes, request):
                 deployment = self._deployment(route, ctx)
                 call = provider.chat_call(deployment, request, route.upstream_model)
-                self.router.started(route)
+                if self.router.started(route) is False:
+                    continue  # its breaker lets nothing through now (a half-open probe is taken)
                 started = time.monotonic()
                 try:
                     response = self.transport.open(deployment, call, provider)
@@ -204,7 +206,8 @@ class Gateway:
             for route, provider in self._attempts(routes, None):
                 deployment = self._deployment(route, ctx)
                 call = provider.embeddings_call(deployment, request, route.upstream_model)
-                self.router.started(route)
+                if self.router.started(route) is False:
+                    continue  # its breaker lets nothing through now (a half-open probe is taken)
                 started = time.monotonic()
                 try:
                     response = provider.parse_embeddings(self.transport.json(deployment, call, provider),
@@ -342,10 +345,11 @@ class ChatStream:
                             streamed=True, ttft_ms=self.ttft_ms)
 
 
-def build_gateway(settings: Settings, storage) -> Gateway:
-    """The worker's gateway over the default catalog, the environment's router and the usage ledger."""
+def build_gateway(settings: Settings, storage, router=None, ledger=None, catalog: Catalog | None = None) -> Gateway:
+    """The worker's gateway over the worker's router and usage ledger (or fresh ones)."""
     from cb.llm.ledger import UsageLedger
     from cb.llm.router import Router
 
-    catalog = Catalog.default()
-    return Gateway(settings, Router(settings, catalog), UsageLedger(storage), Transport(settings), catalog)
+    catalog = catalog or Catalog.default()
+    router = router or Router(settings, catalog)
+    return Gateway(settings, router, ledger or UsageLedger(storage), Transport(settings), catalog)

@@ -1,71 +1,258 @@
 """The router: which deployments can serve a request, in which order.
 
-This first version resolves the model through the catalog and serves it from the one
-deployment its provider has in the environment. Strategies, breakers, virtual models and
-extra deployments build on the same three methods: :meth:`Router.routes`,
-:meth:`Router.started`, :meth:`Router.finished`.
+:meth:`Router.plan` resolves the model name and ranks every eligible
+(deployment, model) pair with a strategy (:mod:`cb.llm.strategies`):
+
+* ``provider/model`` picks explicitly; ``provider`` is a provider type (``anthropic``,
+  ``ollama`` …) or a deployment id (``vllm-gpu/llama3.2``);
+* a bare model or alias resolves through the catalog, or names a model a deployment
+  lists in its ``models``;
+* a virtual model (``auto``, ``cb:cost-optimal`` …) ranks every configured deployment's
+  models carrying the virtual model's tag, so it never lands on a provider without a key.
+
+Eligible means enabled, configured (has its key), breaker closed or with its probe free,
+not inside a Retry-After, and within ``max_cost_per_1k_tokens``. ``max_latency_ms``
+drops measured-slower deployments unless that would drop all. ``preferred_providers``
+move matching routes to the front, in the order given. Fallback models (the request's
+``fallback_models``, else the CB_CONFIG chain) follow with ``Route.fallback`` set. The
+list is cut at ``max_attempts``.
+
+The gateway calls :meth:`Router.started` before sending on a route (False: skip it, a
+half-open breaker's single probe is taken) and :meth:`Router.finished` after.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
 from cb.config import Settings
-from cb.llm.catalog import Catalog
-from cb.llm.errors import ModelNotFound, ProviderNotConfigured
+from cb.llm.catalog import VIRTUAL_MODELS, Catalog, ModelInfo
+from cb.llm.deployments import KEY_VARIABLES, PROVIDER_TYPES, RouterConfig, is_configured
+from cb.llm.errors import InvalidRequest, LLMError, ModelNotFound, ProviderNotConfigured
+from cb.llm.health import BreakerPolicy, HealthBook
 from cb.llm.providers.base import Deployment
 from cb.llm.routing import RequestContext, Route
-
-KEY_VARIABLES = {
-    "openai": "OPENAI_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-    "google": "GOOGLE_API_KEY",
-    "ollama": "OLLAMA_BASE_URL",
-}
+from cb.llm.strategies import STRATEGIES, Candidate, normalize_strategy
 
 
-def env_deployments(settings: Settings) -> list[Deployment]:
-    """The four standard providers as configured in the environment (configured or not)."""
-    return [
-        Deployment("openai", "openai", settings.openai_base_url, settings.openai_api_key, "OPENAI_API_KEY", "OpenAI"),
-        Deployment("anthropic", "anthropic", settings.anthropic_base_url, settings.anthropic_api_key,
-                   "ANTHROPIC_API_KEY", "Anthropic"),
-        Deployment("google", "google", settings.google_base_url, settings.google_api_key, "GOOGLE_API_KEY", "Google"),
-        Deployment("ollama", "ollama", settings.ollama_base_url or "", None, "OLLAMA_BASE_URL", "Ollama",
-                   enabled=bool(settings.ollama_base_url)),
-    ]
+class NoRouteAvailable(LLMError):
+    """Every deployment that could serve the request is open, cooling down, or too expensive."""
+
+    http_status = 503
+    code = "NO_ROUTE_AVAILABLE"
+    openai_code = "service_unavailable"
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.param = "model"
+        self.retry_after = retry_after
 
 
-def is_configured(deployment: Deployment) -> bool:
-    if not deployment.enabled or not deployment.base_url:
-        return False
-    return deployment.provider_type == "ollama" or bool(deployment.api_key)
+@dataclass
+class RoutePlan:
+    """The router's decision for one request: the strategy used and the routes, best first."""
+
+    model: str
+    strategy: str
+    routes: list[Route]
+    virtual: bool = False
+
+
+class _Fixed:
+    """A fixed list of deployments with the registry's ``all()``."""
+
+    def __init__(self, deployments: list[Deployment]):
+        self.deployments = deployments
+
+    def all(self) -> list[Deployment]:
+        return self.deployments
 
 
 class Router:
     """Chooses routes for a request and hears how each one went."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, deployments: list[Deployment] | None = None):
+    def __init__(self, settings: Settings, catalog: Catalog, deployments=None, config: RouterConfig | None = None,
+                 health: HealthBook | None = None):
+        from cb.llm.deployments import env_deployments
+
         self.settings = settings
         self.catalog = catalog
-        self.deployments = deployments if deployments is not None else env_deployments(settings)
+        self.config = config or RouterConfig()
+        if deployments is None:
+            deployments = env_deployments(settings) + self.config.deployments
+        self.registry = _Fixed(deployments) if isinstance(deployments, list) else deployments
+        self.health = health or HealthBook(BreakerPolicy.from_settings(settings))
+        self.default_strategy = self.config.default_strategy or settings.routing_strategy
+        self.max_attempts = self.config.max_attempts or settings.router_max_attempts
+        self.extra_prices: dict[str, tuple[float, float]] = {}
+        for model, (inp, out) in self.config.prices.items():
+            if catalog.get(model):
+                catalog.override_price(model, inp, out)
+            else:
+                self.extra_prices[model] = (inp, out)
+
+    @property
+    def deployments(self) -> list[Deployment]:
+        return self.registry.all()
+
+    # -- the decision ---------------------------------------------------------------
 
     def routes(self, model: str, ctx: RequestContext) -> list[Route]:
-        """Routes for ``model`` in order of preference. Raises ModelNotFound or ProviderNotConfigured."""
-        provider, _, name = model.partition("/")
-        if name and provider in KEY_VARIABLES:
-            info = self.catalog.get(name) or self.catalog.discovered(provider, name)
-        else:
-            info = self.catalog.get(model)
-        if info is None:
-            raise ModelNotFound(model)
-        candidates = [d for d in self.deployments if d.provider_type == info.provider]
-        usable = [d for d in candidates if is_configured(d) or (ctx.provider_key and d.enabled and d.base_url)]
-        if not usable:
-            raise ProviderNotConfigured(info.provider, KEY_VARIABLES.get(info.provider, "its key"), model)
-        return [Route(d, info, info.id) for d in usable]
+        """Routes for ``model`` in order of preference (see :meth:`plan`)."""
+        return self.plan(model, ctx).routes
 
-    def started(self, route: Route) -> None:
-        """A request is about to be sent on ``route``."""
+    def strategy_for(self, model: str, ctx: RequestContext) -> str:
+        """The strategy a request uses: its own, else the virtual model's, else the server default."""
+        try:
+            asked = normalize_strategy(ctx.strategy)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), "circuit_breaker.routing_strategy") from None
+        virtual = VIRTUAL_MODELS.get(model)
+        return asked or (virtual or {}).get("strategy") or self.default_strategy
+
+    def plan(self, model: str, ctx: RequestContext) -> RoutePlan:
+        """Decide. Raises ModelNotFound, ProviderNotConfigured, InvalidRequest or NoRouteAvailable."""
+        strategy = self.strategy_for(model, ctx)
+        now = time.monotonic()
+        deployments = self.deployments
+        if model in VIRTUAL_MODELS:
+            primary = self._virtual_candidates(VIRTUAL_MODELS[model]["tag"], deployments)
+            if not primary:
+                raise ProviderNotConfigured("any", "OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY or OLLAMA_BASE_URL",
+                                            model)
+            fallback_names = list(ctx.fallback_models)
+        else:
+            info, primary = self._model_candidates(model, ctx, deployments)
+            fallback_names = list(ctx.fallback_models) or self.config.fallbacks.get(model) or \
+                self.config.fallbacks.get(info.id, [])
+        ranked = self._rank(primary, strategy, ctx, now)
+        seen = {(r.deployment.id, r.model.id) for r in ranked}
+        for name in fallback_names:
+            try:
+                _, more = self._model_candidates(name, ctx, deployments)
+            except (ModelNotFound, ProviderNotConfigured):
+                continue
+            for route in self._rank(more, strategy, ctx, now):
+                if (route.deployment.id, route.model.id) not in seen:
+                    seen.add((route.deployment.id, route.model.id))
+                    route.fallback = True
+                    ranked.append(route)
+        if not ranked:
+            raise self._why_none(model, primary, ctx, now)
+        return RoutePlan(model, strategy, ranked[: self.max_attempts], virtual=model in VIRTUAL_MODELS)
+
+    def _rank(self, candidates: list[Candidate], strategy: str, ctx: RequestContext, now: float) -> list[Route]:
+        eligible = [c for c in candidates if c.health.available(now)]
+        if ctx.max_cost_per_1k_tokens is not None:
+            eligible = [c for c in eligible if c.price_per_1k <= ctx.max_cost_per_1k_tokens]
+        if ctx.max_latency_ms is not None:
+            fast = [c for c in eligible if (c.health.performance_ms() or 0.0) <= ctx.max_latency_ms]
+            eligible = fast or eligible
+        ordered = STRATEGIES[strategy](eligible)
+        if ctx.preferred_providers:
+            wanted = [p.lower() for p in ctx.preferred_providers]
+
+            def rank(c: Candidate) -> int:
+                d = c.route.deployment
+                hits = [i for i, p in enumerate(wanted) if p in (d.provider_type, d.id.lower())]
+                return hits[0] if hits else len(wanted)
+
+            ordered = sorted(ordered, key=rank)
+        return [Route(c.route.deployment, c.route.model, c.route.upstream_model) for c in ordered]
+
+    def _why_none(self, model: str, candidates: list[Candidate], ctx: RequestContext, now: float) -> LLMError:
+        waiting = [c for c in candidates if not c.health.available(now)]
+        if ctx.max_cost_per_1k_tokens is not None and len(waiting) < len(candidates):
+            return InvalidRequest(
+                f"No deployment of '{model}' costs at most ${ctx.max_cost_per_1k_tokens} per 1k tokens",
+                "circuit_breaker.max_cost_per_1k_tokens",
+            )
+        states = ", ".join(f"{c.route.deployment.id} ({c.health.circuit_state(now)})" for c in waiting)
+        retry = [max(c.health.opened_at + c.health.policy.cooldown_seconds, c.health.retry_until) - now for c in waiting]
+        retry_after = max(0.0, min(retry)) if retry else None
+        return NoRouteAvailable(f"Every deployment of '{model}' is unavailable right now: {states}", retry_after)
+
+    # -- candidates -----------------------------------------------------------------
+
+    def usable(self, deployment: Deployment, ctx: RequestContext | None = None) -> bool:
+        """Configured, or the request brings its own key."""
+        if is_configured(deployment):
+            return True
+        return bool(ctx and ctx.provider_key and deployment.enabled and deployment.base_url)
+
+    def served_models(self, deployment: Deployment) -> list[ModelInfo]:
+        """The models a deployment serves: its list, else the catalog's models of its type."""
+        if not deployment.models:
+            return self.catalog.for_provider(deployment.provider_type)
+        return [self.catalog.get(name) or self._unlisted(name, deployment.provider_type) for name in deployment.models]
+
+    def _unlisted(self, name: str, provider_type: str) -> ModelInfo:
+        inp, out = self.extra_prices.get(name, (0.0, 0.0))
+        return ModelInfo(name, provider_type, 8192, inp, out, tags=("chat",))
+
+    def _candidate(self, deployment: Deployment, info: ModelInfo, upstream: str) -> Candidate:
+        return Candidate(Route(deployment, info, upstream), self.health[deployment.id])
+
+    def _model_candidates(self, model: str, ctx: RequestContext,
+                          deployments: list[Deployment]) -> tuple[ModelInfo, list[Candidate]]:
+        prefix, _, name = model.partition("/")
+        pinned = [d for d in deployments if name and d.id == prefix]
+        if not pinned and name and prefix in (*PROVIDER_TYPES, "gemini"):
+            ptype = "google" if prefix == "gemini" else prefix
+            pinned = [d for d in deployments if d.provider_type == ptype]
+        if pinned:
+            info = self.catalog.get(name) or self._unlisted(name, pinned[0].provider_type)
+            serving = [d for d in pinned if self._serves(d, info, name) or not d.models]
+        else:
+            name = model
+            info = self.catalog.get(model)
+            if info is None:
+                listing = next((d for d in deployments if model in d.models), None)
+                if listing is None:
+                    raise ModelNotFound(model)
+                info = self._unlisted(model, listing.provider_type)
+            serving = [d for d in deployments if self._serves(d, info, model)]
+        usable = [d for d in serving if self.usable(d, ctx)]
+        if not usable:
+            ptype = serving[0].provider_type if serving else info.provider
+            raise ProviderNotConfigured(ptype, KEY_VARIABLES.get(ptype, "its key"), model)
+        upstream = name if pinned and self.catalog.get(name) is None else info.id
+        return info, [self._candidate(d, info, name if name in d.models else upstream) for d in usable]
+
+    @staticmethod
+    def _serves(deployment: Deployment, info: ModelInfo, asked: str) -> bool:
+        if deployment.models:
+            return asked in deployment.models or info.id in deployment.models or any(
+                a in deployment.models for a in info.aliases
+            )
+        return deployment.provider_type == info.provider
+
+    def _virtual_candidates(self, tag: str, deployments: list[Deployment]) -> list[Candidate]:
+        found = []
+        for deployment in deployments:
+            if not is_configured(deployment):
+                continue
+            for info in self.served_models(deployment):
+                if not info.embeddings and tag in info.tags:
+                    found.append(self._candidate(deployment, info, info.id))
+        return found
+
+    # -- outcomes -------------------------------------------------------------------
+
+    def started(self, route: Route) -> bool:
+        """A request is about to be sent on ``route``. False: skip it (its breaker lets nothing through)."""
+        return self.health[route.deployment.id].acquire()
 
     def finished(self, route: Route, ok: bool, latency_ms: float, ttft_ms: float | None = None,
                  error: Exception | None = None) -> None:
-        """How the attempt on ``route`` went (feeds health, breakers and latency)."""
+        """How the attempt on ``route`` went (feeds the breaker, latency and error rate)."""
+        self.health[route.deployment.id].record(ok, latency_ms, ttft_ms, error)
+
+    def health_of(self, deployment_id: str) -> dict:
+        """The GraphQL/health view of one deployment's health."""
+        return self.health[deployment_id].snapshot()
+
+    def health_summary(self) -> dict[str, dict]:
+        """Health of every configured deployment, for /health."""
+        return {d.id: self.health_of(d.id) for d in self.deployments if is_configured(d)}
