@@ -85,6 +85,11 @@ def test_estimate_counts_prompt_characters_and_max_tokens():
     assert estimate_tokens(body) == 110 + 50
 
 
+@pytest.mark.parametrize("body", [{"messages": True}, {"messages": [None, 3]}, {"input": {"a": 1}}, {"max_tokens": "9"}])
+def test_estimate_survives_malformed_bodies(body):
+    assert estimate_tokens(body) == 0
+
+
 @pytest.mark.parametrize("text", [
     "Authorization: Bearer abcdefgh12345678",
     '{"headers": {"api-key": "hunter2hunter2"}}',

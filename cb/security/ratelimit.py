@@ -181,7 +181,8 @@ def _backoff(attempt: int) -> None:
 def estimate_tokens(body: dict) -> int:
     """A cheap upper-ish estimate of a request's tokens: prompt characters / 4 + max_tokens."""
     chars = 0
-    for message in body.get("messages") or []:
+    messages = body.get("messages")
+    for message in messages if isinstance(messages, list) else ():
         if isinstance(message, dict):
             chars += _text_length(message.get("content"))
     chars += _text_length(body.get("input")) + _text_length(body.get("prompt"))
