@@ -158,7 +158,10 @@ def test_slow_body_is_cut_off_and_does_not_hold_the_worker(small):
                  b"Content-Length: 500\r\n\r\n{\"model\":")
     # the single worker still serves others while this body trickles
     assert requests.get(small.openai_url + "/health", timeout=5).status_code == 200
-    answer = slow.recv(4096).decode()
+    answer = b""
+    while chunk := slow.recv(4096):  # the server closes the connection after its answer
+        answer += chunk
     slow.close()
+    answer = answer.decode()
     assert answer.startswith("HTTP/1.1 408")
     assert '"code":"request_timeout"' in answer
