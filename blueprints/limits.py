@@ -24,6 +24,17 @@ def _has_body() -> bool:
     return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
 
 
+def _abandon_body() -> None:
+    """Tell gevent's server not to drain the rest of this body: the connection closes instead.
+
+    Without this, after a 408 or 413 gevent reads the remaining body to keep the
+    connection usable, which is exactly what a slow or endless client wants.
+    """
+    stream = request.environ.get("wsgi.input")
+    if hasattr(stream, "_chunked_input_error"):
+        stream._chunked_input_error = True
+
+
 def _read_body() -> bool:
     """Read and cache the whole body; False if the client was too slow."""
     if not _has_body():
@@ -34,7 +45,11 @@ def _read_body() -> bool:
             if request.content_length is None and len(data) >= (request.max_content_length or len(data) + 1):
                 request.stream.read(1)  # Werkzeug stops a chunked body at the limit; one more byte raises 413
     except gevent.Timeout:
+        _abandon_body()
         return False
+    except RequestEntityTooLarge:
+        _abandon_body()
+        raise
     return True
 
 
