@@ -41,22 +41,29 @@ def _flask_app(name: str, settings: Settings, services: Services) -> Flask:
 
 
 def create_openai_app(settings: Settings, services: Services) -> Flask:
-    from blueprints import health, observability, openai
+    from blueprints import auth, cors, health, limits, observability, openai, openapi
 
     app = _flask_app("circuit_breaker.openai", settings, services)
     observability.install(app, "openai")
     openai.install_error_handlers(app)
+    cors.install_openai(app, settings)
+    app.register_blueprint(limits.openai_bp)
+    app.register_blueprint(auth.openai_bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openai.bp)
+    app.register_blueprint(openapi.bp)
     return app
 
 
 def create_graphql_app(settings: Settings, services: Services) -> Flask:
-    from blueprints import graphql, health, metrics, observability, subscriptions
+    from blueprints import auth, cors, graphql, health, limits, metrics, observability, subscriptions
 
     app = _flask_app("circuit_breaker.graphql", settings, services)
     observability.install(app, "graphql")
     app.register_blueprint(metrics.bp)
+    cors.install_graphql(app, settings)
+    app.register_blueprint(limits.graphql_bp)
+    app.register_blueprint(auth.graphql_bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(graphql.bp)
     app.register_blueprint(subscriptions.bp)

@@ -105,7 +105,9 @@ def _request_id_header(response: Response):
 
 
 def _context(chat_user: str | None = None) -> RequestContext:
-    return RequestContext(request_id=g.request_id, user=chat_user, started=g.started)
+    reservation = g.get("rate_reservation")
+    return RequestContext(request_id=g.request_id, user=chat_user, started=g.started, api_key_id=g.get("api_key_id"),
+                          settle_tokens=reservation.settle if reservation else None)
 
 
 def _route_headers(route: Route, ctx: RequestContext, upstream_ms: float) -> dict:

@@ -23,10 +23,11 @@ import socket
 import struct
 
 import gevent
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, g, jsonify, request
 from gevent.lock import Semaphore
 
 from blueprints import services
+from blueprints.auth import graphql_key_from_payload
 from cb.logs import get_logger
 from schema.subscriptions import LiveSubscription, OperationRefused, execute_once, prepare
 
@@ -55,7 +56,9 @@ def websocket_endpoint():
     if requested.strip() and protocol is None:
         send_close(ws, 4406, "Subprotocol not acceptable")
         return ""
-    Connection(ws, protocol or TRANSPORT_WS, services()).run()
+    connection = Connection(ws, protocol or TRANSPORT_WS, services())
+    connection.header_authenticated = g.get("graphql_authenticated", False)
+    connection.run()
     return ""
 
 
@@ -82,6 +85,7 @@ class Connection:
         self._send_lock = Semaphore()
         self._helpers: list[gevent.Greenlet] = []
         self._keepalive_started = False
+        self.header_authenticated = False
 
     # --- socket ------------------------------------------------------------------
 
@@ -163,9 +167,18 @@ class Connection:
 
     # graphql-transport-ws
 
-    def on_connection_init(self, _message: dict) -> None:
+    def authorized(self, message: dict) -> bool:
+        """GRAPHQL_API_KEY, from the upgrade's Authorization header or the connection_init payload."""
+        if self.header_authenticated:
+            return True
+        return self.services.security.graphql_authorized(graphql_key_from_payload(message.get("payload")))
+
+    def on_connection_init(self, message: dict) -> None:
         if self.init_received:
             self.close(4429, "Too many initialisation requests")
+            return
+        if not self.authorized(message):
+            self.close(4403, "Forbidden")
             return
         self.init_received = self.acknowledged = True
         self.send({"type": "connection_ack"})
@@ -194,7 +207,12 @@ class Connection:
 
     # graphql-ws (subscriptions-transport-ws)
 
-    def legacy_connection_init(self, _message: dict) -> None:
+    def legacy_connection_init(self, message: dict) -> None:
+        if not self.authorized(message):
+            error = {"message": "Missing or invalid GraphQL API key", "extensions": {"code": "UNAUTHENTICATED"}}
+            self.send({"type": "connection_error", "payload": error})
+            self.close(4403, "Forbidden")
+            return
         self.init_received = self.acknowledged = True
         self.send({"type": "connection_ack"})
         if not self._keepalive_started:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 
@@ -60,14 +61,23 @@ class Redactor(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self._secrets: set[str] = set()
+        self._patterns: list[re.Pattern] = []
 
     def add(self, *secrets: str | None) -> None:
         self._secrets.update(s for s in secrets if s and len(s) >= 4)
 
+    def add_pattern(self, pattern: str | re.Pattern) -> None:
+        """Also redact whatever matches ``pattern`` (only its ``secret`` group, if it has one)."""
+        compiled = re.compile(pattern)
+        if compiled not in self._patterns:
+            self._patterns.append(compiled)
+
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret in sorted(self._secrets, key=len, reverse=True):
             if secret in text:
                 text = text.replace(secret, "[REDACTED]")
+        for pattern in self._patterns:
+            text = pattern.sub(_redact_match, text)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -77,7 +87,19 @@ class Redactor(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         record.msg, record.args = self.redact(message), ()
+        fields = getattr(record, "fields", None)
+        if fields:
+            record.fields = {
+                k: v if isinstance(v, int | float | bool | None) else self.redact(str(v)) for k, v in fields.items()
+            }
         return True
+
+
+def _redact_match(match: re.Match) -> str:
+    if "secret" not in match.re.groupindex:
+        return "[REDACTED]"
+    start, end = match.span("secret")
+    return match.string[match.start():start] + "[REDACTED]" + match.string[end:match.end()]
 
 
 redactor = Redactor()

@@ -19,6 +19,7 @@ from cb.llm.ledger import UsageLedger
 from cb.llm.router import Router
 from cb.llm.services import llm_services
 from cb.logs import get_logger
+from cb.security import Security
 from cb.storage import Storage, open_storage
 from cb.workflow import WorkflowEngine
 
@@ -32,6 +33,7 @@ class Services:
     settings: Settings
     storage: Storage
     bus: EventBus
+    security: Security | None = None
     workflows: WorkflowEngine | None = None
     version: str = __version__
     extras: dict = field(default_factory=dict)
@@ -73,6 +75,7 @@ def build_services(settings: Settings) -> Services:
     services = Services(settings=settings, storage=storage, bus=EventBus(storage), **llm_services(settings, storage))
     services.gateway = build_gateway(settings, storage, services.router, services.ledger, services.catalog)
     services.extras["discovery"] = start_discovery(services.gateway, settings)
+    services.security = Security(settings, storage)
     services.workflows = WorkflowEngine(storage, services.bus)
     if settings.load_default_workflows:
         services.workflows.load_defaults()

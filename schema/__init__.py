@@ -17,7 +17,7 @@ from cb import __version__
 from cb.errors import CircuitBreakerError
 from schema.scalars import json_scalar
 
-BINDABLE_MODULES: list[str] = ["schema.workflows", "schema.llm", "schema.agents"]
+BINDABLE_MODULES: list[str] = ["schema.workflows", "schema.llm", "schema.agents", "schema.security"]
 
 query = QueryType()
 

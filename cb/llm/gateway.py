@@ -108,6 +108,8 @@ class Gateway:
             self.ledger.record(record)
         except Exception:
             log.exception("could not record usage")
+        if ctx.settle_tokens is not None:
+            ctx.settle_tokens(usage.prompt_tokens + usage.completion_tokens)
         log.info("usage recorded", extra={"fields": {
             "request_id": ctx.request_id, "model": record.model, "provider": record.provider, "status": status,
             "prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from cb.llm.catalog import ModelInfo
@@ -30,6 +31,7 @@ class RequestContext:
     preferred_providers: list[str] = field(default_factory=list)
     fallback_models: list[str] = field(default_factory=list)
     provider_key: str | None = None  # an agent's own key (bring your own key)
+    settle_tokens: Callable[[int], None] | None = None  # replaces the rate limiter's token estimate
     started: float = field(default_factory=time.monotonic)
 
 

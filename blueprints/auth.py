@@ -1,0 +1,122 @@
+"""Who may call: client keys and rate limits on the OpenAI port, the key on the GraphQL port.
+
+``openai_bp`` runs before every ``/v1/*`` request: it reads the key from
+``Authorization: Bearer`` or ``api-key``, lets :class:`cb.security.Security` identify it
+and admit the request, and leaves ``g.api_key`` / ``g.api_key_id`` for the gateway and
+``g.rate_reservation`` for settling the token estimate. Every answer carries the
+``x-ratelimit-*`` headers; error bodies are scrubbed of anything shaped like a key.
+
+``graphql_bp`` makes ``/graphql`` require GRAPHQL_API_KEY when it is set. GraphiQL
+(``GET /`` or a browser's ``GET /graphql``) and ``/health`` stay open; ``/ws`` passes
+with a valid ``Authorization`` header, otherwise the subscription protocol checks the
+``connection_init`` payload (:func:`graphql_key_from_payload`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from flask import Blueprint, g, jsonify, request
+
+from blueprints import services
+from blueprints.openai import error_response
+from cb.security import RateLimited, bearer, estimate_tokens, scrub
+
+openai_bp = Blueprint("auth_openai", __name__)
+graphql_bp = Blueprint("auth_graphql", __name__)
+
+
+def presented_key() -> str | None:
+    """The client key of the current request, from either header style."""
+    return bearer(request.headers.get("Authorization")) or (request.headers.get("api-key") or "").strip() or None
+
+
+def _json_object() -> dict:
+    body = request.get_json(silent=True) if request.method == "POST" else None
+    return body if isinstance(body, dict) else {}
+
+
+@openai_bp.before_app_request
+def authenticate_and_admit():
+    if request.method == "OPTIONS" or not request.path.startswith("/v1/"):
+        return None
+    security = services().security
+    key = security.identify(presented_key())  # InvalidApiKey -> 401 through the app's error handler
+    g.api_key = key
+    g.api_key_id = key.id if key else None
+    body = _json_object()
+    security.check_body(body)
+    model = body.get("model") if isinstance(body.get("model"), str) else None
+    try:
+        g.rate_reservation = security.admit(key, model, estimate_tokens(body))
+    except RateLimited as exc:
+        headers = dict(exc.headers, **{"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
+        return error_response(429, exc.message, "rate_limit_exceeded", headers=headers)
+    return None
+
+
+@openai_bp.after_app_request
+def rate_headers_and_scrub(response):
+    reservation = g.get("rate_reservation")
+    if reservation is not None:
+        response.headers.update(reservation.headers())
+        if not response.is_streamed:
+            reservation.settle(_total_tokens(response) if response.status_code < 400 else 0)
+    if response.status_code >= 400 and not response.is_streamed:
+        text = response.get_data(as_text=True)
+        clean = scrub(text)
+        if clean != text:
+            response.set_data(clean)
+    return response
+
+
+def _total_tokens(response) -> int:
+    data = response.get_json(silent=True) if response.is_json else None
+    usage = data.get("usage") if isinstance(data, dict) else None
+    total = usage.get("total_tokens") if isinstance(usage, dict) else None
+    reservation = g.get("rate_reservation")
+    return total if isinstance(total, int) else reservation.reserved_tokens
+
+
+def graphql_unauthenticated():
+    message = "Missing or invalid GraphQL API key: send GRAPHQL_API_KEY in the Authorization header (Bearer scheme)."
+    return jsonify({"errors": [{"message": message, "extensions": {"code": "UNAUTHENTICATED"}}]}), 401
+
+
+def graphql_key_from_payload(payload) -> str | None:
+    """The key in a WebSocket ``connection_init`` payload (``Authorization`` in any case)."""
+    if not isinstance(payload, dict):
+        return None
+    for name, value in payload.items():
+        if isinstance(name, str) and name.lower() in ("authorization", "api-key", "apikey") and isinstance(value, str):
+            return bearer(value)
+    headers = payload.get("headers")
+    return graphql_key_from_payload(headers) if isinstance(headers, dict) else None
+
+
+@graphql_bp.before_app_request
+def require_graphql_key():
+    if request.method == "OPTIONS" or request.path not in ("/graphql", "/ws"):
+        return None
+    security = services().security
+    g.graphql_authenticated = security.graphql_authorized(bearer(request.headers.get("Authorization")))
+    if g.graphql_authenticated or request.path == "/ws":
+        return None
+    if request.method == "GET" and "query" not in request.args:
+        return None  # GraphiQL's page: the user sets the header in its editor
+    return graphql_unauthenticated()
+
+
+@graphql_bp.after_app_request
+def scrub_graphql_errors(response):
+    if response.is_streamed or not response.is_json:
+        return response
+    data = response.get_json(silent=True)
+    if isinstance(data, dict) and data.get("errors"):
+        errors = json.dumps(data["errors"])
+        clean = scrub(errors)
+        if clean != errors:
+            data["errors"] = json.loads(clean)
+            response.set_data(json.dumps(data))
+    return response

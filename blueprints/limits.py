@@ -1,0 +1,84 @@
+"""Request limits at the edge: body size, slow bodies, GraphQL document size.
+
+The body is read once, up front, inside a gevent timeout (REQUEST_BODY_TIMEOUT), so a
+client trickling bytes (slowloris) costs a greenlet for a bounded time and never holds
+a worker. MAX_CONTENT_LENGTH (MAX_REQUEST_BYTES) applies to chunked bodies as well:
+Werkzeug stops reading at the limit and raises 413. Each port answers in its own
+error shape: the OpenAI envelope on 3000, a GraphQL error on 4000.
+"""
+
+from __future__ import annotations
+
+import gevent
+from flask import Blueprint, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from blueprints import services
+from blueprints.openai import error_response
+
+openai_bp = Blueprint("limits_openai", __name__)
+graphql_bp = Blueprint("limits_graphql", __name__)
+
+
+def _has_body() -> bool:
+    return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+def _abandon_body() -> None:
+    """Tell gevent's server not to drain the rest of this body: the connection closes instead.
+
+    Without this, after a 408 or 413 gevent reads the remaining body to keep the
+    connection usable, which is exactly what a slow or endless client wants.
+    """
+    stream = request.environ.get("wsgi.input")
+    if hasattr(stream, "_chunked_input_error"):
+        stream._chunked_input_error = True
+
+
+def _read_body() -> bool:
+    """Read and cache the whole body; False if the client was too slow."""
+    if not _has_body():
+        return True
+    try:
+        with gevent.Timeout(services().settings.body_read_timeout):
+            data = request.get_data(cache=True)
+            if request.content_length is None and len(data) >= (request.max_content_length or len(data) + 1):
+                request.stream.read(1)  # Werkzeug stops a chunked body at the limit; one more byte raises 413
+    except gevent.Timeout:
+        _abandon_body()
+        return False
+    except RequestEntityTooLarge:
+        _abandon_body()
+        raise
+    return True
+
+
+@openai_bp.before_app_request
+def openai_body():
+    if not _read_body():
+        return error_response(408, "The request body was not received in time.", "request_timeout",
+                              headers={"Connection": "close"})
+    return None
+
+
+def graphql_error(status: int, message: str, code: str, headers: dict | None = None):
+    return jsonify({"errors": [{"message": message, "extensions": {"code": code}}]}), status, headers or {}
+
+
+@graphql_bp.before_app_request
+def graphql_body():
+    if not _read_body():
+        return graphql_error(408, "The request body was not received in time.", "REQUEST_TIMEOUT", {"Connection": "close"})
+    if request.path != "/graphql":
+        return None
+    data = request.get_json(silent=True) if request.method == "POST" else request.args
+    query = data.get("query") if hasattr(data, "get") else None
+    limit = services().settings.graphql_max_query_bytes
+    if isinstance(query, str) and len(query.encode()) > limit:
+        return graphql_error(413, f"The GraphQL document is larger than {limit} bytes.", "QUERY_TOO_LARGE")
+    return None
+
+
+@graphql_bp.app_errorhandler(RequestEntityTooLarge)
+def graphql_too_large(exc):
+    return graphql_error(413, "Request body is too large.", "REQUEST_TOO_LARGE", {"Connection": "close"})
