@@ -291,8 +291,9 @@ def test_readme_lists_every_query_mutation_and_subscription_of_the_schema(api):
 
 def test_readme_operations_run_in_order_against_the_server(api):
     schema = build_client_schema(api.graphql(get_introspection_query())["data"])
-    ids = {"TOKEN_ID": None, "AGENT_ID": None, "EXECUTION_ID": None}
-    made_by = {"createToken": "TOKEN_ID", "createAgent": "AGENT_ID", "runAgent": "EXECUTION_ID"}
+    ids = {"TOKEN_ID": None, "AGENT_ID": None, "EXECUTION_ID": None, "KEY_ID": None}
+    made_by = {"createToken": "TOKEN_ID", "createAgent": "AGENT_ID", "runAgent": "EXECUTION_ID",
+               "createApiKey": "KEY_ID"}
     for operation in readme_operations():
         if parse(operation).definitions[0].operation.value == "subscription":
             assert validate(schema, parse(operation.replace("TOKEN_ID", "t").replace("EXECUTION_ID", "e"))) == []
@@ -308,7 +309,8 @@ def test_readme_operations_run_in_order_against_the_server(api):
         assert "errors" not in result, (operation, result)
         for field, placeholder in made_by.items():
             if field in result["data"]:
-                ids[placeholder] = result["data"][field]["id"]
+                made = result["data"][field]
+                ids[placeholder] = made["id"] if "id" in made else made["api_key"]["id"]
     assert api.graphql('{ workflow(id: "expense_claim") { id } }')["data"]["workflow"] is None  # deleted at the end
 
 
