@@ -31,6 +31,7 @@ class RequestContext:
     fallback_models: list[str] = field(default_factory=list)
     provider_key: str | None = None  # an agent's own key (bring your own key)
     started: float = field(default_factory=time.monotonic)
+    attempts: int = 0  # upstream requests sent so far for this request (the gateway counts them)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class UsageRecord:
     fallback_used: bool = False
     estimated: bool = False
     request_id: str | None = None
+    attempts: int = 0  # upstream requests sent; failed ones retried elsewhere are not billed
 
     def to_dict(self) -> dict:
         return asdict(self)
