@@ -23,16 +23,12 @@ from cb.llm.estimate import estimate_prompt, estimate_tokens
 from cb.llm.providers import PROVIDERS
 from cb.llm.providers.base import Provider
 from cb.llm.routing import RequestContext, Route, UsageRecord
-from cb.llm.stream import ChatStream
+from cb.llm.stream import ChatStream, elapsed_ms
 from cb.llm.transport import Transport
 from cb.llm.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, Usage
 from cb.logs import get_logger
 
 log = get_logger("llm.gateway")
-
-
-def _ms(since: float) -> float:
-    return (time.monotonic() - since) * 1000
 
 
 @dataclass
@@ -85,7 +81,7 @@ class Gateway:
             api_key_id=ctx.api_key_id, user=ctx.user, project=ctx.project,
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
             cost_usd=info.cost(usage.prompt_tokens, usage.completion_tokens) if info else 0.0,
-            latency_ms=round(_ms(ctx.started), 3), ttft_ms=ttft_ms, status=status, streamed=streamed,
+            latency_ms=round(elapsed_ms(ctx.started), 3), ttft_ms=ttft_ms, status=status, streamed=streamed,
             fallback_used=bool(route and route.fallback), estimated=usage.estimated, request_id=ctx.request_id,
             attempts=ctx.attempts,
         )
@@ -142,14 +138,14 @@ class Gateway:
                     body = self.transport.json(deployment, call, provider)
                     response = provider.parse_chat(body, route.upstream_model)
                 except UpstreamError as exc:
-                    self.router.finished(route, False, _ms(started), error=exc)
+                    self.router.finished(route, False, elapsed_ms(started), error=exc)
                     last = exc
                     if exc.retryable:
                         log.warning("attempt failed, trying the next route", extra={"fields": {
                             "deployment": route.deployment.id, "error": exc.message}})
                         continue
                     break
-                upstream_ms = _ms(started)
+                upstream_ms = elapsed_ms(started)
                 self.router.finished(route, True, upstream_ms)
                 if response.usage.estimated or not response.usage.total_tokens:
                     chars = sum(len(c.message.text()) + sum(len(t.arguments) for t in c.message.tool_calls)
@@ -173,13 +169,13 @@ class Gateway:
 
     # -- embeddings --------------------------------------------------------------------
     def embed(self, request: EmbeddingRequest, ctx: RequestContext) -> Embeddings:
-        pairs = self.plan(request.model, None, ctx)
-        if not pairs[0][0].model.embeddings:
-            raise InvalidRequest(f"The model '{request.model}' does not create embeddings", "model",
-                                 "model_not_supported")
         last: LLMError | None = None
         route = None
         try:
+            pairs = self.plan(request.model, None, ctx)
+            if not pairs[0][0].model.embeddings:
+                raise InvalidRequest(f"The model '{request.model}' does not create embeddings", "model",
+                                     "model_not_supported")
             for route, provider in pairs:
                 deployment = self._deployment(route, ctx)
                 call = provider.embeddings_call(deployment, request, route.upstream_model)
@@ -190,12 +186,12 @@ class Gateway:
                     response = provider.parse_embeddings(self.transport.json(deployment, call, provider),
                                                          route.upstream_model)
                 except UpstreamError as exc:
-                    self.router.finished(route, False, _ms(started), error=exc)
+                    self.router.finished(route, False, elapsed_ms(started), error=exc)
                     last = exc
                     if exc.retryable:
                         continue
                     break
-                upstream_ms = _ms(started)
+                upstream_ms = elapsed_ms(started)
                 self.router.finished(route, True, upstream_ms)
                 if response.usage.estimated:
                     response.usage = Usage(estimate_tokens(sum(len(s) for s in request.input)), 0, estimated=True)

@@ -32,7 +32,8 @@ from cb.logs import get_logger
 log = get_logger("llm.stream")
 
 
-def _ms(since: float) -> float:
+def elapsed_ms(since: float) -> float:
+    """Milliseconds since the monotonic time ``since``."""
     return (time.monotonic() - since) * 1000
 
 
@@ -94,13 +95,13 @@ class ChatStream:
                 if not exc.retryable:
                     raise
                 self._pending = False
-                waited += _ms(started)
-                self.gateway.router.finished(route, False, _ms(started), error=exc)
+                waited += elapsed_ms(started)
+                self.gateway.router.finished(route, False, elapsed_ms(started), error=exc)
                 last = exc
                 log.warning("stream attempt failed before its first chunk, trying the next route",
                             extra={"fields": {"deployment": route.deployment.id, "error": exc.message}})
                 continue
-            self.upstream_open_ms = waited + _ms(started)
+            self.upstream_open_ms = waited + elapsed_ms(started)
             return held
         if last is not None:
             raise last
@@ -134,7 +135,7 @@ class ChatStream:
     # -- after it ------------------------------------------------------------------------
     def _seen(self, chunk: StreamChunk) -> StreamChunk:
         if self.ttft_ms is None:
-            self.ttft_ms = round(_ms(self.started), 3)
+            self.ttft_ms = round(elapsed_ms(self.started), 3)
         if chunk.usage:
             self.usage = chunk.usage
         self.delivered_chars += len(chunk.content or "") + sum(len(c.arguments) for c in chunk.tool_calls)
@@ -171,6 +172,6 @@ class ChatStream:
             if status == "interrupted" and self.ttft_ms is None:
                 self.gateway.router.abandoned(self.route)
             else:
-                self.gateway.router.finished(self.route, status != "error", _ms(self.started), self.ttft_ms, error)
+                self.gateway.router.finished(self.route, status != "error", elapsed_ms(self.started), self.ttft_ms, error)
         self.gateway.record(self.ctx, self.request.model, self.route, self.final_usage(), status,
                             streamed=True, ttft_ms=self.ttft_ms)
