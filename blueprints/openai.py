@@ -3,7 +3,10 @@ embeddings. HTTP in, a call into ``cb.llm.gateway``, HTTP out.
 
 Streams run the upstream in a greenlet that feeds a queue, so the response generator can
 send ``: keep-alive`` comments while the first token is slow, and a second greenlet
-watches the client socket so a departed client stops the upstream at once.
+watches the client socket so a departed client stops the upstream at once. The view
+waits up to one keep-alive interval for the stream's first event before answering, so
+the headers name the route that serves it and a stream that failed on every route
+before its first chunk gets a plain error status, like a JSON request.
 """
 
 from __future__ import annotations
@@ -101,19 +104,28 @@ def _identify():
 @bp.after_app_request
 def _request_id_header(response: Response):
     response.headers["x-request-id"] = g.get("request_id", "")
+    ctx = g.get("llm_ctx")
+    if ctx is not None and "x-cb-attempts" not in response.headers:
+        response.headers["x-cb-attempts"] = str(ctx.attempts)
     return response
 
 
 def _context(chat_user: str | None = None) -> RequestContext:
     reservation = g.get("rate_reservation")
-    return RequestContext(request_id=g.request_id, user=chat_user, started=g.started, api_key_id=g.get("api_key_id"),
-                          settle_tokens=reservation.settle if reservation else None)
+    g.llm_ctx = RequestContext(request_id=g.request_id, user=chat_user, started=g.started,
+                               api_key_id=g.get("api_key_id"),
+                               settle_tokens=reservation.settle if reservation else None)
+    return g.llm_ctx
 
 
-def _route_headers(route: Route, ctx: RequestContext, upstream_ms: float) -> dict:
+def _route_headers(route: Route | None, ctx: RequestContext, upstream_ms: float) -> dict:
+    """What happened: provider, deployment, model, attempts, fallback, time spent in the gateway."""
     overhead = max(0.0, (time.monotonic() - ctx.started) * 1000 - upstream_ms)
-    return {"x-cb-provider": route.deployment.provider_type, "x-cb-model": route.model.id,
-            "x-cb-overhead-ms": f"{overhead:.2f}"}
+    headers = {"x-cb-attempts": str(ctx.attempts), "x-cb-overhead-ms": f"{overhead:.2f}"}
+    if route is not None:
+        headers.update({"x-cb-provider": route.deployment.provider_type, "x-cb-deployment": route.deployment.id,
+                        "x-cb-model": route.model.id, "x-cb-fallback-used": str(route.fallback).lower()})
+    return headers
 
 
 def _json_body():
@@ -140,15 +152,9 @@ def chat_completions():
         if not services().settings.openai_enable_streaming:
             raise InvalidRequest("Streaming is disabled on this server (OPENAI_ENABLE_STREAMING=false); "
                                  "send the request without 'stream': true.", "stream", "streaming_disabled")
-        stream = gateway.stream(chat, ctx)
-        headers = _route_headers(stream.route, ctx, stream.upstream_open_ms) | routing
-        headers["x-cb-fallback-used"] = str(stream.route.fallback).lower()
-        headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        events = _sse(stream, chat, request.environ.get("gunicorn.socket"))
-        return Response(events, status=200, mimetype="text/event-stream", headers=headers)
+        return _stream_response(gateway.stream(chat, ctx), chat, ctx, routing)
     result = gateway.complete(chat, ctx)
     headers = _route_headers(result.route, ctx, result.upstream_ms) | routing
-    headers["x-cb-fallback-used"] = str(result.route.fallback).lower()
     return jsonify(wire.render_response(result.response, chat.model)), 200, headers
 
 
@@ -180,62 +186,90 @@ def _watch_client(sock, on_gone) -> None:
         on_gone()
 
 
-def _sse(stream, chat, sock):
-    """The SSE body: chunks as they come, keep-alives while idle, an error event on failure."""
-    renderer = wire.ChunkRenderer(chat.model, chat.include_usage)
-    keepalive = services().settings.keepalive_seconds
-    queue: gevent.queue.Queue = gevent.queue.Queue()
+class _StreamPump:
+    """Runs a stream in a greenlet that feeds a queue; a second greenlet watches the client socket."""
 
-    def pump():
+    def __init__(self, stream, sock):
+        self.stream = stream
+        self.queue: gevent.queue.Queue = gevent.queue.Queue()
+        self.producer = gevent.spawn(self._pump)
+        self.watcher = gevent.spawn(_watch_client, sock, self._client_gone) if sock is not None else None
+
+    def _pump(self) -> None:
         try:
-            for chunk in stream:
-                queue.put(("chunk", chunk))
-            queue.put(("end", None))
+            for chunk in self.stream:
+                self.queue.put(("chunk", chunk))
+            self.queue.put(("end", None))
         except LLMError as exc:
-            queue.put(("error", exc))
+            self.queue.put(("error", exc))
         except Exception as exc:  # never let a bug surface as a broken stream without a word
             log.exception("stream failed")
-            queue.put(("error", UpstreamError("gateway", f"internal error in the stream ({type(exc).__name__})")))
+            self.queue.put(("error", UpstreamError("gateway", f"internal error in the stream ({type(exc).__name__})")))
 
-    def client_gone():
+    def _client_gone(self) -> None:
         log.info("client disconnected, closing the upstream")
-        producer.kill()
-        queue.put(("gone", None))
+        self.producer.kill()
+        self.queue.put(("gone", None))
 
-    producer = gevent.spawn(pump)
-    watcher = gevent.spawn(_watch_client, sock, client_gone) if sock is not None else None
-
-    def events():
+    def next(self, timeout: float) -> tuple | None:
+        """The next (kind, item), or None after ``timeout`` seconds without one."""
         try:
-            while True:
-                try:
-                    kind, item = queue.get(timeout=keepalive)
-                except gevent.queue.Empty:
-                    yield b": keep-alive\n\n"
-                    continue
+            return self.queue.get(timeout=timeout)
+        except gevent.queue.Empty:
+            return None
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.kill()
+        self.producer.kill()
+        self.stream.close()
+
+
+def _stream_response(stream, chat, ctx: RequestContext, routing: dict):
+    """Wait for the first event (one keep-alive interval at most), then answer: an error status if
+    every route failed before the first chunk, else the SSE stream with headers naming its route."""
+    pump = _StreamPump(stream, request.environ.get("gunicorn.socket"))
+    keepalive = services().settings.keepalive_seconds
+    first = pump.next(keepalive)
+    if first is not None and first[0] in ("error", "gone"):
+        pump.stop()
+        if first[0] == "error":
+            raise first[1]
+        return Response(b"", status=200, mimetype="text/event-stream")
+    headers = _route_headers(stream.route, ctx, stream.upstream_open_ms) | routing
+    headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return Response(_sse(pump, first, chat, keepalive), status=200, mimetype="text/event-stream", headers=headers)
+
+
+def _sse(pump: _StreamPump, first: tuple | None, chat, keepalive: float):
+    """The SSE body: chunks as they come, keep-alives while idle, an error event on failure."""
+    renderer = wire.ChunkRenderer(chat.model, chat.include_usage)
+    item = first
+    try:
+        while True:
+            if item is None:
+                yield b": keep-alive\n\n"
+            else:
+                kind, value = item
                 if kind == "chunk":
-                    data = renderer.chunk(item)
+                    data = renderer.chunk(value)
                     if data:
                         yield _frame(data)
                 elif kind == "end":
                     if chat.include_usage:
-                        yield _frame(renderer.usage(stream.final_usage()))
+                        yield _frame(renderer.usage(pump.stream.final_usage()))
                     yield b"data: [DONE]\n\n"
                     return
                 elif kind == "error":
-                    _, body, _ = _domain_error_body(item)
-                    log.warning("stream failed: %s", item.message)
+                    _, body, _ = _domain_error_body(value)
+                    log.warning("stream failed: %s", value.message)
                     yield _frame(body)
                     return
                 else:
                     return
-        finally:
-            if watcher is not None:
-                watcher.kill()
-            producer.kill()
-            stream.close()
-
-    return events()
+            item = pump.next(keepalive)
+    finally:
+        pump.stop()
 
 
 # -- models and embeddings ---------------------------------------------------------------

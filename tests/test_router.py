@@ -92,9 +92,49 @@ def test_virtual_model_with_no_provider_configured_is_refused():
 
 def test_virtual_model_ranks_across_deployments_serving_a_listed_model():
     vllm = Deployment("vllm", "openai_compatible", "http://vllm.local/v1", models=["llama3.2"])
-    routes = make_router([vllm], OPENAI_API_KEY="sk-o", OLLAMA_BASE_URL="http://127.0.0.1:9").routes(
-        "cb:cost-optimal", RequestContext())
+    router = make_router([vllm], OPENAI_API_KEY="sk-o", OLLAMA_BASE_URL="http://127.0.0.1:9")
+    router.discovered["ollama"] = ["llama3.2"]
+    routes = router.routes("cb:cost-optimal", RequestContext())
     assert set(pairs(routes)[:2]) == {("ollama", "llama3.2"), ("vllm", "llama3.2")}
+
+
+@pytest.mark.parametrize("virtual", ["auto", "cb:cost-optimal", "cb:fastest", "cb:coding"])
+def test_virtual_models_skip_an_ollama_whose_models_were_never_discovered(virtual):
+    router = make_router(OPENAI_API_KEY="sk-o", OLLAMA_BASE_URL="http://localhost:11434", ROUTER_MAX_ATTEMPTS="20")
+    assert {r.deployment.id for r in router.routes(virtual, RequestContext())} == {"openai"}
+
+
+def test_virtual_model_reaches_ollama_only_for_what_it_listed():
+    router = make_router(OPENAI_API_KEY="sk-o", OLLAMA_BASE_URL="http://localhost:11434", ROUTER_MAX_ATTEMPTS="20")
+    router.catalog.discovered("ollama", "qwen2.5:7b")
+    router.discovered["ollama"] = ["qwen2.5:7b"]
+    routes = router.routes("cb:cost-optimal", RequestContext())
+    assert [r.model.id for r in routes if r.deployment.id == "ollama"] == ["qwen2.5:7b"]
+    assert pairs(routes)[0] == ("ollama", "qwen2.5:7b")  # free, so first by cost
+
+
+def test_bare_model_of_an_unreachable_ollama_is_not_found_naming_it():
+    router = make_router(OLLAMA_BASE_URL="http://localhost:11434")
+    with pytest.raises(ModelNotFound, match="localhost:11434 has not listed it"):
+        router.routes("llama3.2", RequestContext())
+    assert pairs(router.routes("ollama/llama3.2", RequestContext())) == [("ollama", "llama3.2")]
+
+
+def test_virtual_models_skip_deployments_with_an_open_breaker():
+    router = make_router(OPENAI_API_KEY="sk-o", ANTHROPIC_API_KEY="sk-a", BREAKER_FAILURE_THRESHOLD="1",
+                         ROUTER_MAX_ATTEMPTS="20")
+    router.health["openai"].acquire()
+    router.health["openai"].record(False, 5)
+    assert {r.deployment.id for r in router.routes("auto", RequestContext())} == {"anthropic"}
+
+
+def test_deployment_prices_make_cost_optimized_pick_the_cheaper_endpoint():
+    cheap = proxy("cheap", priority=5, prices={"gpt-4o": [1.0, 2.0]})
+    router = make_router([cheap], OPENAI_API_KEY="sk-o", ROUTING_STRATEGY="cost_optimized")
+    routes = router.routes("gpt-4o", RequestContext())
+    assert pairs(routes) == [("cheap", "gpt-4o"), ("openai", "gpt-4o")]
+    assert (routes[0].model.cost(1000, 1000), routes[1].model.cost(1000, 1000)) == (0.003, 0.0125)
+    assert router.catalog.get("gpt-4o").input_price == 2.5  # the catalog itself is untouched
 
 
 def test_a_model_served_by_two_deployments_gets_both_routes():
@@ -397,6 +437,13 @@ def test_config_prices_fallbacks_and_strategy_drive_the_router(tmp_path):
     assert plan.routes[0].model.input_price == 1.0 and plan.routes[1].fallback
     mine = router.routes("my-model", RequestContext())[0]
     assert (mine.deployment.id, mine.model.input_price) == ("local", 0.5)
+
+
+def test_config_deployment_prices_are_read(tmp_path):
+    path = tmp_path / "cb.toml"
+    path.write_text('[[deployments]]\nid = "cheap"\ntype = "openai"\nbase_url = "http://127.0.0.1:1/v1"\n'
+                    'prices = { "gpt-4o" = { input = 1.0, output = 4.0 } }\n')
+    assert load_config(str(path)).deployments[0].prices == {"gpt-4o": [1.0, 4.0]}
 
 
 def test_invalid_config_is_one_line_config_error(tmp_path):

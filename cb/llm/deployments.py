@@ -31,6 +31,9 @@ log = get_logger("llm.deployments")
 BUCKET = "deployments"
 PROVIDER_TYPES = ("openai", "anthropic", "google", "ollama", "openai_compatible")
 KEYED_TYPES = ("openai", "anthropic", "google")
+#: types whose endpoints list their own models; without an explicit ``models`` list such a deployment
+#: serves only what discovery found (nothing while it is unreachable)
+LISTING_TYPES = ("ollama",)
 KEY_VARIABLES = {
     "openai": "OPENAI_API_KEY",
     "anthropic": "ANTHROPIC_API_KEY",
@@ -113,6 +116,7 @@ def load_config(path: str | None) -> RouterConfig:
         weight = 2.0                          # share under load_balanced
         priority = 0                          # lower is tried first among equals
         enabled = true
+        prices = { "llama3.2" = { input = 0.1, output = 0.2 } }   # this endpoint's own prices (optional)
 
         [prices]                              # USD per 1M tokens
         "gpt-4o" = { input = 2.0, output = 8.0 }
@@ -164,6 +168,7 @@ def _parse_config(data: dict) -> RouterConfig:
             weight=float(entry.get("weight", 1.0)),
             priority=int(entry.get("priority", 0)),
             enabled=bool(entry.get("enabled", True)),
+            prices=parse_prices(entry.get("prices") or {}),
         )
         if not deployment.base_url:
             raise ValueError(f"deployment {deployment.id!r} needs a base_url")
@@ -174,6 +179,17 @@ def _parse_config(data: dict) -> RouterConfig:
     for model, chain in data.get("fallbacks", {}).items():
         config.fallbacks[model] = [str(m) for m in chain]
     return config
+
+
+def parse_prices(prices: dict) -> dict[str, list[float]]:
+    """``{model: {input, output}}`` (USD per 1M tokens) -> ``{model: [input, output]}``."""
+    parsed = {}
+    for model, price in prices.items():
+        pair = [float(price["input"]), float(price["output"])]
+        if min(pair) < 0:
+            raise ValidationError(f"prices of {model!r} must not be negative")
+        parsed[str(model)] = pair
+    return parsed
 
 
 def _check_id(value: str) -> str:
@@ -277,6 +293,12 @@ class DeploymentRegistry:
             updated.priority = int(spec["priority"])
         if spec.get("enabled") is not None:
             updated.enabled = bool(spec["enabled"])
+        if spec.get("prices") is not None:
+            try:
+                updated.prices = parse_prices(spec["prices"])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise ValidationError('prices must map model names to {"input": USD, "output": USD} per 1M tokens') \
+                    from None
         if not updated.base_url:
             raise ValidationError("base_url is required for an openai_compatible deployment")
         stored = asdict(updated)

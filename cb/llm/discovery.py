@@ -3,12 +3,15 @@
 :class:`ModelDiscovery` asks every such deployment once at start and then every
 ``OLLAMA_REFRESH_SECONDS`` in a background greenlet, and registers what it finds in the
 :class:`~cb.llm.catalog.Catalog`, so a model pulled into Ollama is served without a restart.
-A failing endpoint is logged and tried again on the next round; it never stops the loop.
+``found`` (the router's :attr:`~cb.llm.router.Router.discovered`) holds, per deployment,
+what it listed at the last round: an endpoint that cannot be reached is dropped from it,
+so the router sends no bare or virtual model there until it answers again. A failing
+endpoint is logged and tried again on the next round; it never stops the loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gevent
@@ -19,30 +22,40 @@ from cb.logs import get_logger
 
 log = get_logger("llm.discovery")
 
+FIRST_ROUND_SECONDS = 2.0
+
 
 class ModelDiscovery:
     """Keeps the catalog in step with the models the deployments report."""
 
-    def __init__(self, catalog: Catalog, deployments: list[Deployment], providers: Mapping[str, Provider],
-                 transport: Any, interval: float):
+    def __init__(self, catalog: Catalog, deployments: list[Deployment] | Callable[[], list[Deployment]],
+                 providers: Mapping[str, Provider], transport: Any, interval: float,
+                 found: dict[str, list[str]] | None = None):
         self.catalog = catalog
-        self.deployments = deployments
+        self.deployments = deployments if callable(deployments) else (lambda: deployments)
         self.providers = providers
         self.transport = transport
         self.interval = interval
-        self.found: dict[str, list[str]] = {}  # deployment id -> model ids at the last successful refresh
+        self.found: dict[str, list[str]] = {} if found is None else found  # deployment id -> model ids listed
         self._greenlet: gevent.Greenlet | None = None
+        self._warned: set[str] = set()
+        self._rounds = 0
 
     def refresh(self) -> dict[str, list[str]]:
         """Ask every enabled deployment for its models once; register them in the catalog."""
-        for deployment in self.deployments:
+        for deployment in self.deployments():
             provider = self.providers.get(deployment.provider_type)
-            if provider is None or not deployment.enabled or not deployment.base_url:
+            if provider is None or type(provider).discover_models is Provider.discover_models:
+                continue
+            if not deployment.enabled or not deployment.base_url:
+                self.found.pop(deployment.id, None)
                 continue
             try:
                 names = provider.discover_models(deployment, self.transport)
             except Exception as exc:  # an unreachable endpoint must not end discovery
-                log.warning("could not list the models of %s: %s", deployment.id, exc)
+                if self.found.pop(deployment.id, None) is not None or deployment.id not in self._warned:
+                    log.warning("could not list the models of %s: %s", deployment.id, getattr(exc, "message", exc))
+                self._warned.add(deployment.id)
                 continue
             if names is None:
                 continue
@@ -50,12 +63,26 @@ class ModelDiscovery:
             if ids != self.found.get(deployment.id):
                 log.info("%s serves %d models: %s", deployment.id, len(ids), ", ".join(ids))
             self.found[deployment.id] = ids
+            self._warned.discard(deployment.id)
         return self.found
 
-    def start(self) -> gevent.Greenlet:
-        """Refresh now and then every ``interval`` seconds, in a background greenlet."""
+    def start(self, first_round_seconds: float = FIRST_ROUND_SECONDS) -> gevent.Greenlet:
+        """Refresh now (waiting at most ``first_round_seconds``, so the first requests of a
+        worker already see the models), then every ``interval`` seconds in a background greenlet."""
         if self._greenlet is None or self._greenlet.dead:
             self._greenlet = gevent.spawn(self._run)
+            self._greenlet.join(0)  # let it start its first round
+            first = gevent.Timeout(first_round_seconds)
+            first.start()
+            try:
+                while not self._rounds:
+                    gevent.sleep(0.01)
+            except gevent.Timeout as exc:
+                if exc is not first:
+                    raise
+                log.warning("model discovery is slow; continuing in the background")
+            finally:
+                first.close()
         return self._greenlet
 
     def stop(self) -> None:
@@ -66,17 +93,21 @@ class ModelDiscovery:
     def _run(self) -> None:
         while True:
             self.refresh()
+            self._rounds += 1
             gevent.sleep(self.interval)
 
 
 def start_discovery(gateway: Any, settings: Any) -> ModelDiscovery | None:
-    """Start discovery for the gateway's deployments whose provider can list models (None if none can)."""
+    """Start discovery for the gateway's deployments whose provider can list models (also ones added later)."""
     from cb.llm.providers import PROVIDERS
 
-    listing = [d for d in gateway.router.deployments if d.enabled and d.base_url
-               and type(PROVIDERS.get(d.provider_type)).discover_models is not Provider.discover_models]
-    if not listing:
-        return None
-    discovery = ModelDiscovery(gateway.catalog, listing, PROVIDERS, gateway.transport, settings.ollama_refresh_seconds)
+    router = gateway.router
+
+    def listing() -> list[Deployment]:
+        return [d for d in router.deployments
+                if type(PROVIDERS.get(d.provider_type)).discover_models is not Provider.discover_models]
+
+    discovery = ModelDiscovery(gateway.catalog, listing, PROVIDERS, gateway.transport, settings.ollama_refresh_seconds,
+                               found=getattr(router, "discovered", None))
     discovery.start()
     return discovery

@@ -10,6 +10,13 @@
 * a virtual model (``auto``, ``cb:cost-optimal`` …) ranks every configured deployment's
   models carrying the virtual model's tag, so it never lands on a provider without a key.
 
+A deployment serves its ``models`` list, else the catalog's models of its type; an Ollama
+deployment without a list serves only the models discovery found on it
+(:attr:`Router.discovered`), so while Ollama is unreachable no bare or virtual model
+resolves to it (``ollama/<model>`` is still sent as asked). A deployment's own
+``prices`` override the catalog's for the routes through it, so ``cost_optimized`` can
+tell two endpoints of one model apart and each request is billed at its endpoint's price.
+
 Eligible means enabled, configured (has its key), breaker closed or with its probe free,
 not inside a Retry-After, and within ``max_cost_per_1k_tokens``. ``max_latency_ms``
 drops measured-slower deployments unless that would drop all. ``preferred_providers``
@@ -18,17 +25,18 @@ move matching routes to the front, in the order given. Fallback models (the requ
 list is cut at ``max_attempts``.
 
 The gateway calls :meth:`Router.started` before sending on a route (False: skip it, a
-half-open breaker's single probe is taken) and :meth:`Router.finished` after.
+half-open breaker's single probe is taken) and :meth:`Router.finished` after (or
+:meth:`Router.abandoned` when the client left before the attempt had an outcome).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cb.config import Settings
 from cb.llm.catalog import VIRTUAL_MODELS, Catalog, ModelInfo
-from cb.llm.deployments import KEY_VARIABLES, PROVIDER_TYPES, RouterConfig, is_configured
+from cb.llm.deployments import KEY_VARIABLES, LISTING_TYPES, PROVIDER_TYPES, RouterConfig, is_configured
 from cb.llm.errors import InvalidRequest, LLMError, ModelNotFound, ProviderNotConfigured
 from cb.llm.health import BreakerPolicy, HealthBook
 from cb.llm.providers.base import Deployment
@@ -47,6 +55,16 @@ class RateLimitedUpstream(LLMError):
         super().__init__(message)
         self.param = "model"
         self.retry_after = retry_after
+
+
+class ModelNotServed(ModelNotFound):
+    """A known model that no reachable deployment lists (an Ollama that is down or lacks it)."""
+
+    def __init__(self, model: str, where: str):
+        super().__init__(model)
+        self.message = (f"The model '{model}' is not available: {where} has not listed it "
+                        "(is the server reachable and the model pulled?)")
+        self.args = (self.message,)
 
 
 class NoRouteAvailable(LLMError):
@@ -99,6 +117,8 @@ class Router:
         self.default_strategy = self.config.default_strategy or settings.routing_strategy
         self.max_attempts = self.config.max_attempts or settings.router_max_attempts
         self.extra_prices: dict[str, tuple[float, float]] = {}
+        #: deployment id -> model ids its endpoint listed at the last successful discovery
+        self.discovered: dict[str, list[str]] = {}
         for model, (inp, out) in self.config.prices.items():
             if catalog.get(model):
                 catalog.override_price(model, inp, out)
@@ -200,17 +220,33 @@ class Router:
         return bool(ctx and ctx.provider_key and deployment.enabled and deployment.base_url)
 
     def served_models(self, deployment: Deployment) -> list[ModelInfo]:
-        """The models a deployment serves: its list, else the catalog's models of its type."""
-        if not deployment.models:
-            return self.catalog.for_provider(deployment.provider_type)
-        return [self.catalog.get(name) or self._unlisted(name, deployment.provider_type) for name in deployment.models]
+        """The models a deployment serves, at its prices (see the module docstring)."""
+        if deployment.models:
+            names = deployment.models
+        elif deployment.provider_type in LISTING_TYPES:
+            names = self.discovered.get(deployment.id, [])
+        else:
+            return [self._priced(deployment, m) for m in self.catalog.for_provider(deployment.provider_type)]
+        return [self._priced(deployment, self.catalog.get(n) or self._unlisted(n, deployment.provider_type))
+                for n in names]
+
+    @staticmethod
+    def _priced(deployment: Deployment, info: ModelInfo) -> ModelInfo:
+        """``info`` at the deployment's own price for it, if it sets one."""
+        if not deployment.prices:
+            return info
+        for name in (info.id, *info.aliases):
+            if name in deployment.prices:
+                inp, out = deployment.prices[name]
+                return replace(info, input_price=float(inp), output_price=float(out))
+        return info
 
     def _unlisted(self, name: str, provider_type: str) -> ModelInfo:
         inp, out = self.extra_prices.get(name, (0.0, 0.0))
         return ModelInfo(name, provider_type, 8192, inp, out, tags=("chat",))
 
     def _candidate(self, deployment: Deployment, info: ModelInfo, upstream: str) -> Candidate:
-        return Candidate(Route(deployment, info, upstream), self.health[deployment.id])
+        return Candidate(Route(deployment, self._priced(deployment, info), upstream), self.health[deployment.id])
 
     def _model_candidates(self, model: str, ctx: RequestContext,
                           deployments: list[Deployment]) -> tuple[ModelInfo, list[Candidate]]:
@@ -232,19 +268,23 @@ class Router:
                 info = self._unlisted(model, listing.provider_type)
             serving = [d for d in deployments if self._serves(d, info, model)]
         usable = [d for d in serving if self.usable(d, ctx)]
+        silent = [d for d in deployments if d.provider_type == info.provider and d.provider_type in LISTING_TYPES
+                  and not d.models and is_configured(d)]
+        if not usable and silent:
+            raise ModelNotServed(model, ", ".join(f"{d.name or d.id} at {d.base_url}" for d in silent))
         if not usable:
             ptype = serving[0].provider_type if serving else info.provider
             raise ProviderNotConfigured(ptype, KEY_VARIABLES.get(ptype, "its key"), model)
         upstream = name if pinned and self.catalog.get(name) is None else info.id
         return info, [self._candidate(d, info, name if name in d.models else upstream) for d in usable]
 
-    @staticmethod
-    def _serves(deployment: Deployment, info: ModelInfo, asked: str) -> bool:
-        if deployment.models:
-            return asked in deployment.models or info.id in deployment.models or any(
-                a in deployment.models for a in info.aliases
-            )
-        return deployment.provider_type == info.provider
+    def _serves(self, deployment: Deployment, info: ModelInfo, asked: str) -> bool:
+        listed = deployment.models
+        if not listed and deployment.provider_type in LISTING_TYPES:
+            listed = self.discovered.get(deployment.id, [])
+        elif not listed:
+            return deployment.provider_type == info.provider
+        return asked in listed or info.id in listed or any(a in listed for a in info.aliases)
 
     def _virtual_candidates(self, tag: str, deployments: list[Deployment]) -> list[Candidate]:
         found = []
@@ -266,6 +306,10 @@ class Router:
                  error: Exception | None = None) -> None:
         """How the attempt on ``route`` went (feeds the breaker, latency and error rate)."""
         self.health[route.deployment.id].record(ok, latency_ms, ttft_ms, error)
+
+    def abandoned(self, route: Route) -> None:
+        """An attempt on ``route`` stopped by us before any outcome (the client left): no verdict."""
+        self.health[route.deployment.id].release()
 
     def health_of(self, deployment_id: str) -> dict:
         """The GraphQL/health view of one deployment's health."""

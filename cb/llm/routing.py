@@ -33,6 +33,7 @@ class RequestContext:
     provider_key: str | None = None  # an agent's own key (bring your own key)
     settle_tokens: Callable[[int], None] | None = None  # replaces the rate limiter's token estimate
     started: float = field(default_factory=time.monotonic)
+    attempts: int = 0  # upstream requests sent so far for this request (the gateway counts them)
 
 
 @dataclass
@@ -67,6 +68,7 @@ class UsageRecord:
     fallback_used: bool = False
     estimated: bool = False
     request_id: str | None = None
+    attempts: int = 0  # upstream requests sent; failed ones retried elsewhere are not billed
 
     def to_dict(self) -> dict:
         return asdict(self)

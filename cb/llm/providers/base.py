@@ -30,6 +30,7 @@ class Deployment:
     weight: float = 1.0
     priority: int = 0
     enabled: bool = True
+    prices: dict[str, list[float]] = field(default_factory=dict)  # model -> [input, output] USD per 1M, this endpoint
 
 
 @dataclass

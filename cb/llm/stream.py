@@ -1,0 +1,177 @@
+"""A streamed chat completion in flight, failing over until its first chunk.
+
+:class:`ChatStream` tries the gateway's routes in order when it is iterated. An attempt
+that fails with a retryable error, or yields no output within
+``UPSTREAM_FIRST_TOKEN_TIMEOUT`` (connecting and the upstream's headers included), is
+closed, reported to the router, not billed, and the next route is tried. The first
+chunk that carries output (content, a tool call, a finish reason or usage; leading
+role-only chunks are held back with it) commits the stream to its route: nothing has
+reached the client before that, so nothing is lost by failing over. After it, a failure
+ends the stream with the error (the edge turns it into an error event).
+
+Exactly one usage record is written, when the stream ends: ``success``; ``error`` (the
+usage of what was delivered, zero if nothing was); or ``interrupted`` when the client
+left (``close()``, or the consuming greenlet killed), with the usage of what it was given.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import gevent
+
+from cb.llm.errors import LLMError, UpstreamError, UpstreamTimeout
+from cb.llm.estimate import estimate_prompt, estimate_tokens
+from cb.llm.providers.base import Provider
+from cb.llm.providers.errors import provider_label
+from cb.llm.routing import RequestContext, Route
+from cb.llm.types import ChatRequest, StreamChunk, Usage
+from cb.logs import get_logger
+
+log = get_logger("llm.stream")
+
+
+def elapsed_ms(since: float) -> float:
+    """Milliseconds since the monotonic time ``since``."""
+    return (time.monotonic() - since) * 1000
+
+
+def carries_output(chunk: StreamChunk) -> bool:
+    """Whether a chunk gives the client something (a role-only opening chunk does not)."""
+    return bool(chunk.content or chunk.tool_calls or chunk.finish_reason or chunk.usage)
+
+
+class ChatStream:
+    """Iterate for canonical chunks; ``route`` is the route being tried, then the one serving."""
+
+    def __init__(self, gateway, request: ChatRequest, ctx: RequestContext, pairs: list[tuple[Route, Provider]]):
+        self.gateway, self.request, self.ctx = gateway, request, ctx
+        self._pairs = pairs
+        self.route: Route | None = None
+        self.provider: Provider | None = None
+        self.response = None
+        self.started = time.monotonic()  # of the current attempt
+        self.upstream_open_ms = 0.0  # time spent waiting on upstreams until the first output
+        self.usage: Usage | None = None
+        self.delivered_chars = 0
+        self.ttft_ms: float | None = None
+        self._chunks: Iterator[StreamChunk] | None = None
+        self._lines: Iterator[bytes] | None = None
+        self._pending = False  # an attempt whose outcome the router has not heard yet
+        self._recorded = False
+
+    def __iter__(self) -> Iterator[StreamChunk]:
+        status, error = "interrupted", None
+        try:
+            for chunk in self._first():
+                yield self._seen(chunk)
+            for chunk in self._chunks or ():
+                yield self._seen(chunk)
+            status = "success"
+        except LLMError as exc:
+            status, error = "error", exc
+            raise
+        finally:
+            self._close_upstream()
+            self._finish(status, error)
+
+    # -- until the first output: failover ----------------------------------------------
+    def _first(self) -> list[StreamChunk]:
+        """Try the routes until one yields output; its first chunks (role-only ones held back included)."""
+        last: LLMError | None = None
+        waited = 0.0
+        for route, provider in self._pairs:
+            deployment = self.gateway._deployment(route, self.ctx)
+            call = provider.chat_call(deployment, self.request, route.upstream_model)
+            started = self.gateway._send(route, self.ctx)
+            if started is None:
+                continue
+            self.route, self.provider, self.started, self._pending = route, provider, started, True
+            try:
+                held = self._open(deployment, call)
+            except UpstreamError as exc:
+                self._close_upstream()
+                if not exc.retryable:
+                    raise
+                self._pending = False
+                waited += elapsed_ms(started)
+                self.gateway.router.finished(route, False, elapsed_ms(started), error=exc)
+                last = exc
+                log.warning("stream attempt failed before its first chunk, trying the next route",
+                            extra={"fields": {"deployment": route.deployment.id, "error": exc.message}})
+                continue
+            self.upstream_open_ms = waited + elapsed_ms(started)
+            return held
+        if last is not None:
+            raise last
+        from cb.llm.router import NoRouteAvailable
+
+        raise NoRouteAvailable(f"Every deployment of '{self.request.model}' is unavailable right now")
+
+    def _open(self, deployment, call) -> list[StreamChunk]:
+        """Send ``call`` and read up to the first chunk with output, within the first-token limit."""
+        transport, provider, route = self.gateway.transport, self.provider, self.route
+        seconds = self.gateway.settings.first_token_timeout
+        timer = gevent.Timeout(seconds)
+        timer.start()
+        try:
+            self.response = transport.open(deployment, call, provider)
+            self._lines = transport.lines(self.response, provider)
+            self._chunks = provider.parse_stream(self._lines, route.upstream_model)
+            held = []
+            for chunk in self._chunks:
+                held.append(chunk)
+                if carries_output(chunk):
+                    break
+            return held
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            raise UpstreamTimeout(provider_label(provider.type), f"no first token within {seconds:g} seconds") from None
+        finally:
+            timer.close()
+
+    # -- after it ------------------------------------------------------------------------
+    def _seen(self, chunk: StreamChunk) -> StreamChunk:
+        if self.ttft_ms is None:
+            self.ttft_ms = round(elapsed_ms(self.started), 3)
+        if chunk.usage:
+            self.usage = chunk.usage
+        self.delivered_chars += len(chunk.content or "") + sum(len(c.arguments) for c in chunk.tool_calls)
+        return chunk
+
+    def final_usage(self) -> Usage:
+        """The upstream's usage, or an estimate of what was delivered (nothing delivered: zero)."""
+        if self.usage and self.usage.total_tokens:
+            return self.usage
+        if self.ttft_ms is None:
+            return Usage()
+        return Usage(estimate_prompt(self.request), estimate_tokens(self.delivered_chars), estimated=True)
+
+    def close(self) -> None:
+        """Stop early (client gone): close the upstream now and record ``interrupted``."""
+        self._close_upstream()
+        self._finish("interrupted", None)
+
+    def _close_upstream(self) -> None:
+        for generator in (self._chunks, self._lines):
+            try:
+                generator and generator.close()
+            except ValueError:  # still running in the greenlet that iterates us; the response close ends it
+                pass
+        if self.response is not None:
+            self.response.close()
+
+    def _finish(self, status: str, error: Exception | None) -> None:
+        if self._recorded:
+            return
+        self._recorded = True
+        if self._pending:
+            self._pending = False
+            if status == "interrupted" and self.ttft_ms is None:
+                self.gateway.router.abandoned(self.route)
+            else:
+                self.gateway.router.finished(self.route, status != "error", elapsed_ms(self.started), self.ttft_ms, error)
+        self.gateway.record(self.ctx, self.request.model, self.route, self.final_usage(), status,
+                            streamed=True, ttft_ms=self.ttft_ms)
