@@ -8,8 +8,8 @@ watches the client socket so a departed client stops the upstream at once.
 
 from __future__ import annotations
 
+import contextvars
 import json
-import re
 import socket
 import time
 
@@ -19,8 +19,8 @@ from flask import Blueprint, Flask, Response, g, jsonify, request
 from gevent.socket import wait_read
 from werkzeug.exceptions import HTTPException
 
-from blueprints import services
-from cb import logs
+from blueprints import observability, services
+from cb import lifecycle, logs, metrics
 from cb.errors import CircuitBreakerError
 from cb.llm import wire
 from cb.llm.errors import InvalidRequest, LLMError, ModelNotFound, UpstreamError
@@ -40,7 +40,6 @@ _ERROR_TYPES = {
     413: "invalid_request_error",
     429: "rate_limit_error",
 }
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
@@ -93,8 +92,7 @@ def install_error_handlers(app: Flask) -> None:
 @bp.before_app_request
 def _identify():
     g.started = time.monotonic()
-    given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if _REQUEST_ID.match(given) else "req_" + RequestContext().request_id
+    g.request_id = observability.current_request_id()  # the one id of logs, header and usage record
     g.request_token = logs.request_id.set(g.request_id)
 
 
@@ -110,6 +108,7 @@ def _context(chat_user: str | None = None) -> RequestContext:
 
 def _route_headers(route: Route, ctx: RequestContext, upstream_ms: float) -> dict:
     overhead = max(0.0, (time.monotonic() - ctx.started) * 1000 - upstream_ms)
+    metrics.gateway_overhead.observe(overhead / 1000)
     return {"x-cb-provider": route.deployment.provider_type, "x-cb-model": route.model.id,
             "x-cb-overhead-ms": f"{overhead:.2f}"}
 
@@ -142,11 +141,12 @@ def chat_completions():
         headers = _route_headers(stream.route, ctx, stream.upstream_open_ms) | routing
         headers["x-cb-fallback-used"] = str(stream.route.fallback).lower()
         headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        events = _sse(stream, chat, request.environ.get("gunicorn.socket"))
+        events = _sse(stream, chat, request.environ.get("gunicorn.socket"), observability.annotator())
         return Response(events, status=200, mimetype="text/event-stream", headers=headers)
     result = gateway.complete(chat, ctx)
     headers = _route_headers(result.route, ctx, result.upstream_ms) | routing
     headers["x-cb-fallback-used"] = str(result.route.fallback).lower()
+    _annotate_usage(observability.annotate, ctx)
     return jsonify(wire.render_response(result.response, chat.model)), 200, headers
 
 
@@ -161,6 +161,20 @@ def _routing_headers(model: str, ctx: RequestContext) -> dict:
     if svc.router is not None and hasattr(svc.router, "strategy_for"):
         headers["x-cb-routing-strategy"] = svc.router.strategy_for(model, ctx)
     return headers
+
+
+def _annotate_usage(annotate, ctx: RequestContext) -> None:
+    """Put the request's provider, model, tokens and cost on its access-log line."""
+    usage = ctx.usage
+    if usage is not None:
+        annotate(provider=usage.provider, model=usage.model, prompt_tokens=usage.prompt_tokens,
+                 completion_tokens=usage.completion_tokens, cost_usd=round(usage.cost_usd, 8),
+                 usage_status=usage.status)
+
+
+_SHUTDOWN = {"error": {"message": "The server is shutting down; this stream was ended before it completed. "
+                                  "Retry the request.", "type": "server_error", "param": None,
+                       "code": "server_shutting_down"}}
 
 
 def _frame(data: dict) -> bytes:
@@ -178,7 +192,7 @@ def _watch_client(sock, on_gone) -> None:
         on_gone()
 
 
-def _sse(stream, chat, sock):
+def _sse(stream, chat, sock, annotate):
     """The SSE body: chunks as they come, keep-alives while idle, an error event on failure."""
     renderer = wire.ChunkRenderer(chat.model, chat.include_usage)
     keepalive = services().settings.keepalive_seconds
@@ -200,10 +214,12 @@ def _sse(stream, chat, sock):
         producer.kill()
         queue.put(("gone", None))
 
-    producer = gevent.spawn(pump)
+    producer = gevent.spawn(contextvars.copy_context().run, pump)  # its log lines keep the request id
     watcher = gevent.spawn(_watch_client, sock, client_gone) if sock is not None else None
+    cancel_shutdown = lifecycle.on_grace_expired(lambda: queue.put(("shutdown", None)))
 
     def events():
+        metrics.open_streams.inc()
         try:
             while True:
                 try:
@@ -225,13 +241,22 @@ def _sse(stream, chat, sock):
                     log.warning("stream failed: %s", item.message)
                     yield _frame(body)
                     return
+                elif kind == "shutdown":
+                    log.warning("stream ended by the server's shutdown")
+                    producer.kill()
+                    yield _frame(_SHUTDOWN)
+                    yield b"data: [DONE]\n\n"
+                    return
                 else:
                     return
         finally:
+            metrics.open_streams.dec()
+            cancel_shutdown()
             if watcher is not None:
                 watcher.kill()
             producer.kill()
             stream.close()
+            _annotate_usage(annotate, stream.ctx)
 
     return events()
 
@@ -257,5 +282,6 @@ def embeddings():
     embedding, encoding = wire.parse_embedding_request(_json_body())
     ctx = _context(embedding.user)
     result = services().gateway.embed(embedding, ctx)
+    _annotate_usage(observability.annotate, ctx)
     body = wire.render_embeddings(result.response, embedding.model, encoding)
     return jsonify(body), 200, _route_headers(result.route, ctx, result.upstream_ms)

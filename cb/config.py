@@ -162,6 +162,7 @@ class Settings:
     breaker_cooldown_seconds: float = var("BREAKER_COOLDOWN_SECONDS", "30", _seconds, "seconds an open breaker waits before one probe")
     router_max_attempts: int = var("ROUTER_MAX_ATTEMPTS", "4", _int(1), "deployments tried per request, fallbacks included")
     trusted_proxies: tuple = var("TRUSTED_PROXIES", "", _csv, "proxy addresses whose X-Forwarded-For is believed")
+    usage_cache_records: int = var("USAGE_CACHE_RECORDS", "50000", _int(1000), "usage records each worker keeps in memory for analytics")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: str | Path | None = ".env") -> Settings:
@@ -191,6 +192,9 @@ class Settings:
             from cb.llm.deployments import load_config
 
             load_config(self.config_file)  # a bad CB_CONFIG stops start-up with one line
+        from cb.proxies import TrustedProxies
+
+        TrustedProxies(self.trusted_proxies)  # a bad entry stops start-up with one line
         if self.graphql_port == self.openai_port:
             raise ConfigError(
                 f"GRAPHQL_PORT and OPENAI_PORT are both {self.graphql_port}: the two APIs need different ports"

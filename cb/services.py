@@ -57,6 +57,11 @@ class Services:
         return body, connected
 
     def close(self) -> None:
+        """At worker exit: write usage records still pending, then close storage (flushes events)."""
+        if self.ledger is not None:
+            left = self.ledger.flush()
+            if left:
+                log.error("%d usage record(s) could not be written before exit", left)
         self.storage.close()
 
 

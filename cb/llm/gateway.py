@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import gevent
 
+from cb import metrics
 from cb.config import Settings
 from cb.llm.catalog import CREATED, VIRTUAL_MODELS, Catalog, ModelInfo
 from cb.llm.errors import InvalidRequest, LLMError, UnsupportedParameter, UpstreamError, UpstreamTimeout
@@ -104,10 +105,13 @@ class Gateway:
             latency_ms=round(_ms(ctx.started), 3), ttft_ms=ttft_ms, status=status, streamed=streamed,
             fallback_used=bool(route and route.fallback), estimated=usage.estimated, request_id=ctx.request_id,
         )
+        ctx.usage = record
         try:
             self.ledger.record(record)
         except Exception:
             log.exception("could not record usage")
+        metrics.observe_usage(record.provider, record.model, record.prompt_tokens, record.completion_tokens,
+                              record.cost_usd)
         log.info("usage recorded", extra={"fields": {
             "request_id": ctx.request_id, "model": record.model, "provider": record.provider, "status": status,
             "prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
@@ -149,6 +153,7 @@ class Gateway:
                     self.router.finished(route, False, _ms(started), error=exc)
                     last = exc
                     if exc.retryable:
+                        metrics.retries.inc()
                         log.warning("attempt failed, trying the next route", extra={"fields": {
                             "deployment": route.deployment.id, "error": exc.message}})
                         continue
@@ -160,6 +165,7 @@ class Gateway:
                                 for c in response.choices)
                     response.usage = Usage(estimate_prompt(request), estimate_tokens(chars), estimated=True)
                 self.record(ctx, request.model, route, response.usage, "success")
+                _count_fallback(route, routes)
                 return Completion(response, route, upstream_ms)
         except LLMError as exc:
             last = exc
@@ -184,8 +190,10 @@ class Gateway:
                     self.router.finished(route, False, _ms(started), error=exc)
                     last = exc
                     if exc.retryable:
+                        metrics.retries.inc()
                         continue
                     break
+                _count_fallback(route, routes)
                 return ChatStream(self, request, ctx, route, provider, response, started)
         except LLMError as exc:
             last = exc
@@ -214,6 +222,7 @@ class Gateway:
                     self.router.finished(route, False, _ms(started), error=exc)
                     last = exc
                     if exc.retryable:
+                        metrics.retries.inc()
                         continue
                     break
                 upstream_ms = _ms(started)
@@ -221,6 +230,7 @@ class Gateway:
                 if response.usage.estimated:
                     response.usage = Usage(estimate_tokens(sum(len(s) for s in request.input)), 0, estimated=True)
                 self.record(ctx, request.model, route, response.usage, "success")
+                _count_fallback(route, routes)
                 return Embeddings(response, route, upstream_ms)
         except LLMError as exc:
             last = exc
@@ -248,6 +258,12 @@ class Gateway:
         if info and any(entry["id"] == info.id for entry in self.models()):
             return describe_model(info) | {"id": name}
         return None
+
+
+def _count_fallback(route: Route, routes: list[Route]) -> None:
+    """A request served by a fallback model, or by another deployment than the first choice."""
+    if route.fallback or (routes and route is not routes[0]):
+        metrics.fallbacks.inc()
 
 
 def describe_model(info: ModelInfo) -> dict:

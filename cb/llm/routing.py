@@ -31,6 +31,7 @@ class RequestContext:
     fallback_models: list[str] = field(default_factory=list)
     provider_key: str | None = None  # an agent's own key (bring your own key)
     started: float = field(default_factory=time.monotonic)
+    usage: UsageRecord | None = None  # set by the gateway when the request's usage is recorded
 
 
 @dataclass
