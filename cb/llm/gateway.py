@@ -145,6 +145,8 @@ class Gateway:
                 call = provider.chat_call(deployment, request, route.upstream_model)
                 if self.router.started(route) is False:
                     continue  # its breaker lets nothing through now (a half-open probe is taken)
+                if last is not None:
+                    metrics.retries.inc()  # an earlier attempt failed: this one is a retry
                 started = time.monotonic()
                 try:
                     body = self.transport.json(deployment, call, provider)
@@ -153,7 +155,6 @@ class Gateway:
                     self.router.finished(route, False, _ms(started), error=exc)
                     last = exc
                     if exc.retryable:
-                        metrics.retries.inc()
                         log.warning("attempt failed, trying the next route", extra={"fields": {
                             "deployment": route.deployment.id, "error": exc.message}})
                         continue
@@ -183,6 +184,8 @@ class Gateway:
                 call = provider.chat_call(deployment, request, route.upstream_model)
                 if self.router.started(route) is False:
                     continue  # its breaker lets nothing through now (a half-open probe is taken)
+                if last is not None:
+                    metrics.retries.inc()  # an earlier attempt failed: this one is a retry
                 started = time.monotonic()
                 try:
                     response = self.transport.open(deployment, call, provider)
@@ -190,7 +193,6 @@ class Gateway:
                     self.router.finished(route, False, _ms(started), error=exc)
                     last = exc
                     if exc.retryable:
-                        metrics.retries.inc()
                         continue
                     break
                 _count_fallback(route, routes)
@@ -214,6 +216,8 @@ class Gateway:
                 call = provider.embeddings_call(deployment, request, route.upstream_model)
                 if self.router.started(route) is False:
                     continue  # its breaker lets nothing through now (a half-open probe is taken)
+                if last is not None:
+                    metrics.retries.inc()  # an earlier attempt failed: this one is a retry
                 started = time.monotonic()
                 try:
                     response = provider.parse_embeddings(self.transport.json(deployment, call, provider),
@@ -222,7 +226,6 @@ class Gateway:
                     self.router.finished(route, False, _ms(started), error=exc)
                     last = exc
                     if exc.retryable:
-                        metrics.retries.inc()
                         continue
                     break
                 upstream_ms = _ms(started)
