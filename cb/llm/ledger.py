@@ -37,24 +37,34 @@ class UsageLedger:
         self._seq = 0
         self._lock = threading.Lock()
         self._pending: deque[dict] = deque(maxlen=PENDING_LIMIT)
+        self._flushing = threading.Lock()
 
     def record(self, record: UsageRecord) -> None:
         """Append one record; if storage is away, keep it to retry (never lose it silently)."""
-        self._pending.append(record.to_dict())
-        self.flush()
+        data = record.to_dict()
+        try:
+            self.storage.append("usage", data)
+        except StorageUnavailable as exc:
+            self._pending.append(data)
+            log.warning("usage record kept for later (%d pending): %s", len(self._pending), exc.message)
+            return
+        if self._pending:
+            self.flush()
 
     def flush(self) -> int:
-        """Write the records still pending; returns how many are left."""
-        while self._pending:
-            try:
-                self.storage.append("usage", self._pending[0])
-            except StorageUnavailable as exc:
-                log.warning("usage record kept for later (%d pending): %s", len(self._pending), exc.message)
-                break
-            except Exception:
-                self._pending.popleft()  # a record storage refuses must not block the others
-                raise
-            self._pending.popleft()
+        """Write the records still pending (one flusher at a time); returns how many are left."""
+        if not self._flushing.acquire(blocking=False):
+            return len(self._pending)
+        try:
+            while self._pending:
+                data = self._pending.popleft()
+                try:
+                    self.storage.append("usage", data)
+                except StorageUnavailable:
+                    self._pending.appendleft(data)
+                    break
+        finally:
+            self._flushing.release()
         return len(self._pending)
 
     def records(self) -> list[UsageRecord]:
