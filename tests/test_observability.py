@@ -168,3 +168,44 @@ def test_metrics_fold_every_worker_and_report_the_nats_connection(server_factory
         text = _metrics(server)
         assert _value(text, "cb_http_requests_total", port="openai", route="/health/live", status="200") == sent
     assert _value(text, "cb_nats_connected") == 1
+
+
+# -- Kubernetes health forms -----------------------------------------------------------------
+
+
+def test_live_answers_on_both_ports_and_ready_needs_a_provider(server_factory):
+    from tests.upstreams.openai_server import API_KEY, OpenAIUpstream
+
+    bare = server_factory()
+    for url in (bare.openai_url, bare.graphql_url):
+        assert requests.get(url + "/health/live", timeout=5).json() == {"status": "alive"}
+        not_ready = requests.get(url + "/health/ready", timeout=5)
+        assert not_ready.status_code == 503 and not_ready.json()["checks"]["providers"] is False
+    with OpenAIUpstream() as upstream:
+        configured = server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.base_url)
+        for url in (configured.openai_url, configured.graphql_url):
+            ready = requests.get(url + "/health/ready", timeout=5)
+            assert ready.status_code == 200 and ready.json()["checks"] == {
+                "storage": True, "providers": True, "accepting": True}
+
+
+def test_ready_fails_when_nats_is_gone_but_live_does_not(server_factory, tmp_path):
+    from tests.harness import NatsServer
+    from tests.upstreams.openai_server import API_KEY, OpenAIUpstream
+
+    own = NatsServer(tmp_path / "nats")
+    own.start()
+    try:
+        with OpenAIUpstream() as upstream:
+            server = server_factory("nats", NATS_URL=own.url, OPENAI_API_KEY=API_KEY,
+                                    OPENAI_BASE_URL=upstream.base_url)
+            assert requests.get(server.openai_url + "/health/ready", timeout=5).status_code == 200
+            own.stop()
+            deadline = time.monotonic() + 15
+            while requests.get(server.openai_url + "/health/ready", timeout=5).status_code != 503:
+                assert time.monotonic() < deadline, "readiness notices NATS is gone"
+                time.sleep(0.2)
+            assert requests.get(server.openai_url + "/health/live", timeout=5).status_code == 200
+            assert _value(_metrics(server), "cb_nats_connected") == 0
+    finally:
+        own.stop()
