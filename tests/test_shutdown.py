@@ -96,3 +96,17 @@ def test_sigterm_finishes_or_cleanly_ends_every_stream_and_keeps_every_usage_rec
     restarted = server_factory("nats", NATS_PREFIX=prefix)
     total = restarted.graphql("{ costAnalytics { total_requests } }")["data"]["costAnalytics"]["total_requests"]
     assert total == STREAMS
+
+
+def test_sigterm_closes_websockets_with_going_away_and_exits_zero(server_factory):
+    from tests.ws_client import WsClient
+
+    server = server_factory()
+    client = WsClient(server)
+    try:
+        assert client.init()["type"] == "connection_ack"
+        server.proc.send_signal(signal.SIGTERM)
+        assert client.close_code() == 1001
+    finally:
+        client.close()
+    assert server.proc.wait(20) == 0
