@@ -82,4 +82,5 @@ class UsageLedger:
                 del self._records[:drop]
                 self._base += drop
             start = max(0, position - self._base)
-            return self._records[start:], self._base + len(self._records)
+            held = self._records if start == 0 else self._records[start:]  # no copy when all are asked for
+            return held, self._base + len(self._records)
