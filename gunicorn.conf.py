@@ -5,6 +5,7 @@ per process), and refuses to start on a bad variable, a port in use or an unreac
 NATS server with one clear line instead of a loop of tracebacks.
 """
 
+import math
 import multiprocessing
 import os
 import shutil
@@ -13,13 +14,22 @@ import sys
 import tempfile
 
 from cb.config import ConfigError, Settings
-from cb.logs import get_logger, setup_logging
-from cb.services import provider_status_lines
 
 try:
     _settings = Settings.from_env()
 except ConfigError as _exc:
     sys.exit(f"Configuration error: {_exc}")
+
+# Each worker writes its metrics here; /metrics folds them (prometheus-client multiprocess
+# mode). Set before anything imports prometheus_client: it picks its mode at import time.
+_metrics_dir = _settings.metrics_dir or tempfile.mkdtemp(prefix="cb-metrics-")
+os.makedirs(_metrics_dir, exist_ok=True)
+for _stale in os.listdir(_metrics_dir):
+    os.remove(os.path.join(_metrics_dir, _stale))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+from cb.logs import get_logger, setup_logging  # noqa: E402
+from cb.services import provider_status_lines  # noqa: E402
 
 
 def _check_free(host: str, port: int, variable: str) -> None:
@@ -53,7 +63,10 @@ else:
     workers = _settings.web_concurrency or multiprocessing.cpu_count()
 worker_connections = 2000
 timeout = 120
-graceful_timeout = int(_settings.graceful_timeout)
+# Our own grace (GRACEFUL_TIMEOUT) ends open streams cleanly; gunicorn's is a little longer so
+# it never kills a worker that is still writing those final events and usage records.
+GRACE_MARGIN = 5
+graceful_timeout = math.ceil(_settings.graceful_timeout) + GRACE_MARGIN
 keepalive = 75
 # gunicorn 27 opens a control socket under ~/.gunicorn by default; we have no use for it.
 control_socket_disable = True
@@ -62,18 +75,11 @@ errorlog = "-"
 loglevel = "warning"
 
 
-# Each worker writes its metrics here; /metrics folds them (prometheus-client multiprocess mode).
-_metrics_dir = _settings.metrics_dir or tempfile.mkdtemp(prefix="cb-metrics-")
-os.makedirs(_metrics_dir, exist_ok=True)
-for _stale in os.listdir(_metrics_dir):
-    os.remove(os.path.join(_metrics_dir, _stale))
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
-
-
 def child_exit(server, worker):
-    from cb.metrics import worker_exited
+    # drop the dead worker's live gauges; the master never imports cb.metrics itself
+    from prometheus_client import multiprocess
 
-    worker_exited(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server):
@@ -95,6 +101,10 @@ def on_starting(server):
 
 
 def when_ready(server):
+    # importing the services created (zero) metric files for the master; only workers count
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(os.getpid())
     get_logger("server").info(
         "Circuit Breaker ready: GraphQL on http://%s:%d, OpenAI API on http://%s:%d (%s storage, %d worker%s)",
         _settings.graphql_host, _settings.graphql_port, _settings.openai_host, _settings.openai_port,

@@ -2,13 +2,19 @@
 
 ``application`` is built on first access (PEP 562), which happens in each worker after
 the fork and after gevent's monkey-patching, never in the gunicorn master. ``Worker`` is
-the gevent-websocket worker with the client socket put back into the WSGI environ.
+the gevent-websocket worker with the client socket put back into the WSGI environ, and
+a graceful stop (see cb/lifecycle.py): on SIGTERM idle keep-alive connections are
+closed, responses carry ``Connection: close``, open streams get GRACEFUL_TIMEOUT to
+finish, and the services are closed (pending usage flushed) before the worker exits.
 """
 
 from __future__ import annotations
 
+import socket
 import sys
+import weakref
 
+import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 
@@ -17,9 +23,31 @@ from geventwebsocket.handler import WebSocketHandler
 WORKER_BOOT_ERROR = 3
 
 
+# handlers waiting for the next request on a keep-alive connection
+_idle: weakref.WeakSet = weakref.WeakSet()
+
+
 class Handler(WebSocketHandler):
-    """Adds ``gunicorn.socket`` (so a streaming response can notice a departed client) and
-    answers the WebSocket subprotocol the app chooses."""
+    """Adds ``gunicorn.socket`` (so a streaming response can notice a departed client),
+    answers the WebSocket subprotocol the app chooses, and closes connections while draining."""
+
+    def read_requestline(self):
+        from cb import lifecycle
+
+        if lifecycle.draining():
+            return ""  # no new request on this connection: close it
+        _idle.add(self)
+        try:
+            return super().read_requestline()
+        finally:
+            _idle.discard(self)
+
+    def handle_one_response(self):
+        super().handle_one_response()
+        from cb import lifecycle
+
+        if lifecycle.draining():
+            self.close_connection = True
 
     def get_environ(self):
         environ = super().get_environ()
@@ -28,6 +56,10 @@ class Handler(WebSocketHandler):
 
     def start_response(self, status, headers, exc_info=None):
         # gevent-websocket cannot choose among several subprotocols; the app names its own
+        from cb import lifecycle
+
+        if lifecycle.draining() and not status.startswith("101"):
+            headers = [*headers, ("Connection", "close")]
         if status.startswith("101"):
             choose = getattr(self.application, "choose_websocket_subprotocol", None)
             protocol = choose(self.environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL", "")) if choose else None
@@ -40,8 +72,40 @@ class Handler(WebSocketHandler):
         pass  # the app writes one structured access-log line per request
 
 
+def _close_idle_connections() -> None:
+    for handler in list(_idle):
+        sock = getattr(handler, "socket", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RD)  # its readline returns b"": the connection ends
+            except OSError:
+                pass
+
+
 class Worker(GeventWebSocketWorker):
+    """The gevent-websocket worker with our handler and a graceful stop."""
+
     wsgi_handler = Handler
+
+    def handle_exit(self, sig, frame):
+        super().handle_exit(sig, frame)
+        gevent.spawn(self._drain)
+
+    def _drain(self) -> None:
+        from cb import lifecycle
+
+        app = globals().get("application")
+        grace = app.extensions["circuit_breaker"].settings.graceful_timeout if app is not None else 0.0
+        lifecycle.begin_drain(grace)
+        _close_idle_connections()
+
+    def run(self):
+        try:
+            super().run()
+        finally:
+            app = globals().get("application")
+            if app is not None:
+                app.extensions["circuit_breaker"].close()
 
 
 def _build():

@@ -1,7 +1,9 @@
 """Request ids, one structured access-log line per request, and HTTP metrics.
 
 Installed on both Flask apps. The access line is written when the response is closed,
-so a streamed response is logged (and timed) when its last byte has gone out.
+so a streamed response is logged (and timed) when its last byte has gone out. The client
+address in it (and the one rate limits use) is :func:`client_address`: the peer, or the
+X-Forwarded-For client when the peer is one of TRUSTED_PROXIES.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 
 from cb import metrics
 from cb.logs import get_logger, request_id
+from cb.proxies import TrustedProxies
 
 log = get_logger("access")
 
@@ -22,9 +26,24 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 def annotate(**fields) -> None:
     """Add fields (provider, model, tokens, cost …) to this request's access-log line."""
+    annotator()(**fields)
+
+
+def annotator() -> Callable[..., None]:
+    """:func:`annotate` for this request, usable later, outside the request (a stream's end)."""
     access = getattr(g, "cb_access", None)
-    if access is not None:
-        access.update({k: v for k, v in fields.items() if v is not None})
+
+    def add(**fields) -> None:
+        if access is not None:
+            access.update({k: v for k, v in fields.items() if v is not None})
+
+    return add
+
+
+def client_address() -> str:
+    """The client's address: X-Forwarded-For is believed only from a trusted proxy."""
+    proxies: TrustedProxies = current_app.extensions["cb_trusted_proxies"]
+    return proxies.client(request.remote_addr or "", request.headers.get("X-Forwarded-For"))
 
 
 def current_request_id() -> str:
@@ -33,6 +52,7 @@ def current_request_id() -> str:
 
 def install(app: Flask, port_name: str) -> None:
     """Give every request of ``app`` an id, a metrics sample and an access-log line."""
+    app.extensions["cb_trusted_proxies"] = TrustedProxies(app.extensions["circuit_breaker"].settings.trusted_proxies)
 
     @app.before_request
     def start() -> None:
@@ -52,7 +72,7 @@ def install(app: Flask, port_name: str) -> None:
         response.headers["X-Request-ID"] = rid
         started, access = g.cb_started, g.cb_access
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        method, path = request.method, request.path
+        method, path, client = request.method, request.path, client_address()
 
         def close() -> None:
             duration = time.perf_counter() - started
@@ -60,7 +80,7 @@ def install(app: Flask, port_name: str) -> None:
             metrics.http_requests.labels(port_name, route, str(response.status_code)).inc()
             metrics.http_latency.labels(port_name, route).observe(duration)
             fields = {"method": method, "path": path, "status": response.status_code,
-                      "duration_ms": round(duration * 1000, 2), **access}
+                      "duration_ms": round(duration * 1000, 2), "client": client, **access}
             log.info("%s %s %s", method, path, response.status_code, extra={"request_id": rid, "fields": fields})
 
         response.call_on_close(close)

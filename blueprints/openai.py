@@ -11,8 +11,8 @@ before its first chunk gets a plain error status, like a JSON request.
 
 from __future__ import annotations
 
+import contextvars
 import json
-import re
 import socket
 import time
 
@@ -22,8 +22,8 @@ from flask import Blueprint, Flask, Response, g, jsonify, request
 from gevent.socket import wait_read
 from werkzeug.exceptions import HTTPException
 
-from blueprints import services
-from cb import logs
+from blueprints import observability, services
+from cb import lifecycle, logs, metrics
 from cb.errors import CircuitBreakerError
 from cb.llm import wire
 from cb.llm.errors import InvalidRequest, LLMError, ModelNotFound, UpstreamError
@@ -43,7 +43,6 @@ _ERROR_TYPES = {
     413: "invalid_request_error",
     429: "rate_limit_error",
 }
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
@@ -96,8 +95,7 @@ def install_error_handlers(app: Flask) -> None:
 @bp.before_app_request
 def _identify():
     g.started = time.monotonic()
-    given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if _REQUEST_ID.match(given) else "req_" + RequestContext().request_id
+    g.request_id = observability.current_request_id()  # the one id of logs, header and usage record
     g.request_token = logs.request_id.set(g.request_id)
 
 
@@ -121,6 +119,7 @@ def _context(chat_user: str | None = None) -> RequestContext:
 def _route_headers(route: Route | None, ctx: RequestContext, upstream_ms: float) -> dict:
     """What happened: provider, deployment, model, attempts, fallback, time spent in the gateway."""
     overhead = max(0.0, (time.monotonic() - ctx.started) * 1000 - upstream_ms)
+    metrics.gateway_overhead.observe(overhead / 1000)
     headers = {"x-cb-attempts": str(ctx.attempts), "x-cb-overhead-ms": f"{overhead:.2f}"}
     if route is not None:
         headers.update({"x-cb-provider": route.deployment.provider_type, "x-cb-deployment": route.deployment.id,
@@ -155,6 +154,7 @@ def chat_completions():
         return _stream_response(gateway.stream(chat, ctx), chat, ctx, routing)
     result = gateway.complete(chat, ctx)
     headers = _route_headers(result.route, ctx, result.upstream_ms) | routing
+    _annotate_usage(observability.annotate, ctx)
     return jsonify(wire.render_response(result.response, chat.model)), 200, headers
 
 
@@ -169,6 +169,20 @@ def _routing_headers(model: str, ctx: RequestContext) -> dict:
     if svc.router is not None and hasattr(svc.router, "strategy_for"):
         headers["x-cb-routing-strategy"] = svc.router.strategy_for(model, ctx)
     return headers
+
+
+def _annotate_usage(annotate, ctx: RequestContext) -> None:
+    """Put the request's provider, model, tokens and cost on its access-log line."""
+    usage = ctx.usage
+    if usage is not None:
+        annotate(provider=usage.provider, model=usage.model, prompt_tokens=usage.prompt_tokens,
+                 completion_tokens=usage.completion_tokens, cost_usd=round(usage.cost_usd, 8),
+                 usage_status=usage.status)
+
+
+_SHUTDOWN = {"error": {"message": "The server is shutting down; this stream was ended before it completed. "
+                                  "Retry the request.", "type": "server_error", "param": None,
+                       "code": "server_shutting_down"}}
 
 
 def _frame(data: dict) -> bytes:
@@ -187,13 +201,15 @@ def _watch_client(sock, on_gone) -> None:
 
 
 class _StreamPump:
-    """Runs a stream in a greenlet that feeds a queue; a second greenlet watches the client socket."""
+    """Runs a stream in a greenlet that feeds a queue; a second greenlet watches the client socket,
+    and the server's shutdown (after its grace period) puts a "shutdown" event in the queue."""
 
     def __init__(self, stream, sock):
         self.stream = stream
         self.queue: gevent.queue.Queue = gevent.queue.Queue()
-        self.producer = gevent.spawn(self._pump)
+        self.producer = gevent.spawn(contextvars.copy_context().run, self._pump)  # logs keep the request id
         self.watcher = gevent.spawn(_watch_client, sock, self._client_gone) if sock is not None else None
+        self.cancel_shutdown = lifecycle.on_grace_expired(lambda: self.queue.put(("shutdown", None)))
 
     def _pump(self) -> None:
         try:
@@ -219,6 +235,7 @@ class _StreamPump:
             return None
 
     def stop(self) -> None:
+        self.cancel_shutdown()
         if self.watcher is not None:
             self.watcher.kill()
         self.producer.kill()
@@ -238,13 +255,15 @@ def _stream_response(stream, chat, ctx: RequestContext, routing: dict):
         return Response(b"", status=200, mimetype="text/event-stream")
     headers = _route_headers(stream.route, ctx, stream.upstream_open_ms) | routing
     headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return Response(_sse(pump, first, chat, keepalive), status=200, mimetype="text/event-stream", headers=headers)
+    body = _sse(pump, first, chat, keepalive, observability.annotator())
+    return Response(body, status=200, mimetype="text/event-stream", headers=headers)
 
 
-def _sse(pump: _StreamPump, first: tuple | None, chat, keepalive: float):
+def _sse(pump: _StreamPump, first: tuple | None, chat, keepalive: float, annotate):
     """The SSE body: chunks as they come, keep-alives while idle, an error event on failure."""
     renderer = wire.ChunkRenderer(chat.model, chat.include_usage)
     item = first
+    metrics.open_streams.inc()
     try:
         while True:
             if item is None:
@@ -265,11 +284,19 @@ def _sse(pump: _StreamPump, first: tuple | None, chat, keepalive: float):
                     log.warning("stream failed: %s", value.message)
                     yield _frame(body)
                     return
+                elif kind == "shutdown":
+                    log.warning("stream ended by the server's shutdown")
+                    pump.producer.kill()
+                    yield _frame(_SHUTDOWN)
+                    yield b"data: [DONE]\n\n"
+                    return
                 else:
                     return
             item = pump.next(keepalive)
     finally:
+        metrics.open_streams.dec()
         pump.stop()
+        _annotate_usage(annotate, pump.stream.ctx)
 
 
 # -- models and embeddings ---------------------------------------------------------------
@@ -293,5 +320,6 @@ def embeddings():
     embedding, encoding = wire.parse_embedding_request(_json_body())
     ctx = _context(embedding.user)
     result = services().gateway.embed(embedding, ctx)
+    _annotate_usage(observability.annotate, ctx)
     body = wire.render_embeddings(result.response, embedding.model, encoding)
     return jsonify(body), 200, _route_headers(result.route, ctx, result.upstream_ms)

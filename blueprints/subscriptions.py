@@ -28,6 +28,7 @@ from gevent.lock import Semaphore
 
 from blueprints import services
 from blueprints.auth import graphql_key_from_payload
+from cb import lifecycle
 from cb.logs import get_logger
 from schema.subscriptions import LiveSubscription, OperationRefused, execute_once, prepare
 
@@ -117,6 +118,8 @@ class Connection:
 
     def run(self) -> None:
         self._helpers.append(gevent.spawn_later(self.settings.ws_init_timeout, self._init_timeout))
+        # on shutdown, "going away": clients reconnect to another replica
+        stop_on_drain = lifecycle.on_drain(lambda: self.close(1001, "Server shutting down"))
         try:
             while not self.closed:
                 raw = self.ws.receive()
@@ -127,6 +130,7 @@ class Connection:
             if not self.closed:
                 log.debug("websocket ended: %s", exc)
         finally:
+            stop_on_drain()
             self.closed = True
             for helper in self._helpers:
                 helper.kill(block=False)

@@ -167,6 +167,7 @@ class Settings:
     trusted_proxies: tuple = var("TRUSTED_PROXIES", "", _csv, "proxy addresses whose X-Forwarded-For is believed")
     agent_lease_seconds: float = var("AGENT_LEASE_SECONDS", "15", _seconds, "seconds a worker's claim on an agent execution lasts without a heartbeat")
     agent_sweep_seconds: float = var("AGENT_SWEEP_SECONDS", "5", _seconds, "how often each worker looks for abandoned agent executions")
+    usage_cache_records: int = var("USAGE_CACHE_RECORDS", "50000", _int(1000), "usage records each worker keeps in memory for analytics")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: str | Path | None = ".env") -> Settings:
@@ -196,6 +197,9 @@ class Settings:
             from cb.llm.deployments import load_config
 
             load_config(self.config_file)  # a bad CB_CONFIG stops start-up with one line
+        from cb.proxies import TrustedProxies
+
+        TrustedProxies(self.trusted_proxies)  # a bad entry stops start-up with one line
         if self.graphql_port == self.openai_port:
             raise ConfigError(
                 f"GRAPHQL_PORT and OPENAI_PORT are both {self.graphql_port}: the two APIs need different ports"

@@ -1,8 +1,9 @@
 """Prometheus metrics, shared by every gunicorn worker (prometheus-client multiprocess mode).
 
-gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at a fresh directory before the workers
-start, so each worker writes its samples there and /metrics folds them all. The names
-below are the public contract, listed in the README.
+gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at a fresh directory before anything
+imports prometheus_client (the library picks its multiprocess mode at import), so each
+worker writes its samples there and /metrics folds them all. The names below are the
+public contract, listed in the README.
 """
 
 from __future__ import annotations
@@ -55,9 +56,26 @@ def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def worker_exited(pid: int) -> None:
-    """Drop a dead worker's live gauges (called from gunicorn's child_exit hook)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+_BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
-        multiprocess.mark_process_dead(pid)
+
+def observe_attempt(provider: str, model: str, ok: bool, latency_ms: float, ttft_ms: float | None,
+                    deployment: str, breaker: str) -> None:
+    """One upstream attempt finished: its latency and TTFT (successes only) and the breaker it left."""
+    if ok:
+        upstream_latency.labels(provider, model).observe(latency_ms / 1000)
+        if ttft_ms is not None:
+            upstream_ttft.labels(provider, model).observe(ttft_ms / 1000)
+    breaker_state.labels(deployment).set(_BREAKER_VALUES.get(breaker, 0))
+
+
+def observe_usage(provider: str | None, model: str, prompt_tokens: int, completion_tokens: int,
+                  cost_usd: float) -> None:
+    """One request's usage record was written."""
+    provider = provider or "none"
+    if prompt_tokens:
+        llm_tokens.labels(provider, model, "prompt").inc(prompt_tokens)
+    if completion_tokens:
+        llm_tokens.labels(provider, model, "completion").inc(completion_tokens)
+    if cost_usd:
+        llm_cost.labels(provider, model).inc(cost_usd)

@@ -60,8 +60,13 @@ class Services:
         return body, connected
 
     def close(self) -> None:
+        """At worker exit: write usage records still pending, then close storage (flushes events)."""
         if self.agents is not None:
             self.agents.stop()
+        if self.ledger is not None:
+            left = self.ledger.flush()
+            if left:
+                log.error("%d usage record(s) could not be written before exit", left)
         self.storage.close()
 
 

@@ -100,9 +100,12 @@ def test_kubernetes_probes_ports_and_variables_agree_with_settings():
     settings = Settings.from_env({k: v for k, v in env.items() if v is not None}, dotenv=None)
     ports = {p["containerPort"] for p in container["ports"]}
     assert ports == {settings.openai_port, settings.graphql_port}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
     for probe in ("readinessProbe", "livenessProbe"):
-        get = container[probe]["httpGet"]
-        assert get["path"].startswith("/health") and get["port"] in ports
+        assert container[probe]["httpGet"]["port"] in ports
+    # the pod outlives gunicorn's own graceful stop (GRACEFUL_TIMEOUT + its margin)
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > settings.graceful_timeout + 5
     secrets = {e["name"] for e in container["env"] if "valueFrom" in e}
     assert {"OPENAI_API_KEY", "ANTHROPIC_API_KEY"} <= secrets
     assert settings.storage_backend == "nats" and settings.nats_url.startswith("nats://")

@@ -222,3 +222,15 @@ def test_configure_validates_its_input():
         reg.configure({"id": "a/b", "provider_type": "ollama"})
     with pytest.raises(NotFound):
         reg.remove("missing")
+
+
+def test_ledger_holds_only_its_newest_records_and_a_budget_that_keeps_up_counts_them_all():
+    storage = MemoryStorage()
+    ledger = UsageLedger(storage, window=3)
+    budgets = Budgets(storage, ledger)
+    budgets.set({"scope": "GLOBAL", "limit_usd": 100, "period": "DAILY"})
+    for i in range(5):
+        ledger.record(rec(i, datetime.now(UTC).isoformat(), 1.0))
+        budgets.status("GLOBAL", None)  # budgets fold on every request they check
+    assert [r.id for r in ledger.records()] == ["r2", "r3", "r4"]
+    assert budgets.status("GLOBAL", None)["used_usd"] == 5.0

@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from cb import metrics
 from cb.errors import NotFound, ValidationError
 from cb.llm.errors import LLMError
 from cb.llm.ledger import UsageLedger
@@ -127,10 +128,16 @@ class Budgets:
     # -- spending -----------------------------------------------------------------
 
     def _fold(self) -> None:
-        records = self.ledger.records()
-        for record in records[self._folded:]:
+        records, self._folded = self.ledger.since(self._folded)
+        for record in records:
             self._add(record)
-        self._folded = len(records)
+        self._forget_old_periods()
+
+    def _forget_old_periods(self) -> None:
+        """Keep spending only for the current day and month (older periods never count again)."""
+        current = {period_label(p, time.time()) for p in PERIODS}
+        if any(key[2] not in current for key in self._spent):
+            self._spent = {k: v for k, v in self._spent.items() if k[2] in current}
 
     def _add(self, record: UsageRecord) -> None:
         if not record.cost_usd:
@@ -182,6 +189,7 @@ class Budgets:
                 continue
             status = self._status(budget)
             if status["is_exhausted"]:
+                metrics.budget_refused.inc()
                 raise BudgetExceeded(
                     f"Budget exceeded: the {budget.label()} of ${budget.limit_usd:.2f} is used up "
                     f"(${status['used_usd']:.2f} spent)"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
+from cb import metrics
 from cb.config import Settings
 from cb.llm.catalog import CREATED, VIRTUAL_MODELS, Catalog, ModelInfo
 from cb.llm.errors import InvalidRequest, LLMError, UnsupportedParameter, UpstreamError
@@ -85,12 +86,17 @@ class Gateway:
             fallback_used=bool(route and route.fallback), estimated=usage.estimated, request_id=ctx.request_id,
             attempts=ctx.attempts,
         )
+        ctx.usage = record
         try:
             self.ledger.record(record)
         except Exception:
             log.exception("could not record usage")
         if ctx.settle_tokens is not None:
             ctx.settle_tokens(usage.prompt_tokens + usage.completion_tokens)
+        metrics.observe_usage(record.provider, record.model, record.prompt_tokens, record.completion_tokens,
+                              record.cost_usd)
+        if status == "success" and route is not None and (route.fallback or ctx.attempts > 1):
+            metrics.fallbacks.inc()  # served by a fallback model, or not by the first route tried
         log.info("usage recorded", extra={"fields": {
             "request_id": ctx.request_id, "model": record.model, "provider": record.provider, "status": status,
             "prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
@@ -121,6 +127,8 @@ class Gateway:
         """Claim ``route`` for one attempt: its start time, or None if its breaker lets nothing through."""
         if self.router.started(route) is False:
             return None  # a half-open probe is taken, or it opened since the plan was made
+        if ctx.attempts:
+            metrics.retries.inc()  # an earlier attempt failed: this one is a retry
         ctx.attempts += 1
         return time.monotonic()
 

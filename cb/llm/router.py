@@ -34,6 +34,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
+from cb import metrics
 from cb.config import Settings
 from cb.llm.catalog import VIRTUAL_MODELS, Catalog, ModelInfo
 from cb.llm.deployments import KEY_VARIABLES, LISTING_TYPES, PROVIDER_TYPES, RouterConfig, is_configured
@@ -205,6 +206,7 @@ class Router:
         retry = [max(c.health.opened_at + c.health.policy.cooldown_seconds, c.health.retry_until) - now for c in waiting]
         retry_after = max(0.0, min(retry)) if retry else None
         if waiting and all(now < c.health.retry_until and c.health.circuit_state(now) == "closed" for c in waiting):
+            metrics.rate_limited.labels("upstream").inc()
             return RateLimitedUpstream(
                 f"Every deployment of '{model}' is rate limited by its provider; retry after {retry_after:.0f} s",
                 retry_after,
@@ -305,7 +307,10 @@ class Router:
     def finished(self, route: Route, ok: bool, latency_ms: float, ttft_ms: float | None = None,
                  error: Exception | None = None) -> None:
         """How the attempt on ``route`` went (feeds the breaker, latency and error rate)."""
-        self.health[route.deployment.id].record(ok, latency_ms, ttft_ms, error)
+        health = self.health[route.deployment.id]
+        health.record(ok, latency_ms, ttft_ms, error)
+        metrics.observe_attempt(route.deployment.provider_type, route.model.id, ok, latency_ms, ttft_ms,
+                                route.deployment.id, health.circuit_state())
 
     def abandoned(self, route: Route) -> None:
         """An attempt on ``route`` stopped by us before any outcome (the client left): no verdict."""

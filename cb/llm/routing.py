@@ -34,6 +34,7 @@ class RequestContext:
     settle_tokens: Callable[[int], None] | None = None  # replaces the rate limiter's token estimate
     started: float = field(default_factory=time.monotonic)
     attempts: int = 0  # upstream requests sent so far for this request (the gateway counts them)
+    usage: UsageRecord | None = None  # set by the gateway when the request's usage is recorded
 
 
 @dataclass
@@ -46,7 +47,7 @@ class Route:
     fallback: bool = False  # reached through a fallback model, not the one asked for
 
 
-@dataclass
+@dataclass(slots=True)  # a worker may hold tens of thousands (USAGE_CACHE_RECORDS)
 class UsageRecord:
     """One request's usage: the source of truth for cost analytics and budgets."""
 

@@ -18,8 +18,8 @@ from cb.errors import Conflict, NotFound
 from cb.storage import Entry, Handler, subject_matches
 
 # The in-memory logs keep this many records each; older ones are dropped (documented
-# in the README: memory mode is for development).
-LOG_LIMIT = 100_000
+# in the README: memory mode is for development; usage that must last needs nats).
+LOG_LIMIT = 20_000
 
 
 class _Sub:

@@ -29,6 +29,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
+from cb import metrics
 from cb.errors import Conflict, NotFound, StorageUnavailable, ValidationError
 from cb.logs import get_logger
 from cb.storage import Entry, Handler
@@ -188,16 +189,19 @@ class NatsStorage:
             self._bridge.stop()
             raise StorageUnavailable(_failure(self.url, exc)) from None
         self._js = self._nc.jetstream(timeout=JS_TIMEOUT)
+        metrics.nats_connected.set(1)
         log.info("Connected to NATS server at %s (prefix %s)", self.url, self.prefix)
 
     async def _on_error(self, exc: Exception) -> None:
         log.debug("NATS: %r", exc)
 
     async def _on_disconnected(self) -> None:
+        metrics.nats_connected.set(0)
         if self._nc is not None:  # not when we close it ourselves
-                log.warning("Disconnected from NATS server at %s; reconnecting", self.url)
+            log.warning("Disconnected from NATS server at %s; reconnecting", self.url)
 
     async def _on_reconnected(self) -> None:
+        metrics.nats_connected.set(1)
         log.info("Reconnected to NATS server at %s", self.url)
 
     def close(self) -> None:

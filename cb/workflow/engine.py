@@ -16,6 +16,7 @@ import uuid
 from functools import lru_cache
 from typing import Any
 
+from cb import metrics
 from cb.errors import CircuitBreakerError, Conflict, NotFound, ValidationError
 from cb.events import EventBus
 from cb.logs import get_logger
@@ -141,6 +142,7 @@ class WorkflowEngine:
         )
         revision = self.storage.create(TOKENS, token.id, token.to_dict())
         token = Token.from_dict(token.to_dict(), revision)
+        metrics.tokens_created.labels(workflow_id).inc()
         self._publish("token_created", token)
         return token
 
@@ -196,6 +198,7 @@ class WorkflowEngine:
             except NotFound:
                 raise NotFound(f"token {token_id!r} not found") from None
             moved = Token.from_dict(moved.to_dict(), revision)
+            metrics.transitions_fired.labels(token.workflow_id).inc()
             self._publish("token_transitioned", moved, transition.id, token.place, transition.to_place, stamp)
             return moved
         raise Conflict(f"token {token_id!r} kept changing while firing {transition_id!r}; try again")
