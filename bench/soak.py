@@ -185,7 +185,7 @@ def main() -> None:
     backend = sys.argv[2] if len(sys.argv) > 2 else "memory"
     work = Path(tempfile.mkdtemp(prefix="cb-soak-"))
     nats = None
-    env = {"OPENAI_API_KEY": API_KEY, "RUST_LOG": "warn", "SSE_KEEPALIVE_SECONDS": "5", "USAGE_CACHE_RECORDS": "10000",
+    env = {"OPENAI_API_KEY": API_KEY, "RUST_LOG": "warn", "SSE_KEEPALIVE_SECONDS": "5",
            "BREAKER_FAILURE_THRESHOLD": "1000", "BREAKER_ERROR_RATE": "1"}
     if backend == "nats":
         nats = NatsServer(work / "nats")

@@ -89,12 +89,25 @@ def test_many_small_costs_sum_to_the_cent():
     assert CostAnalytics(ledger).report()["total_cost"] == 1.0
 
 
-def test_ledger_reads_only_new_records_each_time():
+def test_each_fold_sees_every_record_once_in_order():
     ledger = UsageLedger(MemoryStorage())
+    seen: list[str] = []
+    ledger.add_fold(lambda record: seen.append(record.id))
     ledger.record(rec(1, "2025-03-01T00:00:00", 0.5))
-    first = ledger.records()
+    ledger.catch_up()
     ledger.record(rec(2, "2025-03-01T00:00:00", 0.5))
-    assert [r.id for r in ledger.records()] == ["r1", "r2"] and ledger.records() is first
+    ledger.catch_up()
+    ledger.catch_up()
+    assert seen == ["r1", "r2"]
+
+
+def test_analytics_hold_aggregates_not_records():
+    ledger = UsageLedger(MemoryStorage())
+    analytics = CostAnalytics(ledger)
+    for i in range(3000):
+        ledger.record(rec(i, f"2025-03-01T10:{i % 60:02d}:00", 0.001))
+    assert analytics.report()["total_requests"] == 3000 and analytics.report()["total_cost"] == 3.0
+    assert len(analytics._hours) == 1  # one hour, one provider/model/user/project/key
 
 
 # -- budgets --------------------------------------------------------------------------
@@ -224,13 +237,13 @@ def test_configure_validates_its_input():
         reg.remove("missing")
 
 
-def test_ledger_holds_only_its_newest_records_and_a_budget_that_keeps_up_counts_them_all():
+def test_budgets_count_every_record_folded_since_they_were_set():
     storage = MemoryStorage()
-    ledger = UsageLedger(storage, window=3)
+    ledger = UsageLedger(storage)
     budgets = Budgets(storage, ledger)
     budgets.set({"scope": "GLOBAL", "limit_usd": 100, "period": "DAILY"})
     for i in range(5):
         ledger.record(rec(i, datetime.now(UTC).isoformat(), 1.0))
-        budgets.status("GLOBAL", None)  # budgets fold on every request they check
-    assert [r.id for r in ledger.records()] == ["r2", "r3", "r4"]
+        if i % 2:
+            budgets.status("GLOBAL", None)
     assert budgets.status("GLOBAL", None)["used_usd"] == 5.0

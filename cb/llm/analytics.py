@@ -1,16 +1,22 @@
 """Cost analytics: the usage ledger folded into totals, per day, month, provider and model.
 
 The numbers are sums of the ledger's records and nothing else: ``total_cost`` is the
-exact (``math.fsum``) sum of ``cost_usd`` over the records in the period, rounded to
-10 decimal places to hide float noise. Days and months are UTC. Every record counts as
-a request, including failed ones (which carry the cost of what was consumed, usually 0).
+exact sum of ``cost_usd`` over the records in the period (kept as a fraction, so no float
+error accumulates), rounded to 10 decimal places. Days and months are UTC. Every record
+counts as a request, including failed ones (which carry the cost of what was consumed,
+usually 0).
+
+Each worker folds every record once into hourly aggregates keyed by (hour, provider,
+model, user, project, api key), so memory grows with the number of distinct such
+combinations per hour, not with the number of requests. Dates filter exactly; an ISO
+datetime filter is applied at the resolution of the hour that contains it.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from fractions import Fraction
 
 from cb.errors import ValidationError
 from cb.llm.ledger import UsageLedger
@@ -38,14 +44,19 @@ class AnalyticsFilter:
             raise ValidationError("end_date must not be before start_date")
         return cls(start, end, data.get("user_id"), data.get("project_id"), data.get("api_key_id"))
 
-    def matches(self, record: UsageRecord) -> bool:
+    def matches(self, key: tuple) -> bool:
+        """Whether the aggregate ``key`` (hour, provider, model, user, project, api key) counts."""
+        hour, _, _, user, project, api_key = key
         return (
-            (self.start is None or record.timestamp >= self.start)
-            and (self.end is None or record.timestamp < self.end)
-            and (self.user_id is None or record.user == self.user_id)
-            and (self.project_id is None or record.project == self.project_id)
-            and (self.api_key_id is None or record.api_key_id == self.api_key_id)
+            (self.start is None or hour + HOUR > self.start)
+            and (self.end is None or hour < self.end)
+            and (self.user_id is None or user == self.user_id)
+            and (self.project_id is None or project == self.project_id)
+            and (self.api_key_id is None or api_key == self.api_key_id)
         )
+
+
+HOUR = 3600
 
 
 def parse_moment(value: str | None, field: str, end: bool = False) -> float | None:
@@ -71,24 +82,42 @@ def _iso(ts: float | None) -> str | None:
 
 
 class _Sum:
-    """Cost, requests and tokens of a group of records."""
+    """Cost, requests and tokens of a group of records, and when the first and last were made."""
 
-    __slots__ = ("costs", "requests", "tokens", "prompt_tokens", "completion_tokens")
+    __slots__ = ("cost_exact", "requests", "prompt_tokens", "completion_tokens", "first", "last")
 
     def __init__(self) -> None:
-        self.costs: list[float] = []
-        self.requests = self.tokens = self.prompt_tokens = self.completion_tokens = 0
+        self.cost_exact = Fraction(0)
+        self.requests = self.prompt_tokens = self.completion_tokens = 0
+        self.first = self.last = None
 
     def add(self, record: UsageRecord) -> None:
-        self.costs.append(record.cost_usd or 0.0)
+        if record.cost_usd:
+            self.cost_exact += Fraction(record.cost_usd)
         self.requests += 1
         self.prompt_tokens += record.prompt_tokens
         self.completion_tokens += record.completion_tokens
-        self.tokens += record.prompt_tokens + record.completion_tokens
+        self._seen(record.timestamp, record.timestamp)
+
+    def merge(self, other: _Sum) -> None:
+        self.cost_exact += other.cost_exact
+        self.requests += other.requests
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self._seen(other.first, other.last)
+
+    def _seen(self, first: float | None, last: float | None) -> None:
+        if first is not None:
+            self.first = first if self.first is None else min(self.first, first)
+            self.last = last if self.last is None else max(self.last, last)
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
     @property
     def cost(self) -> float:
-        return round(math.fsum(self.costs), 10)
+        return round(float(self.cost_exact), 10)
 
     def as_dict(self) -> dict:
         return {
@@ -101,26 +130,34 @@ class _Sum:
 
 
 class CostAnalytics:
-    """Answers ``costAnalytics`` from the usage ledger."""
+    """Answers ``costAnalytics`` from hourly aggregates of the usage ledger."""
 
     def __init__(self, ledger: UsageLedger):
         self.ledger = ledger
+        self._hours: dict[tuple, _Sum] = {}
+        ledger.add_fold(self._add)
+
+    def _add(self, record: UsageRecord) -> None:
+        hour = int(record.timestamp // HOUR) * HOUR
+        key = (hour, record.provider or "unknown", record.model, record.user, record.project, record.api_key_id)
+        group = self._hours.get(key)
+        if group is None:
+            group = self._hours[key] = _Sum()
+        group.add(record)
 
     def report(self, flt: AnalyticsFilter | None = None) -> dict:
         flt = flt or AnalyticsFilter()
+        self.ledger.catch_up()
         total, days, months, providers, models = _Sum(), {}, {}, {}, {}
-        first = last = None
-        for record in self.ledger.records():
-            if not flt.matches(record):
+        for key, group in list(self._hours.items()):
+            if not flt.matches(key):
                 continue
-            moment = datetime.fromtimestamp(record.timestamp, UTC)
-            total.add(record)
-            days.setdefault(moment.strftime("%Y-%m-%d"), _Sum()).add(record)
-            months.setdefault(moment.strftime("%Y-%m"), _Sum()).add(record)
-            providers.setdefault(record.provider or "unknown", _Sum()).add(record)
-            models.setdefault(record.model, _Sum()).add(record)
-            first = record.timestamp if first is None else min(first, record.timestamp)
-            last = record.timestamp if last is None else max(last, record.timestamp)
+            moment = datetime.fromtimestamp(key[0], UTC)
+            total.merge(group)
+            days.setdefault(moment.strftime("%Y-%m-%d"), _Sum()).merge(group)
+            months.setdefault(moment.strftime("%Y-%m"), _Sum()).merge(group)
+            providers.setdefault(key[1], _Sum()).merge(group)
+            models.setdefault(key[2], _Sum()).merge(group)
         ranked = sorted(models.items(), key=lambda kv: (-kv[1].cost, -kv[1].requests, kv[0]))
         return {
             "total_cost": total.cost,
@@ -133,6 +170,6 @@ class CostAnalytics:
             "provider_breakdown": {k: v.as_dict() for k, v in sorted(providers.items())},
             "model_breakdown": {k: v.as_dict() for k, v in sorted(models.items())},
             "top_models": [{"model": k, **v.as_dict()} for k, v in ranked[:TOP_MODELS]],
-            "period_start": _iso(flt.start if flt.start is not None else first),
-            "period_end": _iso(flt.end if flt.end is not None else last),
+            "period_start": _iso(flt.start if flt.start is not None else total.first),
+            "period_end": _iso(flt.end if flt.end is not None else total.last),
         }

@@ -78,7 +78,7 @@ class Budgets:
         self._budgets: dict[str, Budget] = {}
         self._loaded_at = float("-inf")
         self._spent: dict[tuple[str, str | None, str], float] = {}
-        self._folded = 0
+        ledger.add_fold(self._add)
 
     # -- configuration ------------------------------------------------------------
 
@@ -128,9 +128,7 @@ class Budgets:
     # -- spending -----------------------------------------------------------------
 
     def _fold(self) -> None:
-        records, self._folded = self.ledger.since(self._folded)
-        for record in records:
-            self._add(record)
+        self.ledger.catch_up()
         self._forget_old_periods()
 
     def _forget_old_periods(self) -> None:

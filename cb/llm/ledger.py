@@ -1,19 +1,20 @@
 """The usage ledger: one record per request, appended to the ``usage`` log.
 
 With nats the log is a JetStream stream, so every worker and replica sees every record
-and the records survive restarts. Analytics and budgets fold this log; each worker
-keeps the records it has read and fetches only newer ones on each call.
+and the records survive restarts. Analytics and budgets *fold* this log: each registers
+a function that sees every record once, in order, and keeps only its aggregates, so a
+worker holds no records at all. :meth:`UsageLedger.catch_up` reads only the records
+appended since its last call.
 
-Bounds: a worker keeps at most ``window`` records it has read (USAGE_CACHE_RECORDS;
-older ones are dropped from its memory, never from the log), and at most
-:data:`PENDING_LIMIT` records that could not be written yet (storage away), which are
-retried on the next write and on :meth:`UsageLedger.flush` at shutdown.
+Bounds: at most :data:`PENDING_LIMIT` records that could not be written yet (storage
+away), retried on the next write and on :meth:`UsageLedger.flush` at shutdown.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 
 from cb.errors import StorageUnavailable
 from cb.llm.routing import UsageRecord
@@ -22,18 +23,16 @@ from cb.storage import Storage
 
 log = get_logger("llm.ledger")
 
-DEFAULT_WINDOW = 50_000
 PENDING_LIMIT = 10_000
+CATCH_UP_EVERY = 1_000
 
 
 class UsageLedger:
     """Append-only record of usage."""
 
-    def __init__(self, storage: Storage, window: int = DEFAULT_WINDOW):
+    def __init__(self, storage: Storage):
         self.storage = storage
-        self.window = max(1, window)
-        self._records: list[UsageRecord] = []
-        self._base = 0  # how many records were read before self._records[0]
+        self._folds: list[Callable[[UsageRecord], None]] = []
         self._seq = 0
         self._lock = threading.Lock()
         self._pending: deque[dict] = deque(maxlen=PENDING_LIMIT)
@@ -43,13 +42,15 @@ class UsageLedger:
         """Append one record; if storage is away, keep it to retry (never lose it silently)."""
         data = record.to_dict()
         try:
-            self.storage.append("usage", data)
+            seq = self.storage.append("usage", data)
         except StorageUnavailable as exc:
             self._pending.append(data)
             log.warning("usage record kept for later (%d pending): %s", len(self._pending), exc.message)
             return
         if self._pending:
             self.flush()
+        if self._folds and seq - self._seq >= CATCH_UP_EVERY:
+            self.catch_up()  # folds never lag far behind, even where a log keeps only recent records
 
     def flush(self) -> int:
         """Write the records still pending (one flusher at a time); returns how many are left."""
@@ -67,20 +68,21 @@ class UsageLedger:
             self._flushing.release()
         return len(self._pending)
 
-    def records(self) -> list[UsageRecord]:
-        """The records this worker holds (the newest ``window``), oldest first; do not modify."""
-        return self.since(self._base)[0]
+    def add_fold(self, fold: Callable[[UsageRecord], None]) -> None:
+        """Have ``fold`` see every record of the log once, in order (analytics, budgets).
 
-    def since(self, position: int) -> tuple[list[UsageRecord], int]:
-        """Records after absolute ``position`` still held, and the new position (count read so far)."""
+        Folds are registered when the worker's services are built, before the first read.
+        """
+        with self._lock:
+            if self._seq:
+                raise RuntimeError("folds must be added before the ledger is first read")
+            self._folds.append(fold)
+
+    def catch_up(self) -> None:
+        """Read the records appended since the last call and hand each to every fold."""
         with self._lock:
             for seq, data in self.storage.read("usage", after=self._seq):
-                self._records.append(UsageRecord.from_dict(data))
+                record = UsageRecord.from_dict(data)
+                for fold in self._folds:
+                    fold(record)
                 self._seq = seq
-            if len(self._records) > self.window:
-                drop = len(self._records) - self.window
-                del self._records[:drop]
-                self._base += drop
-            start = max(0, position - self._base)
-            held = self._records if start == 0 else self._records[start:]  # no copy when all are asked for
-            return held, self._base + len(self._records)

@@ -47,7 +47,7 @@ class Route:
     fallback: bool = False  # reached through a fallback model, not the one asked for
 
 
-@dataclass(slots=True)  # a worker may hold tens of thousands (USAGE_CACHE_RECORDS)
+@dataclass(slots=True)
 class UsageRecord:
     """One request's usage: the source of truth for cost analytics and budgets."""
 

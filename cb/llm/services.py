@@ -18,7 +18,7 @@ def llm_services(settings: Settings, storage: Storage) -> dict:
     config = load_config(settings.config_file)
     catalog = Catalog.default()
     registry = DeploymentRegistry(env_deployments(settings), config.deployments, storage, SecretBox(settings.secret_key))
-    ledger = UsageLedger(storage, settings.usage_cache_records)
+    ledger = UsageLedger(storage)
     return {
         "catalog": catalog,
         "router": Router(settings, catalog, registry, config),

@@ -110,7 +110,11 @@ class MemoryStorage:
 
     def read(self, log: str, after: int = 0) -> Iterator[tuple[int, dict]]:
         with self._lock:
-            records = [r for r in self._logs.get(log, ()) if r[0] > after]
+            entries = self._logs.get(log)
+            if not entries:
+                return
+            skip = max(0, after - entries[0][0] + 1)  # sequences are consecutive within the deque
+            records = list(itertools.islice(entries, skip, None))
         for seq, record in records:
             yield seq, copy.deepcopy(record)
 
