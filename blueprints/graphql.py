@@ -58,4 +58,12 @@ def graphql_endpoint():
         logger=error_log,
         debug=False,
     )
-    return jsonify(result), 200 if success else 400
+    return jsonify(result), _status(success, result)
+
+
+def _status(success: bool, result: dict) -> int:
+    """503 while storage is unreachable; otherwise Ariadne's 200, or 400 when there were errors."""
+    codes = {(e.get("extensions") or {}).get("code") for e in result.get("errors") or ()}
+    if "STORAGE_UNAVAILABLE" in codes:
+        return 503
+    return 200 if success else 400

@@ -89,6 +89,9 @@ def test_outage_turns_health_to_503_and_recovery_needs_no_restart(tmp_path, own_
         body = requests.get(server.openai_url + "/health", timeout=2)
         assert body.status_code == 503
         assert body.json()["storage"] == {"backend": "nats", "connected": False}
+        during = requests.post(server.graphql_url + "/graphql", json={"query": "{ workflows { id } }"}, timeout=10)
+        assert during.status_code == 503
+        assert during.json()["errors"][0]["extensions"]["code"] == "STORAGE_UNAVAILABLE"
 
         own_nats.start()  # same port, same store
         assert poll(lambda: health_status(server) == 200), server.logs()
@@ -96,6 +99,8 @@ def test_outage_turns_health_to_503_and_recovery_needs_no_restart(tmp_path, own_
         assert entry is not None and entry.value == {"name": "before the outage"} and entry.revision == revision
         assert [record for _, record in storage.read("usage")] == [{"tokens": 42}]
         storage.update("workflows", "wf-1", {"name": "after the outage"}, revision)
+        after = poll(lambda: server.graphql('{ workflow(id: "document_review") { id places } }')["data"]["workflow"])
+        assert after["places"][0] == "draft"  # written at start-up, before the outage
 
         storage.publish("events.wf-1.t1", {"after": "restart"})
         assert poll(lambda: events) == [{"after": "restart"}]

@@ -271,6 +271,11 @@ class NatsStorage:
 
     async def _list(self, bucket: str) -> list[Entry]:
         kv = await self._bucket(bucket)
+        # Read up to the stream's last sequence as it is now: the watcher's own "pending"
+        # count can say 0 before every key was delivered, which would drop entries.
+        state = (await self._js.stream_info(f"KV_{self.prefix}_{bucket}")).state
+        if not state.messages:
+            return []
         watcher = await kv.watchall(inactive_threshold=30)
         entries = []
         try:
@@ -280,7 +285,7 @@ class NatsStorage:
                     break
                 if item.operation is None and item.value:
                     entries.append(Entry(decode_key(item.key), json.loads(item.value), item.revision))
-                if not item.delta:
+                if item.revision >= state.last_seq:
                     break
         finally:
             await watcher.stop()
