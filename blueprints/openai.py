@@ -12,7 +12,6 @@ before its first chunk gets a plain error status, like a JSON request.
 from __future__ import annotations
 
 import json
-import re
 import socket
 import time
 
@@ -23,7 +22,6 @@ from gevent.socket import wait_read
 from werkzeug.exceptions import HTTPException
 
 from blueprints import services
-from cb import logs
 from cb.errors import CircuitBreakerError
 from cb.llm import wire
 from cb.llm.errors import InvalidRequest, LLMError, ModelNotFound, UpstreamError
@@ -43,7 +41,6 @@ _ERROR_TYPES = {
     413: "invalid_request_error",
     429: "rate_limit_error",
 }
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
@@ -93,17 +90,10 @@ def install_error_handlers(app: Flask) -> None:
 # -- request identity and headers ------------------------------------------------------
 
 
-@bp.before_app_request
-def _identify():
-    g.started = time.monotonic()
-    given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if _REQUEST_ID.match(given) else "req_" + RequestContext().request_id
-    g.request_token = logs.request_id.set(g.request_id)
-
-
 @bp.after_app_request
-def _request_id_header(response: Response):
-    response.headers["x-request-id"] = g.get("request_id", "")
+def _attempts_header(response: Response):
+    """Also an error answer says how many upstream requests were sent (the request id is set by
+    :mod:`blueprints.observability`)."""
     ctx = g.get("llm_ctx")
     if ctx is not None and "x-cb-attempts" not in response.headers:
         response.headers["x-cb-attempts"] = str(ctx.attempts)
@@ -112,7 +102,7 @@ def _request_id_header(response: Response):
 
 def _context(chat_user: str | None = None) -> RequestContext:
     reservation = g.get("rate_reservation")
-    g.llm_ctx = RequestContext(request_id=g.request_id, user=chat_user, started=g.started,
+    g.llm_ctx = RequestContext(request_id=g.cb_request_id, user=chat_user, started=g.cb_started,
                                api_key_id=g.get("api_key_id"),
                                settle_tokens=reservation.settle if reservation else None)
     return g.llm_ctx
@@ -129,6 +119,10 @@ def _route_headers(route: Route | None, ctx: RequestContext, upstream_ms: float)
 
 
 def _json_body():
+    if request.is_json:
+        body = request.get_json(silent=True)  # parsed once: the auth hook already asked for it
+        if body is not None:
+            return body
     raw = request.get_data(cache=False)
     try:
         return json.loads(raw)
