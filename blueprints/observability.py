@@ -4,6 +4,8 @@ Installed on both Flask apps. The access line is written when the response is cl
 so a streamed response is logged (and timed) when its last byte has gone out. The client
 address in it (and the one rate limits use) is :func:`client_address`: the peer, or the
 X-Forwarded-For client when the peer is one of TRUSTED_PROXIES.
+This is the one place a request gets its id (``g.cb_request_id``, also the usage record's id
+on the OpenAI port) and its start time (``g.cb_started``, ``time.monotonic()``).
 """
 
 from __future__ import annotations
@@ -54,15 +56,25 @@ def install(app: Flask, port_name: str) -> None:
     """Give every request of ``app`` an id, a metrics sample and an access-log line."""
     app.extensions["cb_trusted_proxies"] = TrustedProxies(app.extensions["circuit_breaker"].settings.trusted_proxies)
 
+    in_flight = metrics.in_flight.labels(port_name)
+    samples: dict[tuple[str, int], tuple] = {}  # (route, status) -> labelled counter and histogram
+
+    def sample(route: str, status: int) -> tuple:
+        found = samples.get((route, status))
+        if found is None:
+            found = samples[(route, status)] = (metrics.http_requests.labels(port_name, route, str(status)),
+                                                metrics.http_latency.labels(port_name, route))
+        return found
+
     @app.before_request
     def start() -> None:
         given = request.headers.get("X-Request-ID", "")
         rid = given if _VALID_ID.match(given) else uuid.uuid4().hex
         g.cb_request_id = rid
-        g.cb_started = time.perf_counter()
+        g.cb_started = time.monotonic()
         g.cb_access = {}
         request_id.set(rid)
-        metrics.in_flight.labels(port_name).inc()
+        in_flight.inc()
 
     @app.after_request
     def finish(response: Response) -> Response:
@@ -75,10 +87,11 @@ def install(app: Flask, port_name: str) -> None:
         method, path, client = request.method, request.path, client_address()
 
         def close() -> None:
-            duration = time.perf_counter() - started
-            metrics.in_flight.labels(port_name).dec()
-            metrics.http_requests.labels(port_name, route, str(response.status_code)).inc()
-            metrics.http_latency.labels(port_name, route).observe(duration)
+            duration = time.monotonic() - started
+            in_flight.dec()
+            requests_total, latency = sample(route, response.status_code)
+            requests_total.inc()
+            latency.observe(duration)
             fields = {"method": method, "path": path, "status": response.status_code,
                       "duration_ms": round(duration * 1000, 2), "client": client, **access}
             log.info("%s %s %s", method, path, response.status_code, extra={"request_id": rid, "fields": fields})

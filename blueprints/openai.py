@@ -23,7 +23,7 @@ from gevent.socket import wait_read
 from werkzeug.exceptions import HTTPException
 
 from blueprints import observability, services
-from cb import lifecycle, logs, metrics
+from cb import lifecycle, metrics
 from cb.errors import CircuitBreakerError
 from cb.llm import wire
 from cb.llm.errors import InvalidRequest, LLMError, ModelNotFound, UpstreamError
@@ -92,16 +92,10 @@ def install_error_handlers(app: Flask) -> None:
 # -- request identity and headers ------------------------------------------------------
 
 
-@bp.before_app_request
-def _identify():
-    g.started = time.monotonic()
-    g.request_id = observability.current_request_id()  # the one id of logs, header and usage record
-    g.request_token = logs.request_id.set(g.request_id)
-
-
 @bp.after_app_request
-def _request_id_header(response: Response):
-    response.headers["x-request-id"] = g.get("request_id", "")
+def _attempts_header(response: Response):
+    """Also an error answer says how many upstream requests were sent (the request id is set by
+    :mod:`blueprints.observability`)."""
     ctx = g.get("llm_ctx")
     if ctx is not None and "x-cb-attempts" not in response.headers:
         response.headers["x-cb-attempts"] = str(ctx.attempts)
@@ -110,7 +104,7 @@ def _request_id_header(response: Response):
 
 def _context(chat_user: str | None = None) -> RequestContext:
     reservation = g.get("rate_reservation")
-    g.llm_ctx = RequestContext(request_id=g.request_id, user=chat_user, started=g.started,
+    g.llm_ctx = RequestContext(request_id=g.cb_request_id, user=chat_user, started=g.cb_started,
                                api_key_id=g.get("api_key_id"),
                                settle_tokens=reservation.settle if reservation else None)
     return g.llm_ctx
@@ -128,6 +122,10 @@ def _route_headers(route: Route | None, ctx: RequestContext, upstream_ms: float)
 
 
 def _json_body():
+    if request.is_json:
+        body = request.get_json(silent=True)  # parsed once: the auth hook already asked for it
+        if body is not None:
+            return body
     raw = request.get_data(cache=False)
     try:
         return json.loads(raw)

@@ -61,10 +61,12 @@ class Redactor(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self._secrets: set[str] = set()
+        self._longest_first: list[str] = []  # sorted once here, not for every log record
         self._patterns: list[re.Pattern] = []
 
     def add(self, *secrets: str | None) -> None:
         self._secrets.update(s for s in secrets if s and len(s) >= 4)
+        self._longest_first = sorted(self._secrets, key=len, reverse=True)
 
     def add_pattern(self, pattern: str | re.Pattern) -> None:
         """Also redact whatever matches ``pattern`` (only its ``secret`` group, if it has one)."""
@@ -73,7 +75,7 @@ class Redactor(logging.Filter):
             self._patterns.append(compiled)
 
     def redact(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
+        for secret in self._longest_first:
             if secret in text:
                 text = text.replace(secret, "[REDACTED]")
         for pattern in self._patterns:
@@ -145,6 +147,11 @@ class _RequestIdFilter(logging.Filter):
 
 def setup_logging(rust_log: str, log_level: str | None, json_lines: bool, secrets: list[str]) -> None:
     """Configure the root logger once per process."""
+    # Our formatters use none of these record attributes; computing them costs a stack walk and,
+    # under gevent, a dummy Thread object for every greenlet that logs (Python's documented
+    # logging optimisations).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     default, per_module = parse_filter(rust_log, log_level)
     redactor.add(*secrets)
     handler = logging.StreamHandler(sys.stderr)

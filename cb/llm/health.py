@@ -73,6 +73,7 @@ class DeploymentHealth:
     last_error: str | None = None
     retry_until: float = 0.0
     outcomes: deque = field(default_factory=deque)  # (monotonic time, fault?)
+    faults: int = 0  # how many of ``outcomes`` are faults, kept in step so error_rate() is O(1)
 
     # -- eligibility -------------------------------------------------------------
 
@@ -113,6 +114,7 @@ class DeploymentHealth:
         self.in_flight = max(0, self.in_flight - 1)
         fault = is_fault(ok, error)
         self.outcomes.append((now, fault))
+        self.faults += fault
         self._trim(now)
         retry_after = getattr(error, "retry_after", None)
         if retry_after:
@@ -128,6 +130,7 @@ class DeploymentHealth:
         if self.state == HALF_OPEN:
             self.state, self.probe_taken = CLOSED, False
             self.outcomes.clear()
+            self.faults = 0
 
     def release(self) -> None:
         """An acquired slot that was never used (the request stopped before sending)."""
@@ -153,7 +156,7 @@ class DeploymentHealth:
     def _trim(self, now: float) -> None:
         horizon = now - self.policy.window_seconds
         while self.outcomes and self.outcomes[0][0] < horizon:
-            self.outcomes.popleft()
+            self.faults -= self.outcomes.popleft()[1]
 
     # -- reporting ---------------------------------------------------------------
 
@@ -163,7 +166,7 @@ class DeploymentHealth:
             self._trim(now)
         if not self.outcomes:
             return 0.0
-        return sum(1 for _, fault in self.outcomes if fault) / len(self.outcomes)
+        return self.faults / len(self.outcomes)
 
     def performance_ms(self) -> float | None:
         """The latency a client would feel: mean of the known EWMAs of latency and TTFT."""
