@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -116,7 +117,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
-            "pid": record.process,  # which gunicorn worker
+            "pid": os.getpid(),  # which gunicorn worker (record.process is not collected: see setup_logging)
         }
         rid = getattr(record, "request_id", None)
         if rid:
