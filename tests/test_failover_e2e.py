@@ -337,3 +337,30 @@ def test_models_list_file_and_graphql_deployments_with_prices(server_factory, tm
     assert listed["gpt-4o"]["input_price_per_million"] == 2.5 and listed["auto"]["virtual"] is True
     one = requests.get(server.openai_url + "/v1/models/lab-model", timeout=5).json()
     assert one["output_price_per_million"] == 1.5
+
+
+def test_total_deadline_ends_a_request_whose_upstreams_all_hang_with_504(server_factory, tmp_path, upstreams):
+    """ROUTER_DEADLINE_SECONDS=1 with 5-second read and first-token timeouts: every kind of request gives
+    up on the hanging upstream at the deadline and answers 504, instead of waiting out each route's timeout."""
+    main, backup = upstreams
+    main.reset()
+    backup.reset()
+    server = start(server_factory, tmp_path, main.base_url, backup, ROUTER_DEADLINE_SECONDS="1",
+                   UPSTREAM_READ_TIMEOUT="5", UPSTREAM_FIRST_TOKEN_TIMEOUT="5")
+    hello = [{"role": "user", "content": "Hello"}]
+    requests_ = {"json": ("/v1/chat/completions", {"model": "gpt-4o", "messages": hello}),
+                 "stream": ("/v1/chat/completions", {"model": "gpt-4o", "messages": hello, "stream": True}),
+                 "embeddings": ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "Hello"})}
+    for kind, (path, body) in requests_.items():
+        main.hang_next(10)
+        backup.hang_next(10)
+        began = time.monotonic()
+        answer = requests.post(server.openai_url + path, json=body, timeout=30)
+        took = time.monotonic() - began
+        assert answer.status_code == 504, kind
+        error = answer.json()["error"]
+        assert error["code"] == "upstream_timeout" and "1-second deadline" in error["message"], kind
+        assert 0.9 < took < 4, (kind, took)  # the deadline, not one read timeout (5 s), let alone two
+        assert len(main.received) == 1 and not backup.received, kind  # no route tried after the deadline
+        main.reset()
+        backup.reset()

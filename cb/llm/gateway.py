@@ -2,7 +2,8 @@
 
 It asks the router for routes, tries them in order (failing over on retryable errors;
 streams, in :mod:`cb.llm.stream`, only until their first chunk), counts the upstream
-requests it sends in ``ctx.attempts``, reports every attempt to the router, and writes
+requests it sends in ``ctx.attempts`` (within ROUTER_MAX_ATTEMPTS routes and the
+ROUTER_DEADLINE_SECONDS total deadline, :mod:`cb.llm.deadline`), reports every attempt to the router, and writes
 exactly one :class:`UsageRecord` per request to the ledger: successful, failed (also
 when no route could be chosen) or, for a stream the client abandons, ``interrupted`` with
 the usage of what it was given. Failed attempts that were retried elsewhere are not billed.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, replace
 from cb import metrics
 from cb.config import Settings
 from cb.llm.catalog import CREATED, VIRTUAL_MODELS, Catalog, ModelInfo
+from cb.llm.deadline import Deadline
 from cb.llm.errors import InvalidRequest, LLMError, UnsupportedParameter, UpstreamError
 from cb.llm.estimate import estimate_prompt, estimate_tokens
 from cb.llm.providers import PROVIDERS
@@ -123,6 +125,10 @@ class Gateway:
             raise unsupported
         return pairs
 
+    def deadline(self, ctx: RequestContext) -> Deadline:
+        """The request's total deadline for trying routes (ROUTER_DEADLINE_SECONDS from its start)."""
+        return Deadline(ctx.started, self.settings.router_deadline)
+
     def _send(self, route: Route, ctx: RequestContext) -> float | None:
         """Claim ``route`` for one attempt: its start time, or None if its breaker lets nothing through."""
         if self.router.started(route) is False:
@@ -137,15 +143,20 @@ class Gateway:
         """A non-streamed chat completion, failing over between routes."""
         last: LLMError | None = None
         route = None
+        deadline = self.deadline(ctx)
         try:
             for route, provider in self.plan(request.model, request, ctx):
+                if deadline.remaining() <= 0:
+                    last = last or deadline.passed()
+                    break
                 deployment = self._deployment(route, ctx)
                 call = provider.chat_call(deployment, request, route.upstream_model)
                 started = self._send(route, ctx)
                 if started is None:
                     continue
                 try:
-                    body = self.transport.json(deployment, call, provider)
+                    with deadline.bounding():
+                        body = self.transport.json(deployment, call, provider)
                     response = provider.parse_chat(body, route.upstream_model)
                 except UpstreamError as exc:
                     self.router.finished(route, False, elapsed_ms(started), error=exc)
@@ -186,15 +197,20 @@ class Gateway:
             if not pairs[0][0].model.embeddings:
                 raise InvalidRequest(f"The model '{request.model}' does not create embeddings", "model",
                                      "model_not_supported")
+            deadline = self.deadline(ctx)
             for route, provider in pairs:
+                if deadline.remaining() <= 0:
+                    last = last or deadline.passed()
+                    break
                 deployment = self._deployment(route, ctx)
                 call = provider.embeddings_call(deployment, request, route.upstream_model)
                 started = self._send(route, ctx)
                 if started is None:
                     continue
                 try:
-                    response = provider.parse_embeddings(self.transport.json(deployment, call, provider),
-                                                         route.upstream_model)
+                    with deadline.bounding():
+                        body = self.transport.json(deployment, call, provider)
+                    response = provider.parse_embeddings(body, route.upstream_model)
                 except UpstreamError as exc:
                     self.router.finished(route, False, elapsed_ms(started), error=exc)
                     last = exc
