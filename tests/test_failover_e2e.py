@@ -14,19 +14,10 @@ import openai
 import pytest
 import requests
 
-from tests.harness import free_port
+from tests.harness import backup_config, free_port
 from tests.upstreams.base import Fault
 from tests.upstreams.openai_server import API_KEY, REPLY, OpenAIUpstream
 
-BACKUP_TOML = """
-[[deployments]]
-id = "backup"
-type = "openai"
-base_url = "{url}"
-key_variable = "BACKUP_OPENAI_KEY"
-priority = 1
-{prices}
-"""
 GPT_4O = (2.5, 10.0)  # USD per 1M prompt, completion tokens
 DOWN = {"error": {"message": "upstream exploded", "type": "server_error"}}
 ANALYTICS = """query($p: String) { costAnalytics(input: {project_id: $p}) {
@@ -38,8 +29,7 @@ def cost(usage, price=GPT_4O) -> float:
 
 
 def start(server_factory, tmp_path, main_url: str, backup: OpenAIUpstream, prices: str = "", **env):
-    config = tmp_path / f"cb-{uuid.uuid4().hex[:6]}.toml"
-    config.write_text(BACKUP_TOML.format(url=backup.base_url, prices=prices))
+    config = backup_config(tmp_path, backup.base_url, prices)
     env = {"ROUTING_STRATEGY": "cost_optimized", "BREAKER_FAILURE_THRESHOLD": "100", "BREAKER_MIN_REQUESTS": "100",
            "UPSTREAM_FIRST_TOKEN_TIMEOUT": "1", "UPSTREAM_READ_TIMEOUT": "1", **env}
     return server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=main_url, BACKUP_OPENAI_KEY=API_KEY,
@@ -59,8 +49,7 @@ def served(upstreams, tmp_path_factory):
 
     main, backup = upstreams
     tmp = tmp_path_factory.mktemp("failover")
-    config = tmp / "cb.toml"
-    config.write_text(BACKUP_TOML.format(url=backup.base_url, prices=""))
+    config = backup_config(tmp, backup.base_url)
     server = Server(tmp, env={
         "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": main.base_url, "BACKUP_OPENAI_KEY": API_KEY,
         "CB_CONFIG": str(config), "ROUTING_STRATEGY": "cost_optimized", "BREAKER_FAILURE_THRESHOLD": "100",
