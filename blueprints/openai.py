@@ -19,7 +19,6 @@ import time
 import gevent
 import gevent.queue
 from flask import Blueprint, Flask, Response, g, jsonify, request
-from gevent.socket import wait_read
 from werkzeug.exceptions import HTTPException
 
 from blueprints import observability, services
@@ -187,26 +186,49 @@ def _frame(data: dict) -> bytes:
     return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
-def _watch_client(sock, on_gone) -> None:
-    """Return when the client's socket is readable; call ``on_gone`` if it was closed."""
-    try:
-        wait_read(sock.fileno())
-        gone = sock.recv(1, socket.MSG_PEEK) == b""
-    except OSError:
-        gone = True
-    if gone:
-        on_gone()
+class _ClientWatch:
+    """Calls ``on_gone`` (in a greenlet) if the client's socket is closed while a stream runs.
+
+    A libev read watcher on the hub, not a greenlet blocked in ``wait_read``: nothing is spawned
+    unless the socket becomes readable, which a streaming client's socket only does when it closes
+    (or pipelines a next request: then it is not gone, and the watch ends as before)."""
+
+    def __init__(self, sock, on_gone):
+        self.sock, self.on_gone = sock, on_gone
+        self.check: gevent.Greenlet | None = None
+        self.io = gevent.get_hub().loop.io(sock.fileno(), 1)
+        self.io.start(self._readable)
+
+    def _readable(self) -> None:  # runs in the hub: must not block, so the check gets a greenlet
+        self.io.stop()
+        self.check = gevent.spawn(self._check)
+
+    def _check(self) -> None:
+        try:
+            gone = self.sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            gone = True
+        if gone and self.io is not None:
+            self.on_gone()
+
+    def stop(self) -> None:
+        io, self.io = self.io, None
+        if io is not None:
+            io.stop()
+            io.close()
+        if self.check is not None:
+            self.check.kill()  # a check still waiting on the socket must not outlive the stream
 
 
 class _StreamPump:
-    """Runs a stream in a greenlet that feeds a queue; a second greenlet watches the client socket,
+    """Runs a stream in a greenlet that feeds a queue; a hub watcher notices the client leaving,
     and the server's shutdown (after its grace period) puts a "shutdown" event in the queue."""
 
     def __init__(self, stream, sock):
         self.stream = stream
         self.queue: gevent.queue.Queue = gevent.queue.Queue()
         self.producer = gevent.spawn(contextvars.copy_context().run, self._pump)  # logs keep the request id
-        self.watcher = gevent.spawn(_watch_client, sock, self._client_gone) if sock is not None else None
+        self.watcher = _ClientWatch(sock, self._client_gone) if sock is not None else None
         self.cancel_shutdown = lifecycle.on_grace_expired(lambda: self.queue.put(("shutdown", None)))
 
     def _pump(self) -> None:
@@ -235,7 +257,7 @@ class _StreamPump:
     def stop(self) -> None:
         self.cancel_shutdown()
         if self.watcher is not None:
-            self.watcher.kill()
+            self.watcher.stop()
         self.producer.kill()
         self.stream.close()
 

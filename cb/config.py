@@ -164,6 +164,7 @@ class Settings:
     breaker_min_requests: int = var("BREAKER_MIN_REQUESTS", "10", _int(1), "requests in the window before the error rate counts")
     breaker_cooldown_seconds: float = var("BREAKER_COOLDOWN_SECONDS", "30", _seconds, "seconds an open breaker waits before one probe")
     router_max_attempts: int = var("ROUTER_MAX_ATTEMPTS", "4", _int(1), "deployments tried per request, fallbacks included")
+    router_deadline: float = var("ROUTER_DEADLINE_SECONDS", "120", _seconds, "seconds a request may spend trying routes before it fails (504)")
     trusted_proxies: tuple = var("TRUSTED_PROXIES", "", _csv, "proxy addresses whose X-Forwarded-For is believed")
     agent_lease_seconds: float = var("AGENT_LEASE_SECONDS", "15", _seconds, "seconds a worker's claim on an agent execution lasts without a heartbeat")
     agent_sweep_seconds: float = var("AGENT_SWEEP_SECONDS", "5", _seconds, "how often each worker looks for abandoned agent executions")

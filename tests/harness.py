@@ -32,6 +32,25 @@ def free_port() -> int:
             return port
 
 
+BACKUP_TOML = """
+[[deployments]]
+id = "backup"
+type = "openai"
+base_url = "{url}"
+key_variable = "BACKUP_OPENAI_KEY"
+priority = 1
+{extra}
+"""
+
+
+def backup_config(directory: Path, url: str, extra: str = "") -> Path:
+    """A new CB_CONFIG file in ``directory`` adding the OpenAI deployment ``backup`` at ``url``
+    (priority 1, so tried after the environment's OpenAI; key from BACKUP_OPENAI_KEY), plus ``extra`` TOML."""
+    config = directory / f"cb-{uuid.uuid4().hex[:6]}.toml"
+    config.write_text(BACKUP_TOML.format(url=url, extra=extra))
+    return config
+
+
 def wait_for_port(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

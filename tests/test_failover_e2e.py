@@ -14,19 +14,10 @@ import openai
 import pytest
 import requests
 
-from tests.harness import free_port
+from tests.harness import backup_config, free_port
 from tests.upstreams.base import Fault
 from tests.upstreams.openai_server import API_KEY, REPLY, OpenAIUpstream
 
-BACKUP_TOML = """
-[[deployments]]
-id = "backup"
-type = "openai"
-base_url = "{url}"
-key_variable = "BACKUP_OPENAI_KEY"
-priority = 1
-{prices}
-"""
 GPT_4O = (2.5, 10.0)  # USD per 1M prompt, completion tokens
 DOWN = {"error": {"message": "upstream exploded", "type": "server_error"}}
 ANALYTICS = """query($p: String) { costAnalytics(input: {project_id: $p}) {
@@ -38,8 +29,7 @@ def cost(usage, price=GPT_4O) -> float:
 
 
 def start(server_factory, tmp_path, main_url: str, backup: OpenAIUpstream, prices: str = "", **env):
-    config = tmp_path / f"cb-{uuid.uuid4().hex[:6]}.toml"
-    config.write_text(BACKUP_TOML.format(url=backup.base_url, prices=prices))
+    config = backup_config(tmp_path, backup.base_url, prices)
     env = {"ROUTING_STRATEGY": "cost_optimized", "BREAKER_FAILURE_THRESHOLD": "100", "BREAKER_MIN_REQUESTS": "100",
            "UPSTREAM_FIRST_TOKEN_TIMEOUT": "1", "UPSTREAM_READ_TIMEOUT": "1", **env}
     return server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=main_url, BACKUP_OPENAI_KEY=API_KEY,
@@ -59,8 +49,7 @@ def served(upstreams, tmp_path_factory):
 
     main, backup = upstreams
     tmp = tmp_path_factory.mktemp("failover")
-    config = tmp / "cb.toml"
-    config.write_text(BACKUP_TOML.format(url=backup.base_url, prices=""))
+    config = backup_config(tmp, backup.base_url)
     server = Server(tmp, env={
         "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": main.base_url, "BACKUP_OPENAI_KEY": API_KEY,
         "CB_CONFIG": str(config), "ROUTING_STRATEGY": "cost_optimized", "BREAKER_FAILURE_THRESHOLD": "100",
@@ -337,3 +326,30 @@ def test_models_list_file_and_graphql_deployments_with_prices(server_factory, tm
     assert listed["gpt-4o"]["input_price_per_million"] == 2.5 and listed["auto"]["virtual"] is True
     one = requests.get(server.openai_url + "/v1/models/lab-model", timeout=5).json()
     assert one["output_price_per_million"] == 1.5
+
+
+def test_total_deadline_ends_a_request_whose_upstreams_all_hang_with_504(server_factory, tmp_path, upstreams):
+    """ROUTER_DEADLINE_SECONDS=1 with 5-second read and first-token timeouts: every kind of request gives
+    up on the hanging upstream at the deadline and answers 504, instead of waiting out each route's timeout."""
+    main, backup = upstreams
+    main.reset()
+    backup.reset()
+    server = start(server_factory, tmp_path, main.base_url, backup, ROUTER_DEADLINE_SECONDS="1",
+                   UPSTREAM_READ_TIMEOUT="5", UPSTREAM_FIRST_TOKEN_TIMEOUT="5")
+    hello = [{"role": "user", "content": "Hello"}]
+    requests_ = {"json": ("/v1/chat/completions", {"model": "gpt-4o", "messages": hello}),
+                 "stream": ("/v1/chat/completions", {"model": "gpt-4o", "messages": hello, "stream": True}),
+                 "embeddings": ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "Hello"})}
+    for kind, (path, body) in requests_.items():
+        main.hang_next(10)
+        backup.hang_next(10)
+        began = time.monotonic()
+        answer = requests.post(server.openai_url + path, json=body, timeout=30)
+        took = time.monotonic() - began
+        assert answer.status_code == 504, kind
+        error = answer.json()["error"]
+        assert error["code"] == "upstream_timeout" and "1-second deadline" in error["message"], kind
+        assert 0.9 < took < 4, (kind, took)  # the deadline, not one read timeout (5 s), let alone two
+        assert len(main.received) == 1 and not backup.received, kind  # no route tried after the deadline
+        main.reset()
+        backup.reset()

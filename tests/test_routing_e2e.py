@@ -7,16 +7,8 @@ import time
 import pytest
 import requests
 
+from tests.harness import backup_config
 from tests.upstreams.openai_server import API_KEY, OpenAIUpstream
-
-BACKUP_TOML = """
-[[deployments]]
-id = "backup"
-type = "openai"
-base_url = "{url}"
-key_variable = "BACKUP_OPENAI_KEY"
-priority = 1
-"""
 
 ANALYTICS = "{ costAnalytics { total_cost total_requests total_tokens provider_breakdown model_breakdown } }"
 HEALTH = '{ llmProvider(id: "openai") { health { circuit_state consecutive_failures last_error } } }'
@@ -34,8 +26,7 @@ def chat(server, model="gpt-4o", **extra):
 
 
 def start_two(server_factory, tmp_path, main, backup, **env):
-    config = tmp_path / "cb.toml"
-    config.write_text(BACKUP_TOML.format(url=backup.base_url))
+    config = backup_config(tmp_path, backup.base_url)
     return server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=main.base_url, BACKUP_OPENAI_KEY=API_KEY,
                           CB_CONFIG=str(config), **env)
 

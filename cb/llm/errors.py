@@ -84,3 +84,12 @@ class UpstreamTimeout(UpstreamError):
 
     def __init__(self, provider: str, message: str = "the provider did not answer in time"):
         super().__init__(provider, message, status=504, retryable=True)
+
+
+class DeadlinePassed(UpstreamTimeout):
+    """The request's total deadline (ROUTER_DEADLINE_SECONDS) passed while an upstream was still
+    working on it: the attempt is abandoned and no further route is tried (not retryable)."""
+
+    def __init__(self, seconds: float):
+        super().__init__("gateway", f"no provider answered within the request's {seconds:g}-second deadline")
+        self.retryable = False

@@ -2,7 +2,8 @@
 
 It asks the router for routes, tries them in order (failing over on retryable errors;
 streams, in :mod:`cb.llm.stream`, only until their first chunk), counts the upstream
-requests it sends in ``ctx.attempts``, reports every attempt to the router, and writes
+requests it sends in ``ctx.attempts`` (within ROUTER_MAX_ATTEMPTS routes and the
+ROUTER_DEADLINE_SECONDS total deadline, :mod:`cb.llm.deadline`), reports every attempt to the router, and writes
 exactly one :class:`UsageRecord` per request to the ledger: successful, failed (also
 when no route could be chosen) or, for a stream the client abandons, ``interrupted`` with
 the usage of what it was given. Failed attempts that were retried elsewhere are not billed.
@@ -14,15 +15,18 @@ the record is marked ``estimated``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from cb import metrics
 from cb.config import Settings
 from cb.llm.catalog import CREATED, VIRTUAL_MODELS, Catalog, ModelInfo
+from cb.llm.deadline import Deadline
 from cb.llm.errors import InvalidRequest, LLMError, UnsupportedParameter, UpstreamError
 from cb.llm.estimate import estimate_prompt, estimate_tokens
 from cb.llm.providers import PROVIDERS
-from cb.llm.providers.base import Provider
+from cb.llm.providers.base import Deployment, Provider, UpstreamCall
 from cb.llm.routing import RequestContext, Route, UsageRecord
 from cb.llm.stream import ChatStream, elapsed_ms
 from cb.llm.transport import Transport
@@ -30,6 +34,7 @@ from cb.llm.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingR
 from cb.logs import get_logger
 
 log = get_logger("llm.gateway")
+T = TypeVar("T")
 
 
 @dataclass
@@ -123,6 +128,10 @@ class Gateway:
             raise unsupported
         return pairs
 
+    def deadline(self, ctx: RequestContext) -> Deadline:
+        """The request's total deadline for trying routes (ROUTER_DEADLINE_SECONDS from its start)."""
+        return Deadline(ctx.started, self.settings.router_deadline)
+
     def _send(self, route: Route, ctx: RequestContext) -> float | None:
         """Claim ``route`` for one attempt: its start time, or None if its breaker lets nothing through."""
         if self.router.started(route) is False:
@@ -132,21 +141,32 @@ class Gateway:
         ctx.attempts += 1
         return time.monotonic()
 
-    # -- chat ------------------------------------------------------------------------
-    def complete(self, request: ChatRequest, ctx: RequestContext) -> Completion:
-        """A non-streamed chat completion, failing over between routes."""
+    # -- JSON requests: try each route, failing over --------------------------------------
+    def _serve(self, model: str, ctx: RequestContext, plan: Callable[[], list[tuple[Route, Provider]]],
+               build: Callable[[Provider, Deployment, Route], UpstreamCall],
+               parse: Callable[[Provider, dict, Route], T]) -> tuple[Route, T, float]:
+        """Try the routes of ``plan()`` in order until one answers: (route, parsed answer, upstream ms).
+
+        Each attempt builds its call, claims the route, sends within the request's deadline and
+        reports the outcome to the router; retryable errors move on to the next route. When no
+        route answers, the request's one ``error`` usage record is written and the last error raised."""
         last: LLMError | None = None
         route = None
+        deadline = self.deadline(ctx)
         try:
-            for route, provider in self.plan(request.model, request, ctx):
+            for route, provider in plan():
+                if deadline.remaining() <= 0:
+                    last = last or deadline.passed()
+                    break
                 deployment = self._deployment(route, ctx)
-                call = provider.chat_call(deployment, request, route.upstream_model)
+                call = build(provider, deployment, route)
                 started = self._send(route, ctx)
                 if started is None:
                     continue
                 try:
-                    body = self.transport.json(deployment, call, provider)
-                    response = provider.parse_chat(body, route.upstream_model)
+                    with deadline.bounding():
+                        body = self.transport.json(deployment, call, provider)
+                    response = parse(provider, body, route)
                 except UpstreamError as exc:
                     self.router.finished(route, False, elapsed_ms(started), error=exc)
                     last = exc
@@ -157,16 +177,25 @@ class Gateway:
                     break
                 upstream_ms = elapsed_ms(started)
                 self.router.finished(route, True, upstream_ms)
-                if response.usage.estimated or not response.usage.total_tokens:
-                    chars = sum(len(c.message.text()) + sum(len(t.arguments) for t in c.message.tool_calls)
-                                for c in response.choices)
-                    response.usage = Usage(estimate_prompt(request), estimate_tokens(chars), estimated=True)
-                self.record(ctx, request.model, route, response.usage, "success")
-                return Completion(response, route, upstream_ms)
+                return route, response, upstream_ms
         except LLMError as exc:
             last = exc
-        self.record(ctx, request.model, route, Usage(), "error")
+        self.record(ctx, model, route, Usage(), "error")
         raise last or UpstreamError("gateway", "no route could serve the request")
+
+    # -- chat ------------------------------------------------------------------------
+    def complete(self, request: ChatRequest, ctx: RequestContext) -> Completion:
+        """A non-streamed chat completion, failing over between routes."""
+        route, response, upstream_ms = self._serve(
+            request.model, ctx, lambda: self.plan(request.model, request, ctx),
+            lambda provider, deployment, route: provider.chat_call(deployment, request, route.upstream_model),
+            lambda provider, body, route: provider.parse_chat(body, route.upstream_model))
+        if response.usage.estimated or not response.usage.total_tokens:
+            chars = sum(len(c.message.text()) + sum(len(t.arguments) for t in c.message.tool_calls)
+                        for c in response.choices)
+            response.usage = Usage(estimate_prompt(request), estimate_tokens(chars), estimated=True)
+        self.record(ctx, request.model, route, response.usage, "success")
+        return Completion(response, route, upstream_ms)
 
     def stream(self, request: ChatRequest, ctx: RequestContext) -> ChatStream:
         """A streamed completion: routes are chosen now, tried as it is iterated (see ChatStream)."""
@@ -179,38 +208,22 @@ class Gateway:
 
     # -- embeddings --------------------------------------------------------------------
     def embed(self, request: EmbeddingRequest, ctx: RequestContext) -> Embeddings:
-        last: LLMError | None = None
-        route = None
-        try:
+        """Embeddings, failing over between routes of a model that makes them."""
+        def plan() -> list[tuple[Route, Provider]]:
             pairs = self.plan(request.model, None, ctx)
             if not pairs[0][0].model.embeddings:
                 raise InvalidRequest(f"The model '{request.model}' does not create embeddings", "model",
                                      "model_not_supported")
-            for route, provider in pairs:
-                deployment = self._deployment(route, ctx)
-                call = provider.embeddings_call(deployment, request, route.upstream_model)
-                started = self._send(route, ctx)
-                if started is None:
-                    continue
-                try:
-                    response = provider.parse_embeddings(self.transport.json(deployment, call, provider),
-                                                         route.upstream_model)
-                except UpstreamError as exc:
-                    self.router.finished(route, False, elapsed_ms(started), error=exc)
-                    last = exc
-                    if exc.retryable:
-                        continue
-                    break
-                upstream_ms = elapsed_ms(started)
-                self.router.finished(route, True, upstream_ms)
-                if response.usage.estimated:
-                    response.usage = Usage(estimate_tokens(sum(len(s) for s in request.input)), 0, estimated=True)
-                self.record(ctx, request.model, route, response.usage, "success")
-                return Embeddings(response, route, upstream_ms)
-        except LLMError as exc:
-            last = exc
-        self.record(ctx, request.model, route, Usage(), "error")
-        raise last or UpstreamError("gateway", "no route could serve the request")
+            return pairs
+
+        route, response, upstream_ms = self._serve(
+            request.model, ctx, plan,
+            lambda provider, deployment, route: provider.embeddings_call(deployment, request, route.upstream_model),
+            lambda provider, body, route: provider.parse_embeddings(body, route.upstream_model))
+        if response.usage.estimated:
+            response.usage = Usage(estimate_tokens(sum(len(s) for s in request.input)), 0, estimated=True)
+        self.record(ctx, request.model, route, response.usage, "success")
+        return Embeddings(response, route, upstream_ms)
 
     # -- models ------------------------------------------------------------------------
     def models(self) -> list[dict]:

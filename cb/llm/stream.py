@@ -7,7 +7,9 @@ closed, reported to the router, not billed, and the next route is tried. The fir
 chunk that carries output (content, a tool call, a finish reason or usage; leading
 role-only chunks are held back with it) commits the stream to its route: nothing has
 reached the client before that, so nothing is lost by failing over. After it, a failure
-ends the stream with the error (the edge turns it into an error event).
+ends the stream with the error (the edge turns it into an error event). Until the first
+chunk the request's total deadline (:mod:`cb.llm.deadline`) also applies: when it passes,
+the attempt is given up and no further route is tried.
 
 Exactly one usage record is written, when the stream ends: ``success``; ``error`` (the
 usage of what was delivered, zero if nothing was); or ``interrupted`` when the client
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 
 import gevent
 
+from cb.llm.deadline import Deadline
 from cb.llm.errors import LLMError, UpstreamError, UpstreamTimeout
 from cb.llm.estimate import estimate_prompt, estimate_tokens
 from cb.llm.providers.base import Provider
@@ -81,7 +84,10 @@ class ChatStream:
         """Try the routes until one yields output; its first chunks (role-only ones held back included)."""
         last: LLMError | None = None
         waited = 0.0
+        deadline = self.gateway.deadline(self.ctx)
         for route, provider in self._pairs:
+            if deadline.remaining() <= 0:
+                raise last or deadline.passed()
             deployment = self.gateway._deployment(route, self.ctx)
             call = provider.chat_call(deployment, self.request, route.upstream_model)
             started = self.gateway._send(route, self.ctx)
@@ -89,7 +95,7 @@ class ChatStream:
                 continue
             self.route, self.provider, self.started, self._pending = route, provider, started, True
             try:
-                held = self._open(deployment, call)
+                held = self._open(deployment, call, deadline)
             except UpstreamError as exc:
                 self._close_upstream()
                 if not exc.retryable:
@@ -109,11 +115,13 @@ class ChatStream:
 
         raise NoRouteAvailable(f"Every deployment of '{self.request.model}' is unavailable right now")
 
-    def _open(self, deployment, call) -> list[StreamChunk]:
-        """Send ``call`` and read up to the first chunk with output, within the first-token limit."""
+    def _open(self, deployment, call, deadline: Deadline) -> list[StreamChunk]:
+        """Send ``call`` and read up to the first chunk with output, within the first-token limit
+        and the request's deadline (:class:`DeadlinePassed` if that comes first)."""
         transport, provider, route = self.gateway.transport, self.provider, self.route
         seconds = self.gateway.settings.first_token_timeout
-        timer = gevent.Timeout(seconds)
+        remaining = max(deadline.remaining(), 0.0)
+        timer = gevent.Timeout(min(seconds, remaining))
         timer.start()
         try:
             self.response = transport.open(deployment, call, provider)
@@ -128,6 +136,8 @@ class ChatStream:
         except gevent.Timeout as exc:
             if exc is not timer:
                 raise
+            if remaining < seconds:
+                raise deadline.passed() from None
             raise UpstreamTimeout(provider_label(provider.type), f"no first token within {seconds:g} seconds") from None
         finally:
             timer.close()
