@@ -15,7 +15,10 @@ from collections.abc import Iterator
 import gevent
 
 from cb.errors import Conflict, NotFound
+from cb.logs import get_logger
 from cb.storage import Entry, Handler, subject_matches
+
+log = get_logger("storage.memory")
 
 # The in-memory logs keep this many records each; older ones are dropped (documented
 # in the README: memory mode is for development; usage that must last needs nats).
@@ -119,10 +122,18 @@ class MemoryStorage:
             yield seq, copy.deepcopy(record)
 
     def publish(self, subject: str, event: dict) -> None:
-        event = self._frozen(event)
-        for sub in list(self._subs):
-            if subject_matches(sub.pattern, subject):
-                gevent.spawn(sub.handler, subject, copy.deepcopy(event))
+        matching = [sub for sub in self._subs if subject_matches(sub.pattern, subject)]
+        if matching:
+            # one greenlet per event, not per subscriber: a hundred subscribers cost one spawn
+            gevent.spawn(self._deliver, matching, subject, self._frozen(event))
+
+    @staticmethod
+    def _deliver(subs: list[_Sub], subject: str, event: dict) -> None:
+        for sub in subs:
+            try:
+                sub.handler(subject, copy.deepcopy(event))
+            except Exception:  # one failing subscriber must not starve the others
+                log.exception("event handler failed for %s", subject)
 
     def subscribe(self, subject: str, handler: Handler) -> _Sub:
         sub = _Sub(self, subject, handler)
