@@ -16,6 +16,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+import gevent
+
 from cb.errors import StorageUnavailable
 from cb.llm.routing import UsageRecord
 from cb.logs import get_logger
@@ -24,7 +26,7 @@ from cb.storage import Storage
 log = get_logger("llm.ledger")
 
 PENDING_LIMIT = 10_000
-CATCH_UP_EVERY = 1_000
+CATCH_UP_EVERY = 200  # small batches: a catch-up on the request path stays a few ms
 
 
 class UsageLedger:
@@ -33,6 +35,7 @@ class UsageLedger:
     def __init__(self, storage: Storage):
         self.storage = storage
         self._folds: list[Callable[[UsageRecord], None]] = []
+        self._catching_up: gevent.Greenlet | None = None
         self._seq = 0
         self._lock = threading.Lock()
         self._pending: deque[dict] = deque(maxlen=PENDING_LIMIT)
@@ -49,8 +52,18 @@ class UsageLedger:
             return
         if self._pending:
             self.flush()
-        if self._folds and seq - self._seq >= CATCH_UP_EVERY:
-            self.catch_up()  # folds never lag far behind, even where a log keeps only recent records
+        if self._folds and seq - self._seq >= CATCH_UP_EVERY and self._catching_up is None:
+            # folds never lag far behind, even where a log keeps only recent records; in the
+            # background, so no request waits for it
+            self._catching_up = gevent.spawn(self._catch_up_in_background)
+
+    def _catch_up_in_background(self) -> None:
+        try:
+            self.catch_up()
+        except Exception:
+            log.exception("usage catch-up failed; the next query retries it")
+        finally:
+            self._catching_up = None
 
     def flush(self) -> int:
         """Write the records still pending (one flusher at a time); returns how many are left."""
@@ -81,8 +94,10 @@ class UsageLedger:
     def catch_up(self) -> None:
         """Read the records appended since the last call and hand each to every fold."""
         with self._lock:
-            for seq, data in self.storage.read("usage", after=self._seq):
+            for count, (seq, data) in enumerate(self.storage.read("usage", after=self._seq), 1):
                 record = UsageRecord.from_dict(data)
                 for fold in self._folds:
                     fold(record)
                 self._seq = seq
+                if count % 20 == 0:
+                    gevent.sleep(0)  # a long catch-up lets requests run in between

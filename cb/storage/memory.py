@@ -25,6 +25,11 @@ log = get_logger("storage.memory")
 LOG_LIMIT = 20_000
 
 
+def _copy(record: dict) -> dict:
+    """A copy the caller may change; log records are mostly flat, so copy deeply only what nests."""
+    return {k: copy.deepcopy(v) if isinstance(v, (dict, list)) else v for k, v in record.items()}
+
+
 class _Sub:
     def __init__(self, owner: MemoryStorage, pattern: str, handler: Handler):
         self.owner, self.pattern, self.handler = owner, pattern, handler
@@ -119,7 +124,7 @@ class MemoryStorage:
             skip = max(0, after - entries[0][0] + 1)  # sequences are consecutive within the deque
             records = list(itertools.islice(entries, skip, None))
         for seq, record in records:
-            yield seq, copy.deepcopy(record)
+            yield seq, _copy(record)
 
     def publish(self, subject: str, event: dict) -> None:
         matching = [sub for sub in self._subs if subject_matches(sub.pattern, subject)]
