@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 
 import gevent
+import gevent.lock
 
 from cb.errors import StorageUnavailable
 from cb.llm.routing import UsageRecord
@@ -37,7 +38,7 @@ class UsageLedger:
         self._folds: list[Callable[[UsageRecord], None]] = []
         self._catching_up: gevent.Greenlet | None = None
         self._seq = 0
-        self._lock = threading.Lock()
+        self._lock = gevent.lock.Semaphore()  # cooperative: catch_up yields while holding it
         self._pending: deque[dict] = deque(maxlen=PENDING_LIMIT)
         self._flushing = threading.Lock()
 
