@@ -10,7 +10,7 @@ Three things are stored:
   wildcards (``*`` one token, ``>`` the rest), seen by subscribers in every process.
 
 Values are JSON-compatible dicts. Handlers of subscriptions run in greenlets, never in
-the NATS thread.
+the NATS thread, and must not modify the event they are given (it may be shared).
 """
 
 from __future__ import annotations

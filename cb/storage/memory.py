@@ -134,9 +134,10 @@ class MemoryStorage:
 
     @staticmethod
     def _deliver(subs: list[_Sub], subject: str, event: dict) -> None:
+        # every subscriber gets the same fresh copy (handlers read events, never change them)
         for sub in subs:
             try:
-                sub.handler(subject, copy.deepcopy(event))
+                sub.handler(subject, event)
             except Exception:  # one failing subscriber must not starve the others
                 log.exception("event handler failed for %s", subject)
 
