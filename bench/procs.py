@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,19 +20,10 @@ class BenchError(Exception):
     """A step of the benchmark could not be carried out (the message says which and why)."""
 
 
-_handed_out: set[int] = set()
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.harness import free_port  # noqa: E402  (the one way to pick a port, tests and bench alike)
 
-
-def free_port() -> int:
-    """A free port on 127.0.0.1, never one this process handed out before (the kernel may
-    offer a just-released port again, and two listeners of one server must differ)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+__all__ = ["BenchError", "Supervisor", "free_port", "wait_for_port"]
 
 
 def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 30.0, log: Path | None = None) -> None:
