@@ -158,13 +158,9 @@ def chat_completions():
 def _routing_headers(model: str, ctx: RequestContext) -> dict:
     """Refuse a request in an exhausted budget; name the strategy and any budget warnings."""
     svc = services()
-    headers = {}
-    if svc.budgets is not None:
-        warnings = svc.budgets.check(ctx)
-        if warnings:
-            headers["x-cb-budget-warning"] = "; ".join(warnings)
-    if svc.router is not None and hasattr(svc.router, "strategy_for"):
-        headers["x-cb-routing-strategy"] = svc.router.strategy_for(model, ctx)
+    warnings = svc.budgets.check(ctx)
+    headers = {"x-cb-budget-warning": "; ".join(warnings)} if warnings else {}
+    headers["x-cb-routing-strategy"] = svc.router.strategy_for(model, ctx)
     return headers
 
 
@@ -177,9 +173,8 @@ def _annotate_usage(annotate, ctx: RequestContext) -> None:
                  usage_status=usage.status)
 
 
-_SHUTDOWN = {"error": {"message": "The server is shutting down; this stream was ended before it completed. "
-                                  "Retry the request.", "type": "server_error", "param": None,
-                       "code": "server_shutting_down"}}
+_SHUTDOWN = error_body(503, "The server is shutting down; this stream was ended before it completed. "
+                            "Retry the request.", "server_shutting_down")
 
 
 def _frame(data: dict) -> bytes:

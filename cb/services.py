@@ -6,7 +6,7 @@ GraphQL resolvers through the request context.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cb import __version__
@@ -36,7 +36,7 @@ class Services:
     security: Security | None = None
     workflows: WorkflowEngine | None = None
     version: str = __version__
-    extras: dict = field(default_factory=dict)
+    discovery: Any = None  # cb.llm.discovery.ModelDiscovery: refreshes Ollama's model list
     # the LLM side, built by cb.llm.services.llm_services
     catalog: Catalog | None = None
     router: Router | None = None
@@ -79,7 +79,7 @@ def build_services(settings: Settings) -> Services:
 
     services = Services(settings=settings, storage=storage, bus=EventBus(storage), **llm_services(settings, storage))
     services.gateway = build_gateway(settings, storage, services.router, services.ledger, services.catalog)
-    services.extras["discovery"] = start_discovery(services.gateway, settings)
+    services.discovery = start_discovery(services.gateway, settings)
     services.security = Security(settings, storage)
     services.workflows = WorkflowEngine(storage, services.bus)
     if settings.load_default_workflows:
