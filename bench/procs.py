@@ -21,9 +21,9 @@ class BenchError(Exception):
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.harness import free_port  # noqa: E402  (the one way to pick a port, tests and bench alike)
+from tests.harness import free_port, nats_server_binary  # noqa: E402  (the one way to pick a port, tests and bench alike)
 
-__all__ = ["BenchError", "Supervisor", "free_port", "wait_for_port"]
+__all__ = ["BenchError", "Supervisor", "free_port", "nats_server_binary", "wait_for_port"]
 
 
 def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 30.0, log: Path | None = None) -> None:

