@@ -23,9 +23,7 @@ from graphql import (
     InlineFragmentNode,
     OperationType,
     execute,
-    parse,
     specified_rules,
-    validate,
 )
 from graphql.execution.executor import Executor
 from graphql.execution.values import get_argument_values
@@ -78,6 +76,7 @@ class Operation:
 def prepare(payload: Any) -> Operation:
     """Parse and validate ``{query, variables, operationName}``; raise OperationRefused."""
     from schema import format_error, get_schema
+    from schema.documents import documents
     from schema.limits import VALIDATION_RULES
 
     if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
@@ -88,10 +87,10 @@ def prepare(payload: Any) -> Operation:
         raise OperationRefused([_error("variables must be an object", "BAD_REQUEST")])
     schema = get_schema()
     try:
-        document = parse(payload["query"])
+        document = documents.parse(payload["query"])
     except GraphQLError as exc:
         raise OperationRefused([format_error(exc)]) from None
-    errors = validate(schema, document, [*specified_rules, *VALIDATION_RULES])
+    errors = documents.validate(schema, document, (*specified_rules, *VALIDATION_RULES))
     if errors:
         raise OperationRefused([format_error(e) for e in errors])
     executor = Executor.build(schema, document, raw_variable_values=variables, operation_name=operation_name)
