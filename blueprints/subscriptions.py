@@ -257,13 +257,21 @@ class Connection:
         payload = errors[0] if self.legacy else errors
         self.send({"type": "error", "id": operation_id, "payload": payload})
 
+    def _fail(self, operation_id: str, errors: list[dict]) -> None:
+        """A running subscription ended with errors (it fell behind): the client hears it, then it is gone."""
+        self.operations.pop(operation_id, None)
+        self._refuse(operation_id, errors)
+        if self.legacy:
+            self._complete(operation_id)
+
     def _start(self, operation_id: str, payload) -> None:
         try:
             operation = prepare(payload)
             if operation.field is None:
                 self.operations[operation_id] = gevent.spawn(self._run_once, operation_id, operation)
                 return
-            live = LiveSubscription(operation, self.services, lambda body: self._result(operation_id, body))
+            live = LiveSubscription(operation, self.services, lambda body: self._result(operation_id, body),
+                                    lambda errors: self._fail(operation_id, errors))
             live.start()
         except OperationRefused as exc:
             self._refuse(operation_id, exc.errors)
