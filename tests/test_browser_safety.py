@@ -46,8 +46,12 @@ def test_get_query_still_works(server):
 
 
 def test_openai_port_refuses_non_json_bodies_with_415(gateway, upstream):
-    response = requests.post(gateway.openai_url + "/v1/chat/completions", data='{"model": "gpt-4"}',
-                             headers={"Content-Type": "text/plain"}, timeout=5)
+    response = requests.post(
+        gateway.openai_url + "/v1/chat/completions",
+        data='{"model": "gpt-4"}',
+        headers={"Content-Type": "text/plain"},
+        timeout=5,
+    )
     assert response.status_code == 415
     assert response.json()["error"]["code"] == "unsupported_media_type"
     assert upstream.chats() == []
@@ -61,24 +65,32 @@ def test_the_openai_sdk_is_unaffected(gateway):
 
 def test_cors_allows_only_loopback_origins_without_client_keys(gateway):
     url = gateway.openai_url + "/v1/models"
-    assert requests.get(url, headers={"Origin": "http://localhost:5173"}, timeout=5).headers[
-        "Access-Control-Allow-Origin"] == "http://localhost:5173"
-    assert "Access-Control-Allow-Origin" not in requests.get(url, headers={"Origin": "https://evil.example"},
-                                                             timeout=5).headers
+    assert (
+        requests.get(url, headers={"Origin": "http://localhost:5173"}, timeout=5).headers["Access-Control-Allow-Origin"]
+        == "http://localhost:5173"
+    )
+    assert (
+        "Access-Control-Allow-Origin"
+        not in requests.get(url, headers={"Origin": "https://evil.example"}, timeout=5).headers
+    )
 
 
 def test_cors_is_open_where_client_keys_are_required(server_factory):
     server = server_factory(OPENAI_API_KEY_REQUIRED="true", CB_API_KEYS="client-key-0123456789")
-    response = requests.options(server.openai_url + "/v1/models", timeout=5, headers={
-        "Origin": "https://app.example", "Access-Control-Request-Method": "GET"})
+    response = requests.options(
+        server.openai_url + "/v1/models",
+        timeout=5,
+        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "GET"},
+    )
     assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
 def test_foreign_host_header_gets_421_in_each_ports_format(server):
     openai_answer = requests.get(server.openai_url + "/v1/models", headers={"Host": "evil.example"}, timeout=5)
     assert openai_answer.status_code == 421 and openai_answer.json()["error"]["code"] == "misdirected_request"
-    graphql_answer = requests.post(server.graphql_url + "/graphql", json={"query": "{ version }"},
-                                   headers={"Host": "evil.example:4000"}, timeout=5)
+    graphql_answer = requests.post(
+        server.graphql_url + "/graphql", json={"query": "{ version }"}, headers={"Host": "evil.example:4000"}, timeout=5
+    )
     assert graphql_answer.status_code == 421
     assert graphql_answer.json()["errors"][0]["extensions"]["code"] == "MISDIRECTED_REQUEST"
     for host in ("localhost", "127.0.0.1", "[::1]:3000"):
@@ -93,14 +105,16 @@ def test_allowed_hosts_opens_named_hosts(server_factory):
 
 
 def test_a_warning_at_start_names_the_exposed_port(server_factory):
-    server = server_factory(OPENAI_API_KEY="sk-some-provider-key-0123", GRAPHQL_HOST="0.0.0.0")
+    server = server_factory(OPENAI_API_KEY="sk-some-provider-key-0123", OPENAI_HOST="0.0.0.0", GRAPHQL_HOST="0.0.0.0")
     warnings = [line for line in server.logs().splitlines() if "to close it" in line]
     assert len(warnings) == 2
     assert "OPENAI_API_KEY_REQUIRED=true" in warnings[0] and "GRAPHQL_API_KEY" in warnings[1]
     assert "sk-some-provider-key" not in server.logs()
 
 
-@pytest.mark.parametrize("url", ["http://169.254.169.254/latest", "http://[fe80::1]:80", "http://metadata.localtest:80"])
+@pytest.mark.parametrize(
+    "url", ["http://169.254.169.254/latest", "http://[fe80::1]:80", "http://metadata.localtest:80"]
+)
 def test_link_local_base_urls_are_refused(server, url):
     url = url.replace("metadata.localtest", "169.254.169.254.nip.invalid") if "localtest" in url else url
     result = server.graphql(CONFIGURE % url)
@@ -113,7 +127,8 @@ def test_link_local_base_urls_are_refused(server, url):
 def test_create_agent_refuses_a_metadata_base_url(server):
     result = server.graphql(
         'mutation { createAgent(input: {name: "a", llm_provider: {provider_type: "openai", model: "gpt-4", '
-        'base_url: "http://169.254.169.254/v1"}}) { id } }')
+        'base_url: "http://169.254.169.254/v1"}}) { id } }'
+    )
     assert "link-local" in result["errors"][0]["message"]
 
 
@@ -158,11 +173,14 @@ def test_upstream_html_errors_never_reach_the_client(server_factory):
 
 
 def test_openai_compatible_deployments_work(server, upstream):
-    result = server.graphql('mutation { configureLlmProvider(input: {id: "vllm", provider_type: "openai_compatible", '
-                            'base_url: "%s", api_key: "%s", models: ["llama3.2"]}) { id } }' % (upstream.base_url, API_KEY))
+    result = server.graphql(
+        'mutation { configureLlmProvider(input: {id: "vllm", provider_type: "openai_compatible", '
+        'base_url: "%s", api_key: "%s", models: ["llama3.2"]}) { id } }' % (upstream.base_url, API_KEY)
+    )
     assert result["data"]["configureLlmProvider"]["id"] == "vllm"
-    response = requests.post(server.openai_url + "/v1/chat/completions", timeout=20,
-                             json={**CHAT, "model": "vllm/llama3.2"})
+    response = requests.post(
+        server.openai_url + "/v1/chat/completions", timeout=20, json={**CHAT, "model": "vllm/llama3.2"}
+    )
     assert response.status_code == 200, response.text
     assert upstream.chats()[-1].json["model"] == "llama3.2"
 
@@ -192,8 +210,12 @@ async function attempt(name, f) { try { results[name] = await f(); } catch (e) {
 def test_a_page_from_another_origin_is_refused(gateway, upstream, tmp_path):
     import json
 
-    page = PAGE % {"graphql": gateway.graphql_url, "openai": gateway.openai_url,
-                   "mutation": json.dumps(CONFIGURE % "http://attacker.example"), "chat": json.dumps(CHAT)}
+    page = PAGE % {
+        "graphql": gateway.graphql_url,
+        "openai": gateway.openai_url,
+        "mutation": json.dumps(CONFIGURE % "http://attacker.example"),
+        "chat": json.dumps(CHAT),
+    }
 
     class Page(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -209,12 +231,26 @@ def test_a_page_from_another_origin_is_refused(gateway, upstream, tmp_path):
     threading.Thread(target=site.serve_forever, daemon=True).start()
     try:
         dom = subprocess.run(
-            ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'chromium'}",
-             "--host-resolver-rules=MAP evil.test 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-             "--virtual-time-budget=15000", "--dump-dom", f"http://evil.test:{site.server_port}/"],
-            capture_output=True, text=True, timeout=90).stdout
+            [
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={tmp_path / 'chromium'}",
+                "--host-resolver-rules=MAP evil.test 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                "--virtual-time-budget=15000",
+                "--dump-dom",
+                f"http://evil.test:{site.server_port}/",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        ).stdout
     finally:
         site.shutdown()
     assert "done " in dom, dom
