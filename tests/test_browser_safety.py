@@ -112,16 +112,25 @@ def test_a_warning_at_start_names_the_exposed_port(server_factory):
     assert "sk-some-provider-key" not in server.logs()
 
 
-@pytest.mark.parametrize(
-    "url", ["http://169.254.169.254/latest", "http://[fe80::1]:80", "http://metadata.localtest:80"]
-)
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest", "http://[fe80::1]:80", "http://[::ffff:169.254.1.1]"])
 def test_link_local_base_urls_are_refused(server, url):
-    url = url.replace("metadata.localtest", "169.254.169.254.nip.invalid") if "localtest" in url else url
     result = server.graphql(CONFIGURE % url)
-    if "nip.invalid" in url:  # an unresolvable name is accepted and checked again at connect time
-        return
     assert result["errors"][0]["extensions"]["code"] == "VALIDATION_ERROR"
     assert "link-local" in result["errors"][0]["message"]
+
+
+def test_names_resolving_to_link_local_are_refused_and_private_ones_allowed(monkeypatch):
+    import socket
+
+    from cb.errors import ValidationError
+    from cb.network import check_base_url
+
+    answers = {"metadata.internal": "169.254.169.254", "gpu.lan": "10.0.0.7"}
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, port: [(0, 0, 0, "", (answers[host], 0))])
+    with pytest.raises(ValidationError, match="link-local"):
+        check_base_url("http://metadata.internal/v1")
+    assert check_base_url("http://gpu.lan:8000/v1")
+    assert check_base_url("http://127.0.0.1:11434")
 
 
 def test_create_agent_refuses_a_metadata_base_url(server):
@@ -143,9 +152,9 @@ def test_cb_config_with_a_metadata_base_url_stops_start_up(tmp_path):
 
 def test_connect_time_check_refuses_a_link_local_peer():
     from cb.config import Settings
+    from cb.llm.errors import UpstreamError
     from cb.llm.providers import PROVIDERS
     from cb.llm.providers.base import Deployment, UpstreamCall
-    from cb.llm.errors import UpstreamError
     from cb.llm.transport import Transport
 
     settings = Settings.from_env({"UPSTREAM_CONNECT_TIMEOUT": "0.5"}, dotenv=None)
@@ -173,9 +182,15 @@ def test_upstream_html_errors_never_reach_the_client(server_factory):
 
 
 def test_openai_compatible_deployments_work(server, upstream):
+    spec = {
+        "id": "vllm",
+        "provider_type": "openai_compatible",
+        "base_url": upstream.base_url,
+        "api_key": API_KEY,
+        "models": ["llama3.2"],
+    }
     result = server.graphql(
-        'mutation { configureLlmProvider(input: {id: "vllm", provider_type: "openai_compatible", '
-        'base_url: "%s", api_key: "%s", models: ["llama3.2"]}) { id } }' % (upstream.base_url, API_KEY)
+        "mutation($in: LlmProviderInput!) { configureLlmProvider(input: $in) { id } }", {"in": spec}
     )
     assert result["data"]["configureLlmProvider"]["id"] == "vllm"
     response = requests.post(
