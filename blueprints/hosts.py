@@ -15,14 +15,19 @@ from __future__ import annotations
 from flask import Flask, request
 from graphql import GraphQLError, OperationType, get_operation_ast, parse
 
-from blueprints.limits import graphql_error
+from blueprints.limits import _abandon_body, graphql_error
 from blueprints.openai import error_response
 from cb.config import Settings
 from cb.network import HostCheck
 
+CLOSE = {"Connection": "close"}  # the body is left unread, so the connection cannot be reused
+
 
 def _misdirected(hosts: HostCheck) -> bool:
-    return not hosts.allows(request.host)
+    if hosts.allows(request.host):
+        return False
+    _abandon_body()
+    return True
 
 
 def install_openai(app: Flask, settings: Settings) -> None:
@@ -32,11 +37,18 @@ def install_openai(app: Flask, settings: Settings) -> None:
     def openai_request_guard():
         if _misdirected(hosts):
             return error_response(
-                421, f"Host {request.host!r} is not served here (see ALLOWED_HOSTS).", "misdirected_request"
+                421,
+                f"Host {request.host!r} is not served here (see ALLOWED_HOSTS).",
+                "misdirected_request",
+                headers=CLOSE,
             )
         if request.method in ("POST", "PUT", "PATCH") and request.path.startswith("/v1/") and not request.is_json:
+            _abandon_body()
             return error_response(
-                415, "Request bodies must be JSON: send Content-Type: application/json.", "unsupported_media_type"
+                415,
+                "Request bodies must be JSON: send Content-Type: application/json.",
+                "unsupported_media_type",
+                headers=CLOSE,
             )
         return None
 
@@ -48,7 +60,7 @@ def install_graphql(app: Flask, settings: Settings) -> None:
     def graphql_request_guard():
         if _misdirected(hosts):
             return graphql_error(
-                421, f"Host {request.host!r} is not served here (see ALLOWED_HOSTS).", "MISDIRECTED_REQUEST"
+                421, f"Host {request.host!r} is not served here (see ALLOWED_HOSTS).", "MISDIRECTED_REQUEST", CLOSE
             )
         if request.method == "GET" and request.path == "/graphql" and _changes_state():
             return graphql_error(

@@ -274,3 +274,18 @@ def test_a_page_from_another_origin_is_refused(gateway, upstream, tmp_path):
     assert upstream.chats() == []  # neither the text/plain nor the JSON chat reached the provider
     providers = gateway.graphql("{ llmProviders { id } }")["data"]["llmProviders"]
     assert "evil" not in [p["id"] for p in providers]
+
+
+def test_a_refused_request_does_not_wait_for_its_body(server):
+    import socket
+
+    slow = socket.create_connection(("127.0.0.1", server.openai_port), timeout=5)
+    slow.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: evil.example\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: 500\r\n\r\n{"
+    )
+    answer = b""
+    while chunk := slow.recv(4096):  # closed right after the answer, the body left unread
+        answer += chunk
+    slow.close()
+    assert answer.startswith(b"HTTP/1.1 421")
