@@ -119,7 +119,7 @@ class Settings:
     openai_host: str = var("OPENAI_HOST", "0.0.0.0", _text, "OpenAI-compatible listener address")
     openai_port: int = var("OPENAI_PORT", "3000", _port, "OpenAI-compatible listener port")
     openai_cors_enabled: bool = var("OPENAI_CORS_ENABLED", "true", _bool, "CORS on the OpenAI port")
-    openai_cors_origins: tuple = var("OPENAI_CORS_ORIGINS", "*", _csv, "allowed origins, comma-separated")
+    openai_cors_origins: tuple = var("OPENAI_CORS_ORIGINS", "", _csv, "allowed origins, comma-separated (empty: * when OPENAI_API_KEY_REQUIRED=true, else loopback origins only)")
     graphql_cors_origins: tuple = var("GRAPHQL_CORS_ORIGINS", "", _csv, "allowed origins on the GraphQL port (empty: no CORS)")
     openai_api_key_required: bool = var("OPENAI_API_KEY_REQUIRED", "false", _bool, "require a client key on /v1/*")
     openai_enable_streaming: bool = var("OPENAI_ENABLE_STREAMING", "true", _bool, "allow stream=true")
@@ -165,6 +165,7 @@ class Settings:
     breaker_cooldown_seconds: float = var("BREAKER_COOLDOWN_SECONDS", "30", _seconds, "seconds an open breaker waits before one probe")
     router_max_attempts: int = var("ROUTER_MAX_ATTEMPTS", "4", _int(1), "deployments tried per request, fallbacks included")
     router_deadline: float = var("ROUTER_DEADLINE_SECONDS", "120", _seconds, "seconds a request may spend trying routes before it fails (504)")
+    allowed_hosts: tuple = var("ALLOWED_HOSTS", "", _csv, "Host headers served, comma-separated, * for any (empty: * on a port that requires keys, else loopback names, IP literals and this machine's names)")
     trusted_proxies: tuple = var("TRUSTED_PROXIES", "", _csv, "proxy addresses whose X-Forwarded-For is believed")
     agent_lease_seconds: float = var("AGENT_LEASE_SECONDS", "15", _seconds, "seconds a worker's claim on an agent execution lasts without a heartbeat")
     agent_sweep_seconds: float = var("AGENT_SWEEP_SECONDS", "5", _seconds, "how often each worker looks for abandoned agent executions")
@@ -205,6 +206,14 @@ class Settings:
             raise ConfigError(
                 f"GRAPHQL_PORT and OPENAI_PORT are both {self.graphql_port}: the two APIs need different ports"
             )
+
+    def allowed_hosts_for(self, keys_required: bool) -> tuple[str, ...]:
+        """ALLOWED_HOSTS, or the default of a port that does (``*``) or does not require client keys."""
+        if self.allowed_hosts or keys_required:
+            return self.allowed_hosts or ("*",)
+        from cb.network import machine_names
+
+        return tuple(sorted(machine_names()))
 
     @property
     def provider_keys(self) -> dict[str, str | None]:

@@ -250,7 +250,8 @@ def test_wrong_types_name_the_field(client):
 
 
 def test_invalid_json_and_unknown_paths_answer_in_the_envelope(api):
-    bad = requests.post(api.openai_url + "/v1/chat/completions", data="{not json", timeout=5)
+    bad = requests.post(api.openai_url + "/v1/chat/completions", data="{not json", timeout=5,
+                        headers={"Content-Type": "application/json"})
     assert bad.status_code == 400 and set(bad.json()["error"]) == {"message", "type", "param", "code"}
     missing = requests.get(api.openai_url + "/v1/nothing", headers={"X-Request-ID": "abc-123"}, timeout=5)
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
