@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 
 from ariadne import ScalarType
-from graphql import ValueNode, value_from_ast_untyped
+from graphql import GraphQLError, ValueNode, value_from_ast_untyped
 
-from cb.jsondepth import check_json
+from cb.jsondepth import NestingTooDeep, check_json
 
 json_scalar = ScalarType("JSON")
 max_depth = 64  # MAX_JSON_DEPTH, set by the app at start (configure_depth)
@@ -34,7 +34,10 @@ def parse_json_value(value):
     if isinstance(value, str):
         stripped = value.strip()
         if stripped[:1] in ("{", "["):
-            check_json(stripped, max_depth, "The JSON value")
+            try:
+                check_json(stripped, max_depth, "The JSON value")
+            except NestingTooDeep as exc:
+                raise GraphQLError(exc.message, extensions={"code": "BAD_REQUEST"}) from None
             try:
                 return json.loads(stripped)
             except ValueError:
