@@ -23,8 +23,8 @@ import sys
 import weakref
 
 import gevent
-from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
+from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
 

@@ -83,7 +83,9 @@ def graphql_too_deep(document: str | bytes, limit: int) -> bool:
     return _brackets_deeper(data.translate(_GRAPHQL_TABLE, _GRAPHQL_OTHER), limit)
 
 
-def check_json(text: str | bytes | bytearray, limit: int, what: str = "The JSON body", param: str | None = None) -> None:
+def check_json(
+    text: str | bytes | bytearray, limit: int, what: str = "The JSON body", param: str | None = None
+) -> None:
     """Raise :class:`NestingTooDeep` if ``text`` nests deeper than ``limit``."""
     if json_too_deep(text, limit):
         raise NestingTooDeep(what, limit, param)

@@ -12,7 +12,7 @@ import requests
 from tests.upstreams.openai_server import API_KEY, OpenAIUpstream
 from tests.ws_client import WsClient
 
-CREATE = "mutation($d: JSON) { createToken(input: { workflow_id: \"document_review\", data: $d }) { id } }"
+CREATE = 'mutation($d: JSON) { createToken(input: { workflow_id: "document_review", data: $d }) { id } }'
 
 
 def nested(levels: int) -> str:
@@ -21,8 +21,9 @@ def nested(levels: int) -> str:
 
 def test_deep_chat_body_is_a_400_envelope_naming_the_limit(server):
     body = '{"model": "gpt-4", "messages": [], "metadata": ' + nested(100_000) + "}"
-    response = requests.post(server.openai_url + "/v1/chat/completions", data=body,
-                             headers={"Content-Type": "application/json"}, timeout=10)
+    response = requests.post(
+        server.openai_url + "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}, timeout=10
+    )
     assert response.status_code == 400
     error = response.json()["error"]
     assert "MAX_JSON_DEPTH" in error["message"] and error["code"] == "json_too_deep" and "param" in error
@@ -30,18 +31,20 @@ def test_deep_chat_body_is_a_400_envelope_naming_the_limit(server):
 
 def test_deep_graphql_variables_are_bad_request(server):
     body = '{"query": "query { version }", "variables": {"x": ' + nested(5000) + "}}"
-    response = requests.post(server.graphql_url + "/graphql", data=body, headers={"Content-Type": "application/json"},
-                             timeout=10)
+    response = requests.post(
+        server.graphql_url + "/graphql", data=body, headers={"Content-Type": "application/json"}, timeout=10
+    )
     assert response.status_code == 400
     error = response.json()["errors"][0]
     assert error["extensions"]["code"] == "BAD_REQUEST" and "MAX_JSON_DEPTH" in error["message"]
-    get = requests.get(server.graphql_url + "/graphql", params={"query": "{ version }", "variables": nested(1000)},
-                       timeout=10)
+    get = requests.get(
+        server.graphql_url + "/graphql", params={"query": "{ version }", "variables": nested(1000)}, timeout=10
+    )
     assert get.status_code == 400 and get.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
 
 
 def test_deep_graphql_document_is_bad_request(server):
-    query = "mutation { createToken(input: { workflow_id: \"document_review\", data: " + nested(20_000) + " }) { id } }"
+    query = 'mutation { createToken(input: { workflow_id: "document_review", data: ' + nested(20_000) + " }) { id } }"
     response = requests.post(server.graphql_url + "/graphql", json={"query": query}, timeout=10)
     assert response.status_code == 400
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
@@ -77,11 +80,20 @@ def upstream():
 
 
 def test_a_stalled_upstream_stream_ends_with_upstream_timeout(server_factory, upstream):
-    api = server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.base_url, SSE_KEEPALIVE_SECONDS="0.1",
-                         UPSTREAM_STREAM_IDLE_TIMEOUT="1")
+    api = server_factory(
+        OPENAI_API_KEY=API_KEY,
+        OPENAI_BASE_URL=upstream.base_url,
+        SSE_KEEPALIVE_SECONDS="0.1",
+        UPSTREAM_STREAM_IDLE_TIMEOUT="1",
+    )
     upstream.slow_next(0.0, stall_after_chunks=2)
-    response = requests.post(api.openai_url + "/v1/chat/completions", stream=True, timeout=30, headers={
-        "X-Request-ID": "stalled-1"}, json={"model": "gpt-4", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+    response = requests.post(
+        api.openai_url + "/v1/chat/completions",
+        stream=True,
+        timeout=30,
+        headers={"X-Request-ID": "stalled-1"},
+        json={"model": "gpt-4", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+    )
     lines = [line.decode() for line in response.iter_lines() if line]
     assert ": keep-alive" in lines  # keep-alives went out while the upstream was silent, and did not reset the clock
     assert lines[-1] == "data: [DONE]"
@@ -107,7 +119,7 @@ def test_websocket_subscriptions_per_connection_are_bounded(server_factory):
     client = WsClient(server)
     client.init()
     for i in range(4):
-        client.subscribe(f"s{i}", "subscription { workflowEvents(workflow_id: \"document_review\") { type } }")
+        client.subscribe(f"s{i}", 'subscription { workflowEvents(workflow_id: "document_review") { type } }')
     error = client.expect("error", "s3")
     assert "GRAPHQL_WS_MAX_SUBSCRIPTIONS" in error["payload"][0]["message"]
     created = server.graphql(CREATE, {"d": {}})  # another client is served meanwhile
@@ -120,8 +132,10 @@ def test_websocket_connections_per_worker_are_bounded(server_factory):
     first = WsClient(server)
     first.init()
     with socket.create_connection(("127.0.0.1", server.graphql_port), timeout=10) as sock:
-        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        sock.sendall(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
         answer = ""
         while "}" not in answer and (data := sock.recv(65536)):
             answer += data.decode()
