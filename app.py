@@ -58,8 +58,11 @@ def create_openai_app(settings: Settings, services: Services) -> Flask:
 
 def create_graphql_app(settings: Settings, services: Services) -> Flask:
     from blueprints import auth, cors, graphql, health, hosts, limits, metrics, observability, subscriptions
+    from schema import scalars
 
+    scalars.configure_depth(settings.max_json_depth)
     app = _flask_app("circuit_breaker.graphql", settings, services)
+    limits.install_graphql_error_handlers(app)
     observability.install(app, "graphql")
     app.register_blueprint(metrics.bp)
     cors.install_graphql(app, settings)

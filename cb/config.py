@@ -47,6 +47,18 @@ def _int(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _int_between(minimum: int, maximum: int) -> Callable[[str], int]:
+    at_least = _int(minimum)
+
+    def parse(raw: str) -> int:
+        value = at_least(raw)
+        if value > maximum:
+            raise ValueError(f"an integer from {minimum} to {maximum}")
+        return value
+
+    return parse
+
+
 def _seconds(raw: str) -> float:
     try:
         value = float(raw)
@@ -149,11 +161,16 @@ class Settings:
     max_request_bytes: int = var("MAX_REQUEST_BYTES", "10485760", _int(1024), "largest request body accepted")
     max_messages: int = var("MAX_MESSAGES", "2048", _int(1), "most messages accepted in one chat completion request")
     graphql_max_query_bytes: int = var("GRAPHQL_MAX_QUERY_BYTES", "100000", _int(100), "longest GraphQL document accepted")
+    max_json_depth: int = var("MAX_JSON_DEPTH", "64", _int_between(1, 512), "deepest nesting of JSON (and GraphQL documents) accepted on both ports")
     body_read_timeout: float = var("REQUEST_BODY_TIMEOUT", "30", _seconds, "seconds a client may take to send its request body")
     connect_timeout: float = var("UPSTREAM_CONNECT_TIMEOUT", "10", _seconds, "seconds to connect to a provider")
     read_timeout: float = var("UPSTREAM_READ_TIMEOUT", "600", _seconds, "seconds to wait between bytes from a provider")
     first_token_timeout: float = var("UPSTREAM_FIRST_TOKEN_TIMEOUT", "120", _seconds, "seconds to wait for a stream's first token")
+    stream_idle_timeout: float = var("UPSTREAM_STREAM_IDLE_TIMEOUT", "60", _seconds, "seconds a stream's upstream may stay silent after its first chunk")
     ws_init_timeout: float = var("GRAPHQL_WS_INIT_TIMEOUT", "10", _seconds, "seconds a WebSocket client has to send connection_init")
+    ws_max_message_bytes_setting: int | None = var("GRAPHQL_WS_MAX_MESSAGE_BYTES", "", _optional(_int(100)), "largest WebSocket message accepted (default: GRAPHQL_MAX_QUERY_BYTES)")
+    ws_max_subscriptions: int = var("GRAPHQL_WS_MAX_SUBSCRIPTIONS", "100", _int(1), "operations one WebSocket connection may run at once")
+    ws_max_connections: int = var("GRAPHQL_WS_MAX_CONNECTIONS", "1000", _int(1), "WebSocket connections per worker; more are refused with 503")
     ws_keepalive_seconds: float = var("GRAPHQL_WS_KEEPALIVE_SECONDS", "15", _seconds, "seconds between 'ka' messages (graphql-ws)")
     keepalive_seconds: float = var("SSE_KEEPALIVE_SECONDS", "15", _seconds, "idle seconds before an SSE ': keep-alive' comment")
     graceful_timeout: float = var("GRACEFUL_TIMEOUT", "30", _seconds, "seconds in-flight requests get on shutdown")
@@ -214,6 +231,11 @@ class Settings:
         from cb.network import machine_names
 
         return tuple(sorted(machine_names()))
+
+    @property
+    def ws_max_message_bytes(self) -> int:
+        """GRAPHQL_WS_MAX_MESSAGE_BYTES, or GRAPHQL_MAX_QUERY_BYTES when it is not set."""
+        return self.ws_max_message_bytes_setting or self.graphql_max_query_bytes
 
     @property
     def provider_keys(self) -> dict[str, str | None]:

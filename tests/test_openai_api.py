@@ -310,8 +310,8 @@ def test_mid_stream_failure_becomes_an_error_event(api, upstream):
     response = requests.post(api.openai_url + "/v1/chat/completions", stream=True, timeout=10,
                              json={"model": "gpt-4", "stream": True, "messages": [{"role": "user", "content": "x"}]})
     lines = sse_events(response)  # ends cleanly: iter_lines would raise on a broken chunked body
-    assert len(lines) == 4
-    error = json.loads(lines[-1][6:])["error"]
+    assert len(lines) == 5 and lines[-1] == "data: [DONE]"
+    error = json.loads(lines[-2][6:])["error"]
     assert "OpenAI" in error["message"] and error["type"] == "server_error"
 
 
