@@ -51,6 +51,7 @@ def seed_tokens(nats_url: str, prefix: str, say=print) -> list[str]:
     storage.connect()
     try:
         engine = WorkflowEngine(storage, EventBus(storage))
+        engine.migrate()  # as a worker does at start: this store has the current layout
         ids = [f"scale_{n:03d}" for n in range(WORKFLOWS)]
         for workflow_id in ids:
             engine.create_workflow(Workflow(id=workflow_id, name=workflow_id, places=("start", "done"),
@@ -79,6 +80,7 @@ def seed_executions(nats_url: str, prefix: str, say=print) -> None:
     storage.connect()
     try:
         store = ExecutionStore(storage, EventBus(storage))
+        store.migrate()
         started = time.monotonic()
 
         def finish(n: int) -> None:
