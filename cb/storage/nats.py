@@ -484,11 +484,21 @@ class NatsStorage:
     # -- events -------------------------------------------------------------------------
 
     async def _publish(self, subject: str, data: bytes) -> None:
-        await self._nc.publish(subject, data)
+        try:
+            await self._nc.publish(subject, data)
+        except Exception as exc:  # noqa: BLE001 - nobody waits for a publish: say what was lost
+            log.warning("event on %s not published (%s)", subject, type(exc).__name__)
 
     def publish(self, subject: str, event: dict) -> None:
+        """Hand the event to the connection without waiting: core NATS publishing only
+        appends to the client's outgoing buffer, and tasks start in the order they are
+        submitted, so one greenlet's events keep their order."""
+        if not self.is_connected():
+            raise StorageUnavailable(f"NATS server at {self.url} is unavailable")
         data = json.dumps(event, separators=(",", ":")).encode()
-        self._call(self._publish(f"{self.prefix}.{subject}", data))
+        if len(data) > self._nc.max_payload:
+            raise ValidationError("value too large for NATS")
+        self._bridge.submit(self._publish(f"{self.prefix}.{subject}", data))
 
     async def _subscribe(self, subject: str, callback):
         return await self._nc.subscribe(subject, cb=callback)
