@@ -316,16 +316,27 @@ def test_shell_has_the_services_and_starts_no_background_jobs(cli):
         "print('runner:', services.agents.runner._sweeper is None, 'discovery:', services.discovery._greenlet is None)",
         "print('missing:', [n for n in ('app', 'settings', 'gateway', 'router', 'ledger', 'storage') if n not in globals()])",
         "print('backend:', storage.backend, app.name)",
+        "print('health:', app.test_client().get('/health').json['storage'])",
     ]) + "\n"
     done = cli.run("shell", stdin=script)
     assert done.returncode == 0, done.stderr
     assert "workflows: ['document_review', 'software_deployment']" in done.stdout
     assert "runner: True discovery: True" in done.stdout
     assert "missing: []" in done.stdout and "backend: nats circuit_breaker.graphql" in done.stdout
+    assert "health: {'backend': 'nats', 'connected': True}" in done.stdout
     banner = done.stderr
     for name in ("services", "settings", "workflows", "gateway", "storage", "router", "ledger"):
         assert name in banner
     assert "not running" in banner and "services.start()" in banner
+
+
+def test_flask_reads_the_dotenv_file_of_the_project_directory(tmp_path):
+    project = project_dir(tmp_path)
+    graphql, openai_port = free_port(), free_port()
+    (project / ".env").write_text(f"GRAPHQL_PORT={graphql}\nOPENAI_PORT={openai_port}\nOLLAMA_BASE_URL=\n")
+    report = Operator(project, {}).json("cb", "check")
+    assert any(c["name"] == f"port {graphql} (GRAPHQL_PORT)" for c in report["checks"])
+    assert next(c for c in report["checks"] if c["name"] == "provider ollama")["status"] == "skip"
 
 
 def test_shell_fails_in_one_line_when_nats_is_away(cli):
