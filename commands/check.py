@@ -11,6 +11,7 @@ import requests
 from cb.config import Settings
 from cb.errors import CircuitBreakerError
 from cb.llm.deployments import KEY_VARIABLES, is_configured
+from cb.security.redaction import scrub
 from commands import Failure, json_option, operator, print_json
 
 DEFAULT_OLLAMA = "http://localhost:11434"
@@ -127,11 +128,11 @@ def check(as_json: bool) -> None:
     found = run_checks()
     failed = [c.name for c in found if c.status == "fail"]
     if as_json:
-        print_json({"ok": not failed, "checks": [asdict(c) for c in found]})
+        print_json({"ok": not failed, "checks": [{**asdict(c), "detail": scrub(c.detail)} for c in found]})
     else:
         width = max(len(c.name) for c in found)
         for c in found:
-            click.echo(f"{c.status:<4}  {c.name:<{width}}  {c.detail}")
+            click.echo(scrub(f"{c.status:<4}  {c.name:<{width}}  {c.detail}"))
     if failed:
         raise Failure(f"{len(failed)} check(s) failed: {', '.join(failed)}")
     if not as_json:
