@@ -101,6 +101,11 @@ class Handler(WebSocketHandler):
 
     def handle_one_response(self):
         super().handle_one_response()
+        # Let the other connections run before this one reads its next request: a keep-alive
+        # client whose next request is already in the socket would otherwise be served again
+        # and again without a switch, starving the rest (at c=32: p50 2 ms, p99 700 ms; with
+        # the yield p50 25 ms, p99 50 ms at the same throughput).
+        gevent.sleep(0)
         from cb import lifecycle
 
         if lifecycle.draining():

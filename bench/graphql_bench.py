@@ -119,14 +119,16 @@ def start_nats(sup: Supervisor, workdir: Path) -> str:
     return f"nats://127.0.0.1:{port}"
 
 
-def start_server(sup: Supervisor, workdir: Path, backend: str, nats_url: str | None = None) -> GraphQLServer:
+def start_server(sup: Supervisor, workdir: Path, backend: str, nats_url: str | None = None, workers: int = 1,
+                 prefix: str | None = None) -> GraphQLServer:
     graphql_port, openai_port = free_port(), free_port()
     env = base_env()
     env.update(server_env(graphql_port, openai_port))
     env.update(STORAGE_BACKEND=backend, CB_LOAD_DEFAULT_WORKFLOWS="false")
     if backend == "nats":
-        env.update(NATS_URL=nats_url, NATS_PREFIX="bench" + uuid.uuid4().hex[:6], WEB_CONCURRENCY="1")
-    name = f"ours-graphql-{backend}"
+        env.update(NATS_URL=nats_url, NATS_PREFIX=prefix or "bench" + uuid.uuid4().hex[:6],
+                   WEB_CONCURRENCY=str(workers))
+    name = f"ours-graphql-{backend}-{workers}w"
     proc = sup.start(name, gunicorn_argv(), env=env, cwd=_run_dir(workdir))
     wait_for_port(graphql_port, proc, 30, sup.log_path(name))
     server = GraphQLServer(backend, graphql_port, proc)
@@ -271,22 +273,24 @@ def _all_tokens(server: GraphQLServer, workflow_id: str) -> list[dict]:
 
 
 def run_graphql_bench(sup: Supervisor, workdir: Path, duration: float, connections: int, subscribers: int,
-                      backends: tuple[str, ...] = ("memory", "nats"), say=print) -> dict:
+                      backends: tuple[str, ...] = ("memory", "nats", "nats-2w"), say=print) -> dict:
     """Pairs/s and fan-out for each backend; a backend that fails is reported with its error."""
     results = {}
     nats_url = None
     for backend in backends:
         entry = results[backend] = {}
+        storage, _, workers = backend.partition("-")  # "nats-2w": NATS storage, two workers
         try:
-            if backend == "nats" and nats_url is None:
+            if storage == "nats" and nats_url is None:
                 nats_url = start_nats(sup, workdir)
-            server = start_server(sup, workdir, backend, nats_url)
+            server = start_server(sup, workdir, storage, nats_url, workers=int(workers.rstrip("w") or 1))
             workflow_id = server.create_workflow()
             run_pairs(server, workdir, workflow_id, connections, min(2.0, duration))  # warm-up
             say(f"  graphql {backend}: createToken + fireTransition pairs, {connections} connections")
             entry["pairs"] = run_pairs(server, workdir, workflow_id, connections, duration)
-            say(f"  graphql {backend}: fan-out to {subscribers} subscribers")
-            entry["fan_out"] = asyncio.run(_fan_out(server, workdir, subscribers, 4, duration))
+            if not workers:  # fan-out is measured on one worker of each storage
+                say(f"  graphql {backend}: fan-out to {subscribers} subscribers")
+                entry["fan_out"] = asyncio.run(_fan_out(server, workdir, subscribers, 4, duration))
             sup.stop(server.proc)
         except (TimeoutError, BenchError, OSError, requests.RequestException) as exc:
             entry["error"] = f"{exc.__class__.__name__}: {exc}"[:500]

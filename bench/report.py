@@ -40,13 +40,23 @@ def render(results: dict) -> str:
     out = [f"# Benchmark {results['started']}", ""]
     m = results["machine"]
     out.append(f"Machine: {m['cores']} cores, {m['platform']}. Versions: "
-               + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".")
+               + ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items()) + ".")
     s = results["settings"]
     out.append(f"Each cell: wrk {s['duration']:g}s, {s['wrk_threads']} wrk thread(s), after a {s['warmup']:g}s warm-up "
                f"per target and mode; targets interleaved cell by cell; one worker process per gateway.")
     if results.get("notes"):
         out += [""] + [f"Note: {n}" for n in results["notes"]]
-    out += ["", "## OpenAI chat completions", "",
+    if results["cells"]:
+        out += render_gateway(results)
+    if results.get("graphql"):
+        out += ["", *render_graphql(results["graphql"])]
+    if results.get("workflow_scale"):
+        out += ["", *render_workflow_scale(results["workflow_scale"], results.get("graphql") or {})]
+    return "\n".join(out) + "\n"
+
+
+def render_gateway(results: dict) -> list[str]:
+    out = ["", "## OpenAI chat completions", "",
             "| mode | conc. | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |",
             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for row in results["cells"]:
@@ -72,9 +82,57 @@ def render(results: dict) -> str:
                    + " | ".join(_num(ratio(ours, t.get(o)), "{:.2f}x") for o in ("litellm", "portkey", "direct"))
                    + " |")
     out += ["", "## Goals (issue 9)", ""] + [f"- {line}" for line in goals(results)]
-    if results.get("graphql"):
-        out += ["", *render_graphql(results["graphql"])]
-    return "\n".join(out) + "\n"
+    return out
+
+
+WORKFLOW_GOALS = {"memory_pairs": 600, "memory_p99_ms": 150, "nats_pairs": 300, "nats_2w_ratio": 1.6,
+                  "listing_p50_ms": 30, "idle_cpu_percent": 2}
+
+
+def render_workflow_scale(scale: dict, graphql: dict) -> list[str]:
+    out = ["## Workflow engine at scale (NATS)", ""]
+    if "error" in scale:
+        out.append(f"fails: {scale['error']}")
+    listing, idle = scale.get("listing") or {}, scale.get("idle") or {}
+    if listing:
+        out.append(f"- listing a place of {listing['tokens_listed']} tokens with {listing['tokens_stored']:,} tokens "
+                   f"stored in 100 workflows: p50 {listing['p50_ms']:.2f} ms, p99 {listing['p99_ms']:.2f} ms "
+                   f"({listing['rounds']} sequential requests)")
+    if idle:
+        out.append(f"- idle NATS worker with {idle['executions_stored']:,} finished executions stored: "
+                   f"{idle['cpu_percent']:.2f}% of one core over {idle['seconds']:g} s "
+                   f"({idle['processes']} processes: master and worker)")
+    out += ["", "Goals (issue 12):", ""] + [f"- {line}" for line in workflow_goals(scale, graphql)]
+    return out
+
+
+def workflow_goals(scale: dict, graphql: dict) -> list[str]:
+    def pairs(backend: str) -> dict:
+        return (graphql.get(backend) or {}).get("pairs") or {}
+
+    def verdict(ok: bool | None) -> str:
+        return "not measured" if ok is None else ("met" if ok else "NOT met")
+
+    memory, nats, nats2 = pairs("memory"), pairs("nats"), pairs("nats-2w")
+    g = WORKFLOW_GOALS
+    ratio2 = nats2["pairs_per_s"] / nats["pairs_per_s"] if nats2 and nats and nats["pairs_per_s"] else None
+    listing, idle = scale.get("listing") or {}, scale.get("idle") or {}
+    return [
+        f"memory, 1 worker: >= {g['memory_pairs']} pairs/s: {_num(memory.get('pairs_per_s'))} "
+        f"({verdict(memory.get('pairs_per_s', -1) >= g['memory_pairs'] if memory else None)})",
+        f"memory, 1 worker: p99 <= {g['memory_p99_ms']} ms: {_num(memory.get('p99_ms'), '{:.1f} ms')} "
+        f"({verdict(memory.get('p99_ms', 1e9) <= g['memory_p99_ms'] if memory else None)})",
+        f"NATS, 1 worker: >= {g['nats_pairs']} pairs/s: {_num(nats.get('pairs_per_s'))} "
+        f"({verdict(nats.get('pairs_per_s', -1) >= g['nats_pairs'] if nats else None)})",
+        f"NATS, 2 workers: >= {g['nats_2w_ratio']}x NATS with 1 worker: {_num(ratio2, '{:.2f}x')} "
+        f"({verdict(ratio2 >= g['nats_2w_ratio'] if ratio2 is not None else None)})",
+        f"100-token place with 100,000 tokens stored: p50 <= {g['listing_p50_ms']} ms: "
+        f"{_num(listing.get('p50_ms'), '{:.2f} ms')} "
+        f"({verdict(listing['p50_ms'] <= g['listing_p50_ms'] if listing else None)})",
+        f"idle worker with 100,000 finished executions: <= {g['idle_cpu_percent']}% CPU: "
+        f"{_num(idle.get('cpu_percent'), '{:.2f}%')} "
+        f"({verdict(idle['cpu_percent'] <= g['idle_cpu_percent'] if idle else None)})",
+    ]
 
 
 def goals(results: dict) -> list[str]:
@@ -108,8 +166,10 @@ def render_graphql(graphql: dict) -> list[str]:
         p = entry.get("pairs", {})
         f = entry.get("fan_out") or {}
         frac = f.get("delivered_fraction")
+        ended = f.get("ended_fell_behind")
         fan = (f"{_num(f.get('events_per_s_delivered'))} | {f.get('connected', '-')}/{f.get('subscribers', '-')} | "
-               f"{'-' if frac is None else f'{frac:.1%}'}") if f else f"fails: {entry.get('error', 'not run')} | | "
+               f"{'-' if frac is None else f'{frac:.1%}'}{f', {ended} ended (fell behind)' if ended else ''}") \
+            if f else ("- | - | -" if "error" not in entry else f"fails: {entry['error']} | | ")
         out.append(f"| {backend} | {_num(p.get('pairs_per_s'))} | {_num(p.get('mutations_per_s'))} | "
                    f"{_num(p.get('p50_ms'), '{:.2f}')} | {_num(p.get('p99_ms'), '{:.2f}')} | {p.get('failures', '-')} "
                    f"| {fan} |")

@@ -33,6 +33,7 @@ from procs import BenchError, Supervisor, run  # noqa: E402
 from report import render  # noqa: E402
 from targets import ALL, Target  # noqa: E402
 from upstream import start_upstream  # noqa: E402
+from workflow_scale import run_workflow_scale  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -51,9 +52,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--targets", default=env("BENCH_TARGETS", "direct,ours,litellm,portkey"))
     p.add_argument("--modes", default=env("BENCH_MODES", "json,stream"))
     p.add_argument("--wrk-threads", type=int, default=int(env("BENCH_WRK_THREADS", "1")))
+    p.add_argument("--gateway", type=int, default=int(env("BENCH_GATEWAY", "1")))
     p.add_argument("--graphql", type=int, default=int(env("BENCH_GRAPHQL", "1")))
     p.add_argument("--subscribers", type=int, default=int(env("BENCH_SUBSCRIBERS", "100")))
     p.add_argument("--graphql-connections", type=int, default=int(env("BENCH_GRAPHQL_CONNECTIONS", "32")))
+    p.add_argument("--workflow-scale", type=int, default=int(env("BENCH_WORKFLOW_SCALE", "1")))
     p.add_argument("--keep-logs", type=int, default=int(env("BENCH_KEEP_LOGS", "0")))
     args = p.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
@@ -175,20 +178,26 @@ def main(argv: list[str] | None = None) -> int:
                "notes": []}
     try:
         with Supervisor(workdir) as sup:
-            upstream = start_upstream(sup, workdir)
-            say(f"nginx upstream on 127.0.0.1:{upstream.json_port} (JSON) and :{upstream.sse_port} (SSE)")
-            targets, failed = start_targets(sup, upstream, workdir, args.targets)
-            keep = keep or bool(failed)
-            say("probing and warming up")
-            ready = prepare_modes(targets, workdir, args)
-            say("measuring")
-            results["cells"] = run_matrix(targets, ready, failed, args)
-            results["versions"] = versions(targets)
-            sup.stop_all()
+            results["cells"] = []
+            if args.gateway:
+                upstream = start_upstream(sup, workdir)
+                say(f"nginx upstream on 127.0.0.1:{upstream.json_port} (JSON) and :{upstream.sse_port} (SSE)")
+                targets, failed = start_targets(sup, upstream, workdir, args.targets)
+                keep = keep or bool(failed)
+                say("probing and warming up")
+                ready = prepare_modes(targets, workdir, args)
+                say("measuring")
+                results["cells"] = run_matrix(targets, ready, failed, args)
+                results["versions"] = versions(targets)
+                sup.stop_all()
             if args.graphql:
                 say("GraphQL benchmark")
                 results["graphql"] = run_graphql_bench(sup, workdir, args.duration, args.graphql_connections,
                                                        args.subscribers, say=say)
+                sup.stop_all()
+            if args.workflow_scale:
+                say("workflow engine at scale (NATS)")
+                results["workflow_scale"] = run_workflow_scale(sup, workdir, say=say)
     except KeyboardInterrupt:
         say("interrupted: all benchmark processes stopped")
         return 130

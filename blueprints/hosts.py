@@ -42,7 +42,9 @@ def install_openai(app: Flask, settings: Settings) -> None:
                 "misdirected_request",
                 headers=CLOSE,
             )
-        if request.method in ("POST", "PUT", "PATCH") and request.path.startswith("/v1/") and not request.is_json:
+        # only a request some route takes: a wrong method or path keeps its 405 or 404
+        takes_body = request.method in ("POST", "PUT", "PATCH") and request.path.startswith("/v1/")
+        if takes_body and request.url_rule is not None and not request.is_json:
             _abandon_body()
             return error_response(
                 415,

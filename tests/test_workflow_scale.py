@@ -178,3 +178,42 @@ def test_finished_executions_are_deleted_after_their_retention(storage):
     assert store.expire(3600, at=1_767_250_800) == 1  # 07:00: now it is not
     assert store.list(token_id="t-new") == []
     assert [x.id for x in store.list()] == [running.id]
+
+
+
+def test_a_workflow_deleted_and_created_again_elsewhere_is_fired_by_its_new_definition(nats_server):
+    import time
+
+    import gevent
+
+    from cb.errors import NotFound
+    from cb.workflow import Workflow, WorkflowEngine
+    from cb.workflow.engine import DEFINITION_SECONDS
+    from cb.workflow.model import Transition
+
+    prefix = Server.fresh_namespace()
+    here, there = NatsStorage(nats_server.url, prefix=prefix), NatsStorage(nats_server.url, prefix=prefix)
+    for storage in (here, there):
+        storage.connect()
+    try:
+        mine, theirs = WorkflowEngine(here, EventBus(here)), WorkflowEngine(there, EventBus(there))
+
+        def define(engine: WorkflowEngine, transition: str, to_place: str) -> None:
+            engine.create_workflow(Workflow(id="again", name="again", places=("start", to_place), initial_place="start",
+                                            transitions=(Transition(transition, transition, ("start",), to_place),)))
+
+        define(theirs, "go", "done")
+        assert mine.fire(mine.create_token("again").id, "go").place == "done"  # this worker keeps the definition
+        for token in mine.list_tokens("again"):
+            mine.delete_token(token.id)
+        theirs.delete_workflow("again")
+        define(theirs, "next", "end")
+        deadline = time.monotonic() + DEFINITION_SECONDS / 2  # well before a cached copy would expire by itself
+        while "again" in mine._definitions and time.monotonic() < deadline:
+            gevent.sleep(0.01)  # the other worker's message on its way
+        assert mine.fire(mine.create_token("again").id, "next").place == "end"
+        with pytest.raises(NotFound):
+            mine.fire(mine.create_token("again").id, "go")
+    finally:
+        here.close()
+        there.close()

@@ -11,6 +11,7 @@ import json
 import threading
 from collections import deque
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import gevent
 
@@ -30,6 +31,11 @@ def _copy(record: dict) -> dict:
     return {k: copy.deepcopy(v) if isinstance(v, (dict, list)) else v for k, v in record.items()}
 
 
+class _Stored(NamedTuple):
+    text: str  # the value as JSON
+    revision: int
+
+
 class _Sub:
     def __init__(self, owner: MemoryStorage, pattern: str, handler: Handler):
         self.owner, self.pattern, self.handler = owner, pattern, handler
@@ -39,13 +45,13 @@ class _Sub:
 
 
 class MemoryStorage:
-    """The default backend. Values are deep-copied in and out, as a real store would."""
+    """The default backend. Values are stored as JSON text and decoded on every read, as a real store would."""
 
     backend = "memory"
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._buckets: dict[str, dict[str, Entry]] = {}
+        self._buckets: dict[str, dict[str, _Stored]] = {}
         self._revisions = itertools.count(1)
         self._logs: dict[str, deque[tuple[int, dict]]] = {}
         self._log_seq: dict[str, int] = {}
@@ -71,7 +77,7 @@ class MemoryStorage:
             stores.update({g: {"replicas": 1, "messages": len(self._logs.get(g, ()))} for g in LOGS})
         return {"backend": "memory", "stores": stores}
 
-    def _bucket(self, bucket: str) -> dict[str, Entry]:
+    def _bucket(self, bucket: str) -> dict[str, _Stored]:
         return self._buckets.setdefault(bucket, {})
 
     @staticmethod
@@ -79,20 +85,23 @@ class MemoryStorage:
         return json.loads(json.dumps(value))
 
     def get(self, bucket: str, key: str) -> Entry | None:
-        entry = self._bucket(bucket).get(key)
-        return Entry(entry.key, copy.deepcopy(entry.value), entry.revision) if entry else None
+        stored = self._bucket(bucket).get(key)
+        return Entry(key, json.loads(stored.text), stored.revision) if stored else None
 
     def list(self, bucket: str) -> list[Entry]:
         with self._lock:
-            entries = list(self._bucket(bucket).values())
-        return [Entry(e.key, copy.deepcopy(e.value), e.revision) for e in entries]
+            entries = list(self._bucket(bucket).items())
+        return [Entry(key, json.loads(stored.text), stored.revision) for key, stored in entries]
 
     def get_many(self, bucket: str, keys: list[str]) -> list[Entry | None]:
         return [self.get(bucket, key) for key in keys]
 
     def _write(self, bucket: str, key: str, value: dict) -> int:
         revision = next(self._revisions)
-        self._bucket(bucket)[key] = Entry(key, self._frozen(value), revision)
+        # kept as JSON text, as a real store keeps bytes: a copy on every read, and one object
+        # per entry for the cyclic collector instead of every dict and list of the value (a
+        # million tokens as trees made each full collection stall the worker for seconds)
+        self._bucket(bucket)[key] = _Stored(json.dumps(value, separators=(",", ":")), revision)
         return revision
 
     def create(self, bucket: str, key: str, value: dict) -> int:

@@ -50,6 +50,7 @@ RECONNECT_WAIT = 0.5
 READ_BATCH = 1000
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _KEY_SAFE = re.compile(r"[A-Za-z0-9_-]")
+_KEY_PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
@@ -57,6 +58,8 @@ def encode_key(key: str) -> str:
     """A valid NATS KV key for any string: letters, digits, ``_``, ``-`` kept, the rest ``=XX``."""
     if not key:
         raise ValidationError("empty key")
+    if _KEY_PLAIN.fullmatch(key):  # ids (uuids, names) need no escaping: the common case, made cheap
+        return key
     return "".join(c if _KEY_SAFE.match(c) else "".join(f"={b:02X}" for b in c.encode()) for c in key)
 
 

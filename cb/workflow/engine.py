@@ -20,6 +20,7 @@ between the two steps only cost a get; readers check each token against the list
 
 from __future__ import annotations
 
+import time
 import uuid
 from functools import lru_cache
 from typing import Any
@@ -44,6 +45,11 @@ META = "meta"
 LAYOUT_KEY = "tokens_layout"
 LAYOUT_VERSION = 2  # 1: tokens without their index (before 0.2); 2: with the ``tokens`` index
 FIRE_ATTEMPTS = 3
+# A workflow is never changed once stored, only deleted (when no token is in it) and maybe
+# created again: each worker keeps the definitions it read, drops one when any worker says
+# it was deleted or created (bus subject ``workflows.<id>``), and re-reads after this long
+# at most, should such a message be lost while NATS reconnects.
+DEFINITION_SECONDS = 5.0
 PAGE_LIMIT = 1000
 
 
@@ -58,6 +64,11 @@ def page_size(first: int | None) -> int:
 
 def _token_path(token: Token) -> tuple[str, str, str, str]:
     return (token.workflow_id, token.place, token.created_at, token.id)
+
+
+def definition_subject(workflow_id: str) -> str:
+    """The bus subject that says workflow ``workflow_id`` was created or deleted."""
+    return f"workflows.{workflow_id}"
 
 
 def event_subject(workflow_id: str, token_id: str) -> str:
@@ -84,6 +95,8 @@ class WorkflowEngine:
     def __init__(self, storage: Storage, bus: EventBus):
         self.storage = storage
         self.bus = bus
+        self._definitions: dict[str, tuple[float, Workflow]] = {}  # id -> (fresh until, definition)
+        self._definition_watch = None
 
     # --- workflows -------------------------------------------------------------
 
@@ -92,10 +105,35 @@ class WorkflowEngine:
         return sorted(workflows, key=lambda w: (w.created_at, w.id))
 
     def get_workflow(self, workflow_id: str) -> Workflow:
+        cached = self._definitions.get(workflow_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
         entry = self.storage.get(WORKFLOWS, workflow_id)
         if entry is None:
             raise NotFound(f"workflow {workflow_id!r} not found")
-        return Workflow.from_dict(entry.value)
+        workflow = Workflow.from_dict(entry.value)
+        if self._watch_definitions():
+            self._definitions[workflow_id] = (time.monotonic() + DEFINITION_SECONDS, workflow)
+        return workflow
+
+    def _watch_definitions(self) -> bool:
+        """Subscribe once to the workflows' created/deleted messages; False when it cannot (no cache then)."""
+        if self._definition_watch is None:
+            try:
+                self._definition_watch = self.bus.subscribe(definition_subject("*"), self._forget_definition)
+            except CircuitBreakerError:
+                return False
+        return True
+
+    def _forget_definition(self, _subject: str, event: dict) -> None:
+        self._definitions.pop(event.get("workflow_id"), None)
+
+    def _definition_changed(self, workflow_id: str, kind: str) -> None:
+        self._definitions.pop(workflow_id, None)
+        try:
+            self.bus.publish(definition_subject(workflow_id), {"type": kind, "workflow_id": workflow_id})
+        except CircuitBreakerError as exc:  # the others re-read within DEFINITION_SECONDS anyway
+            log.warning("could not announce that workflow %s was %s: %s", workflow_id, kind, exc)
 
     def create_workflow(self, workflow: Workflow) -> Workflow:
         """Validate and store a new workflow; Conflict if its id is taken."""
@@ -104,6 +142,7 @@ class WorkflowEngine:
             self.storage.create(WORKFLOWS, workflow.id, workflow.to_dict())
         except Conflict:
             raise Conflict(f"workflow {workflow.id!r} already exists") from None
+        self._definition_changed(workflow.id, "workflow_created")
         log.info("workflow %s created", workflow.id)
         return workflow
 
@@ -117,6 +156,7 @@ class WorkflowEngine:
             self.storage.delete(WORKFLOWS, workflow_id)
         except NotFound:
             raise NotFound(f"workflow {workflow_id!r} not found") from None
+        self._definition_changed(workflow_id, "workflow_deleted")
         return True
 
     def load_defaults(self) -> int:
