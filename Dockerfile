@@ -12,10 +12,11 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
-COPY app.py wsgi.py gunicorn.conf.py ./
+COPY app.py wsgi.py gunicorn.conf.py .flaskenv ./
 COPY cb ./cb
 COPY blueprints ./blueprints
 COPY schema ./schema
+COPY commands ./commands
 
 RUN useradd --create-home --uid 10001 circuitbreaker
 USER circuitbreaker

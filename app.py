@@ -5,8 +5,9 @@ that arrived on the OpenAI listener to the OpenAI Flask app instead. The listene
 ``environ["SERVER_PORT"]``, which gunicorn and gevent set from the socket, so a Host
 header cannot steer a request to the other API.
 
-``python app.py`` serves both ports with gevent for development;
-``flask --app app shell`` opens a shell with ``settings`` and ``services`` at hand.
+``python app.py`` serves both ports with gevent for development. The module's ``app``
+(built on first access) is what the ``flask`` command finds (``.flaskenv`` sets
+FLASK_APP=app): ``flask shell`` and the operators' ``flask cb …`` commands (commands/).
 """
 
 from __future__ import annotations
@@ -77,14 +78,45 @@ def create_graphql_app(settings: Settings, services: Services) -> Flask:
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
-    """Build both APIs over one set of services; returns the GraphQL app (the dispatcher)."""
+    """Build both APIs over one set of services; returns the GraphQL app (the dispatcher).
+
+    Without ``services`` it builds and starts them (a serving worker); given services are
+    used as they are, started or not.
+    """
     settings = settings or Settings.from_env()
-    services = services or build_services(settings)
+    services = services or build_services(settings).start()
     graphql_app = create_graphql_app(settings, services)
     openai_app = create_openai_app(settings, services)
     graphql_app.wsgi_app = PortDispatcher(graphql_app.wsgi_app, openai_app.wsgi_app, settings.openai_port)
-    graphql_app.shell_context_processor(lambda: {"settings": settings, "services": services})
     return graphql_app
+
+
+def create_cli_app() -> Flask:
+    """The app the ``flask`` command loads: ``flask shell`` and the ``cb`` commands.
+
+    It reads no settings and connects nothing until a command needs it, so ``flask --help``
+    works anywhere; it serves no requests (run the server with gunicorn or ``python app.py``).
+    """
+    from commands import install
+
+    app = Flask("circuit_breaker")
+    app.wsgi_app = _not_a_server
+    install(app)
+    return app
+
+
+def _not_a_server(environ, start_response):
+    body = (b'{"error": "this is the command-line app (flask shell, flask cb); serve with '
+            b'gunicorn -c gunicorn.conf.py wsgi:application, or python app.py"}')
+    start_response("503 Service Unavailable", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def __getattr__(name: str):
+    if name == "app":
+        app = globals()["app"] = create_cli_app()
+        return app
+    raise AttributeError(name)
 
 
 def main() -> None:

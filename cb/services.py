@@ -1,7 +1,10 @@
 """The services one worker shares between its two APIs.
 
 Built once per process (after gunicorn forks), handed to both Flask apps and to the
-GraphQL resolvers through the request context.
+GraphQL resolvers through the request context. Building connects storage and nothing
+more; :meth:`Services.start` is what makes a process a serving worker (layout migrated,
+example workflows stored, model discovery and the agent runner running). The operators'
+command line builds services without starting them, so it never competes with a server.
 """
 
 from __future__ import annotations
@@ -59,8 +62,37 @@ class Services:
             body["deployments"] = self.router.health_summary()
         return body, connected
 
+    def migrate(self) -> dict[str, int]:
+        """Bring the stored layout up to this version (idempotent, safe while servers run):
+        how many tokens and agent executions were indexed."""
+        return {"tokens": self.workflows.migrate(), "executions": self.agents.executions.migrate()}
+
+    def layout(self) -> dict[str, dict]:
+        """Per indexed kind, the layout version in storage (None: never written) and this version's."""
+        from cb.agents import executions
+        from cb.workflow import engine
+
+        found = {}
+        for kind, module in (("tokens", engine), ("executions", executions)):
+            entry = self.storage.get(module.META, module.LAYOUT_KEY)
+            stored = entry.value.get("version", 1) if entry is not None else None
+            found[kind] = {"stored": stored, "expected": module.LAYOUT_VERSION}
+        return found
+
+    def start(self) -> Services:
+        """Serve: migrate the layout, store the example workflows on a first start, refresh
+        Ollama's model list in the background and start the agent runner."""
+        self.migrate()
+        if self.settings.load_default_workflows:
+            self.workflows.load_defaults()
+        self.discovery.start()
+        self.agents.start()
+        return self
+
     def close(self) -> None:
         """At worker exit: write usage records still pending, then close storage (flushes events)."""
+        if self.discovery is not None:
+            self.discovery.stop()
         if self.agents is not None:
             self.agents.stop()
         if self.ledger is not None:
@@ -71,23 +103,22 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
-    """Connect storage and build every service. Raises StorageUnavailable on failure."""
+    """Connect storage and build every service, starting nothing and writing nothing.
+
+    Raises StorageUnavailable on failure. A server calls :meth:`Services.start` next.
+    """
     storage = open_storage(settings.storage_backend, settings.nats_url, settings.nats_prefix)
     storage.connect()
-    from cb.llm.discovery import start_discovery
+    from cb.agents import build_agents
+    from cb.llm.discovery import build_discovery
     from cb.llm.gateway import build_gateway  # imports requests: only after gevent patched the worker
 
     services = Services(settings=settings, storage=storage, bus=EventBus(storage), **llm_services(settings, storage))
     services.gateway = build_gateway(settings, storage, services.router, services.ledger, services.catalog)
-    services.discovery = start_discovery(services.gateway, settings)
+    services.discovery = build_discovery(services.gateway, settings)
     services.security = Security(settings, storage)
     services.workflows = WorkflowEngine(storage, services.bus)
-    services.workflows.migrate()
-    if settings.load_default_workflows:
-        services.workflows.load_defaults()
-    from cb.agents import start_agents
-
-    services.agents = start_agents(services)
+    services.agents = build_agents(services)
     return services
 
 

@@ -1,7 +1,7 @@
 """AI agents on workflows: agent definitions, place agents, executions and their runner.
 
-:func:`start_agents` builds them for one worker and starts its runner (which listens to
-token events and sweeps for abandoned executions).
+:func:`build_agents` builds them for one worker; :meth:`Agents.start` starts its runner
+(which listens to token events and sweeps for abandoned executions).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from cb.agents.runner import AgentRunner
 from cb.secrets import SecretBox
 
 __all__ = ["Agent", "AgentRegistry", "AgentRunner", "Agents", "Execution", "ExecutionStore", "PlaceAgent",
-           "execution_subject", "public_view", "start_agents"]
+           "build_agents", "execution_subject", "public_view"]
 
 
 @dataclass
@@ -27,12 +27,16 @@ class Agents:
     executions: ExecutionStore
     runner: AgentRunner
 
+    def start(self) -> None:
+        """Start taking work: listen to token events, sweep for abandoned executions."""
+        self.runner.start()
+
     def stop(self) -> None:
         self.runner.stop()
 
 
-def start_agents(services) -> Agents:
-    """Build the agent services over a worker's :class:`cb.services.Services` and start the runner."""
+def build_agents(services) -> Agents:
+    """The agent services over a worker's :class:`cb.services.Services`; nothing runs yet."""
     settings = services.settings
     registry = AgentRegistry(services.storage, services.workflows, SecretBox(settings.secret_key))
     executions = ExecutionStore(services.storage, services.bus)
@@ -40,6 +44,4 @@ def start_agents(services) -> Agents:
     runner = AgentRunner(registry, executions, services.workflows, caller,
                          settings.agent_lease_seconds, settings.agent_sweep_seconds,
                          settings.agent_execution_retention_seconds)
-    executions.migrate()
-    runner.start()
     return Agents(registry, executions, runner)

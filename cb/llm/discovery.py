@@ -97,8 +97,9 @@ class ModelDiscovery:
             gevent.sleep(self.interval)
 
 
-def start_discovery(gateway: Any, settings: Any) -> ModelDiscovery | None:
-    """Start discovery for the gateway's deployments whose provider can list models (also ones added later)."""
+def build_discovery(gateway: Any, settings: Any) -> ModelDiscovery:
+    """Discovery for the gateway's deployments whose provider can list models (also ones added
+    later); :meth:`ModelDiscovery.start` starts it."""
     from cb.llm.providers import PROVIDERS
 
     router = gateway.router
@@ -107,7 +108,5 @@ def start_discovery(gateway: Any, settings: Any) -> ModelDiscovery | None:
         return [d for d in router.deployments
                 if type(PROVIDERS.get(d.provider_type)).discover_models is not Provider.discover_models]
 
-    discovery = ModelDiscovery(gateway.catalog, listing, PROVIDERS, gateway.transport, settings.ollama_refresh_seconds,
-                               found=getattr(router, "discovered", None))
-    discovery.start()
-    return discovery
+    return ModelDiscovery(gateway.catalog, listing, PROVIDERS, gateway.transport, settings.ollama_refresh_seconds,
+                          found=getattr(router, "discovered", None))

@@ -248,6 +248,18 @@ class Gateway:
                            "virtual": True, "description": spec.get("description")})
         return models
 
+    def probe(self, deployment: Deployment) -> int | None:
+        """Ask ``deployment`` for its model list, the cheapest call that proves it answers and
+        takes its key: how many models it listed, or None when its provider has no such call.
+        Raises :class:`UpstreamError` (or UpstreamTimeout) when it cannot be used."""
+        provider = PROVIDERS.get(deployment.provider_type)
+        call = provider.models_call(deployment) if provider is not None else None
+        if call is None:
+            return None
+        body = self.transport.json(deployment, call, provider)
+        listed = body.get("data", body.get("models")) if isinstance(body, dict) else None
+        return len(listed) if isinstance(listed, list) else 0
+
     def model(self, name: str) -> dict | None:
         for entry in self.models():
             if entry["id"] == name:

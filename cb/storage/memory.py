@@ -68,6 +68,15 @@ class MemoryStorage:
     def is_connected(self) -> bool:
         return True
 
+    def status(self) -> dict:
+        """What this process holds, per bucket and log (see :meth:`NatsStorage.status`)."""
+        from cb.storage import BUCKETS, LOGS
+
+        with self._lock:
+            stores = {b: {"replicas": 1, "messages": len(self._buckets.get(b, {}))} for b in BUCKETS}
+            stores.update({g: {"replicas": 1, "messages": len(self._logs.get(g, ()))} for g in LOGS})
+        return {"backend": "memory", "stores": stores}
+
     def _bucket(self, bucket: str) -> dict[str, _Stored]:
         return self._buckets.setdefault(bucket, {})
 

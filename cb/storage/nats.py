@@ -247,6 +247,31 @@ class NatsStorage:
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             raise StorageUnavailable(f"NATS server at {self.url} is unavailable ({type(exc).__name__})") from None
 
+    # -- status -------------------------------------------------------------------------
+
+    async def _status(self) -> dict:
+        from cb.storage import BUCKETS, LOGS
+
+        async def stream(name: str) -> dict | None:
+            try:
+                info = await self._js.stream_info(name)
+            except nats.js.errors.NotFoundError:
+                return None
+            return {"stream": name, "replicas": info.config.num_replicas or 1, "messages": info.state.messages,
+                    "bytes": info.state.bytes}
+
+        names = {**{b: f"KV_{self.prefix}_{b}" for b in BUCKETS}, **{g: f"{self.prefix}_{g}" for g in LOGS},
+                 "index": f"{self.prefix}_index"}
+        found = await asyncio.gather(*(stream(n) for n in names.values()))
+        info = self._nc._server_info or {}
+        return {"backend": "nats", "url": self.url, "prefix": self.prefix, "server_version": info.get("version"),
+                "jetstream": bool(info.get("jetstream", True)), "stores": dict(zip(names, found, strict=True))}
+
+    def status(self) -> dict:
+        """The server's version and, per bucket, log and index, its JetStream stream (None where
+        none was created yet): replicas, messages (a deleted key's marker counts until NATS drops it), bytes."""
+        return self._call(self._status())
+
     # -- key-value ----------------------------------------------------------------------
 
     async def _bucket(self, bucket: str):

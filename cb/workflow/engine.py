@@ -222,6 +222,25 @@ class WorkflowEngine:
                     tokens.append(token)
         return tokens
 
+    def token_counts(self, workflow_id: str) -> dict[str, int]:
+        """How many tokens are on each place of the workflow (every place named, 0 included).
+
+        Read from the index; a token listed on two places (a firing under way, or a stale
+        path) is looked up to count it once, where it is.
+        """
+        workflow = self.get_workflow(workflow_id)
+        places: dict[str, set[str]] = {}
+        for _w, place, _created, token_id in self.storage.index_scan(TOKEN_INDEX, (workflow_id,)):
+            places.setdefault(token_id, set()).add(place)
+        unsure = [token_id for token_id, seen in places.items() if len(seen) > 1]
+        for token_id, entry in zip(unsure, self.storage.get_many(TOKENS, unsure), strict=True):
+            places[token_id] = {entry.value["place"]} if entry is not None else set()
+        counts = dict.fromkeys(workflow.places, 0)
+        for seen in places.values():
+            for place in seen:
+                counts[place] = counts.get(place, 0) + 1
+        return counts
+
     def _position_after(self, order: list[tuple[str, str]], after: str) -> int:
         for i, (_, token_id) in enumerate(order):
             if token_id == after:

@@ -55,6 +55,10 @@ class AnthropicProvider(Provider):
     type = "anthropic"
     unsupported = frozenset({"seed", "presence_penalty", "frequency_penalty", "top_logprobs"})
 
+    def models_call(self, deployment: Deployment) -> UpstreamCall:
+        headers = {"x-api-key": deployment.api_key or "", "anthropic-version": API_VERSION}
+        return UpstreamCall("GET", join_url(deployment.base_url, "/v1/models"), headers)
+
     def check(self, request: ChatRequest) -> None:
         super().check(request)
         refuse_choices_and_logprobs(self.type, request)

@@ -81,6 +81,10 @@ class Provider:
     def parse_embeddings(self, body: dict, model: str) -> EmbeddingResponse:
         raise NotImplementedError
 
+    def models_call(self, deployment: Deployment) -> UpstreamCall | None:
+        """The cheapest authenticated call (listing models), to check that an endpoint answers."""
+        return None
+
     def discover_models(self, deployment: Deployment, transport: Any) -> list[str] | None:
         """Models the endpoint reports (Ollama's /api/tags); None if it cannot list them."""
         return None

@@ -72,6 +72,9 @@ class GoogleProvider(Provider):
 
     type = "google"
 
+    def models_call(self, deployment: Deployment) -> UpstreamCall:
+        return UpstreamCall("GET", join_url(deployment.base_url, "/v1beta/models"), _headers(deployment))
+
     def check(self, request: ChatRequest) -> None:
         super().check(request)
         if request.parallel_tool_calls is False:

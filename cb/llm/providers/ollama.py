@@ -105,6 +105,8 @@ class OllamaProvider(Provider):
         """The request listing the models the server has pulled."""
         return UpstreamCall("GET", join_url(deployment.base_url, "/api/tags"), _headers(deployment))
 
+    models_call = tags_call
+
     # -- response ------------------------------------------------------------------
 
     def parse_chat(self, body: dict, model: str) -> ChatResponse:

@@ -77,6 +77,9 @@ class OpenAIProvider(Provider):
             headers["Authorization"] = f"Bearer {deployment.api_key}"
         return headers
 
+    def models_call(self, deployment: Deployment) -> UpstreamCall:
+        return UpstreamCall("GET", deployment.base_url.rstrip("/") + "/models", self._headers(deployment))
+
     def chat_call(self, deployment: Deployment, request: ChatRequest, model: str) -> UpstreamCall:
         body: dict = {"model": model, "messages": [wire_message(m) for m in request.messages]}
         optional = {

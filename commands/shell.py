@@ -1,0 +1,42 @@
+"""``flask shell``: the services built as a worker builds them, named in a banner, not started."""
+
+from __future__ import annotations
+
+import atexit
+
+import click
+
+from commands import Operator, one_line_errors
+
+NAMES = ("app", "services", "settings", "workflows", "gateway", "storage", "router", "ledger")
+
+
+def shell_namespace() -> dict:
+    """The shell's names (Flask calls this before the interpreter starts); prints the banner to stderr."""
+    with one_line_errors():
+        op = Operator()
+        settings = op.settings
+        services = op.services(shared=False)
+        atexit.register(op.close)  # pending usage written, NATS connection closed
+        from app import create_app
+
+        namespace = {
+            "app": create_app(settings, services),
+            "services": services,
+            "settings": settings,
+            "workflows": services.workflows,
+            "gateway": services.gateway,
+            "storage": services.storage,
+            "router": services.router,
+            "ledger": services.ledger,
+        }
+    if settings.storage_backend == "nats":
+        where = f"storage: NATS at {settings.nats_url}, prefix {settings.nats_prefix} (shared with running servers)"
+    else:
+        where = "storage: memory, this shell's own (a server's state is in its process; STORAGE_BACKEND=nats shares it)"
+    click.echo(
+        f"Circuit Breaker shell. Names: {', '.join(NAMES)}.\n{where}\n"
+        "Background jobs (agent runner, sweepers, model discovery) are not running; services.start() starts them.",
+        err=True,
+    )
+    return namespace
