@@ -56,7 +56,7 @@ def create_openai_app(settings: Settings, services: Services) -> Flask:
 
 
 def create_graphql_app(settings: Settings, services: Services) -> Flask:
-    from blueprints import auth, cors, graphql, health, limits, metrics, observability, subscriptions
+    from blueprints import auth, cors, dashboard, graphql, health, limits, metrics, observability, subscriptions
 
     app = _flask_app("circuit_breaker.graphql", settings, services)
     observability.install(app, "graphql")
@@ -67,6 +67,7 @@ def create_graphql_app(settings: Settings, services: Services) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(graphql.bp)
     app.register_blueprint(subscriptions.bp)
+    app.register_blueprint(dashboard.bp)
     app.choose_websocket_subprotocol = subscriptions.choose_subprotocol
     return app
 
