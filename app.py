@@ -41,12 +41,13 @@ def _flask_app(name: str, settings: Settings, services: Services) -> Flask:
 
 
 def create_openai_app(settings: Settings, services: Services) -> Flask:
-    from blueprints import auth, cors, health, limits, observability, openai, openapi
+    from blueprints import auth, cors, health, hosts, limits, observability, openai, openapi
 
     app = _flask_app("circuit_breaker.openai", settings, services)
     observability.install(app, "openai")
     openai.install_error_handlers(app)
     cors.install_openai(app, settings)
+    hosts.install_openai(app, settings)
     app.register_blueprint(limits.openai_bp)
     app.register_blueprint(auth.openai_bp)
     app.register_blueprint(health.bp)
@@ -56,12 +57,16 @@ def create_openai_app(settings: Settings, services: Services) -> Flask:
 
 
 def create_graphql_app(settings: Settings, services: Services) -> Flask:
-    from blueprints import auth, cors, dashboard, graphql, health, limits, metrics, observability, subscriptions
+    from blueprints import auth, cors, dashboard, graphql, health, hosts, limits, metrics, observability, subscriptions
+    from schema import scalars
 
+    scalars.configure_depth(settings.max_json_depth)
     app = _flask_app("circuit_breaker.graphql", settings, services)
+    limits.install_graphql_error_handlers(app)
     observability.install(app, "graphql")
     app.register_blueprint(metrics.bp)
     cors.install_graphql(app, settings)
+    hosts.install_graphql(app, settings)
     app.register_blueprint(limits.graphql_bp)
     app.register_blueprint(auth.graphql_bp)
     app.register_blueprint(health.bp)
@@ -96,6 +101,7 @@ def main() -> None:
     from cb.config import ConfigError
     from cb.errors import StorageUnavailable
     from cb.logs import get_logger, setup_logging
+    from cb.network import exposure_warnings
     from cb.services import provider_status_lines
     from wsgi import Handler
 
@@ -107,6 +113,8 @@ def main() -> None:
     log = get_logger("server")
     for ok, line in provider_status_lines(settings):
         (log.info if ok else log.warning)(line)
+    for line in exposure_warnings(settings):
+        log.warning(line)
     try:
         app = create_app(settings)
     except StorageUnavailable as exc:

@@ -29,6 +29,7 @@ for _stale in os.listdir(_metrics_dir):
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 from cb.logs import get_logger, setup_logging  # noqa: E402
+from cb.network import exposure_warnings  # noqa: E402
 from cb.services import provider_status_lines  # noqa: E402
 
 
@@ -92,6 +93,8 @@ def on_starting(server):
     log = get_logger("server")
     for ok, line in provider_status_lines(_settings):
         (log.info if ok else log.warning)(line)
+    for line in exposure_warnings(_settings):
+        log.warning(line)
     if _settings.storage_backend == "nats":
         from cb.storage.nats import probe
 

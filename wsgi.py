@@ -6,18 +6,27 @@ the gevent-websocket worker with the client socket put back into the WSGI enviro
 a graceful stop (see cb/lifecycle.py): on SIGTERM idle keep-alive connections are
 closed, responses carry ``Connection: close``, open streams get GRACEFUL_TIMEOUT to
 finish, and the services are closed (pending usage flushed) before the worker exits.
+
+WebSocket limits that must hold before the app sees a message: a worker accepts at most
+GRAPHQL_WS_MAX_CONNECTIONS upgrades at once (more are answered 503 with a GraphQL error),
+and a frame whose header announces more than GRAPHQL_WS_MAX_MESSAGE_BYTES (for the whole
+message, fragments included) closes the socket with 1009 before its payload is read.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import socket
+import struct
 import sys
 import weakref
 
 import gevent
+from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
+from geventwebsocket.websocket import Header, WebSocket
 
 # gunicorn's own code stops a worker with this exit code when the app cannot load; the
 # master then halts instead of respawning workers forever.
@@ -26,6 +35,53 @@ WORKER_BOOT_ERROR = 3
 
 # handlers waiting for the next request on a keep-alive connection
 _idle: weakref.WeakSet = weakref.WeakSet()
+
+
+class MessageTooBig(Exception):
+    """A frame header announced more than the connection's message limit."""
+
+
+class BoundedWebSocket(WebSocket):
+    """gevent-websocket's WebSocket, refusing a message larger than ``max_bytes`` from the
+    frame headers alone: the payload of a refused frame is never read."""
+
+    def __init__(self, environ, stream, handler, max_bytes: int):
+        super().__init__(environ, stream, handler)
+        self.max_bytes = max_bytes
+        self.message_bytes = 0  # of the message being read, fragments so far
+
+    def read_frame(self):
+        header = Header.decode_header(self.stream)
+        if header.flags:
+            raise ProtocolError
+        if header.opcode in (self.OPCODE_TEXT, self.OPCODE_BINARY):
+            self.message_bytes = 0
+        if header.opcode < self.OPCODE_CLOSE:  # data and continuation frames count; control frames are tiny
+            self.message_bytes += header.length
+            if self.message_bytes > self.max_bytes:
+                raise MessageTooBig(f"Message larger than GRAPHQL_WS_MAX_MESSAGE_BYTES ({self.max_bytes} bytes)")
+        if not header.length:
+            return header, b""
+        payload = self.raw_read(header.length)
+        if len(payload) != header.length:
+            raise WebSocketError("Unexpected EOF reading frame payload")
+        if header.mask:
+            payload = header.unmask_payload(payload)
+        return header, payload
+
+    def receive(self):
+        try:
+            return super().receive()
+        except MessageTooBig as exc:
+            try:
+                self.send_frame(struct.pack("!H", 1009) + str(exc).encode()[:120], opcode=self.OPCODE_CLOSE)
+            except WebSocketError:
+                pass
+            self.closed = True
+            return None
+
+
+_open_websockets = 0  # in this worker
 
 
 class Handler(WebSocketHandler):
@@ -49,6 +105,35 @@ class Handler(WebSocketHandler):
 
         if lifecycle.draining():
             self.close_connection = True
+
+    def upgrade_websocket(self):
+        settings = self.application.extensions["circuit_breaker"].settings
+        wants_upgrade = self.environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+        if wants_upgrade and _open_websockets >= settings.ws_max_connections:
+            message = f"Too many WebSocket connections on this worker (GRAPHQL_WS_MAX_CONNECTIONS={settings.ws_max_connections})"
+            body = json.dumps({"errors": [{"message": message, "extensions": {"code": "SERVICE_UNAVAILABLE"}}]}).encode()
+            self.start_response("503 Service Unavailable", [("Content-Type", "application/json"), ("Retry-After", "1"),
+                                                            ("Content-Length", str(len(body)))])
+            return [body]
+        return super().upgrade_websocket()
+
+    def upgrade_connection(self):
+        result = super().upgrade_connection()
+        plain = self.environ.get("wsgi.websocket")
+        if plain is not None:
+            plain.closed = True  # replaced before use: it must not send a close frame when collected
+            limit = self.application.extensions["circuit_breaker"].settings.ws_max_message_bytes
+            self.websocket = BoundedWebSocket(self.environ, plain.stream, self, limit)
+            self.environ["wsgi.websocket"] = self.websocket
+        return result
+
+    def run_websocket(self):
+        global _open_websockets
+        _open_websockets += 1
+        try:
+            super().run_websocket()
+        finally:
+            _open_websockets -= 1
 
     def get_environ(self):
         environ = super().get_environ()

@@ -1,5 +1,9 @@
 """CORS for browsers, per port: OPENAI_CORS_ENABLED / OPENAI_CORS_ORIGINS on the OpenAI
-API, GRAPHQL_CORS_ORIGINS on the GraphQL API (empty: no CORS headers at all)."""
+API, GRAPHQL_CORS_ORIGINS on the GraphQL API (empty: no CORS headers at all).
+
+Unset OPENAI_CORS_ORIGINS means ``*`` only when OPENAI_API_KEY_REQUIRED=true; otherwise only
+loopback origins, so a web page elsewhere cannot spend the provider keys through the
+operator's browser."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from flask import Flask
 from flask_cors import CORS
 
 from cb.config import Settings
+from cb.network import LOOPBACK_ORIGINS
 
 RATE_LIMIT_HEADERS = [
     f"x-ratelimit-{part}-{kind}" for part in ("limit", "remaining", "reset") for kind in ("requests", "tokens")
@@ -15,7 +20,8 @@ RATE_LIMIT_HEADERS = [
 
 def install_openai(app: Flask, settings: Settings) -> None:
     if settings.openai_cors_enabled:
-        origins = list(settings.openai_cors_origins) or ["*"]
+        default = ["*"] if settings.openai_api_key_required else list(LOOPBACK_ORIGINS)
+        origins = list(settings.openai_cors_origins) or default
         CORS(app, origins=origins, send_wildcard=origins == ["*"], max_age=600,
              expose_headers=[*RATE_LIMIT_HEADERS, "Retry-After", "x-request-id"])
 

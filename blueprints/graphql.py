@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify, render_template, request
 
 from blueprints import services
 from schema import format_error, get_schema
+from schema.documents import documents
 from schema.error_log import error_log
 from schema.limits import VALIDATION_RULES
 
@@ -53,6 +54,8 @@ def graphql_endpoint():
         context_value={"services": services(), "request": request},
         error_formatter=format_error,
         validation_rules=VALIDATION_RULES,
+        query_parser=documents.query_parser,
+        query_validator=documents.query_validator,
         logger=error_log,
         debug=False,
     )

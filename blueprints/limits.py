@@ -1,20 +1,28 @@
-"""Request limits at the edge: body size, slow bodies, GraphQL document size.
+"""Request limits at the edge: body size, slow bodies, JSON nesting, GraphQL document size.
 
 The body is read once, up front, inside a gevent timeout (REQUEST_BODY_TIMEOUT), so a
 client trickling bytes (slowloris) costs a greenlet for a bounded time and never holds
 a worker. MAX_CONTENT_LENGTH (MAX_REQUEST_BYTES) applies to chunked bodies as well:
 Werkzeug stops reading at the limit and raises 413. Each port answers in its own
 error shape: the OpenAI envelope on 3000, a GraphQL error on 4000.
+
+MAX_JSON_DEPTH is checked on the raw body (and GraphQL GET variables and documents) before
+anything parses it (:mod:`cb.jsondepth`). On the GraphQL port every error answer, an
+unknown path or an unexpected exception included, is a GraphQL error in JSON.
 """
 
 from __future__ import annotations
 
 import gevent
-from flask import Blueprint, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from flask import Blueprint, Flask, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from blueprints import services
 from blueprints.openai import error_response
+from cb.jsondepth import NestingTooDeep, check_graphql, check_json
+from cb.logs import get_logger
+
+log = get_logger("api.graphql")
 
 openai_bp = Blueprint("limits_openai", __name__)
 graphql_bp = Blueprint("limits_graphql", __name__)
@@ -58,6 +66,8 @@ def openai_body():
     if not _read_body():
         return error_response(408, "The request body was not received in time.", "request_timeout",
                               headers={"Connection": "close"})
+    if _has_body():
+        check_json(request.get_data(cache=True), services().settings.max_json_depth)  # the app maps the error
     return None
 
 
@@ -71,14 +81,49 @@ def graphql_body():
         return graphql_error(408, "The request body was not received in time.", "REQUEST_TIMEOUT", {"Connection": "close"})
     if request.path != "/graphql":
         return None
+    settings = services().settings
+    try:
+        if request.method == "POST":
+            check_json(request.get_data(cache=True), settings.max_json_depth)
+        elif request.args.get("variables"):
+            check_json(request.args["variables"], settings.max_json_depth, "variables")
+    except NestingTooDeep as exc:
+        return graphql_error(400, exc.message, "BAD_REQUEST")
     data = request.get_json(silent=True) if request.method == "POST" else request.args
     query = data.get("query") if hasattr(data, "get") else None
-    limit = services().settings.graphql_max_query_bytes
+    limit = settings.graphql_max_query_bytes
     if isinstance(query, str) and len(query.encode()) > limit:
         return graphql_error(413, f"The GraphQL document is larger than {limit} bytes.", "QUERY_TOO_LARGE")
+    if isinstance(query, str):
+        try:
+            check_graphql(query, settings.max_json_depth)
+        except NestingTooDeep as exc:
+            return graphql_error(400, exc.message, "BAD_REQUEST")
     return None
 
 
 @graphql_bp.app_errorhandler(RequestEntityTooLarge)
 def graphql_too_large(exc):
     return graphql_error(413, "Request body is too large.", "REQUEST_TOO_LARGE", {"Connection": "close"})
+
+
+_HTTP_CODES = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "REQUEST_TOO_LARGE"}
+
+
+def install_graphql_error_handlers(app: Flask) -> None:
+    """Every error on the GraphQL port leaves as a GraphQL error in JSON, never as an HTML page."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        status = exc.code or 500
+        message = {404: f"Unknown path {request.path}: the GraphQL endpoint is POST or GET /graphql."}.get(
+            status, exc.description or exc.name)
+        allowed = getattr(exc, "valid_methods", None)
+        headers = {"Allow": ", ".join(allowed)} if allowed else {}
+        code = _HTTP_CODES.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_SERVER_ERROR")
+        return graphql_error(status, message, code, headers)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return graphql_error(500, "Internal server error", "INTERNAL_SERVER_ERROR")

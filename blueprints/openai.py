@@ -298,6 +298,7 @@ def _sse(pump: _StreamPump, first: tuple | None, chat, keepalive: float, annotat
                     _, body, _ = _domain_error_body(value)
                     log.warning("stream failed: %s", value.message)
                     yield _frame(body)
+                    yield b"data: [DONE]\n\n"
                     return
                 elif kind == "shutdown":
                     log.warning("stream ended by the server's shutdown")

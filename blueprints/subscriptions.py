@@ -14,6 +14,12 @@ speaks the wire protocols:
 
 An invalid document or an unknown id concerns one operation only; the others on the
 socket keep running. When the socket closes every bus subscription is released.
+
+Limits: a message nested deeper than MAX_JSON_DEPTH is a bad message (4400, or an
+``error`` on graphql-ws); a subscribe past GRAPHQL_WS_MAX_SUBSCRIPTIONS gets an error for
+its id; the reader yields after every message, so a connection sending subscribe after
+subscribe takes its turn with every other greenlet. Frame size and the number of
+connections are bounded before a message is read (wsgi.py).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from gevent.lock import Semaphore
 from blueprints import services
 from blueprints.auth import graphql_key_from_payload
 from cb import lifecycle
+from cb.jsondepth import NestingTooDeep, check_graphql, json_too_deep
 from cb.logs import get_logger
 from schema.subscriptions import LiveSubscription, OperationRefused, execute_once, prepare
 
@@ -126,6 +133,7 @@ class Connection:
                 if raw is None:
                     break
                 self.handle(raw)
+                gevent.sleep(0)  # one message at a time: other connections and requests run in between
         except Exception as exc:  # a broken socket or protocol violation ends only this connection
             if not self.closed:
                 log.debug("websocket ended: %s", exc)
@@ -149,6 +157,14 @@ class Connection:
     # --- messages ----------------------------------------------------------------
 
     def handle(self, raw: str | bytes) -> None:
+        limit = self.settings.max_json_depth
+        if json_too_deep(raw, limit):
+            reason = f"Invalid message received: nested deeper than MAX_JSON_DEPTH ({limit})"
+            if self.legacy:
+                self.send({"type": "error", "payload": {"message": reason}})
+            else:
+                self.close(4400, reason)
+            return
         try:
             message = json.loads(raw)
         except ValueError:
@@ -257,13 +273,33 @@ class Connection:
         payload = errors[0] if self.legacy else errors
         self.send({"type": "error", "id": operation_id, "payload": payload})
 
+    def _fail(self, operation_id: str, errors: list[dict]) -> None:
+        """A running subscription ended with errors (it fell behind): the client hears it, then it is gone."""
+        self.operations.pop(operation_id, None)
+        self._refuse(operation_id, errors)
+        if self.legacy:
+            self._complete(operation_id)
+
     def _start(self, operation_id: str, payload) -> None:
+        most = self.settings.ws_max_subscriptions
+        if len(self.operations) >= most:
+            message = f"Too many operations on this connection (GRAPHQL_WS_MAX_SUBSCRIPTIONS={most}); complete one first"
+            self._refuse(operation_id, [{"message": message, "extensions": {"code": "TOO_MANY_SUBSCRIPTIONS"}}])
+            return
+        try:
+            query = payload.get("query") if isinstance(payload, dict) else None
+            if isinstance(query, str):
+                check_graphql(query, self.settings.max_json_depth)
+        except NestingTooDeep as exc:
+            self._refuse(operation_id, [{"message": exc.message, "extensions": {"code": exc.code}}])
+            return
         try:
             operation = prepare(payload)
             if operation.field is None:
                 self.operations[operation_id] = gevent.spawn(self._run_once, operation_id, operation)
                 return
-            live = LiveSubscription(operation, self.services, lambda body: self._result(operation_id, body))
+            live = LiveSubscription(operation, self.services, lambda body: self._result(operation_id, body),
+                                    lambda errors: self._fail(operation_id, errors))
             live.start()
         except OperationRefused as exc:
             self._refuse(operation_id, exc.errors)

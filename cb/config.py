@@ -47,6 +47,18 @@ def _int(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _int_between(minimum: int, maximum: int) -> Callable[[str], int]:
+    at_least = _int(minimum)
+
+    def parse(raw: str) -> int:
+        value = at_least(raw)
+        if value > maximum:
+            raise ValueError(f"an integer from {minimum} to {maximum}")
+        return value
+
+    return parse
+
+
 def _seconds(raw: str) -> float:
     try:
         value = float(raw)
@@ -119,7 +131,7 @@ class Settings:
     openai_host: str = var("OPENAI_HOST", "0.0.0.0", _text, "OpenAI-compatible listener address")
     openai_port: int = var("OPENAI_PORT", "3000", _port, "OpenAI-compatible listener port")
     openai_cors_enabled: bool = var("OPENAI_CORS_ENABLED", "true", _bool, "CORS on the OpenAI port")
-    openai_cors_origins: tuple = var("OPENAI_CORS_ORIGINS", "*", _csv, "allowed origins, comma-separated")
+    openai_cors_origins: tuple = var("OPENAI_CORS_ORIGINS", "", _csv, "allowed origins, comma-separated (empty: * when OPENAI_API_KEY_REQUIRED=true, else loopback origins only)")
     graphql_cors_origins: tuple = var("GRAPHQL_CORS_ORIGINS", "", _csv, "allowed origins on the GraphQL port (empty: no CORS)")
     openai_api_key_required: bool = var("OPENAI_API_KEY_REQUIRED", "false", _bool, "require a client key on /v1/*")
     openai_enable_streaming: bool = var("OPENAI_ENABLE_STREAMING", "true", _bool, "allow stream=true")
@@ -149,11 +161,16 @@ class Settings:
     max_request_bytes: int = var("MAX_REQUEST_BYTES", "10485760", _int(1024), "largest request body accepted")
     max_messages: int = var("MAX_MESSAGES", "2048", _int(1), "most messages accepted in one chat completion request")
     graphql_max_query_bytes: int = var("GRAPHQL_MAX_QUERY_BYTES", "100000", _int(100), "longest GraphQL document accepted")
+    max_json_depth: int = var("MAX_JSON_DEPTH", "64", _int_between(1, 512), "deepest nesting of JSON (and GraphQL documents) accepted on both ports")
     body_read_timeout: float = var("REQUEST_BODY_TIMEOUT", "30", _seconds, "seconds a client may take to send its request body")
     connect_timeout: float = var("UPSTREAM_CONNECT_TIMEOUT", "10", _seconds, "seconds to connect to a provider")
     read_timeout: float = var("UPSTREAM_READ_TIMEOUT", "600", _seconds, "seconds to wait between bytes from a provider")
     first_token_timeout: float = var("UPSTREAM_FIRST_TOKEN_TIMEOUT", "120", _seconds, "seconds to wait for a stream's first token")
+    stream_idle_timeout: float = var("UPSTREAM_STREAM_IDLE_TIMEOUT", "60", _seconds, "seconds a stream's upstream may stay silent after its first chunk")
     ws_init_timeout: float = var("GRAPHQL_WS_INIT_TIMEOUT", "10", _seconds, "seconds a WebSocket client has to send connection_init")
+    ws_max_message_bytes_setting: int | None = var("GRAPHQL_WS_MAX_MESSAGE_BYTES", "", _optional(_int(100)), "largest WebSocket message accepted (default: GRAPHQL_MAX_QUERY_BYTES)")
+    ws_max_subscriptions: int = var("GRAPHQL_WS_MAX_SUBSCRIPTIONS", "100", _int(1), "operations one WebSocket connection may run at once")
+    ws_max_connections: int = var("GRAPHQL_WS_MAX_CONNECTIONS", "1000", _int(1), "WebSocket connections per worker; more are refused with 503")
     ws_keepalive_seconds: float = var("GRAPHQL_WS_KEEPALIVE_SECONDS", "15", _seconds, "seconds between 'ka' messages (graphql-ws)")
     keepalive_seconds: float = var("SSE_KEEPALIVE_SECONDS", "15", _seconds, "idle seconds before an SSE ': keep-alive' comment")
     graceful_timeout: float = var("GRACEFUL_TIMEOUT", "30", _seconds, "seconds in-flight requests get on shutdown")
@@ -165,9 +182,11 @@ class Settings:
     breaker_cooldown_seconds: float = var("BREAKER_COOLDOWN_SECONDS", "30", _seconds, "seconds an open breaker waits before one probe")
     router_max_attempts: int = var("ROUTER_MAX_ATTEMPTS", "4", _int(1), "deployments tried per request, fallbacks included")
     router_deadline: float = var("ROUTER_DEADLINE_SECONDS", "120", _seconds, "seconds a request may spend trying routes before it fails (504)")
+    allowed_hosts: tuple = var("ALLOWED_HOSTS", "", _csv, "Host headers served, comma-separated, * for any (empty: * on a port that requires keys, else loopback names, IP literals and this machine's names)")
     trusted_proxies: tuple = var("TRUSTED_PROXIES", "", _csv, "proxy addresses whose X-Forwarded-For is believed")
     agent_lease_seconds: float = var("AGENT_LEASE_SECONDS", "15", _seconds, "seconds a worker's claim on an agent execution lasts without a heartbeat")
     agent_sweep_seconds: float = var("AGENT_SWEEP_SECONDS", "5", _seconds, "how often each worker looks for abandoned agent executions")
+    agent_execution_retention_seconds: float = var("AGENT_EXECUTION_RETENTION_SECONDS", "604800", _seconds, "seconds a finished agent execution is kept before it is deleted (deleted within the hour after)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: str | Path | None = ".env") -> Settings:
@@ -204,6 +223,19 @@ class Settings:
             raise ConfigError(
                 f"GRAPHQL_PORT and OPENAI_PORT are both {self.graphql_port}: the two APIs need different ports"
             )
+
+    def allowed_hosts_for(self, keys_required: bool) -> tuple[str, ...]:
+        """ALLOWED_HOSTS, or the default of a port that does (``*``) or does not require client keys."""
+        if self.allowed_hosts or keys_required:
+            return self.allowed_hosts or ("*",)
+        from cb.network import machine_names
+
+        return tuple(sorted(machine_names()))
+
+    @property
+    def ws_max_message_bytes(self) -> int:
+        """GRAPHQL_WS_MAX_MESSAGE_BYTES, or GRAPHQL_MAX_QUERY_BYTES when it is not set."""
+        return self.ws_max_message_bytes_setting or self.graphql_max_query_bytes
 
     @property
     def provider_keys(self) -> dict[str, str | None]:

@@ -31,6 +31,9 @@ llm_tokens = Counter("cb_llm_tokens_total", "Tokens by provider, model and kind 
                      ["provider", "model", "kind"])
 llm_cost = Counter("cb_llm_cost_usd_total", "Cost in USD by provider and model", ["provider", "model"])
 fallbacks = Counter("cb_router_fallbacks_total", "Requests served by a fallback model or deployment")
+subscriptions_fell_behind = Counter(
+    "cb_subscriptions_fell_behind_total", "GraphQL subscriptions ended because the subscriber fell behind"
+)
 retries = Counter("cb_router_retries_total", "Upstream attempts retried on another deployment")
 breaker_state = Gauge("cb_circuit_breaker_state", "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open",
                       ["deployment"], multiprocess_mode="livemax")

@@ -82,6 +82,7 @@ def build_services(settings: Settings) -> Services:
     services.discovery = start_discovery(services.gateway, settings)
     services.security = Security(settings, storage)
     services.workflows = WorkflowEngine(storage, services.bus)
+    services.workflows.migrate()
     if settings.load_default_workflows:
         services.workflows.load_defaults()
     from cb.agents import start_agents

@@ -43,7 +43,7 @@ def format_error(error: GraphQLError, debug: bool = False) -> dict:
     if isinstance(original, CircuitBreakerError):
         code = original.code
         formatted["message"] = original.message
-    elif original is not None:
+    elif original is not None and not isinstance(original, GraphQLError):  # a scalar's own error keeps its words
         code = "INTERNAL_SERVER_ERROR"
         formatted["message"] = "Internal server error"
     else:

@@ -45,8 +45,8 @@ def resolve_agent_execution(_, info, id):
 
 
 @query.field("agentExecutions")
-def resolve_agent_executions(_, info, token_id=None, agent_id=None):
-    return _agents(info).executions.list(token_id, agent_id)
+def resolve_agent_executions(_, info, token_id=None, agent_id=None, first=None, after=None):
+    return _agents(info).executions.list(token_id, agent_id, first, after)
 
 
 @mutation.field("createAgent")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
-from gevent.queue import Full, Queue
+from gevent.queue import Queue
 from graphql import (
     DocumentNode,
     FieldNode,
@@ -23,13 +23,12 @@ from graphql import (
     InlineFragmentNode,
     OperationType,
     execute,
-    parse,
     specified_rules,
-    validate,
 )
 from graphql.execution.executor import Executor
 from graphql.execution.values import get_argument_values
 
+from cb import metrics
 from cb.errors import CircuitBreakerError
 from cb.logs import get_logger
 
@@ -53,6 +52,7 @@ def register(field: str, subject: Callable[[dict], str], root: Callable[[dict, A
 # --- running operations that arrive over a WebSocket ---------------------------------
 
 QUEUE_LIMIT = 1000
+_FELL_BEHIND = object()  # queued after the last event a slow subscriber will get
 
 
 class OperationRefused(Exception):
@@ -78,6 +78,7 @@ class Operation:
 def prepare(payload: Any) -> Operation:
     """Parse and validate ``{query, variables, operationName}``; raise OperationRefused."""
     from schema import format_error, get_schema
+    from schema.documents import documents
     from schema.limits import VALIDATION_RULES
 
     if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
@@ -88,10 +89,10 @@ def prepare(payload: Any) -> Operation:
         raise OperationRefused([_error("variables must be an object", "BAD_REQUEST")])
     schema = get_schema()
     try:
-        document = parse(payload["query"])
+        document = documents.parse(payload["query"])
     except GraphQLError as exc:
         raise OperationRefused([format_error(exc)]) from None
-    errors = validate(schema, document, [*specified_rules, *VALIDATION_RULES])
+    errors = documents.validate(schema, document, (*specified_rules, *VALIDATION_RULES))
     if errors:
         raise OperationRefused([format_error(e) for e in errors])
     executor = Executor.build(schema, document, raw_variable_values=variables, operation_name=operation_name)
@@ -150,15 +151,20 @@ class LiveSubscription:
     """One running subscription: bus events in, one execution result out per event.
 
     Events wait in a bounded queue and are executed in order by one greenlet;
-    :meth:`close` releases the bus subscription and stops the greenlet.
+    :meth:`close` releases the bus subscription and stops the greenlet. A subscriber
+    never misses events silently: when the queue is full, the events already queued are
+    delivered, then the subscription ends through ``fail`` with an error that says how
+    many events it missed (as NATS ends a slow consumer).
     """
 
-    def __init__(self, operation: Operation, services: Any, emit: Callable[[dict], None]):
-        self.operation, self.services, self.emit = operation, services, emit
+    def __init__(self, operation: Operation, services: Any, emit: Callable[[dict], None],
+                 fail: Callable[[list[dict]], None] | None = None):
+        self.operation, self.services, self.emit, self.fail = operation, services, emit, fail
         self.source = SOURCES[operation.field]
-        self.queue: Queue = Queue(QUEUE_LIMIT)
+        self.queue: Queue = Queue(QUEUE_LIMIT + 1)
         self.subscription = None
         self.greenlet = None
+        self.missed = 0
 
     def start(self) -> None:
         """Subscribe to the bus; raise OperationRefused if the arguments name no valid subject."""
@@ -171,16 +177,34 @@ class LiveSubscription:
         log.debug("subscription %s started on %s", self.operation.field, subject)
 
     def _deliver(self, _subject: str, event: dict) -> None:
-        try:
+        if self.missed:
+            self.missed += 1
+        elif self.queue.qsize() >= QUEUE_LIMIT:
+            self.missed = 1
+            self.queue.put_nowait(_FELL_BEHIND)  # into the one place kept for it, after what is queued
+        else:
             self.queue.put_nowait(event)
-        except Full:
-            log.warning("subscription %s is not keeping up; dropped an event", self.operation.field)
 
     def _pump(self) -> None:
         for event in self.queue:
+            if event is _FELL_BEHIND:
+                self._end_behind()
+                return
             root = self.source.root(event, self.services)
             if root is not None:
                 self.emit(execute_once(self.operation, self.services, {self.operation.field: root}))
+
+    def _end_behind(self) -> None:
+        missed = self.missed
+        if self.subscription is not None:
+            self.subscription.close()
+            self.subscription = None
+        metrics.subscriptions_fell_behind.inc()
+        log.warning("subscription %s fell behind by %d event(s); ended", self.operation.field, missed)
+        message = (f"subscription fell behind: {missed} event(s) could not be delivered in order "
+                   f"(more than {QUEUE_LIMIT} were waiting); subscribe again")
+        if self.fail is not None:
+            self.fail([_error(message, "SUBSCRIPTION_FELL_BEHIND")])
 
     def close(self) -> None:
         if self.subscription is not None:

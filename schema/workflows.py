@@ -31,8 +31,8 @@ def resolve_workflow(_, info, id):
 
 
 @query.field("tokens")
-def resolve_tokens(_, info, workflow_id=None, place=None):
-    return _engine(info).list_tokens(workflow_id, place)
+def resolve_tokens(_, info, workflow_id=None, place=None, first=None, after=None):
+    return _engine(info).list_tokens(workflow_id, place, first, after)
 
 
 @query.field("token")

@@ -250,7 +250,8 @@ def test_wrong_types_name_the_field(client):
 
 
 def test_invalid_json_and_unknown_paths_answer_in_the_envelope(api):
-    bad = requests.post(api.openai_url + "/v1/chat/completions", data="{not json", timeout=5)
+    bad = requests.post(api.openai_url + "/v1/chat/completions", data="{not json", timeout=5,
+                        headers={"Content-Type": "application/json"})
     assert bad.status_code == 400 and set(bad.json()["error"]) == {"message", "type", "param", "code"}
     missing = requests.get(api.openai_url + "/v1/nothing", headers={"X-Request-ID": "abc-123"}, timeout=5)
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
@@ -309,8 +310,8 @@ def test_mid_stream_failure_becomes_an_error_event(api, upstream):
     response = requests.post(api.openai_url + "/v1/chat/completions", stream=True, timeout=10,
                              json={"model": "gpt-4", "stream": True, "messages": [{"role": "user", "content": "x"}]})
     lines = sse_events(response)  # ends cleanly: iter_lines would raise on a broken chunked body
-    assert len(lines) == 4
-    error = json.loads(lines[-1][6:])["error"]
+    assert len(lines) == 5 and lines[-1] == "data: [DONE]"
+    error = json.loads(lines[-2][6:])["error"]
     assert "OpenAI" in error["message"] and error["type"] == "server_error"
 
 

@@ -76,10 +76,10 @@ def test_openai_port_cors_answers_preflight_for_allowed_origin(server_factory):
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
-def test_openai_port_cors_default_allows_any_origin_and_exposes_rate_headers(server_factory):
+def test_openai_port_cors_default_allows_loopback_origins_and_exposes_rate_headers(server_factory):
     server = server_factory()
-    response = requests.get(server.openai_url + "/v1/models", headers={"Origin": "https://x.example"}, timeout=5)
-    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    response = requests.get(server.openai_url + "/v1/models", headers={"Origin": "http://127.0.0.1:8080"}, timeout=5)
+    assert response.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:8080"
     assert "x-ratelimit-remaining-requests" in response.headers["Access-Control-Expose-Headers"]
 
 
@@ -154,7 +154,7 @@ def test_too_many_messages_is_400(small):
 
 def test_slow_body_is_cut_off_and_does_not_hold_the_worker(small):
     slow = socket.create_connection(("127.0.0.1", small.openai_port), timeout=15)
-    slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                  b"Content-Length: 500\r\n\r\n{\"model\":")
     # the single worker still serves others while this body trickles
     assert requests.get(small.openai_url + "/health", timeout=5).status_code == 200

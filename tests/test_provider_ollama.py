@@ -208,7 +208,7 @@ def test_openai_client_chats_with_ollama(client, ollama):
                                               messages=[{"role": "user", "content": "Hi"}])
     assert response.choices[0].message.content == "Hello from Llama."
     assert response.usage.prompt_tokens == 10 and response.usage.completion_tokens == 4
-    assert ollama.received[-1].json["options"] == {"temperature": 0.2}
+    assert ollama.chats()[-1].json["options"] == {"temperature": 0.2}
 
 
 def test_openai_client_streams_ollama(client, ollama):
@@ -242,7 +242,7 @@ def test_a_model_pulled_while_running_appears_without_a_restart(served, ollama):
     ollama.say(Answer("Hi from Qwen."))
     answer = client.chat.completions.create(model="qwen2.5:7b", messages=[{"role": "user", "content": "Hi"}])
     assert answer.choices[0].message.content == "Hi from Qwen."
-    assert ollama.received[-1].json["model"] == "qwen2.5:7b"
+    assert ollama.chats()[-1].json["model"] == "qwen2.5:7b"
 
 
 def test_model_missing_from_ollama_is_a_not_found_error(client, ollama):

@@ -342,3 +342,76 @@ def test_legacy_connection_terminate_closes(client):
     ws = client(LEGACY_WS)
     ws.send({"type": "connection_terminate"})
     assert ws.close_code() == 1000
+
+
+# -- a subscriber that falls behind: every event in order, or an end that says how many it missed --
+
+def _blocked_subscription(emitted: list, failures: list):
+    """A workflowEvents subscription on a memory bus whose client takes nothing until released."""
+    import gevent.event
+
+    from cb.events import EventBus
+    from cb.storage.memory import MemoryStorage
+    from schema.subscriptions import LiveSubscription, prepare
+
+    bus = EventBus(MemoryStorage())
+    released = gevent.event.Event()
+
+    def emit(body):
+        released.wait()
+        emitted.append(body["data"]["workflowEvents"]["token_id"])
+
+    operation = prepare({"query": WORKFLOW_EVENTS, "variables": {"w": "w1"}})
+    live = LiveSubscription(operation, type("Services", (), {"bus": bus})(), emit, failures.append)
+    live.start()
+    return bus, released, live
+
+
+def _publish(bus, first: int, count: int) -> None:
+    import gevent
+
+    from cb.workflow import event_subject
+
+    for n in range(first, first + count):
+        bus.publish(event_subject("w1", f"t{n}"), {"type": "token_created", "workflow_id": "w1", "token_id": f"t{n}",
+                                                "timestamp": "2026-01-01T00:00:00Z"})
+    gevent.sleep(0.05)  # the bus hands the events over
+
+
+def test_a_subscriber_that_falls_behind_gets_what_was_queued_in_order_then_an_error_with_the_count():
+    import gevent
+
+    from cb import metrics
+    from schema.subscriptions import QUEUE_LIMIT
+
+    before = metrics.subscriptions_fell_behind._value.get()
+    emitted, failures = [], []
+    bus, released, live = _blocked_subscription(emitted, failures)
+    _publish(bus, 0, 1)  # the first event is taken and its client blocks
+    _publish(bus, 1, QUEUE_LIMIT + 250)
+    released.set()
+    gevent.sleep(0.5)
+    assert emitted == [f"t{n}" for n in range(QUEUE_LIMIT + 1)]  # no gap, no reordering
+    assert len(failures) == 1
+    [error] = failures[0]
+    assert error["extensions"]["code"] == "SUBSCRIPTION_FELL_BEHIND"
+    assert "fell behind" in error["message"] and "250 event(s)" in error["message"]
+    _publish(bus, 5000, 5)  # ended: nothing more is delivered
+    assert len(emitted) == QUEUE_LIMIT + 1 and len(failures) == 1
+    assert metrics.subscriptions_fell_behind._value.get() == before + 1
+    live.close()
+
+
+def test_a_subscriber_within_the_queue_gets_every_event_and_no_error():
+    import gevent
+
+    from schema.subscriptions import QUEUE_LIMIT
+
+    emitted, failures = [], []
+    bus, released, live = _blocked_subscription(emitted, failures)
+    _publish(bus, 0, 1)
+    _publish(bus, 1, QUEUE_LIMIT)  # exactly fills the queue behind the event being sent
+    released.set()
+    gevent.sleep(0.5)
+    assert emitted == [f"t{n}" for n in range(QUEUE_LIMIT + 1)] and failures == []
+    live.close()

@@ -38,6 +38,8 @@ def start_agents(services) -> Agents:
     executions = ExecutionStore(services.storage, services.bus)
     caller = AgentCaller(services.gateway, services.budgets)
     runner = AgentRunner(registry, executions, services.workflows, caller,
-                         settings.agent_lease_seconds, settings.agent_sweep_seconds)
+                         settings.agent_lease_seconds, settings.agent_sweep_seconds,
+                         settings.agent_execution_retention_seconds)
+    executions.migrate()
     runner.start()
     return Agents(registry, executions, runner)

@@ -15,6 +15,7 @@ from cb.agents.model import AGENT_STATUSES, Agent, LlmConfig, LlmProvider, Place
 from cb.errors import Conflict, NotFound, ValidationError
 from cb.llm.deployments import PROVIDER_TYPES
 from cb.logs import get_logger
+from cb.network import check_base_url
 from cb.secrets import SecretBox
 from cb.storage import Storage
 from cb.workflow import WorkflowEngine
@@ -47,6 +48,8 @@ def _provider(spec: dict, old: LlmProvider | None, box: SecretBox) -> LlmProvide
     base_url = _text(merged.get("base_url"), "llm_provider.base_url")
     if base_url and not base_url.startswith(("http://", "https://")):
         raise ValidationError("llm_provider.base_url must be an http:// or https:// URL")
+    if base_url:
+        check_base_url(base_url, "llm_provider.base_url")
     key = old.api_key if old is not None else None
     if "api_key" in spec and spec["api_key"] is not None:
         key = box.seal(spec["api_key"]) if spec["api_key"] else None  # "" removes the agent's key

@@ -66,14 +66,20 @@ def _retryable(exc: Exception) -> bool:
     return False
 
 
+EXPIRY_SECONDS = 60.0  # how often a worker deletes executions past their retention
+
+
 class AgentRunner:
     """Runs this worker's share of the executions."""
 
     def __init__(self, registry: AgentRegistry, store: ExecutionStore, workflows: WorkflowEngine,
-                 caller: AgentCaller, lease_seconds: float = 15.0, sweep_seconds: float = 5.0):
+                 caller: AgentCaller, lease_seconds: float = 15.0, sweep_seconds: float = 5.0,
+                 retention_seconds: float = 604800.0):
         self.registry, self.store, self.workflows, self.caller = registry, store, workflows, caller
         self.lease_seconds = lease_seconds
         self.sweep_seconds = sweep_seconds
+        self.retention_seconds = retention_seconds
+        self._next_expiry = 0.0
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.running: dict[str, gevent.Greenlet] = {}
         self._subscriptions: list = []
@@ -168,6 +174,9 @@ class AgentRunner:
             gevent.sleep(self.sweep_seconds * random.uniform(0.8, 1.2))
             try:
                 self.sweep()
+                if time.monotonic() >= self._next_expiry:
+                    self._next_expiry = time.monotonic() + EXPIRY_SECONDS * random.uniform(0.8, 1.2)
+                    self.store.expire(self.retention_seconds)
             except CircuitBreakerError as exc:
                 log.debug("sweep skipped: %s", exc.message)
             except Exception:
@@ -177,7 +186,7 @@ class AgentRunner:
         """Claim every execution that waits for a worker or whose lease ran out; returns how many."""
         claimed = 0
         at = time.time()
-        for execution in self.store.list():
+        for execution in self.store.unfinished():
             if execution.id not in self.running and execution.claimable(at) and self._claim(execution):
                 claimed += 1
         return claimed

@@ -23,6 +23,7 @@ from cb.config import ConfigError, Settings, lookup
 from cb.errors import NotFound, ValidationError
 from cb.llm.providers.base import Deployment
 from cb.logs import get_logger, redactor
+from cb.network import check_base_url
 from cb.secrets import SecretBox, SecretUnavailable
 from cb.storage import Storage
 
@@ -172,6 +173,7 @@ def _parse_config(data: dict) -> RouterConfig:
         )
         if not deployment.base_url:
             raise ValueError(f"deployment {deployment.id!r} needs a base_url")
+        check_base_url(deployment.base_url, f"deployments[{i}].base_url")
         redactor.add(deployment.api_key)
         config.deployments.append(deployment)
     for model, price in data.get("prices", {}).items():
@@ -326,4 +328,4 @@ def _check_url(value: str) -> str:
     url = str(value).strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise ValidationError(f"base_url {value!r} must start with http:// or https://")
-    return url
+    return check_base_url(url)

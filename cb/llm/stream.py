@@ -9,11 +9,14 @@ role-only chunks are held back with it) commits the stream to its route: nothing
 reached the client before that, so nothing is lost by failing over. After it, a failure
 ends the stream with the error (the edge turns it into an error event). Until the first
 chunk the request's total deadline (:mod:`cb.llm.deadline`) also applies: when it passes,
-the attempt is given up and no further route is tried.
+the attempt is given up and no further route is tried. After the first chunk, an upstream
+silent for ``UPSTREAM_STREAM_IDLE_TIMEOUT`` ends the stream with :class:`StreamStalled`
+(its connection closed); whatever the edge sends the client meanwhile does not count.
 
 Exactly one usage record is written, when the stream ends: ``success``; ``error`` (the
 usage of what was delivered, zero if nothing was); or ``interrupted`` when the client
-left (``close()``, or the consuming greenlet killed), with the usage of what it was given.
+left (``close()``, or the consuming greenlet killed) or the upstream stalled, with the usage
+of what it was given.
 """
 
 from __future__ import annotations
@@ -45,6 +48,14 @@ def carries_output(chunk: StreamChunk) -> bool:
     return bool(chunk.content or chunk.tool_calls or chunk.finish_reason or chunk.usage)
 
 
+class StreamStalled(UpstreamTimeout):
+    """The upstream sent nothing for UPSTREAM_STREAM_IDLE_TIMEOUT in the middle of a stream."""
+
+    def __init__(self, provider: str, seconds: float):
+        super().__init__(provider, f"the stream stalled: nothing for {seconds:g} seconds (UPSTREAM_STREAM_IDLE_TIMEOUT)")
+        self.retryable = False
+
+
 class ChatStream:
     """Iterate for canonical chunks; ``route`` is the route being tried, then the one serving."""
 
@@ -69,9 +80,12 @@ class ChatStream:
         try:
             for chunk in self._first():
                 yield self._seen(chunk)
-            for chunk in self._chunks or ():
+            for chunk in self._until_idle(iter(self._chunks or ())):
                 yield self._seen(chunk)
             status = "success"
+        except StreamStalled as exc:
+            status, error = "interrupted", exc
+            raise
         except LLMError as exc:
             status, error = "error", exc
             raise
@@ -143,6 +157,27 @@ class ChatStream:
             timer.close()
 
     # -- after it ------------------------------------------------------------------------
+    def _until_idle(self, chunks: Iterator[StreamChunk]) -> Iterator[StreamChunk]:
+        """``chunks``, each within UPSTREAM_STREAM_IDLE_TIMEOUT of the one before (StreamStalled if not)."""
+        seconds = self.gateway.settings.stream_idle_timeout
+        timer = gevent.Timeout(seconds)
+        try:
+            while True:
+                timer.start()
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    return
+                except gevent.Timeout as exc:
+                    if exc is not timer:
+                        raise
+                    raise StreamStalled(provider_label(self.provider.type), seconds) from None
+                finally:
+                    timer.cancel()
+                yield chunk
+        finally:
+            timer.close()
+
     def _seen(self, chunk: StreamChunk) -> StreamChunk:
         if self.ttft_ms is None:
             self.ttft_ms = round(elapsed_ms(self.started), 3)
@@ -182,6 +217,6 @@ class ChatStream:
             if status == "interrupted" and self.ttft_ms is None:
                 self.gateway.router.abandoned(self.route)
             else:
-                self.gateway.router.finished(self.route, status != "error", elapsed_ms(self.started), self.ttft_ms, error)
+                self.gateway.router.finished(self.route, error is None, elapsed_ms(self.started), self.ttft_ms, error)
         self.gateway.record(self.ctx, self.request.model, self.route, self.final_usage(), status,
                             streamed=True, ttft_ms=self.ttft_ms)

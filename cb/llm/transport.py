@@ -14,6 +14,10 @@ session's mounted adapter (redirects still go through the session): same headers
 adapters and redirects, a fraction of the work.
 The sessions keep no cookies (one upstream's cookies are not every client's), which is
 also what makes a prepared template safe to reuse.
+
+Every connection checks the address it actually reached: a link-local peer (cloud
+metadata, 169.254.0.0/16, fe80::/10) is dropped before a byte is sent, whatever name
+or DNS answer led there (see :mod:`cb.network`).
 """
 
 from __future__ import annotations
@@ -26,11 +30,15 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NewConnectionError
 
 from cb.config import Settings
 from cb.llm.errors import UpstreamError, UpstreamTimeout
 from cb.llm.providers.base import Deployment, Provider, UpstreamCall
 from cb.llm.providers.errors import provider_label
+from cb.network import forbidden_address
 
 POOL_SIZE = 512  # connections kept per upstream host and worker (gevent: many concurrent streams)
 TEMPLATES_KEPT = 256  # prepared (method, URL, headers) per worker; client-supplied keys make more
@@ -55,7 +63,7 @@ class Transport:
                 session = self._sessions.get(deployment.id)
                 if session is None:
                     session = requests.Session()
-                    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self.pool_size, max_retries=0)
+                    adapter = GuardedAdapter(pool_connections=4, pool_maxsize=self.pool_size, max_retries=0)
                     session.mount("http://", adapter)
                     session.mount("https://", adapter)
                     session.trust_env = False  # no proxies or .netrc picked up from the environment
@@ -153,6 +161,39 @@ class Transport:
             session.close()
         self._sessions.clear()
         self._templates.clear()
+
+
+class _GuardedConnection(HTTPConnection):
+    def _new_conn(self):
+        sock = super()._new_conn()
+        try:
+            peer = sock.getpeername()[0]
+        except OSError:
+            peer = ""
+        if forbidden_address(peer):
+            sock.close()
+            raise NewConnectionError(self, f"{self.host} is a link-local or metadata address ({peer}), not allowed")
+        return sock
+
+
+class _GuardedHTTPSConnection(_GuardedConnection, HTTPSConnection):
+    pass
+
+
+class _GuardedPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class GuardedAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connections refuse link-local peers (checked at connect time)."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedPool, "https": _GuardedHTTPSPool}
 
 
 def _arrivals(response: requests.Response) -> Iterator[bytes]:

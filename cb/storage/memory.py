@@ -50,6 +50,8 @@ class MemoryStorage:
         self._logs: dict[str, deque[tuple[int, dict]]] = {}
         self._log_seq: dict[str, int] = {}
         self._subs: set[_Sub] = set()
+        # index name -> prefix -> the paths under it (every proper prefix of a path, () included)
+        self._indexes: dict[str, dict[tuple[str, ...], set[tuple[str, ...]]]] = {}
 
     def connect(self) -> None:
         pass
@@ -75,6 +77,9 @@ class MemoryStorage:
         with self._lock:
             entries = list(self._bucket(bucket).values())
         return [Entry(e.key, copy.deepcopy(e.value), e.revision) for e in entries]
+
+    def get_many(self, bucket: str, keys: list[str]) -> list[Entry | None]:
+        return [self.get(bucket, key) for key in keys]
 
     def _write(self, bucket: str, key: str, value: dict) -> int:
         revision = next(self._revisions)
@@ -108,6 +113,28 @@ class MemoryStorage:
             if revision is not None and current.revision != revision:
                 raise Conflict(f"{bucket} entry {key!r} was changed concurrently")
             del self._bucket(bucket)[key]
+
+    def index_add(self, index: str, path: tuple[str, ...]) -> None:
+        path = tuple(path)
+        with self._lock:
+            prefixes = self._indexes.setdefault(index, {})
+            for i in range(len(path)):
+                prefixes.setdefault(path[:i], set()).add(path)
+
+    def index_remove(self, index: str, path: tuple[str, ...]) -> None:
+        path = tuple(path)
+        with self._lock:
+            prefixes = self._indexes.get(index, {})
+            for i in range(len(path)):
+                under = prefixes.get(path[:i])
+                if under is not None:
+                    under.discard(path)
+                    if not under:
+                        del prefixes[path[:i]]
+
+    def index_scan(self, index: str, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+        with self._lock:
+            return sorted(self._indexes.get(index, {}).get(tuple(prefix), ()))
 
     def append(self, log: str, record: dict) -> int:
         with self._lock:

@@ -5,7 +5,13 @@ Names, for a prefix ``cb`` (NATS_PREFIX, one per deployment):
 * bucket ``tokens``  -> JetStream KV bucket ``cb_tokens`` (file storage, history 1);
   keys are escaped so any string is a valid key (see :func:`encode_key`);
 * log ``usage``      -> stream ``cb_usage`` on subject ``cb_log.usage`` (file storage);
-* event ``events.w.t`` -> core NATS subject ``cb.events.w.t``.
+* event ``events.w.t`` -> core NATS subject ``cb.events.w.t``;
+* index ``tokens``, path ``(w, p, t)`` -> subject ``cb_idx.tokens.w.p.t`` in the stream
+  ``cb_index`` (one message per subject, empty). A path is added by publishing to its
+  subject and removed by purging the subject (no delete marker stays behind), and a
+  prefix is listed with one STREAM.INFO request with ``subjects_filter``: the server
+  answers from its subject tree, so the cost is that of the answer, and the answer is
+  the set of subjects at one instant (complete, unlike a watch that races writers).
 
 nats-py runs on the asyncio loop of a :class:`~cb.storage.bridge.Bridge` (one OS thread per
 process, started in :meth:`NatsStorage.connect`, so after gunicorn forks). Every call waits
@@ -271,28 +277,43 @@ class NatsStorage:
 
     async def _list(self, bucket: str) -> list[Entry]:
         kv = await self._bucket(bucket)
-        # Read up to the stream's last sequence as it is now: the watcher's own "pending"
-        # count can say 0 before every key was delivered, which would drop entries.
         state = (await self._js.stream_info(f"KV_{self.prefix}_{bucket}")).state
         if not state.messages:
             return []
+        # A key updated while the watch runs loses its old message (history 1) and gets a
+        # new one beyond the stream's last sequence as read above, so stopping there would
+        # skip it. Read on until the watcher has caught up with the stream (its init
+        # marker: no message pending) and has passed that last sequence.
         watcher = await kv.watchall(inactive_threshold=30)
-        entries = []
+        found: dict[str, Entry] = {}
+        caught_up = passed = False
         try:
-            while True:
+            while not (caught_up and passed):
                 item = await watcher.updates(timeout=JS_TIMEOUT)
                 if item is None:
-                    break
+                    caught_up = True
+                    continue
+                key = decode_key(item.key)
                 if item.operation is None and item.value:
-                    entries.append(Entry(decode_key(item.key), json.loads(item.value), item.revision))
-                if item.revision >= state.last_seq:
-                    break
+                    found[key] = Entry(key, json.loads(item.value), item.revision)
+                else:
+                    found.pop(key, None)
+                passed = passed or item.revision >= state.last_seq
+                caught_up = caught_up or item.delta == 0
         finally:
             await watcher.stop()
-        return entries
+        return list(found.values())
 
     def list(self, bucket: str) -> list[Entry]:
         return self._call(self._list(bucket))
+
+    async def _get_many(self, bucket: str, keys: list[str]) -> list[Entry | None]:
+        return list(await asyncio.gather(*(self._get(bucket, key) for key in keys)))
+
+    def get_many(self, bucket: str, keys: list[str]) -> list[Entry | None]:
+        if not keys:
+            return []
+        return self._call(self._get_many(bucket, keys))
 
     async def _write(self, bucket: str, key: str, value: dict, revision: int | None, create: bool) -> int:
         kv = await self._bucket(bucket)
@@ -335,6 +356,55 @@ class NatsStorage:
 
     def delete(self, bucket: str, key: str, revision: int | None = None) -> None:
         self._call(self._delete(bucket, key, revision))
+
+    # -- indexes ------------------------------------------------------------------------
+
+    def _index_subject(self, index: str, path: tuple[str, ...]) -> str:
+        if not _NAME.fullmatch(index):
+            raise ValidationError(f"invalid index name {index!r}")
+        return ".".join((f"{self.prefix}_idx", index, *(encode_key(part) for part in path)))
+
+    async def _index_stream(self) -> str:
+        stream = f"{self.prefix}_index"
+        if stream not in self._streams:
+            config = StreamConfig(
+                name=stream, subjects=[f"{self.prefix}_idx.>"], storage=StorageType.FILE, max_msgs_per_subject=1
+            )
+            try:
+                await self._js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self._js.stream_info(stream)
+            self._streams.add(stream)
+        return stream
+
+    async def _index_add(self, subject: str) -> None:
+        await self._js.publish(subject, b"", stream=await self._index_stream())
+
+    def index_add(self, index: str, path: tuple[str, ...]) -> None:
+        self._call(self._index_add(self._index_subject(index, path)))
+
+    async def _index_remove(self, subject: str) -> None:
+        await self._js.purge_stream(await self._index_stream(), subject=subject)
+
+    def index_remove(self, index: str, path: tuple[str, ...]) -> None:
+        self._call(self._index_remove(self._index_subject(index, path)))
+
+    async def _index_scan(self, subjects_filter: str) -> list[str]:
+        stream = await self._index_stream()
+        subjects: list[str] = []
+        while True:  # the server pages long answers
+            request = json.dumps({"subjects_filter": subjects_filter, "offset": len(subjects)}).encode()
+            info = await self._js._api_request(f"{self._js._prefix}.STREAM.INFO.{stream}", request, timeout=JS_TIMEOUT)
+            page = list((info.get("state") or {}).get("subjects") or ())
+            subjects.extend(page)
+            if not page or len(subjects) >= info.get("total", 0):
+                return subjects
+
+    def index_scan(self, index: str, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+        base = self._index_subject(index, prefix)
+        skip = len(f"{self.prefix}_idx.{index}.")
+        subjects = self._call(self._index_scan(base + ".>"))
+        return sorted(tuple(decode_key(part) for part in subject[skip:].split(".")) for subject in subjects)
 
     # -- logs ---------------------------------------------------------------------------
 

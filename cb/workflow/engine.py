@@ -8,6 +8,14 @@ lost races in a row it gets :class:`~cb.errors.Conflict`. No history entry is lo
 Events go to the bus on ``events.<workflow_id>.<token_id>``: ``token_created``,
 ``token_transitioned``, ``token_updated`` (data merged in place, e.g. an agent's output) and
 ``token_deleted``, each carrying the token as it now is.
+
+Tokens are stored under their id (one get for ``token(id)``), and an index ``tokens``
+holds one path ``(workflow, place, created_at, id)`` per token, so ``tokens(workflow_id,
+place)`` reads only that workflow's (or place's) paths and then gets only the page it
+answers. A firing adds the path of the new place before its compare-and-set and removes
+the old one after it, so at every instant each token has at least one path: a listing
+misses no token while other workers fire. Paths left stale by a lost race or a crash
+between the two steps only cost a get; readers check each token against the listing.
 """
 
 from __future__ import annotations
@@ -31,7 +39,25 @@ log = get_logger("workflow")
 
 WORKFLOWS = "workflows"
 TOKENS = "tokens"
+TOKEN_INDEX = "tokens"
+META = "meta"
+LAYOUT_KEY = "tokens_layout"
+LAYOUT_VERSION = 2  # 1: tokens without their index (before 0.2); 2: with the ``tokens`` index
 FIRE_ATTEMPTS = 3
+PAGE_LIMIT = 1000
+
+
+def page_size(first: int | None) -> int:
+    """``first`` of a paged listing: default and maximum :data:`PAGE_LIMIT`."""
+    if first is None:
+        return PAGE_LIMIT
+    if first < 0 or first > PAGE_LIMIT:
+        raise ValidationError(f"first must be between 0 and {PAGE_LIMIT}, got {first}")
+    return first
+
+
+def _token_path(token: Token) -> tuple[str, str, str, str]:
+    return (token.workflow_id, token.place, token.created_at, token.id)
 
 
 def event_subject(workflow_id: str, token_id: str) -> str:
@@ -84,7 +110,7 @@ class WorkflowEngine:
     def delete_workflow(self, workflow_id: str) -> bool:
         """Delete a workflow that no token is in any more."""
         self.get_workflow(workflow_id)
-        remaining = len(self.list_tokens(workflow_id))
+        remaining = len(self.list_tokens(workflow_id, first=PAGE_LIMIT))
         if remaining:
             raise ValidationError(f"workflow {workflow_id!r} still has {remaining} token(s); delete them first")
         try:
@@ -112,12 +138,59 @@ class WorkflowEngine:
 
     # --- tokens ----------------------------------------------------------------
 
-    def list_tokens(self, workflow_id: str | None = None, place: str | None = None) -> list[Token]:
-        tokens = [Token.from_dict(e.value, e.revision) for e in self.storage.list(TOKENS)]
-        tokens = [
-            t for t in tokens if (workflow_id is None or t.workflow_id == workflow_id) and (place is None or t.place == place)
-        ]
-        return sorted(tokens, key=lambda t: (t.created_at, t.id))
+    def migrate(self) -> int:
+        """Index the tokens stored before the index existed; returns how many were indexed.
+
+        Idempotent (adding a path twice is one path), and safe while other workers start
+        or fire: a path added from a stale read is only a stale path.
+        """
+        layout = self.storage.get(META, LAYOUT_KEY)
+        if layout is not None and layout.value.get("version", 1) >= LAYOUT_VERSION:
+            return 0
+        indexed = 0
+        for entry in self.storage.list(TOKENS):  # once per store, at the first start of this version
+            self.storage.index_add(TOKEN_INDEX, _token_path(Token.from_dict(entry.value)))
+            indexed += 1
+        self.storage.put(META, LAYOUT_KEY, {"version": LAYOUT_VERSION})
+        if indexed:
+            log.info("indexed %d stored token(s) by workflow and place", indexed)
+        return indexed
+
+    def list_tokens(
+        self,
+        workflow_id: str | None = None,
+        place: str | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> list[Token]:
+        """Tokens oldest first, at most ``first``, starting after the token ``after``."""
+        first = page_size(first)
+        prefix = (workflow_id, place) if workflow_id is not None and place is not None else (workflow_id,)
+        paths = self.storage.index_scan(TOKEN_INDEX, prefix if workflow_id is not None else ())
+        order = sorted({(created, token_id) for _w, p, created, token_id in paths if place is None or p == place})
+        if after is not None:
+            order = order[self._position_after(order, after) :]
+
+        def wanted(token: Token) -> bool:
+            return (workflow_id is None or token.workflow_id == workflow_id) and (place is None or token.place == place)
+
+        tokens: list[Token] = []
+        while len(tokens) < first and order:  # more than one round only past stale paths
+            batch, order = order[: first - len(tokens)], order[first - len(tokens) :]
+            for entry in self.storage.get_many(TOKENS, [token_id for _, token_id in batch]):
+                if entry is not None and wanted(token := Token.from_dict(entry.value, entry.revision)):
+                    tokens.append(token)
+        return tokens
+
+    def _position_after(self, order: list[tuple[str, str]], after: str) -> int:
+        for i, (_, token_id) in enumerate(order):
+            if token_id == after:
+                return i + 1
+        entry = self.storage.get(TOKENS, after)  # it has left this listing: continue from where it was
+        if entry is None:
+            raise ValidationError(f"after: token {after!r} not found")
+        cursor = (Token.from_dict(entry.value).created_at, after)
+        return next((i for i, key in enumerate(order) if key > cursor), len(order))
 
     def get_token(self, token_id: str) -> Token:
         entry = self.storage.get(TOKENS, token_id)
@@ -140,6 +213,7 @@ class WorkflowEngine:
             data=_object("data", data),
             metadata=_object("metadata", metadata),
         )
+        self.storage.index_add(TOKEN_INDEX, _token_path(token))
         revision = self.storage.create(TOKENS, token.id, token.to_dict())
         token = Token.from_dict(token.to_dict(), revision)
         metrics.tokens_created.labels(workflow_id).inc()
@@ -152,6 +226,7 @@ class WorkflowEngine:
             self.storage.delete(TOKENS, token_id)
         except NotFound:
             raise NotFound(f"token {token_id!r} not found") from None
+        self.storage.index_remove(TOKEN_INDEX, _token_path(token))
         self._publish("token_deleted", token)
         return True
 
@@ -191,12 +266,17 @@ class WorkflowEngine:
                 created_at=token.created_at,
                 updated_at=stamp,
             )
+            moves = moved.place != token.place
+            if moves:
+                self.storage.index_add(TOKEN_INDEX, _token_path(moved))
             try:
                 revision = self.storage.update(TOKENS, token.id, moved.to_dict(), token.revision)
             except Conflict:
                 continue  # somebody else moved it first: look again
             except NotFound:
                 raise NotFound(f"token {token_id!r} not found") from None
+            if moves:
+                self.storage.index_remove(TOKEN_INDEX, _token_path(token))
             moved = Token.from_dict(moved.to_dict(), revision)
             metrics.transitions_fired.labels(token.workflow_id).inc()
             self._publish("token_transitioned", moved, transition.id, token.place, transition.to_place, stamp)

@@ -52,6 +52,7 @@ class Fault:
     chunk_delay: float = 0.0  # seconds between streamed chunks
     first_chunk_delay: float = 0.0  # seconds between the stream's headers and its first chunk
     fail_after_chunks: int | None = None  # cut the stream after this many chunks
+    stall_after_chunks: int | None = None  # then send nothing, connection open, until the client leaves
 
 
 class ClientGone(Exception):
@@ -122,6 +123,8 @@ class Reply:
             self.wait(self.fault.first_chunk_delay)
         if self.chunks_sent and self.fault.chunk_delay:
             self.wait(self.fault.chunk_delay)
+        if self.fault.stall_after_chunks is not None and self.chunks_sent >= self.fault.stall_after_chunks:
+            self.wait(300)  # ClientGone when the client closes the connection
         if self.fault.fail_after_chunks is not None and self.chunks_sent >= self.fault.fail_after_chunks:
             # a broken upstream: drop the connection in the middle of the stream
             self.handler.close_connection = True

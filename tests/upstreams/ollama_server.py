@@ -36,6 +36,10 @@ class OllamaUpstream(Scripted, UpstreamServer):
         super().__init__()
         self.models = list(models or ["llama3.2:latest", "nomic-embed-text:latest"])
 
+    def chats(self) -> list[Received]:
+        """The /api/chat requests, without the /api/tags polls of model discovery."""
+        return [r for r in self.received if r.path == "/api/chat"]
+
     def has(self, model: str) -> bool:
         return model in self.models or f"{model}:latest" in self.models
 

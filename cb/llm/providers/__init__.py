@@ -10,11 +10,12 @@ from cb.llm.providers.anthropic import AnthropicProvider
 from cb.llm.providers.base import Provider
 from cb.llm.providers.google import GoogleProvider
 from cb.llm.providers.ollama import OllamaProvider
-from cb.llm.providers.openai import OpenAIProvider
+from cb.llm.providers.openai import OpenAICompatibleProvider, OpenAIProvider
 
 PROVIDERS: dict[str, Provider] = {
     "openai": OpenAIProvider(),
     "anthropic": AnthropicProvider(),
     "google": GoogleProvider(),
     "ollama": OllamaProvider(),
+    "openai_compatible": OpenAICompatibleProvider(),
 }

@@ -15,7 +15,9 @@ from cb.llm.errors import UpstreamError
 
 CLIENT_STATUSES = frozenset({400, 404, 413, 422, 429})
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-LABELS = {"openai": "OpenAI", "anthropic": "Anthropic", "google": "Google", "ollama": "Ollama"}
+LABELS = {"openai": "OpenAI", "anthropic": "Anthropic", "google": "Google", "ollama": "Ollama",
+          "openai_compatible": "OpenAI-compatible"}
+MESSAGE_LIMIT = 500  # characters of the provider's own message passed on to clients
 
 # things that look like credentials: OpenAI/Anthropic sk-..., Google AIza..., bearer tokens
 _KEYISH = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|AIza[A-Za-z0-9_\-]{10,}|Bearer\s+\S+|key=[^&\s\"']+)")
@@ -35,7 +37,7 @@ def _message_and_code(body: bytes) -> tuple[str, str | None]:
     try:
         data = json.loads(body or b"null")
     except ValueError:
-        return body[:300].decode("utf-8", "replace").strip(), None
+        return "", None  # a raw page (HTML, a proxy's text) is never passed on
     if isinstance(data, list) and data and isinstance(data[0], dict):  # Gemini sometimes wraps in a list
         data = data[0]
     if isinstance(data, dict):
@@ -46,7 +48,12 @@ def _message_and_code(body: bytes) -> tuple[str, str | None]:
             message = error.get("message") or error.get("status") or json.dumps(error)[:300]
             code = error.get("code") if isinstance(error.get("code"), str) else error.get("type")
             return str(message), code if isinstance(code, str) else None
-    return str(data)[:300], None
+    return (data if isinstance(data, str) else ""), None
+
+
+def _bounded(message: str) -> str:
+    message = " ".join(message.split())
+    return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 1] + "…"
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:
@@ -64,7 +71,7 @@ def _retry_after(headers: dict[str, str]) -> float | None:
 def map_http_error(provider: str, status: int, body: bytes, headers: dict[str, str]) -> UpstreamError:
     """One upstream error response -> the error the client and the router see."""
     message, code = _message_and_code(body)
-    message = redact(message) or f"HTTP {status}"
+    message = _bounded(redact(message)) or f"HTTP {status}"
     label = provider_label(provider)
     retryable = status in RETRYABLE_STATUSES or status >= 500
     if status in CLIENT_STATUSES:

@@ -181,3 +181,9 @@ class OpenAIProvider(Provider):
         data = sorted(body.get("data") or [], key=lambda d: d.get("index") or 0)
         usage = _usage(body.get("usage")) or Usage(estimated=True)
         return EmbeddingResponse(body.get("model") or model, [d.get("embedding") or [] for d in data], usage)
+
+
+class OpenAICompatibleProvider(OpenAIProvider):
+    """Any endpoint speaking OpenAI's wire format (vLLM, LM Studio, llama.cpp, …) at its base_url."""
+
+    type = "openai_compatible"

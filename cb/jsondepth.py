@@ -1,0 +1,97 @@
+"""How deeply a JSON text or a GraphQL document nests, measured without recursion or parsing.
+
+Python's JSON parser and graphql-core's parser recurse once per level, so a body of
+100,000 ``[`` ends in a RecursionError, and a value stored at a depth near the
+interpreter's limit cannot be serialised again. MAX_JSON_DEPTH is checked on the raw
+text before anything parses it: strings (and GraphQL comments) are cut out with one
+regular expression, every opening bracket becomes ``(`` and every closing one ``)``,
+and each pass of ``replace(b"()", b"")`` removes exactly the innermost pairs, one level.
+All of it runs in C: at most ``limit`` passes over a string that only shrinks, and a
+run of more than ``limit`` openers (the usual attack) is found by a substring search.
+
+Depth counts containers: ``[]`` is 1, ``{"a": [1]}`` is 2. Malformed text is never
+called too deep unless its brackets are; the parser reports it afterwards.
+"""
+
+from __future__ import annotations
+
+import re
+
+from cb.errors import CircuitBreakerError
+
+# a JSON string: quotes around anything but quotes and backslashes, or escapes
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+# GraphQL: block strings, strings, comments (a block string ends at a """ not escaped)
+_GRAPHQL_SKIPPED = re.compile(rb'"""(?:[^"\\]|\\.|"(?!""))*"""|"[^"\\\n]*(?:\\.[^"\\\n]*)*"|#[^\n\r]*', re.S)
+
+_OPENERS, _CLOSERS = b"[{(", b"]})"
+_JSON_TABLE = bytes.maketrans(b"[{]}", b"(())")
+_JSON_OTHER = bytes(c for c in range(256) if c not in b"[]{}")
+_GRAPHQL_TABLE = bytes.maketrans(_OPENERS + _CLOSERS, b"(((" + b")))")
+_GRAPHQL_OTHER = bytes(c for c in range(256) if c not in _OPENERS + _CLOSERS)
+
+
+class NestingTooDeep(CircuitBreakerError):
+    """A JSON value or GraphQL document nests deeper than MAX_JSON_DEPTH (400)."""
+
+    code = "BAD_REQUEST"
+    http_status = 400
+    openai_code = "json_too_deep"
+
+    def __init__(self, what: str, limit: int, param: str | None = None):
+        super().__init__(f"{what} is nested deeper than MAX_JSON_DEPTH ({limit} levels).")
+        self.limit = limit
+        self.param = param
+
+
+def _as_bytes(text: str | bytes | bytearray) -> bytes:
+    return text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+
+
+def _opener_count(data: bytes, openers: bytes) -> int:
+    return sum(data.count(bytes((c,))) for c in openers)
+
+
+def _brackets_deeper(brackets: bytes, limit: int) -> bool:
+    """Whether a string of ``(`` and ``)`` nests deeper than ``limit``."""
+    for removed in range(limit + 1):
+        if b"(" * (limit - removed + 1) in brackets:
+            return True
+        shorter = brackets.replace(b"()", b"")
+        if not shorter or shorter == brackets:
+            return False  # all matched within the limit, or unbalanced: the parser will say so
+        brackets = shorter
+    return True
+
+
+def json_too_deep(text: str | bytes | bytearray, limit: int) -> bool:
+    """Whether the JSON ``text`` nests containers deeper than ``limit``."""
+    data = _as_bytes(text)
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    if b'"' in data:
+        data = _JSON_STRING.sub(b"", data)
+    return _brackets_deeper(data.translate(_JSON_TABLE, _JSON_OTHER), limit)
+
+
+def graphql_too_deep(document: str | bytes, limit: int) -> bool:
+    """Whether a GraphQL document nests selections, lists, objects and arguments deeper than ``limit``."""
+    data = _as_bytes(document)
+    if _opener_count(data, _OPENERS) <= limit:
+        return False
+    data = _GRAPHQL_SKIPPED.sub(b"", data)
+    return _brackets_deeper(data.translate(_GRAPHQL_TABLE, _GRAPHQL_OTHER), limit)
+
+
+def check_json(
+    text: str | bytes | bytearray, limit: int, what: str = "The JSON body", param: str | None = None
+) -> None:
+    """Raise :class:`NestingTooDeep` if ``text`` nests deeper than ``limit``."""
+    if json_too_deep(text, limit):
+        raise NestingTooDeep(what, limit, param)
+
+
+def check_graphql(document: str, limit: int) -> None:
+    """Raise :class:`NestingTooDeep` if the GraphQL ``document`` nests deeper than ``limit``."""
+    if graphql_too_deep(document, limit):
+        raise NestingTooDeep("The GraphQL document", limit)
