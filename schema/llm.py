@@ -77,6 +77,11 @@ def resolve_budget_status(_, info, scope, scope_id=None):
     return _services(info).budgets.status(scope, scope_id)
 
 
+@query.field("budgets")
+def resolve_budgets(_, info):
+    return _services(info).budgets.statuses()
+
+
 @mutation.field("setBudget")
 def resolve_set_budget(_, info, input):
     budgets = _services(info).budgets

@@ -131,6 +131,16 @@ def test_budget_status_reports_use_in_the_current_period():
     assert not status["is_warning"] and not status["is_exhausted"]
 
 
+def test_budgets_lists_every_budget_with_its_status_global_first():
+    ledger = UsageLedger(MemoryStorage())
+    budgets = Budgets(ledger.storage, ledger)
+    budgets.set({"scope": "USER", "scope_id": "bob", "limit_usd": 1.0})
+    budgets.set({"scope": "GLOBAL", "limit_usd": 10.0, "period": "DAILY"})
+    ledger.record(now_rec(1, 0.25, user="bob"))
+    listed = [(s["scope"], s["scope_id"], s["used_usd"]) for s in budgets.statuses()]
+    assert listed == [("GLOBAL", None, 0.25), ("USER", "bob", 0.25)]
+
+
 def test_exhausted_budget_refuses_with_insufficient_quota_naming_it():
     ledger = UsageLedger(MemoryStorage())
     budgets = Budgets(ledger.storage, ledger)
