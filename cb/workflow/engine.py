@@ -182,6 +182,25 @@ class WorkflowEngine:
                     tokens.append(token)
         return tokens
 
+    def place_counts(self, workflow: Workflow) -> dict[str, int]:
+        """How many tokens sit on each place of ``workflow`` (every place, zeros included).
+
+        Reads the workflow's index paths only; a token with more than one path (a firing
+        between its two index writes, or a lost race) is got to see where it really is.
+        """
+        paths: dict[str, list[str]] = {}
+        for _w, place, _created, token_id in self.storage.index_scan(TOKEN_INDEX, (workflow.id,)):
+            paths.setdefault(token_id, []).append(place)
+        counts = dict.fromkeys(workflow.places, 0)
+        unsure = [token_id for token_id, places in paths.items() if len(places) > 1]
+        for places in paths.values():
+            if len(places) == 1 and places[0] in counts:
+                counts[places[0]] += 1
+        for entry in self.storage.get_many(TOKENS, unsure) if unsure else ():
+            if entry is not None and entry.value.get("place") in counts:
+                counts[entry.value["place"]] += 1
+        return counts
+
     def _position_after(self, order: list[tuple[str, str]], after: str) -> int:
         for i, (_, token_id) in enumerate(order):
             if token_id == after:
