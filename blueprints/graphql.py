@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 from ariadne import graphql_sync
-from ariadne.explorer import ExplorerGraphiQL
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify, render_template, request
 
 from blueprints import services
 from schema import format_error, get_schema
@@ -14,9 +13,7 @@ from schema.documents import documents
 from schema.error_log import error_log
 from schema.limits import VALIDATION_RULES
 
-bp = Blueprint("graphql", __name__)
-
-_explorer_html = ExplorerGraphiQL(title="Circuit Breaker GraphQL").html(None)
+bp = Blueprint("graphql", __name__, template_folder="templates")
 
 
 def _wants_html() -> bool:
@@ -30,7 +27,8 @@ def _bad_request(message: str):
 
 @bp.get("/")
 def graphiql():
-    return _explorer_html, 200, {"Content-Type": "text/html; charset=utf-8"}
+    """GraphiQL from files we serve ourselves (blueprints/static/vendor), no CDN."""
+    return render_template("graphiql.html")
 
 
 @bp.route("/graphql", methods=["GET", "POST"])

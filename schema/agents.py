@@ -45,8 +45,8 @@ def resolve_agent_execution(_, info, id):
 
 
 @query.field("agentExecutions")
-def resolve_agent_executions(_, info, token_id=None, agent_id=None, first=None, after=None):
-    return _agents(info).executions.list(token_id, agent_id, first, after)
+def resolve_agent_executions(_, info, token_id=None, agent_id=None, first=None, after=None, last=None):
+    return _agents(info).executions.list(token_id, agent_id, first, after, last)
 
 
 @mutation.field("createAgent")

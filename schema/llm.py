@@ -13,6 +13,7 @@ from cb.llm.providers.base import Deployment
 query = QueryType()
 mutation = MutationType()
 provider = ObjectType("LlmProvider")
+analytics = ObjectType("CostAnalytics")
 
 
 def _services(info):
@@ -69,12 +70,23 @@ def resolve_remove_llm_provider(_, info, id):
 
 @query.field("costAnalytics")
 def resolve_cost_analytics(_, info, input=None):
-    return _services(info).analytics.report(AnalyticsFilter.from_input(input))
+    flt = AnalyticsFilter.from_input(input)
+    return {**_services(info).analytics.report(flt), "_filter": flt}
+
+
+@analytics.field("usage_series")
+def resolve_usage_series(obj, info, granularity="DAY"):
+    return _services(info).analytics.series(obj["_filter"], granularity)
 
 
 @query.field("budgetStatus")
 def resolve_budget_status(_, info, scope, scope_id=None):
     return _services(info).budgets.status(scope, scope_id)
+
+
+@query.field("budgets")
+def resolve_budgets(_, info):
+    return _services(info).budgets.statuses()
 
 
 @mutation.field("setBudget")
@@ -84,4 +96,4 @@ def resolve_set_budget(_, info, input):
     return budgets.status(budget.scope, budget.scope_id)
 
 
-bindables = [query, mutation, provider]
+bindables = [query, mutation, provider, analytics]

@@ -94,6 +94,11 @@ def resolve_analysis(workflow: Workflow, _info):
     return analyse(workflow)
 
 
+@workflow_type.field("place_counts")
+def resolve_place_counts(workflow: Workflow, info):
+    return [{"place": place, "tokens": count} for place, count in _engine(info).place_counts(workflow).items()]
+
+
 @token_type.field("available_transitions")
 def resolve_token_transitions(token: Token, info):
     return _engine(info).available_transitions(token)

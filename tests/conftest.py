@@ -45,3 +45,11 @@ def server_factory(tmp_path, request):
 def server(server_factory):
     """A gunicorn server with memory storage and no providers."""
     return server_factory()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Leave each phase's report on the test item (``rep_setup``, ``rep_call``) for fixtures to read."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -131,6 +131,16 @@ def test_budget_status_reports_use_in_the_current_period():
     assert not status["is_warning"] and not status["is_exhausted"]
 
 
+def test_budgets_lists_every_budget_with_its_status_global_first():
+    ledger = UsageLedger(MemoryStorage())
+    budgets = Budgets(ledger.storage, ledger)
+    budgets.set({"scope": "USER", "scope_id": "bob", "limit_usd": 1.0})
+    budgets.set({"scope": "GLOBAL", "limit_usd": 10.0, "period": "DAILY"})
+    ledger.record(now_rec(1, 0.25, user="bob"))
+    listed = [(s["scope"], s["scope_id"], s["used_usd"]) for s in budgets.statuses()]
+    assert listed == [("GLOBAL", None, 0.25), ("USER", "bob", 0.25)]
+
+
 def test_exhausted_budget_refuses_with_insufficient_quota_naming_it():
     ledger = UsageLedger(MemoryStorage())
     budgets = Budgets(ledger.storage, ledger)
@@ -247,3 +257,20 @@ def test_budgets_count_every_record_folded_since_they_were_set():
         if i % 2:
             budgets.status("GLOBAL", None)
     assert budgets.status("GLOBAL", None)["used_usd"] == 5.0
+
+
+def test_usage_series_per_day_and_hour_split_by_provider_sums_to_the_totals(ledger):
+    analytics = CostAnalytics(ledger)
+    days = analytics.series(granularity="DAY")
+    assert [(d["start"], d["cost"], d["requests"]) for d in days] == [
+        ("2025-01-14T00:00:00Z", 0.3, 2), ("2025-01-15T00:00:00Z", 0.3, 1), ("2025-02-01T00:00:00Z", 0.01, 1)]
+    assert days[0]["providers"] == {
+        "anthropic": {"cost": 0.2, "requests": 1, "tokens": 15, "prompt_tokens": 10, "completion_tokens": 5},
+        "openai": {"cost": 0.1, "requests": 1, "tokens": 15, "prompt_tokens": 10, "completion_tokens": 5}}
+    flt = AnalyticsFilter.from_input({"start_date": "2025-01-14", "end_date": "2025-01-15"})
+    hours = analytics.series(flt, "HOUR")
+    assert [(h["start"], h["cost"]) for h in hours] == [
+        ("2025-01-14T10:00:00Z", 0.1), ("2025-01-14T23:00:00Z", 0.2), ("2025-01-15T00:00:00Z", 0.3)]
+    assert sum(h["requests"] for h in hours) == analytics.report(flt)["total_requests"]
+    with pytest.raises(ValidationError):
+        analytics.series(granularity="WEEK")

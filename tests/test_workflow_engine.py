@@ -64,3 +64,18 @@ def test_a_token_that_keeps_changing_gives_conflict(engine):
     with pytest.raises(Conflict):
         engine.fire(token.id, "touch", {"mine": True})
     assert len(engine.get_token(token.id).history) == 3
+
+
+def test_place_counts_count_each_token_once_despite_the_stale_path_of_a_lost_race(engine):
+    workflow = engine.get_workflow("document_review")
+    racer = engine.create_token("document_review", place="reviewed")
+    engine.create_token("document_review", place="reviewed")
+    engine.create_token("document_review")
+    engine.storage.rival = lambda: engine.fire(racer.id, "reject")
+    engine.storage.races = 1
+    with pytest.raises(TransitionNotEnabled):
+        engine.fire(racer.id, "approve")  # leaves a path on "approved" behind
+    counts = engine.place_counts(workflow)
+    assert list(counts) == list(workflow.places)
+    assert counts["reviewed"] == 1 and counts["rejected"] == 1 and counts["approved"] == 0
+    assert counts[workflow.initial_place] == 1 and sum(counts.values()) == 3

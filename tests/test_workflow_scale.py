@@ -180,6 +180,32 @@ def test_finished_executions_are_deleted_after_their_retention(storage):
     assert [x.id for x in store.list()] == [running.id]
 
 
+def test_the_newest_executions_come_with_last_still_oldest_first(storage):
+    store = ExecutionStore(storage, EventBus(storage))
+    made = []
+    for i in range(5):
+        execution = Execution(id=f"x{i}-{uuid.uuid4().hex[:6]}", agent_id="a", workflow_id="w", place="p",
+                              token_id=f"t{i % 2}", created_at=f"2026-01-01T00:00:0{i}.000Z")
+        assert store.create(execution)
+        made.append(execution.id)
+    assert [x.id for x in store.list(last=2)] == made[3:]
+    assert [x.id for x in store.list(token_id="t0", last=2)] == [made[2], made[4]]
+    assert [x.id for x in store.list(last=1000)] == made
+
+
+PLACE_COUNTS = "query($w: ID!) { workflow(id: $w) { place_counts { place tokens } } }"
+
+
+def test_place_counts_follow_creation_firing_and_deletion(backend, server_factory):
+    server = server_factory(backend)
+    workflow_id = line_workflow(server, steps=2)
+    tokens = new_tokens(server, workflow_id, 4)
+    ok(server.graphql(FIRE, {"t": tokens[0]}))
+    ok(server.graphql(FIRE, {"t": tokens[1]}))
+    ok(server.graphql("mutation($t: ID!) { deleteToken(id: $t) }", {"t": tokens[2]}))
+    counts = ok(server.graphql(PLACE_COUNTS, {"w": workflow_id}))["workflow"]["place_counts"]
+    assert counts == [{"place": "p0", "tokens": 1}, {"place": "p1", "tokens": 2}, {"place": "p2", "tokens": 0}]
+
 
 def test_a_workflow_deleted_and_created_again_elsewhere_is_fired_by_its_new_definition(nats_server):
     import time

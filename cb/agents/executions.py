@@ -81,9 +81,12 @@ class ExecutionStore:
         return Execution.from_dict(entry.value, entry.revision)
 
     def list(self, token_id: str | None = None, agent_id: str | None = None, first: int | None = None,
-             after: str | None = None) -> list[Execution]:
-        """Executions oldest first (of one token or agent when given), at most ``first``, after ``after``."""
+             after: str | None = None, last: int | None = None) -> list[Execution]:
+        """Executions oldest first (of one token or agent when given), at most ``first``, after ``after``;
+        with ``last``, only the newest ``last`` of those."""
         first = page_size(first)
+        if last is not None:
+            last = page_size(last)
         if token_id is not None:
             prefix: tuple[str, ...] = ("token", token_id)
         else:
@@ -95,6 +98,8 @@ class ExecutionStore:
             if position is None:
                 raise ValidationError(f"after: agent execution {after!r} is not in this listing")
             order = order[position + 1 :]
+        if last is not None:
+            order = order[max(0, len(order) - last) :]
         found: list[Execution] = []
         seen: set[str] = set()
         while len(found) < first and order:

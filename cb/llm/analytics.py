@@ -57,6 +57,7 @@ class AnalyticsFilter:
 
 
 HOUR = 3600
+GRANULARITIES = {"HOUR": HOUR, "DAY": 24 * HOUR}
 
 
 def parse_moment(value: str | None, field: str, end: bool = False) -> float | None:
@@ -173,3 +174,30 @@ class CostAnalytics:
             "period_start": _iso(flt.start if flt.start is not None else total.first),
             "period_end": _iso(flt.end if flt.end is not None else total.last),
         }
+
+    def series(self, flt: AnalyticsFilter | None = None, granularity: str = "DAY") -> list[dict]:
+        """Usage per UTC hour or day, oldest first, each bucket split by provider.
+
+        Buckets without usage are left out (a chart fills the gaps). The same hourly
+        aggregates as :meth:`report`, so the buckets sum to its totals.
+        """
+        if granularity not in GRANULARITIES:
+            raise ValidationError(f"granularity must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+        flt = flt or AnalyticsFilter()
+        self.ledger.catch_up()
+        width = GRANULARITIES[granularity]
+        buckets: dict[int, tuple[_Sum, dict[str, _Sum]]] = {}
+        for key, group in list(self._hours.items()):
+            if not flt.matches(key):
+                continue
+            total, providers = buckets.setdefault(key[0] // width * width, (_Sum(), {}))
+            total.merge(group)
+            providers.setdefault(key[1], _Sum()).merge(group)
+        return [
+            {
+                "start": _iso(start),
+                **total.as_dict(),
+                "providers": {k: v.as_dict() for k, v in sorted(providers.items())},
+            }
+            for start, (total, providers) in sorted(buckets.items())
+        ]

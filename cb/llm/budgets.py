@@ -159,6 +159,11 @@ class Budgets:
             raise NotFound(f"no {scope.upper()} budget" + (f" for '{scope_id}'" if scope_id else ""))
         return self._status(budget)
 
+    def statuses(self) -> list[dict]:
+        """``budgets``: the status of every budget, ordered by scope and scope id."""
+        budgets = sorted(self._current().values(), key=lambda b: (SCOPES.index(b.scope), b.scope_id or ""))
+        return [self._status(b) for b in budgets]
+
     def _status(self, budget: Budget) -> dict:
         used = self.used(budget)
         limit = budget.limit_usd

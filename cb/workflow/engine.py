@@ -223,22 +223,26 @@ class WorkflowEngine:
         return tokens
 
     def token_counts(self, workflow_id: str) -> dict[str, int]:
-        """How many tokens are on each place of the workflow (every place named, 0 included).
+        """How many tokens are on each place of the workflow named (see :meth:`place_counts`)."""
+        return self.place_counts(self.get_workflow(workflow_id))
 
-        Read from the index; a token listed on two places (a firing under way, or a stale
-        path) is looked up to count it once, where it is.
+    def place_counts(self, workflow: Workflow) -> dict[str, int]:
+        """How many tokens sit on each place of ``workflow`` (every place, zeros included).
+
+        Reads the workflow's index paths only; a token with more than one path (a firing
+        between its two index writes, or a lost race) is got to see where it really is.
         """
-        workflow = self.get_workflow(workflow_id)
-        places: dict[str, set[str]] = {}
-        for _w, place, _created, token_id in self.storage.index_scan(TOKEN_INDEX, (workflow_id,)):
-            places.setdefault(token_id, set()).add(place)
-        unsure = [token_id for token_id, seen in places.items() if len(seen) > 1]
-        for token_id, entry in zip(unsure, self.storage.get_many(TOKENS, unsure), strict=True):
-            places[token_id] = {entry.value["place"]} if entry is not None else set()
+        paths: dict[str, list[str]] = {}
+        for _w, place, _created, token_id in self.storage.index_scan(TOKEN_INDEX, (workflow.id,)):
+            paths.setdefault(token_id, []).append(place)
         counts = dict.fromkeys(workflow.places, 0)
-        for seen in places.values():
-            for place in seen:
-                counts[place] = counts.get(place, 0) + 1
+        unsure = [token_id for token_id, places in paths.items() if len(places) > 1]
+        for places in paths.values():
+            if len(places) == 1 and places[0] in counts:
+                counts[places[0]] += 1
+        for entry in self.storage.get_many(TOKENS, unsure) if unsure else ():
+            if entry is not None and entry.value.get("place") in counts:
+                counts[entry.value["place"]] += 1
         return counts
 
     def _position_after(self, order: list[tuple[str, str]], after: str) -> int:
