@@ -3,6 +3,8 @@ official ``anthropic`` client against the real server, each provider's local ups
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import pytest
 
@@ -184,3 +186,140 @@ def test_count_tokens_is_an_estimate_elsewhere(client):
     response = client.messages.with_raw_response.count_tokens(model="gpt-4o-mini", messages=HI)
     assert 0 < response.parse().input_tokens < 50
     assert response.headers["x-cb-token-count"] == "estimated"
+
+
+# -- streams: Anthropic's named events ---------------------------------------------------
+
+
+def test_claude_streams_text_events_and_a_final_message_with_usage(client, claude):
+    claude.say(Answer("one two three", prompt_tokens=9, completion_tokens=3))
+    with client.messages.stream(model=CLAUDE, max_tokens=64, messages=HI) as stream:
+        events = [event.type for event in stream]
+        message = stream.get_final_message()
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    assert {"content_block_start", "content_block_delta", "content_block_stop", "message_delta"} <= set(events)
+    assert message.content[0].text == "one two three" and message.stop_reason == "end_turn"
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (9, 3)
+    assert claude.received[-1].json["stream"] is True
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gemini-1.5-flash", "llama3.2"])
+def test_every_provider_streams_the_messages_api(client, upstreams, model):
+    for upstream in upstreams.values():
+        if hasattr(upstream, "say"):
+            upstream.say(Answer("streamed from elsewhere"))
+    with client.messages.stream(model=model, max_tokens=64, messages=HI) as stream:
+        text = "".join(stream.text_stream)
+        message = stream.get_final_message()
+    assert text and message.content[0].text == text
+    assert message.stop_reason == "end_turn" and message.usage.output_tokens > 0
+
+
+def test_raw_stream_names_each_sse_event(gateway, claude):
+    import requests
+
+    claude.say(Answer("Hi there"))
+    with requests.post(gateway.openai_url + "/v1/messages", stream=True, timeout=10,
+                       json={"model": CLAUDE, "max_tokens": 20, "stream": True, "messages": HI}) as response:
+        lines = [line for line in response.iter_lines() if line.startswith(b"event:")]
+    names = [line.split(b":", 1)[1].strip().decode() for line in lines]
+    assert names[:2] == ["message_start", "ping"] and names[-2:] == ["message_delta", "message_stop"]
+    assert response.headers["content-type"].startswith("text/event-stream")
+
+
+def test_error_mid_stream_is_an_anthropic_error_event(client, claude):
+    claude.say(Answer("a b c d", error_after=2))
+    received = []
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        with client.messages.stream(model=CLAUDE, max_tokens=64, messages=HI) as stream:
+            received.extend(stream.text_stream)
+    assert "".join(received) == "a b" and "Overloaded" in str(caught.value)
+
+
+def test_client_leaving_a_stream_closes_the_upstream(client, claude):
+    claude.say(Answer(" ".join(["word"] * 50)))
+    claude.slow_next(0.2)
+    with client.messages.stream(model=CLAUDE, max_tokens=64, messages=HI) as stream:
+        next(iter(stream.text_stream))
+    assert claude.wait_for_disconnect(5) is not None
+
+
+# -- tools both ways ---------------------------------------------------------------------------
+
+
+def test_claude_tool_use_and_tool_result_round_trip(client, claude):
+    claude.say(Answer("Let me check.", tool_calls=[("get_weather", {"city": "Paris"})]), Answer("18C in Paris."))
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    first = client.messages.create(model=CLAUDE, max_tokens=64, tools=[WEATHER], messages=messages)
+    assert first.stop_reason == "tool_use"
+    call = first.content[-1]
+    assert call.type == "tool_use" and call.name == "get_weather" and call.input == {"city": "Paris"}
+    messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "18C"}]}]
+    second = client.messages.create(model=CLAUDE, max_tokens=64, tools=[WEATHER], messages=messages)
+    assert second.content[0].text == "18C in Paris."
+    assert claude.received[-1].json["messages"][-1]["content"][0]["tool_use_id"] == call.id
+
+
+def test_openai_tool_calls_become_tool_use_and_results_become_tool_messages(client, upstreams):
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    first = client.messages.create(model="gpt-4o-mini", max_tokens=64, tools=[WEATHER], messages=messages,
+                                   tool_choice={"type": "any"})
+    call = first.content[-1]
+    assert first.stop_reason == "tool_use" and call.name == "get_weather" and call.input["city"] == "Paris"
+    sent = upstreams["openai"].chats()[-1].json
+    assert sent["tools"][0]["function"]["parameters"] == WEATHER["input_schema"] and sent["tool_choice"] == "required"
+    messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "18C"}]}]
+    second = client.messages.create(model="gpt-4o-mini", max_tokens=64, tools=[WEATHER], messages=messages)
+    assert second.content[0].text == "The tool said: 18C"
+    tail = upstreams["openai"].chats()[-1].json["messages"][-2:]
+    assert tail[0]["tool_calls"][0]["id"] == call.id and tail[1] == {"role": "tool", "content": "18C",
+                                                                      "tool_call_id": call.id}
+
+
+@pytest.mark.parametrize("model", [CLAUDE, "gpt-4o-mini"])
+def test_streamed_tool_input_arrives_as_input_json_deltas(client, claude, model):
+    claude.say(Answer("", tool_calls=[("get_weather", {"city": "Paris", "unit": "celsius"})]))
+    with client.messages.stream(model=model, max_tokens=64, tools=[WEATHER],
+                                messages=[{"role": "user", "content": "Weather?"}]) as stream:
+        deltas = [e.delta.partial_json for e in stream if e.type == "content_block_delta"
+                  and e.delta.type == "input_json_delta"]
+        message = stream.get_final_message()
+    assert deltas and json.loads("".join(deltas)) == {"city": "Paris", "unit": "celsius"}
+    assert message.stop_reason == "tool_use" and message.content[-1].input == {"city": "Paris", "unit": "celsius"}
+
+
+def test_a_claude_code_shaped_request_streams(client, upstreams):
+    """System blocks with cache_control, many tools, thinking blocks in history, betas, stream: true."""
+    system = [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
+              {"type": "text", "text": "Working directory: /repo"}]
+    tools = [dict(WEATHER, name=f"tool_{i}") for i in range(30)]
+    messages = [{"role": "user", "content": [{"type": "text", "text": "<system-reminder>ctx</system-reminder>"},
+                                             {"type": "text", "text": "List the files",
+                                              "cache_control": {"type": "ephemeral"}}]},
+                {"role": "assistant", "content": [{"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                                                  {"type": "text", "text": "Sure."}]},
+                {"role": "user", "content": "Go on"}]
+    for model in (CLAUDE, "gpt-4o-mini"):
+        with client.messages.stream(model=model, max_tokens=32000, system=system, tools=tools, messages=messages,
+                                    metadata={"user_id": "user_abc_session_1"},
+                                    extra_headers={"anthropic-beta": "claude-code-20250219,fine-grained-tool-streaming-2025-05-14"}
+                                    ) as stream:
+            message = stream.get_final_message()
+        assert message.content and message.stop_reason in ("end_turn", "tool_use")
+    assert upstreams["anthropic"].received[-1].json["messages"][1]["content"][0]["type"] == "thinking"
+    assert "thinking" not in json.dumps(upstreams["openai"].chats()[-1].json["messages"])
+
+
+def test_client_keys_are_read_from_x_api_key(server_factory, upstreams):
+    server = server_factory(OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=upstreams["openai"].base_url,
+                            OPENAI_API_KEY_REQUIRED="true", CB_API_KEYS="client-key-0123456789")
+    good = anthropic.Anthropic(base_url=server.openai_url, api_key="client-key-0123456789", max_retries=0)
+    assert good.messages.create(model="gpt-4o-mini", max_tokens=16, messages=HI).content[0].text
+    bad = anthropic.Anthropic(base_url=server.openai_url, api_key="wrong-key-0123456789", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError) as caught:
+        bad.messages.create(model="gpt-4o-mini", max_tokens=16, messages=HI)
+    assert caught.value.body["error"]["type"] == "authentication_error"
+    good.close()
+    bad.close()
