@@ -42,7 +42,7 @@ def _flask_app(name: str, settings: Settings, services: Services) -> Flask:
 
 
 def create_openai_app(settings: Settings, services: Services) -> Flask:
-    from blueprints import auth, cors, health, hosts, limits, observability, openai, openapi
+    from blueprints import auth, cors, health, hosts, limits, messages, observability, openai, openapi, responses
 
     app = _flask_app("circuit_breaker.openai", settings, services)
     observability.install(app, "openai")
@@ -53,6 +53,8 @@ def create_openai_app(settings: Settings, services: Services) -> Flask:
     app.register_blueprint(auth.openai_bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openai.bp)
+    app.register_blueprint(messages.bp)
+    app.register_blueprint(responses.bp)
     app.register_blueprint(openapi.bp)
     return app
 

@@ -1,7 +1,7 @@
 """Who may call: client keys and rate limits on the OpenAI port, the key on the GraphQL port.
 
 ``openai_bp`` runs before every ``/v1/*`` request: it reads the key from
-``Authorization: Bearer`` or ``api-key``, lets :class:`cb.security.Security` identify it
+``Authorization: Bearer``, ``api-key`` or (as Anthropic's clients send it) ``x-api-key``, lets :class:`cb.security.Security` identify it
 and admit the request, and leaves ``g.api_key`` / ``g.api_key_id`` for the gateway and
 ``g.rate_reservation`` for settling the token estimate. Every answer carries the
 ``x-ratelimit-*`` headers; error bodies are scrubbed of anything shaped like a key.
@@ -29,7 +29,10 @@ graphql_bp = Blueprint("auth_graphql", __name__)
 
 def presented_key() -> str | None:
     """The client key of the current request, from either header style."""
-    return bearer(request.headers.get("Authorization")) or (request.headers.get("api-key") or "").strip() or None
+    presented = bearer(request.headers.get("Authorization"))
+    for name in ("api-key", "x-api-key"):
+        presented = presented or (request.headers.get(name) or "").strip()
+    return presented or None
 
 
 def _json_object() -> dict:
@@ -75,6 +78,8 @@ def _total_tokens(response) -> int:
     data = response.get_json(silent=True) if response.is_json else None
     usage = data.get("usage") if isinstance(data, dict) else None
     total = usage.get("total_tokens") if isinstance(usage, dict) else None
+    if total is None and isinstance(usage, dict) and isinstance(usage.get("input_tokens"), int):
+        total = usage["input_tokens"] + (usage.get("output_tokens") or 0)  # Anthropic's shape
     reservation = g.get("rate_reservation")
     return total if isinstance(total, int) else reservation.reserved_tokens
 

@@ -1,5 +1,7 @@
 """The OpenAI-compatible REST API (port 3000): chat completions (JSON and SSE), models,
-embeddings. HTTP in, a call into ``cb.llm.gateway``, HTTP out.
+embeddings. HTTP in, a call into ``cb.llm.gateway``, HTTP out. The helpers here (request
+context, routing headers, streaming) serve the other APIs of the port too: Anthropic's
+Messages (:mod:`blueprints.messages`) and OpenAI's Responses (:mod:`blueprints.responses`).
 
 Streams run the upstream in a greenlet that feeds a queue, so the response generator can
 send ``: keep-alive`` comments while the first token is slow, and a second greenlet
@@ -18,15 +20,16 @@ import time
 
 import gevent
 import gevent.queue
-from flask import Blueprint, Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, g, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from blueprints import observability, services
 from cb import lifecycle, metrics
 from cb.errors import CircuitBreakerError
-from cb.llm import wire
+from cb.llm import messages_api, wire
 from cb.llm.errors import InvalidRequest, LLMError, ModelNotFound, UpstreamError
 from cb.llm.routing import RequestContext, Route
+from cb.llm.types import ChatRequest
 from cb.logs import get_logger
 
 log = get_logger("api.openai")
@@ -45,17 +48,24 @@ _ERROR_TYPES = {
 
 
 def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
+    """The error envelope of the API the request spoke: Anthropic's under ``/v1/messages``, else OpenAI's."""
+    if has_request_context() and request.path.startswith("/v1/messages"):
+        return messages_api.error_body(status, message)
     kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def error_response(status: int, message: str, code: str | None = None, param: str | None = None, headers=None):
-    """The OpenAI error envelope: {"error": {"message", "type", "param", "code"}}."""
+    """The OpenAI error envelope, {"error": {"message", "type", "param", "code"}} (or Anthropic's, see error_body)."""
     return jsonify(error_body(status, message, code, param)), status, headers or {}
 
 
+def error_code(exc: CircuitBreakerError) -> str:
+    return getattr(exc, "openai_code", None) or exc.code.lower()
+
+
 def _domain_error_body(exc: CircuitBreakerError) -> tuple[int, dict, dict]:
-    code = getattr(exc, "openai_code", None) or exc.code.lower()
+    code = error_code(exc)
     headers = {}
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
@@ -101,7 +111,8 @@ def _attempts_header(response: Response):
     return response
 
 
-def _context(chat_user: str | None = None) -> RequestContext:
+def context(chat_user: str | None = None) -> RequestContext:
+    """The gateway's context of this request: its id, start, client key and rate reservation."""
     reservation = g.get("rate_reservation")
     g.llm_ctx = RequestContext(request_id=g.cb_request_id, user=chat_user, started=g.cb_started,
                                api_key_id=g.get("api_key_id"),
@@ -109,7 +120,7 @@ def _context(chat_user: str | None = None) -> RequestContext:
     return g.llm_ctx
 
 
-def _route_headers(route: Route | None, ctx: RequestContext, upstream_ms: float) -> dict:
+def route_headers(route: Route | None, ctx: RequestContext, upstream_ms: float) -> dict:
     """What happened: provider, deployment, model, attempts, fallback, time spent in the gateway."""
     overhead = max(0.0, (time.monotonic() - ctx.started) * 1000 - upstream_ms)
     metrics.gateway_overhead.observe(overhead / 1000)
@@ -120,7 +131,7 @@ def _route_headers(route: Route | None, ctx: RequestContext, upstream_ms: float)
     return headers
 
 
-def _json_body():
+def json_body():
     if request.is_json:
         body = request.get_json(silent=True)  # parsed once: the auth hook already asked for it
         if body is not None:
@@ -138,24 +149,30 @@ def _json_body():
 
 @bp.post("/v1/chat/completions")
 def chat_completions():
-    chat = wire.parse_chat_request(_json_body())
-    ctx = _context(chat.user)
-    wire.apply_routing(ctx, chat.routing, dict(request.headers))
-    ctx.project = request.headers.get("X-CB-Project") or ctx.project
-    routing = _routing_headers(chat.model, ctx)
+    chat = wire.parse_chat_request(json_body())
+    ctx, routing = prepare(chat)
     gateway = services().gateway
     if chat.stream:
-        if not services().settings.openai_enable_streaming:
-            raise InvalidRequest("Streaming is disabled on this server (OPENAI_ENABLE_STREAMING=false); "
-                                 "send the request without 'stream': true.", "stream", "streaming_disabled")
-        return _stream_response(gateway.stream(chat, ctx), chat, ctx, routing)
+        return stream_response(gateway.stream(chat, ctx), ChatCompletionEvents(chat), ctx, routing)
     result = gateway.complete(chat, ctx)
-    headers = _route_headers(result.route, ctx, result.upstream_ms) | routing
-    _annotate_usage(observability.annotate, ctx)
+    headers = route_headers(result.route, ctx, result.upstream_ms) | routing
+    annotate_usage(observability.annotate, ctx)
     return jsonify(wire.render_response(result.response, chat.model)), 200, headers
 
 
-def _routing_headers(model: str, ctx: RequestContext) -> dict:
+def prepare(chat: ChatRequest) -> tuple[RequestContext, dict]:
+    """The context of a chat request (routing options from its body and X-CB-* headers, project)
+    and its routing headers; refuses a stream when streaming is disabled."""
+    ctx = context(chat.user)
+    wire.apply_routing(ctx, chat.routing, dict(request.headers))
+    ctx.project = request.headers.get("X-CB-Project") or ctx.project
+    if chat.stream and not services().settings.openai_enable_streaming:
+        raise InvalidRequest("Streaming is disabled on this server (OPENAI_ENABLE_STREAMING=false); "
+                             "send the request without 'stream': true.", "stream", "streaming_disabled")
+    return ctx, routing_headers(chat.model, ctx)
+
+
+def routing_headers(model: str, ctx: RequestContext) -> dict:
     """Refuse a request in an exhausted budget; name the strategy and any budget warnings."""
     svc = services()
     warnings = svc.budgets.check(ctx)
@@ -164,7 +181,7 @@ def _routing_headers(model: str, ctx: RequestContext) -> dict:
     return headers
 
 
-def _annotate_usage(annotate, ctx: RequestContext) -> None:
+def annotate_usage(annotate, ctx: RequestContext) -> None:
     """Put the request's provider, model, tokens and cost on its access-log line."""
     usage = ctx.usage
     if usage is not None:
@@ -173,12 +190,40 @@ def _annotate_usage(annotate, ctx: RequestContext) -> None:
                  usage_status=usage.status)
 
 
-_SHUTDOWN = error_body(503, "The server is shutting down; this stream was ended before it completed. "
-                            "Retry the request.", "server_shutting_down")
+_SHUTDOWN = "The server is shutting down; this stream was ended before it completed. Retry the request."
 
 
-def _frame(data: dict) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+class ChatCompletionEvents:
+    """A stream's events in chat completions' shape: unnamed ``data:`` frames ended by ``[DONE]``.
+
+    Every stream format has these four methods, each returning (event name or None, data)
+    pairs: ``start`` before the first chunk, ``chunk`` per canonical chunk, ``end`` with the
+    stream's usage, ``fail`` with an error's status, message and code."""
+
+    def __init__(self, chat: ChatRequest):
+        self.renderer = wire.ChunkRenderer(chat.model, chat.include_usage)
+
+    def start(self) -> list:
+        return []
+
+    def chunk(self, chunk) -> list:
+        data = self.renderer.chunk(chunk)
+        return [(None, data)] if data else []
+
+    def end(self, usage) -> list:
+        return ([(None, self.renderer.usage(usage))] if self.renderer.include_usage else []) + [(None, "[DONE]")]
+
+    def fail(self, status: int, message: str, code: str | None = None) -> list:
+        return [(None, error_body(status, message, code)), (None, "[DONE]")]
+
+
+def frames(events: list) -> bytes:
+    """(event name or None, data) pairs as SSE frames; data that is not a string is sent as JSON."""
+    out = []
+    for name, data in events:
+        payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+        out.append(f"event: {name}\ndata: {payload}\n\n" if name else f"data: {payload}\n\n")
+    return "".join(out).encode()
 
 
 class _ClientWatch:
@@ -257,9 +302,10 @@ class _StreamPump:
         self.stream.close()
 
 
-def _stream_response(stream, chat, ctx: RequestContext, routing: dict):
+def stream_response(stream, events, ctx: RequestContext, routing: dict):
     """Wait for the first event (one keep-alive interval at most), then answer: an error status if
-    every route failed before the first chunk, else the SSE stream with headers naming its route."""
+    every route failed before the first chunk, else the SSE stream, rendered by ``events`` (see
+    :class:`ChatCompletionEvents`), with headers naming its route."""
     pump = _StreamPump(stream, request.environ.get("gunicorn.socket"))
     keepalive = services().settings.keepalive_seconds
     first = pump.next(keepalive)
@@ -268,43 +314,40 @@ def _stream_response(stream, chat, ctx: RequestContext, routing: dict):
         if first[0] == "error":
             raise first[1]
         return Response(b"", status=200, mimetype="text/event-stream")
-    headers = _route_headers(stream.route, ctx, stream.upstream_open_ms) | routing
+    headers = route_headers(stream.route, ctx, stream.upstream_open_ms) | routing
     headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    body = _sse(pump, first, chat, keepalive, observability.annotator())
+    body = _sse(pump, first, events, keepalive, observability.annotator())
     return Response(body, status=200, mimetype="text/event-stream", headers=headers)
 
 
-def _sse(pump: _StreamPump, first: tuple | None, chat, keepalive: float, annotate):
+def _sse(pump: _StreamPump, first: tuple | None, events, keepalive: float, annotate):
     """The SSE body: chunks as they come, keep-alives while idle, an error event on failure."""
-    renderer = wire.ChunkRenderer(chat.model, chat.include_usage)
     item = first
     metrics.open_streams.inc()
     try:
+        opening = frames(events.start())
+        if opening:
+            yield opening
         while True:
             if item is None:
                 yield b": keep-alive\n\n"
             else:
                 kind, value = item
                 if kind == "chunk":
-                    data = renderer.chunk(value)
+                    data = frames(events.chunk(value))
                     if data:
-                        yield _frame(data)
+                        yield data
                 elif kind == "end":
-                    if chat.include_usage:
-                        yield _frame(renderer.usage(pump.stream.final_usage()))
-                    yield b"data: [DONE]\n\n"
+                    yield frames(events.end(pump.stream.final_usage()))
                     return
                 elif kind == "error":
-                    _, body, _ = _domain_error_body(value)
                     log.warning("stream failed: %s", value.message)
-                    yield _frame(body)
-                    yield b"data: [DONE]\n\n"
+                    yield frames(events.fail(value.http_status, value.message, error_code(value)))
                     return
                 elif kind == "shutdown":
                     log.warning("stream ended by the server's shutdown")
                     pump.producer.kill()
-                    yield _frame(_SHUTDOWN)
-                    yield b"data: [DONE]\n\n"
+                    yield frames(events.fail(503, _SHUTDOWN, "server_shutting_down"))
                     return
                 else:
                     return
@@ -312,7 +355,7 @@ def _sse(pump: _StreamPump, first: tuple | None, chat, keepalive: float, annotat
     finally:
         metrics.open_streams.dec()
         pump.stop()
-        _annotate_usage(annotate, pump.stream.ctx)
+        annotate_usage(annotate, pump.stream.ctx)
 
 
 # -- models and embeddings ---------------------------------------------------------------
@@ -333,9 +376,9 @@ def get_model(model_id: str):
 
 @bp.post("/v1/embeddings")
 def embeddings():
-    embedding, encoding = wire.parse_embedding_request(_json_body())
-    ctx = _context(embedding.user)
+    embedding, encoding = wire.parse_embedding_request(json_body())
+    ctx = context(embedding.user)
     result = services().gateway.embed(embedding, ctx)
-    _annotate_usage(observability.annotate, ctx)
+    annotate_usage(observability.annotate, ctx)
     body = wire.render_embeddings(result.response, embedding.model, encoding)
-    return jsonify(body), 200, _route_headers(result.route, ctx, result.upstream_ms)
+    return jsonify(body), 200, route_headers(result.route, ctx, result.upstream_ms)

@@ -115,6 +115,55 @@ SCHEMAS = {
         "properties": {"object": {"const": "list"}, "model": {"type": "string"}, "usage": _ref("Usage"),
                        "data": {"type": "array", "items": {"type": "object", "required": ["object", "index", "embedding"]}}},
     },
+    "AnthropicError": {
+        "type": "object", "required": ["type", "error"],
+        "properties": {"type": {"const": "error"}, "error": {
+            "type": "object", "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}}}},
+    },
+    "MessageRequest": {
+        "type": "object", "required": ["model", "max_tokens", "messages"],
+        "properties": {
+            "model": {"type": "string", "examples": ["claude-3-5-sonnet"]},
+            "max_tokens": {"type": "integer", "minimum": 1},
+            "messages": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "required": ["role", "content"],
+                "properties": {"role": {"enum": ["user", "assistant"]}, "content": {}}}},
+            "system": {}, "stream": {"type": "boolean"}, "tools": {"type": "array"}, "tool_choice": {"type": "object"},
+            "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+            "stop_sequences": {"type": "array", "items": {"type": "string"}}, "metadata": {"type": "object"},
+        },
+    },
+    "AnthropicMessage": {
+        "type": "object", "required": ["id", "type", "role", "model", "content", "stop_reason", "usage"],
+        "properties": {"id": {"type": "string"}, "type": {"const": "message"}, "role": {"const": "assistant"},
+                       "model": {"type": "string"}, "content": {"type": "array"},
+                       "stop_reason": {"type": "string"}, "stop_sequence": {"type": ["string", "null"]},
+                       "usage": {"type": "object", "required": ["input_tokens", "output_tokens"]}},
+    },
+    "TokenCount": {"type": "object", "required": ["input_tokens"],
+                   "properties": {"input_tokens": {"type": "integer"}}},
+    "ResponseRequest": {
+        "type": "object", "required": ["model", "input"],
+        "properties": {
+            "model": {"type": "string", "examples": ["gpt-4o-mini"]},
+            "input": {"anyOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {"type": "object"}}]},
+            "instructions": {"type": "string"}, "stream": {"type": "boolean"}, "store": {"type": "boolean"},
+            "previous_response_id": {"type": "string"}, "tools": {"type": "array"},
+            "max_output_tokens": {"type": "integer", "minimum": 1},
+            "temperature": {"type": "number", "minimum": 0, "maximum": 2}, "text": {"type": "object"},
+        },
+    },
+    "Response": {
+        "type": "object", "required": ["id", "object", "created_at", "status", "model", "output"],
+        "properties": {"id": {"type": "string"}, "object": {"const": "response"}, "created_at": {"type": "integer"},
+                       "status": {"type": "string"}, "model": {"type": "string"}, "output": {"type": "array"},
+                       "usage": {"type": ["object", "null"]}},
+    },
+    "DeletedResponse": {
+        "type": "object", "required": ["id", "object", "deleted"],
+        "properties": {"id": {"type": "string"}, "object": {"const": "response"}, "deleted": {"const": True}},
+    },
     "Health": {
         "type": "object", "required": ["status", "version", "storage", "providers"],
         "properties": {"status": {"enum": ["healthy", "unhealthy"]}, "version": {"type": "string"},
@@ -123,8 +172,16 @@ SCHEMAS = {
 }
 
 
-def _operation(summary: str, ok: dict, body: str | None = None, secured: bool = True, **extra) -> dict:
-    operation = {"summary": summary, "responses": {"200": {**ok, "headers": dict(_RATE_HEADERS)}, **_ERRORS}, **extra}
+_ANTHROPIC_ERRORS = {status: _json(_ref("AnthropicError"), answer["description"]) | (
+    {"headers": answer["headers"]} if "headers" in answer else {}) for status, answer in _ERRORS.items()}
+_STREAM = {"text/event-stream": {"schema": {"type": "string"}}}
+_RESPONSE_ID = [{"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _operation(summary: str, ok: dict, body: str | None = None, secured: bool = True, errors: dict | None = None,
+               **extra) -> dict:
+    operation = {"summary": summary, "responses": {"200": {**ok, "headers": dict(_RATE_HEADERS)},
+                                                   **(errors or _ERRORS)}, **extra}
     if body:
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
     if not secured:
@@ -157,6 +214,23 @@ SPEC = {
             "ChatCompletionRequest")},
         "/v1/embeddings": {"post": _operation(
             "Create embeddings", _json(_ref("EmbeddingList"), "Embeddings"), "EmbeddingRequest")},
+        "/v1/messages": {"post": _operation(
+            "Create a message (Anthropic's Messages API, any model)", {
+                "description": "A message (JSON) or Anthropic's named events (text/event-stream)",
+                "content": {"application/json": {"schema": _ref("AnthropicMessage")}, **_STREAM}},
+            "MessageRequest", errors=_ANTHROPIC_ERRORS)},
+        "/v1/messages/count_tokens": {"post": _operation(
+            "Count a message's input tokens (x-cb-token-count: provider or estimated)",
+            _json(_ref("TokenCount"), "The count"), "MessageRequest", errors=_ANTHROPIC_ERRORS)},
+        "/v1/responses": {"post": _operation(
+            "Create a response (OpenAI's Responses API, any model)", {
+                "description": "A response (JSON) or the Responses API's typed events (text/event-stream)",
+                "content": {"application/json": {"schema": _ref("Response")}, **_STREAM}},
+            "ResponseRequest")},
+        "/v1/responses/{response_id}": {
+            "get": _operation("A stored response", _json(_ref("Response"), "The response"), parameters=_RESPONSE_ID),
+            "delete": _operation("Delete a stored response", _json(_ref("DeletedResponse"), "Deleted"),
+                                 parameters=_RESPONSE_ID)},
     },
 }
 

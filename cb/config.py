@@ -187,6 +187,7 @@ class Settings:
     agent_lease_seconds: float = var("AGENT_LEASE_SECONDS", "15", _seconds, "seconds a worker's claim on an agent execution lasts without a heartbeat")
     agent_sweep_seconds: float = var("AGENT_SWEEP_SECONDS", "5", _seconds, "how often each worker looks for abandoned agent executions")
     agent_execution_retention_seconds: float = var("AGENT_EXECUTION_RETENTION_SECONDS", "604800", _seconds, "seconds a finished agent execution is kept before it is deleted (deleted within the hour after)")
+    responses_retention_seconds: float = var("RESPONSES_RETENTION_SECONDS", "2592000", _seconds, "seconds a stored Responses API response (store: true) can be retrieved or continued with previous_response_id")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: str | Path | None = ".env") -> Settings:

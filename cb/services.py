@@ -48,6 +48,7 @@ class Services:
     budgets: Budgets | None = None
     gateway: Any = None  # cb.llm.gateway.Gateway: chat, streams, embeddings, models
     agents: Any = None  # cb.agents.Agents: agent definitions, place agents, executions, the runner
+    responses: Any = None  # cb.llm.responses_store.ResponseStore: the Responses API's stored responses
 
     def health(self) -> tuple[dict, bool]:
         """The /health body and whether the server is healthy."""
@@ -115,6 +116,9 @@ def build_services(settings: Settings) -> Services:
 
     services = Services(settings=settings, storage=storage, bus=EventBus(storage), **llm_services(settings, storage))
     services.gateway = build_gateway(settings, storage, services.router, services.ledger, services.catalog)
+    from cb.llm.responses_store import ResponseStore
+
+    services.responses = ResponseStore(storage, settings.responses_retention_seconds)
     services.discovery = build_discovery(services.gateway, settings)
     services.security = Security(settings, storage)
     services.workflows = WorkflowEngine(storage, services.bus)

@@ -120,6 +120,25 @@ def test_tools_example_runs_the_tool_and_sends_its_result_back(api, upstream):
     assert second.json["messages"][2] == {"role": "tool", "tool_call_id": call_id, "content": json.dumps(result)}
 
 
+def test_anthropic_messages_example_streams_a_gpt_answer(api, upstream):
+    output = python_example("anthropic_messages.py", api, "What is a Petri net?",
+                            CB_ANTHROPIC_URL=api.openai_url)
+    lines = output.splitlines()
+    assert lines[0] == REPLY and lines[1].startswith("-- end_turn, ")
+    [chat] = upstream.chats()
+    assert chat.json["messages"] == [{"role": "system", "content": "Be brief."},
+                                     {"role": "user", "content": "What is a Petri net?"}]
+
+
+def test_responses_example_continues_its_first_response(api, upstream):
+    lines = python_example("responses.py", api).splitlines()
+    assert lines[0] == REPLY == lines[1] and lines[2].startswith("-- resp_")
+    first, second = upstream.chats()
+    assert second.json["messages"] == [{"role": "user", "content": "My name is Ada."},
+                                       {"role": "assistant", "content": REPLY},
+                                       {"role": "user", "content": "What is my name?"}]
+
+
 def test_embeddings_example_prints_vectors_and_similarities(api, upstream):
     output = python_example("embeddings.py", api)
     assert output.startswith("3 vectors of 8 dimensions from text-embedding-3-small")

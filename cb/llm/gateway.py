@@ -14,6 +14,7 @@ the record is marked ``estimated``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -205,6 +206,25 @@ class Gateway:
             self.record(ctx, request.model, None, Usage(), "error", streamed=True)
             raise
         return ChatStream(self, request, ctx, pairs)
+
+    def count_tokens(self, request: ChatRequest, ctx: RequestContext) -> tuple[int, bool]:
+        """Input tokens of ``request`` and whether they are estimated: the first route's provider
+        counts them where it has an endpoint for it (Anthropic), else (or when that fails) they
+        are estimated from the text. Nothing is billed."""
+        route, provider = self.plan(request.model, request, ctx)[0]
+        deployment = self._deployment(route, ctx)
+        call = provider.count_tokens_call(deployment, request, route.upstream_model)
+        if call is not None:
+            try:
+                with self.deadline(ctx).bounding():
+                    count = provider.parse_count(self.transport.json(deployment, call, provider))
+                if count is not None:
+                    return count, False
+            except UpstreamError as exc:
+                log.warning("could not count tokens upstream, estimating", extra={"fields": {
+                    "deployment": route.deployment.id, "error": exc.message}})
+        tools = json.dumps([t.__dict__ for t in request.tools or []])
+        return estimate_prompt(request) + (estimate_tokens(len(tools)) if request.tools else 0), True
 
     # -- embeddings --------------------------------------------------------------------
     def embed(self, request: EmbeddingRequest, ctx: RequestContext) -> Embeddings:

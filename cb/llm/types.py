@@ -1,8 +1,9 @@
 """Canonical chat types: what every provider adapter speaks.
 
-Requests are parsed into these at the edge (``blueprints/openai.py``), each provider
-translates them to its wire format and back, and responses are rendered to OpenAI's
-shape at the edge again.
+Requests are parsed into these at the edge (OpenAI chat completions in :mod:`cb.llm.wire`,
+Anthropic Messages in :mod:`cb.llm.messages_api`, OpenAI Responses in
+:mod:`cb.llm.responses_api`), each provider translates them to its wire format and back,
+and responses are rendered back to the client's API at the edge again.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class ChatRequest:
     include_usage: bool = False
     temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None  # Anthropic, Gemini and Ollama have it; OpenAI does not
     max_tokens: int | None = None
     stop: list[str] | None = None
     n: int | None = None
@@ -79,10 +81,13 @@ class ChatRequest:
     logprobs: bool | None = None
     top_logprobs: int | None = None
     routing: dict = field(default_factory=dict)  # the body's ``circuit_breaker`` object
+    #: the client's own Anthropic Messages body: Anthropic deployments send it upstream as it is
+    #: (cache_control, thinking, ... kept) instead of rebuilding it from the fields above
+    anthropic_body: dict | None = None
 
     def set_fields(self) -> list[str]:
         """Names of the optional fields the client actually set (for 'unsupported' checks)."""
-        skip = {"model", "messages", "stream", "include_usage", "routing"}
+        skip = {"model", "messages", "stream", "include_usage", "routing", "anthropic_body"}
         return [k for k, v in self.__dict__.items() if k not in skip and v is not None]
 
 
@@ -103,6 +108,7 @@ class Choice:
     message: Message
     finish_reason: str | None  # "stop" | "length" | "tool_calls" | "content_filter"
     logprobs: Any = None
+    stop_sequence: str | None = None  # which of the request's stop sequences ended it, when known
 
 
 @dataclass

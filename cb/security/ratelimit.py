@@ -185,8 +185,9 @@ def estimate_tokens(body: dict) -> int:
     for message in messages if isinstance(messages, list) else ():
         if isinstance(message, dict):
             chars += _text_length(message.get("content"))
-    chars += _text_length(body.get("input")) + _text_length(body.get("prompt"))
-    completion = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+    for name in ("input", "prompt", "system", "instructions"):  # the last two: Messages and Responses APIs
+        chars += _text_length(body.get(name))
+    completion = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens") or 0
     if not isinstance(completion, int) or isinstance(completion, bool):
         completion = 0
     return math.ceil(chars / 4) + max(0, completion)

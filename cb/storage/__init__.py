@@ -40,6 +40,7 @@ BUCKETS = (
     "deployments",
     "counters",
     "meta",
+    "responses",
 )
 LOGS = ("usage", "events")
 

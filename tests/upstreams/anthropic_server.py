@@ -30,20 +30,36 @@ class AnthropicUpstream(Scripted, UpstreamServer):
     """Answers like api.anthropic.com."""
 
     def handle(self, request: Received, reply: Reply) -> None:
-        if request.method != "POST" or request.path != "/v1/messages":
+        if request.method != "POST" or request.path not in ("/v1/messages", "/v1/messages/count_tokens"):
             return reply.json(error_body("not_found_error", "Not Found"), 404)
         headers = {k.lower(): v for k, v in request.headers.items()}
         if headers.get("x-api-key") != KEY:
             return reply.json(error_body("authentication_error", "invalid x-api-key"), 401)
         if not headers.get("anthropic-version"):
             return reply.json(error_body("invalid_request_error", "anthropic-version: header is required"), 400)
+        if request.path == "/v1/messages/count_tokens":
+            return self.count_tokens(request.json, reply)
         problem = validate(request.json)
         if problem:
             return reply.json(error_body("invalid_request_error", problem), 400)
         answer = self.next_answer()
         if request.json.get("stream"):
             return reply.sse(stream_events(request.json["model"], answer), done=False, event_names=True)
-        reply.json(message(request.json["model"], answer))
+        reply.json(message(request.json["model"], answer, (request.json.get("stop_sequences") or ["END"])[0]))
+
+
+    @staticmethod
+    def count_tokens(body: dict | None, reply: Reply) -> None:
+        if not isinstance(body, dict) or "messages" not in body or "model" not in body:
+            return reply.json(error_body("invalid_request_error", "messages: Field required"), 400)
+        if "max_tokens" in body or "stream" in body:
+            return reply.json(error_body("invalid_request_error", "max_tokens: Extra inputs are not permitted"), 400)
+        reply.json({"input_tokens": counted_tokens(body)})
+
+
+def counted_tokens(body: dict) -> int:
+    """What this fake's count_tokens answers: a number our estimate would not give."""
+    return 1000 + len(json.dumps(body.get("messages"))) + len(json.dumps(body.get("system") or ""))
 
 
 def validate(body: dict | None) -> str | None:
@@ -84,7 +100,7 @@ def _stop_reason(answer: Answer) -> str:
     return answer.finish or ("tool_use" if answer.tool_calls else "end_turn")
 
 
-def message(model: str, answer: Answer) -> dict:
+def message(model: str, answer: Answer, stop_sequence: str | None = None) -> dict:
     content: list[dict] = [{"type": "text", "text": answer.text}] if answer.text else []
     content += [{"type": "tool_use", "id": _tool_id(), "name": name, "input": args} for name, args in answer.tool_calls]
     return {
@@ -94,7 +110,7 @@ def message(model: str, answer: Answer) -> dict:
         "model": model,
         "content": content,
         "stop_reason": _stop_reason(answer),
-        "stop_sequence": None,
+        "stop_sequence": stop_sequence if _stop_reason(answer) == "stop_sequence" else None,
         "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": answer.completion_tokens},
     }
 

@@ -10,6 +10,9 @@ Translation notes:
   asking for JSON only (and the schema, for ``json_schema``); the answer is not validated.
 - ``n`` > 1, ``seed``, presence/frequency penalties and ``logprobs`` have no equivalent and
   are refused with a 400 naming the field.
+- A request that arrived in Anthropic's own shape (``POST /v1/messages``) carries its body
+  in ``anthropic_body``: that body goes upstream as it is, only ``model`` and ``stream``
+  set, so nothing (``cache_control``, ``thinking``, document blocks) is lost on the way.
 """
 
 from __future__ import annotations
@@ -67,6 +70,31 @@ class AnthropicProvider(Provider):
 
     def chat_call(self, deployment: Deployment, request: ChatRequest, model: str) -> UpstreamCall:
         self.check(request)
+        body = self._native_body(request, model) if request.anthropic_body is not None else self._body(request, model)
+        return UpstreamCall("POST", join_url(deployment.base_url, "/v1/messages"), _headers(deployment), body,
+                            request.stream)
+
+    def count_tokens_call(self, deployment: Deployment, request: ChatRequest, model: str) -> UpstreamCall:
+        """Anthropic's own count of a request's input tokens (``POST /v1/messages/count_tokens``)."""
+        body = self._native_body(request, model) if request.anthropic_body is not None else self._body(request, model)
+        for name in ("max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences", "metadata"):
+            body.pop(name, None)
+        return UpstreamCall("POST", join_url(deployment.base_url, "/v1/messages/count_tokens"), _headers(deployment),
+                            body)
+
+    def parse_count(self, body: dict) -> int | None:
+        count = body.get("input_tokens")
+        return count if isinstance(count, int) else None
+
+    @staticmethod
+    def _native_body(request: ChatRequest, model: str) -> dict[str, Any]:
+        body = dict(request.anthropic_body, model=model)
+        body.pop("stream", None)
+        if request.stream:
+            body["stream"] = True
+        return body
+
+    def _body(self, request: ChatRequest, model: str) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": model,
             "messages": _turns(request.messages),
@@ -75,7 +103,8 @@ class AnthropicProvider(Provider):
         system = _system_text(request)
         if system:
             body["system"] = system
-        for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p"), ("stop", "stop_sequences")):
+        for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"),
+                             ("stop", "stop_sequences")):
             value = getattr(request, ours)
             if value is not None:
                 body[theirs] = value
@@ -92,12 +121,7 @@ class AnthropicProvider(Provider):
             body["metadata"] = {"user_id": request.user}
         if request.stream:
             body["stream"] = True
-        headers = {
-            "x-api-key": deployment.api_key or "",
-            "anthropic-version": API_VERSION,
-            "content-type": "application/json",
-        }
-        return UpstreamCall("POST", join_url(deployment.base_url, "/v1/messages"), headers, body, request.stream)
+        return body
 
     # -- response ------------------------------------------------------------------
 
@@ -113,7 +137,7 @@ class AnthropicProvider(Provider):
         return ChatResponse(
             id=body.get("id") or "msg",
             model=model,
-            choices=[Choice(0, message, finish)],
+            choices=[Choice(0, message, finish, stop_sequence=body.get("stop_sequence"))],
             usage=_usage(body.get("usage") or {}),
             created=int(time.time()),
         )
@@ -159,6 +183,10 @@ class AnthropicProvider(Provider):
                 raise _stream_error(event.get("error") or {})
         if not stopped:
             raise UpstreamError(LABEL, "the stream ended before message_stop", retryable=True)
+
+
+def _headers(deployment: Deployment) -> dict[str, str]:
+    return {"x-api-key": deployment.api_key or "", "anthropic-version": API_VERSION, "content-type": "application/json"}
 
 
 def _system_text(request: ChatRequest) -> str:

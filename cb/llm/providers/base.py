@@ -75,6 +75,13 @@ class Provider:
 
         return map_http_error(self.type, status, body, headers)
 
+    def count_tokens_call(self, deployment: Deployment, request: ChatRequest, model: str) -> UpstreamCall | None:
+        """The provider's own count of a request's input tokens, if it has an endpoint for it."""
+        return None
+
+    def parse_count(self, body: dict) -> int | None:
+        return None
+
     def embeddings_call(self, deployment: Deployment, request: EmbeddingRequest, model: str) -> UpstreamCall:
         raise InvalidRequest(f"The {self.type} provider has no embeddings endpoint", "model")
 

@@ -270,7 +270,7 @@ def _function_calling_config(choice: str | dict | None) -> dict | None:
 
 def _generation_config(request: ChatRequest) -> dict:
     config: dict[str, Any] = {}
-    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("max_tokens", "maxOutputTokens"),
+    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("top_k", "topK"), ("max_tokens", "maxOutputTokens"),
                          ("stop", "stopSequences"), ("n", "candidateCount"), ("seed", "seed"),
                          ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
         value = getattr(request, ours)

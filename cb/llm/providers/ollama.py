@@ -50,8 +50,8 @@ from cb.llm.types import (
 
 LABEL = "Ollama"  # how errors name this provider
 
-OPTIONS = (("temperature", "temperature"), ("top_p", "top_p"), ("max_tokens", "num_predict"), ("stop", "stop"),
-           ("seed", "seed"), ("presence_penalty", "presence_penalty"), ("frequency_penalty", "frequency_penalty"))
+OPTIONS = (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"), ("max_tokens", "num_predict"),
+           ("stop", "stop"), ("seed", "seed"), ("presence_penalty", "presence_penalty"), ("frequency_penalty", "frequency_penalty"))
 
 
 class OllamaProvider(Provider):

@@ -70,6 +70,7 @@ class OpenAIProvider(Provider):
     """OpenAI and every OpenAI-compatible endpoint."""
 
     type = "openai"
+    unsupported = frozenset({"top_k"})
 
     def _headers(self, deployment: Deployment) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}

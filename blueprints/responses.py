@@ -1,0 +1,69 @@
+"""OpenAI's Responses API on the OpenAI port: ``POST /v1/responses`` (JSON and typed SSE
+events), ``GET /v1/responses/<id>`` and ``DELETE /v1/responses/<id>``, for any model.
+
+The Agents SDK and Codex speak it. Translation lives in :mod:`cb.llm.responses_api`,
+stored responses in :mod:`cb.llm.responses_store`; serving (routes, failover, usage,
+streaming) is the chat completions' own. A stored response is visible only to the
+client key that created it.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify
+
+from blueprints import observability, services
+from blueprints.openai import annotate_usage, json_body, prepare, route_headers, stream_response
+from cb.errors import NotFound
+from cb.llm import responses_api
+
+bp = Blueprint("responses", __name__)
+
+
+class ResponseNotFound(NotFound):
+    openai_code = "not_found"
+
+    def __init__(self, response_id: str):
+        super().__init__(f"Response with id '{response_id}' not found.")
+        self.param = "response_id"
+
+
+@bp.post("/v1/responses")
+def create_response():
+    req = responses_api.parse_request(json_body())
+    store = services().responses
+    key = g.get("api_key_id")
+    if req.previous_response_id:
+        history = store.history(req.previous_response_id, key)
+        if history is None:
+            raise ResponseNotFound(req.previous_response_id)
+        req.continuing(history)
+    ctx, routing = prepare(req.chat)
+
+    def keep(response: dict) -> None:
+        if req.store:
+            store.save(response, req.conversation(responses_api.answer_of(response["output"])), key)
+
+    gateway = services().gateway
+    if req.chat.stream:
+        return stream_response(gateway.stream(req.chat, ctx), responses_api.ResponseEvents(req, keep), ctx, routing)
+    result = gateway.complete(req.chat, ctx)
+    body = responses_api.render(req, result.response)
+    keep(body)
+    headers = route_headers(result.route, ctx, result.upstream_ms) | routing
+    annotate_usage(observability.annotate, ctx)
+    return jsonify(body), 200, headers
+
+
+@bp.get("/v1/responses/<response_id>")
+def get_response(response_id: str):
+    response = services().responses.get(response_id, g.get("api_key_id"))
+    if response is None:
+        raise ResponseNotFound(response_id)
+    return jsonify(response)
+
+
+@bp.delete("/v1/responses/<response_id>")
+def delete_response(response_id: str):
+    if not services().responses.delete(response_id, g.get("api_key_id")):
+        raise ResponseNotFound(response_id)
+    return jsonify({"id": response_id, "object": "response", "deleted": True})

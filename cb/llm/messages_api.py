@@ -1,0 +1,370 @@
+"""Anthropic's Messages API at our edge: ``POST /v1/messages`` bodies -> canonical types, and back.
+
+Any model the gateway serves answers in this shape. The request is validated the way
+Anthropic validates it (``max_tokens`` required, roles ``user``/``assistant``, blocks by
+type) and translated into a :class:`ChatRequest`: ``system`` (a string or text blocks) is
+a system message, ``tool_use`` blocks are tool calls, ``tool_result`` blocks are tool
+messages, images are data or plain URLs. The body itself rides along in
+``ChatRequest.anthropic_body`` so an Anthropic deployment gets it unchanged
+(``cache_control``, ``thinking`` and ``top_k`` included); other providers get the
+translation, and ``thinking`` blocks of earlier turns, which only Anthropic can read,
+are left out for them.
+
+Answers are rendered as ``message`` objects, and streams as Anthropic's named events
+(:class:`MessageEvents`). Errors use Anthropic's envelope (:func:`error_body`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from cb.llm.errors import InvalidRequest
+from cb.llm.types import ChatRequest, ChatResponse, ContentPart, Message, StreamChunk, Tool, ToolCall, Usage
+from cb.llm.wire import _integer, _number, _typed
+
+#: Anthropic's error type for each status it uses (others: api_error for 5xx, else invalid_request_error)
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
+                "content_filter": "refusal"}
+
+#: blocks of earlier assistant turns that only Anthropic can read back; dropped for other providers
+ANTHROPIC_ONLY_BLOCKS = ("thinking", "redacted_thinking")
+
+
+def error_body(status: int, message: str) -> dict:
+    """Anthropic's error envelope: ``{"type": "error", "error": {"type", "message"}}``."""
+    kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def _fail(param: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"{param}: {message}", param)
+
+
+# -- requests ------------------------------------------------------------------------------
+
+
+def parse_request(body: Any, counting: bool = False) -> ChatRequest:
+    """Validate a Messages API body into a :class:`ChatRequest` (``counting``: for count_tokens,
+    where ``max_tokens`` is not needed)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", None)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _fail("model", "Field required" if model is None else "Input should be a valid string")
+    max_tokens = _integer(body, "max_tokens", 1)
+    if max_tokens is None and not counting:
+        raise _fail("max_tokens", "Field required")
+    turns = body.get("messages")
+    if not isinstance(turns, list) or not turns:
+        raise _fail("messages", "Field required" if turns is None else "Input should be a non-empty list")
+    messages = _system(body.get("system"))
+    for i, turn in enumerate(turns):
+        messages.extend(_turn(turn, i))
+    parallel = None
+    choice = _tool_choice(body.get("tool_choice"))
+    if isinstance(choice, tuple):
+        choice, parallel = choice
+    metadata = _typed(body, "metadata", dict, "an object") or {}
+    user = metadata.get("user_id")
+    if user is not None and not isinstance(user, str):
+        raise _fail("metadata.user_id", "Input should be a valid string")
+    native = {k: v for k, v in body.items() if k != "circuit_breaker"}
+    return ChatRequest(
+        model=model,
+        messages=messages,
+        stream=bool(_typed(body, "stream", bool, "a boolean")),
+        temperature=_number(body, "temperature", 0, 1),
+        top_p=_number(body, "top_p", 0, 1),
+        top_k=_integer(body, "top_k", 0),
+        max_tokens=max_tokens,
+        stop=_stop_sequences(body.get("stop_sequences")),
+        user=user,
+        tools=_tools(body.get("tools")),
+        tool_choice=choice,
+        parallel_tool_calls=parallel,
+        routing=_typed(body, "circuit_breaker", dict, "an object") or {},
+        anthropic_body=native,
+    )
+
+
+def _text_blocks(raw: Any, param: str) -> str:
+    """A string, or text blocks (``cache_control`` allowed), as one text."""
+    if isinstance(raw, str):
+        return raw
+    if not isinstance(raw, list):
+        raise _fail(param, "Input should be a valid string or a list of text blocks")
+    texts = []
+    for i, block in enumerate(raw):
+        if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
+            raise _fail(f"{param}.{i}", "Input should be a text block ({type: 'text', text})")
+        texts.append(block["text"])
+    return "\n\n".join(texts)
+
+
+def _system(raw: Any) -> list[Message]:
+    if raw is None:
+        return []
+    text = _text_blocks(raw, "system")
+    return [Message("system", text)] if text else []
+
+
+def _turn(raw: Any, i: int) -> list[Message]:
+    """One Messages API turn as canonical messages: tool results first (as tool messages), then the rest."""
+    at = f"messages.{i}"
+    if not isinstance(raw, dict):
+        raise _fail(at, "Input should be an object with 'role' and 'content'")
+    role = raw.get("role")
+    if role not in ("user", "assistant"):
+        raise _fail(f"{at}.role", f"Input should be 'user' or 'assistant' (got {role!r})")
+    content = raw.get("content")
+    if isinstance(content, str):
+        return [Message(role, content)]
+    if not isinstance(content, list):
+        raise _fail(f"{at}.content", "Input should be a valid string or a list of content blocks")
+    parts: list[ContentPart] = []
+    calls: list[ToolCall] = []
+    results: list[Message] = []
+    for j, block in enumerate(content):
+        where = f"{at}.content.{j}"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            if not isinstance(block.get("text"), str):
+                raise _fail(f"{where}.text", "Field required")
+            parts.append(ContentPart("text", text=block["text"]))
+        elif kind == "image":
+            parts.append(ContentPart("image_url", image_url=_image_url(block.get("source"), f"{where}.source")))
+        elif kind == "tool_use" and role == "assistant":
+            calls.append(_tool_use(block, where))
+        elif kind == "tool_result" and role == "user":
+            results.append(_tool_result(block, where))
+        elif kind in ANTHROPIC_ONLY_BLOCKS and role == "assistant":
+            continue
+        else:
+            raise _fail(f"{where}.type", f"block type {kind!r} is not supported in a {role} turn (supported: text, "
+                        "image, " + ("tool_use, thinking" if role == "assistant" else "tool_result") + ")")
+    messages = results
+    if parts or calls or not results:
+        if len(parts) == 1 and parts[0].type == "text":
+            body: str | list[ContentPart] | None = parts[0].text
+        else:
+            body = parts or None
+        messages.append(Message(role, body, calls))
+    return messages
+
+
+def _image_url(source: Any, at: str) -> str:
+    if isinstance(source, dict) and source.get("type") == "base64":
+        media, data = source.get("media_type"), source.get("data")
+        if isinstance(media, str) and isinstance(data, str):
+            return f"data:{media};base64,{data}"
+    if isinstance(source, dict) and source.get("type") == "url" and isinstance(source.get("url"), str):
+        return source["url"]
+    raise _fail(at, "Input should be {type: 'base64', media_type, data} or {type: 'url', url}")
+
+
+def _tool_use(block: dict, at: str) -> ToolCall:
+    if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+        raise _fail(at, "a tool_use block needs 'id' and 'name' strings")
+    arguments = block.get("input", {})
+    if not isinstance(arguments, dict):
+        raise _fail(f"{at}.input", "Input should be a valid dictionary")
+    return ToolCall(block["id"], block["name"], json.dumps(arguments))
+
+
+def _tool_result(block: dict, at: str) -> Message:
+    if not isinstance(block.get("tool_use_id"), str):
+        raise _fail(f"{at}.tool_use_id", "Field required")
+    content = block.get("content", "")
+    if isinstance(content, list):
+        texts = []
+        for k, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") not in ("text", "image"):
+                raise _fail(f"{at}.content.{k}", "Input should be a text or image block")
+            if part.get("type") == "text":
+                texts.append(str(part.get("text") or ""))
+        content = "\n\n".join(texts)
+    elif not isinstance(content, str):
+        raise _fail(f"{at}.content", "Input should be a valid string or a list of blocks")
+    if block.get("is_error") is True:
+        content = "Error: " + content
+    return Message("tool", content, tool_call_id=block["tool_use_id"])
+
+
+def _tools(raw: Any) -> list[Tool] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise _fail("tools", "Input should be a valid list")
+    tools = []
+    for i, tool in enumerate(raw):
+        at = f"tools.{i}"
+        if not isinstance(tool, dict):
+            raise _fail(at, "Input should be an object with 'name' and 'input_schema'")
+        if tool.get("type") not in (None, "custom"):
+            raise _fail(f"{at}.type", f"tool type {tool.get('type')!r} is not supported by this gateway; only "
+                        "client tools ({name, description, input_schema}) are")
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise _fail(f"{at}.name", "Field required")
+        schema = tool.get("input_schema")
+        if not isinstance(schema, dict):
+            raise _fail(f"{at}.input_schema", "Field required" if schema is None else "Input should be an object")
+        description = tool.get("description")
+        tools.append(Tool(tool["name"], description if isinstance(description, str) else None, schema))
+    return tools or None
+
+
+def _tool_choice(raw: Any) -> str | dict | tuple | None:
+    """Anthropic's tool_choice as the canonical one; (choice, False) when parallel tool use is disabled."""
+    if raw is None:
+        return None
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind == "tool":
+        if not isinstance(raw.get("name"), str):
+            raise _fail("tool_choice.name", "Field required")
+        choice: str | dict = {"type": "function", "function": {"name": raw["name"]}}
+    elif kind in ("auto", "any", "none"):
+        choice = {"auto": "auto", "any": "required", "none": "none"}[kind]
+    else:
+        raise _fail("tool_choice", "Input should be {type: 'auto' | 'any' | 'tool' | 'none'}")
+    if raw.get("disable_parallel_tool_use") is True:
+        return choice, False
+    return choice
+
+
+def _stop_sequences(raw: Any) -> list[str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
+        raise _fail("stop_sequences", "Input should be a list of strings")
+    return raw or None
+
+
+# -- answers ---------------------------------------------------------------------------
+
+
+def new_message_id() -> str:
+    return "msg_" + uuid.uuid4().hex[:24]
+
+
+def new_tool_use_id() -> str:
+    return "toolu_" + uuid.uuid4().hex[:24]
+
+
+def stop_reason(finish: str | None, stop_sequence: str | None = None) -> str:
+    if stop_sequence:
+        return "stop_sequence"
+    return STOP_REASONS.get(finish or "stop", "end_turn")
+
+
+def _input(arguments: str) -> dict:
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def render_usage(usage: Usage) -> dict:
+    return {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
+
+
+def render_message(response: ChatResponse, model: str) -> dict:
+    """A canonical answer as Anthropic's ``message`` object, named after ``model``."""
+    choice = response.choices[0]
+    content: list[dict] = []
+    text = choice.message.text()
+    if text or not choice.message.tool_calls:
+        content.append({"type": "text", "text": text})
+    for call in choice.message.tool_calls:
+        content.append({"type": "tool_use", "id": call.id or new_tool_use_id(), "name": call.name,
+                        "input": _input(call.arguments)})
+    return {
+        "id": response.id if response.id.startswith("msg_") else new_message_id(),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason(choice.finish_reason, choice.stop_sequence),
+        "stop_sequence": choice.stop_sequence,
+        "usage": render_usage(response.usage),
+    }
+
+
+class MessageEvents:
+    """One stream's canonical chunks as Anthropic's named events: (event name, data) pairs.
+
+    Text and each tool call are content blocks, opened with ``content_block_start``, fed by
+    ``text_delta`` / ``input_json_delta`` and closed with ``content_block_stop`` before the
+    next one opens; the finish reason and usage come last, in ``message_delta``."""
+
+    def __init__(self, model: str, input_tokens: int):
+        self.model = model
+        self.input_tokens = input_tokens  # an estimate: the real count arrives in message_delta
+        self.id = new_message_id()
+        self._blocks = 0
+        self._open: tuple[str, int] | None = None  # ("text" | "tool_use", block index)
+        self._tools: dict[int, int] = {}  # canonical tool call index -> block index
+        self._finish: str | None = None
+
+    def start(self) -> list[tuple[str, dict]]:
+        message = {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
+                   "stop_reason": None, "stop_sequence": None,
+                   "usage": {"input_tokens": self.input_tokens, "output_tokens": 0}}
+        return [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
+
+    def _close(self) -> list[tuple[str, dict]]:
+        if self._open is None:
+            return []
+        index, self._open = self._open[1], None
+        return [("content_block_stop", {"type": "content_block_stop", "index": index})]
+
+    def _begin(self, block: dict) -> list[tuple[str, dict]]:
+        events = self._close()
+        self._open = (block["type"], self._blocks)
+        self._blocks += 1
+        return events + [("content_block_start", {"type": "content_block_start", "index": self._open[1],
+                                                  "content_block": block})]
+
+    def _delta(self, index: int, delta: dict) -> tuple[str, dict]:
+        return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+
+    def chunk(self, chunk: StreamChunk) -> list[tuple[str, dict]]:
+        events: list[tuple[str, dict]] = []
+        if chunk.content:
+            if self._open is None or self._open[0] != "text":
+                events += self._begin({"type": "text", "text": ""})
+            events.append(self._delta(self._open[1], {"type": "text_delta", "text": chunk.content}))
+        for call in chunk.tool_calls:
+            if call.index not in self._tools:
+                events += self._begin({"type": "tool_use", "id": call.id or new_tool_use_id(), "name": call.name or "",
+                                       "input": {}})
+                self._tools[call.index] = self._open[1]
+            if call.arguments:
+                events.append(self._delta(self._tools[call.index],
+                                          {"type": "input_json_delta", "partial_json": call.arguments}))
+        if chunk.finish_reason:
+            self._finish = chunk.finish_reason
+        return events
+
+    def end(self, usage: Usage) -> list[tuple[str, dict]]:
+        delta = {"stop_reason": stop_reason(self._finish), "stop_sequence": None}
+        return self._close() + [
+            ("message_delta", {"type": "message_delta", "delta": delta, "usage": render_usage(usage)}),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+
+    def fail(self, status: int, message: str, code: str | None = None) -> list[tuple[str, dict]]:
+        return [("error", error_body(status, message))]

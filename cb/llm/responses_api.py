@@ -1,0 +1,376 @@
+"""OpenAI's Responses API at our edge: ``POST /v1/responses`` bodies -> canonical types, and back.
+
+``input`` (a string, or items: messages, ``function_call``, ``function_call_output``) and
+``instructions`` become a :class:`ChatRequest` for any provider; a ``previous_response_id``
+puts the stored conversation before the new input (see :mod:`cb.llm.responses_store`),
+without the earlier ``instructions``, as OpenAI does. ``text.format`` becomes the
+canonical ``response_format`` (each provider's JSON mode). Only ``function`` tools exist
+here: any other tool type is a 400 naming it. ``reasoning`` items of earlier turns are
+left out; ``reasoning``, ``include`` and ``truncation`` options are accepted and ignored.
+
+Answers are ``response`` objects with ``message`` and ``function_call`` output items;
+streams are the API's typed events (:class:`ResponseEvents`), each with its
+``sequence_number``. Errors use OpenAI's envelope (the port's default).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cb.llm.errors import InvalidRequest
+from cb.llm.types import ChatRequest, ChatResponse, ContentPart, Message, StreamChunk, Tool, ToolCall, Usage
+from cb.llm.wire import _integer, _number, _typed
+
+ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+TEXT_PARTS = ("input_text", "output_text", "text", "refusal")
+
+
+def _fail(message: str, param: str | None, code: str | None = None) -> InvalidRequest:
+    return InvalidRequest(message, param, code)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+@dataclass
+class ResponsesRequest:
+    """A parsed Responses API request: the chat to send and what the response object echoes."""
+
+    chat: ChatRequest
+    input: list[Message]  # this request's input, without the instructions
+    instructions: str | None = None
+    previous_response_id: str | None = None
+    store: bool = True
+    metadata: dict = field(default_factory=dict)
+    echo: dict = field(default_factory=dict)  # tools, tool_choice, text, sampling: as the client sent them
+
+    history: list[Message] = field(default_factory=list)  # of the previous response, when continuing one
+
+    def continuing(self, history: list[Message]) -> None:
+        """Put a stored conversation between the instructions and the new input."""
+        self.history = history
+        system = [Message("system", self.instructions)] if self.instructions else []
+        self.chat = replace(self.chat, messages=system + history + self.input)
+
+    def conversation(self, answer: Message) -> list[Message]:
+        """What a continuation of this response starts from: everything but the instructions."""
+        return self.history + self.input + [answer]
+
+
+# -- requests --------------------------------------------------------------------------------
+
+
+def parse_request(body: Any) -> ResponsesRequest:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", None)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _fail("Missing required parameter: 'model'." if model is None else
+                    "Invalid type for 'model': expected a string.", "model")
+    if body.get("input") is None:
+        raise _fail("Missing required parameter: 'input'.", "input")
+    messages = _input(body["input"])
+    instructions = _typed(body, "instructions", str, "a string")
+    previous = _typed(body, "previous_response_id", str, "a string")
+    store = _typed(body, "store", bool, "a boolean")
+    choice = _tool_choice(body.get("tool_choice"))
+    chat = ChatRequest(
+        model=model,
+        messages=([Message("system", instructions)] if instructions else []) + messages,
+        stream=bool(_typed(body, "stream", bool, "a boolean")),
+        temperature=_number(body, "temperature", 0, 2),
+        top_p=_number(body, "top_p", 0, 1),
+        max_tokens=_integer(body, "max_output_tokens", 1),
+        user=_typed(body, "user", str, "a string"),
+        tools=_tools(body.get("tools")),
+        tool_choice=choice,
+        parallel_tool_calls=_typed(body, "parallel_tool_calls", bool, "a boolean"),
+        response_format=_text_format(body.get("text")),
+        routing=_typed(body, "circuit_breaker", dict, "an object") or {},
+    )
+    echo = {name: body.get(name) for name in ("tools", "tool_choice", "text", "temperature", "top_p",
+                                              "max_output_tokens", "parallel_tool_calls", "user")}
+    return ResponsesRequest(chat, messages, instructions, previous, True if store is None else store,
+                            _typed(body, "metadata", dict, "an object") or {}, echo)
+
+
+def _content(raw: Any, at: str) -> str | list[ContentPart]:
+    if isinstance(raw, str):
+        return raw
+    if not isinstance(raw, list):
+        raise _fail(f"Invalid type for '{at}': expected a string or an array of content parts.", at)
+    parts = []
+    for i, part in enumerate(raw):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in TEXT_PARTS:
+            text = part.get("text", part.get("refusal"))
+            if not isinstance(text, str):
+                raise _fail(f"Missing '{at}[{i}].text'.", f"{at}[{i}].text")
+            parts.append(ContentPart("text", text=text))
+        elif kind == "input_image" and isinstance(part.get("image_url"), str):
+            parts.append(ContentPart("image_url", image_url=part["image_url"], detail=part.get("detail")))
+        else:
+            raise _fail(f"Invalid '{at}[{i}].type': {kind!r} is not supported here (supported: input_text, "
+                        "output_text, input_image with an image_url).", f"{at}[{i}].type")
+    if len(parts) == 1 and parts[0].type == "text":
+        return parts[0].text or ""
+    return parts
+
+
+def _input(raw: Any) -> list[Message]:
+    if isinstance(raw, str):
+        return [Message("user", raw)]
+    if not isinstance(raw, list) or not raw:
+        raise _fail("Invalid 'input': expected a string or a non-empty array of input items.", "input")
+    messages: list[Message] = []
+    for i, item in enumerate(raw):
+        at = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise _fail(f"Invalid type for '{at}': expected an object.", at)
+        kind = item.get("type") or ("message" if "role" in item else None)
+        if kind == "message":
+            role = ROLES.get(item.get("role"))
+            if role is None:
+                raise _fail(f"Invalid value for '{at}.role': {item.get('role')!r} (supported: user, assistant, "
+                            "system, developer).", f"{at}.role")
+            messages.append(Message(role, _content(item.get("content"), f"{at}.content")))
+        elif kind == "function_call":
+            if not isinstance(item.get("call_id"), str) or not isinstance(item.get("name"), str):
+                raise _fail(f"Invalid '{at}': a function_call needs 'call_id' and 'name'.", at)
+            arguments = item.get("arguments") or ""
+            if not isinstance(arguments, str):
+                raise _fail(f"Invalid type for '{at}.arguments': expected a JSON string.", f"{at}.arguments")
+            call = ToolCall(item["call_id"], item["name"], arguments)
+            if messages and messages[-1].role == "assistant":
+                messages[-1].tool_calls.append(call)  # one assistant turn: its text and its calls
+            else:
+                messages.append(Message("assistant", None, [call]))
+        elif kind == "function_call_output":
+            if not isinstance(item.get("call_id"), str):
+                raise _fail(f"Missing '{at}.call_id'.", f"{at}.call_id")
+            output = _content(item.get("output", ""), f"{at}.output")
+            messages.append(Message("tool", output, tool_call_id=item["call_id"]))
+        elif kind == "reasoning":
+            continue
+        else:
+            raise _fail(f"Invalid '{at}.type': {kind!r} is not supported (supported: message, function_call, "
+                        "function_call_output).", f"{at}.type")
+    return messages
+
+
+def _tools(raw: Any) -> list[Tool] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise _fail("Invalid type for 'tools': expected an array.", "tools")
+    tools = []
+    for i, tool in enumerate(raw):
+        at = f"tools[{i}]"
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind != "function":
+            raise _fail(f"Tool type {kind!r} is not supported by this gateway: only 'function' tools are "
+                        f"({at}.type).", f"{at}.type", "unsupported_tool_type")
+        if not isinstance(tool.get("name"), str) or not tool["name"]:
+            raise _fail(f"Missing '{at}.name'.", f"{at}.name")
+        parameters = tool.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise _fail(f"Invalid type for '{at}.parameters': expected an object.", f"{at}.parameters")
+        tools.append(Tool(tool["name"], tool.get("description"), parameters, tool.get("strict")))
+    return tools or None
+
+
+def _tool_choice(raw: Any) -> str | dict | None:
+    if raw is None or raw in ("auto", "none", "required"):
+        return raw
+    if isinstance(raw, dict) and raw.get("type") == "function" and isinstance(raw.get("name"), str):
+        return {"type": "function", "function": {"name": raw["name"]}}
+    raise _fail("Invalid 'tool_choice': expected 'none', 'auto', 'required' or {type: 'function', name}.",
+                "tool_choice")
+
+
+def _text_format(raw: Any) -> dict | None:
+    if raw is None:
+        return None
+    spec = raw.get("format") if isinstance(raw, dict) else None
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if spec is None or kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema" and isinstance(spec.get("schema"), dict):
+        schema = {"name": spec.get("name") or "response", "schema": spec["schema"]}
+        if spec.get("strict") is not None:
+            schema["strict"] = spec["strict"]
+        return {"type": "json_schema", "json_schema": schema}
+    raise _fail("Invalid 'text.format': type must be 'text', 'json_object' or 'json_schema' (with a 'schema').",
+                "text.format")
+
+
+# -- answers ------------------------------------------------------------------------------------
+
+
+def render_usage(usage: Usage) -> dict:
+    return {"input_tokens": usage.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": usage.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": usage.total_tokens}
+
+
+def message_item(text: str, status: str = "completed", item_id: str | None = None) -> dict:
+    content = [{"type": "output_text", "text": text, "annotations": []}] if status == "completed" else []
+    return {"type": "message", "id": item_id or new_id("msg"), "status": status, "role": "assistant",
+            "content": content}
+
+
+def function_call_item(call: ToolCall, status: str = "completed", item_id: str | None = None) -> dict:
+    return {"type": "function_call", "id": item_id or new_id("fc"), "call_id": call.id or new_id("call"),
+            "name": call.name, "arguments": call.arguments, "status": status}
+
+
+def output_items(message: Message) -> list[dict]:
+    items = [message_item(message.text())] if message.text() or not message.tool_calls else []
+    return items + [function_call_item(call) for call in message.tool_calls]
+
+
+def answer_of(items: list[dict]) -> Message:
+    """The assistant message an output is, for the stored conversation."""
+    text = "".join(p["text"] for i in items if i["type"] == "message" for p in i["content"])
+    calls = [ToolCall(i["call_id"], i["name"], i["arguments"]) for i in items if i["type"] == "function_call"]
+    return Message("assistant", text or None, calls)
+
+
+def render_response(req: ResponsesRequest, response_id: str, created_at: int, output: list[dict],
+                    usage: Usage | None, status: str = "completed", error: dict | None = None) -> dict:
+    """The ``response`` object, named after the model the client asked for."""
+    echo = req.echo
+    text = echo.get("text") if isinstance(echo.get("text"), dict) else {"format": {"type": "text"}}
+    return {
+        "id": response_id, "object": "response", "created_at": created_at, "status": status,
+        "error": error,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+        "instructions": req.instructions, "max_output_tokens": echo.get("max_output_tokens"),
+        "model": req.chat.model, "output": output,
+        "parallel_tool_calls": echo.get("parallel_tool_calls") is not False,
+        "previous_response_id": req.previous_response_id, "store": req.store,
+        "temperature": echo.get("temperature"), "top_p": echo.get("top_p"),
+        "text": text, "tool_choice": echo.get("tool_choice") or "auto", "tools": echo.get("tools") or [],
+        "truncation": "disabled", "usage": render_usage(usage) if usage else None, "user": echo.get("user"),
+        "metadata": req.metadata,
+    }
+
+
+def render(req: ResponsesRequest, response: ChatResponse) -> dict:
+    choice = response.choices[0]
+    status = "incomplete" if choice.finish_reason == "length" else "completed"
+    return render_response(req, new_id("resp"), int(time.time()), output_items(choice.message), response.usage,
+                           status)
+
+
+class ResponseEvents:
+    """One stream's canonical chunks as the Responses API's typed events: (name, data) pairs.
+
+    Text is one ``message`` output item with one ``output_text`` part; each tool call is a
+    ``function_call`` item. Items are closed (``.done`` events) in order at the end, or the
+    message when a tool call starts; ``response.completed`` carries the whole response, and
+    ``on_done(response)`` is called with it (to store it)."""
+
+    def __init__(self, req: ResponsesRequest, on_done: Callable[[dict], None] | None = None):
+        self.req = req
+        self.on_done = on_done
+        self.id = new_id("resp")
+        self.created_at = int(time.time())
+        self._sequence = 0
+        self._items: list[dict] = []  # output items as they grow
+        self._open_message: int | None = None  # output index of the message item still being written
+        self._calls: dict[int, int] = {}  # canonical tool call index -> output index
+        self._done: set[int] = set()
+        self._finish: str | None = None
+
+    def _event(self, kind: str, **data) -> tuple[str, dict]:
+        event = {"type": kind, "sequence_number": self._sequence, **data}
+        self._sequence += 1
+        return kind, event
+
+    def _snapshot(self, status: str, usage: Usage | None = None, error: dict | None = None) -> dict:
+        output = [self._items[i] for i in sorted(self._done)] if status != "in_progress" else []
+        return render_response(self.req, self.id, self.created_at, output, usage, status, error)
+
+    def start(self) -> list[tuple[str, dict]]:
+        return [self._event("response.created", response=self._snapshot("in_progress")),
+                self._event("response.in_progress", response=self._snapshot("in_progress"))]
+
+    def _close(self, index: int) -> list[tuple[str, dict]]:
+        if index in self._done:
+            return []
+        self._done.add(index)
+        item = self._items[index]
+        events = []
+        if item["type"] == "message":
+            self._open_message = None
+            part = item["content"][0]
+            events += [self._event("response.output_text.done", item_id=item["id"], output_index=index,
+                                   content_index=0, text=part["text"], logprobs=[]),
+                       self._event("response.content_part.done", item_id=item["id"], output_index=index,
+                                   content_index=0, part=part)]
+        else:
+            events.append(self._event("response.function_call_arguments.done", item_id=item["id"],
+                                      output_index=index, name=item["name"], arguments=item["arguments"]))
+        item["status"] = "completed"
+        return events + [self._event("response.output_item.done", output_index=index, item=item)]
+
+    def _add(self, item: dict) -> tuple[int, list[tuple[str, dict]]]:
+        index = len(self._items)
+        self._items.append(item)
+        return index, [self._event("response.output_item.added", output_index=index, item=dict(item, content=[])
+                                   if item["type"] == "message" else dict(item))]
+
+    def chunk(self, chunk: StreamChunk) -> list[tuple[str, dict]]:
+        events: list[tuple[str, dict]] = []
+        if chunk.content:
+            if self._open_message is None:
+                self._open_message, events = self._add(message_item("", "in_progress"))
+                item = self._items[self._open_message]
+                part = {"type": "output_text", "text": "", "annotations": []}
+                item["content"] = [part]
+                events.append(self._event("response.content_part.added", item_id=item["id"],
+                                          output_index=self._open_message, content_index=0, part=dict(part)))
+            item = self._items[self._open_message]
+            item["content"][0]["text"] += chunk.content
+            events.append(self._event("response.output_text.delta", item_id=item["id"],
+                                      output_index=self._open_message, content_index=0, delta=chunk.content,
+                                      logprobs=[]))
+        for call in chunk.tool_calls:
+            if call.index not in self._calls:
+                if self._open_message is not None:
+                    events += self._close(self._open_message)
+                index, added = self._add(function_call_item(ToolCall(call.id or "", call.name or "", ""),
+                                                            "in_progress"))
+                self._calls[call.index] = index
+                events += added
+            index = self._calls[call.index]
+            if call.arguments:
+                item = self._items[index]
+                item["arguments"] += call.arguments
+                events.append(self._event("response.function_call_arguments.delta", item_id=item["id"],
+                                          output_index=index, delta=call.arguments))
+        if chunk.finish_reason:
+            self._finish = chunk.finish_reason
+        return events
+
+    def end(self, usage: Usage) -> list[tuple[str, dict]]:
+        events = []
+        for index in range(len(self._items)):
+            events += self._close(index)
+        status = "incomplete" if self._finish == "length" else "completed"
+        response = self._snapshot(status, usage)
+        if self.on_done is not None:
+            self.on_done(response)
+        return events + [self._event(f"response.{status}", response=response)]
+
+    def fail(self, status: int, message: str, code: str | None = None) -> list[tuple[str, dict]]:
+        error = {"code": code or "server_error", "message": message}
+        return [self._event("response.failed", response=self._snapshot("failed", error=error))]
