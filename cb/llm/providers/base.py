@@ -33,6 +33,14 @@ class Deployment:
     prices: dict[str, list[float]] = field(default_factory=dict)  # model -> [input, output] USD per 1M, this endpoint
 
 
+@dataclass(frozen=True)
+class ListedModel:
+    """A model an endpoint says it serves, with its context length when it reports one."""
+
+    id: str
+    context_window: int | None = None
+
+
 @dataclass
 class UpstreamCall:
     """An HTTP request to a provider, fully built."""
@@ -50,6 +58,8 @@ class Provider:
     type: ClassVar[str]
     #: the request fields this provider cannot express; a request setting one gets a 400
     unsupported: ClassVar[frozenset[str]] = frozenset()
+    #: a failed model listing keeps the last one (True), or means the endpoint serves nothing now (False)
+    keeps_listing_on_failure: ClassVar[bool] = False
 
     def check(self, request: ChatRequest) -> None:
         """Refuse request fields with no equivalent here, naming the field."""
@@ -81,6 +91,6 @@ class Provider:
     def parse_embeddings(self, body: dict, model: str) -> EmbeddingResponse:
         raise NotImplementedError
 
-    def discover_models(self, deployment: Deployment, transport: Any) -> list[str] | None:
-        """Models the endpoint reports (Ollama's /api/tags); None if it cannot list them."""
+    def discover_models(self, deployment: Deployment, transport: Any) -> list[str | ListedModel] | None:
+        """Models the endpoint reports (Ollama's /api/tags); None if it does not list them."""
         return None

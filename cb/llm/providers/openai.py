@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
 
 from cb.llm.errors import UpstreamError
-from cb.llm.providers.base import Deployment, Provider, UpstreamCall
+from cb.llm.providers.base import Deployment, ListedModel, Provider, UpstreamCall
 from cb.llm.providers.errors import redact
 from cb.llm.types import (
     ChatRequest,
@@ -60,16 +62,43 @@ def wire_message(message: Message) -> dict:
     return out
 
 
+def _details(data) -> dict | None:
+    """A ``*_tokens_details`` object, its counts only (servers add nulls and zeros freely)."""
+    if not isinstance(data, dict):
+        return None
+    counts = {k: v for k, v in data.items() if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+    return counts or None
+
+
 def _usage(data: dict | None) -> Usage | None:
     if not isinstance(data, dict):
         return None
-    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
+    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0),
+                 prompt_details=_details(data.get("prompt_tokens_details")),
+                 completion_details=_details(data.get("completion_tokens_details")))
+
+
+def is_openai_api(base_url: str) -> bool:
+    """OpenAI's own API, whose catalog we know, rather than a server that lists what it serves."""
+    return (urlsplit(base_url).hostname or "").lower() == "api.openai.com"
+
+
+def _context_length(entry: dict) -> int | None:
+    """The context length a ``/v1/models`` entry reports: vLLM's ``max_model_len``, llama.cpp's
+    ``meta.n_ctx`` / ``meta.n_ctx_train``, LM Studio's and OpenRouter's ``context_length``."""
+    meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+    for value in (entry.get("max_model_len"), meta.get("n_ctx"), meta.get("n_ctx_train"),
+                  entry.get("context_length"), entry.get("max_context_length")):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 class OpenAIProvider(Provider):
     """OpenAI and every OpenAI-compatible endpoint."""
 
     type = "openai"
+    keeps_listing_on_failure = True  # a self-hosted server that blinks keeps serving what it listed
 
     def _headers(self, deployment: Deployment) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -181,6 +210,22 @@ class OpenAIProvider(Provider):
         data = sorted(body.get("data") or [], key=lambda d: d.get("index") or 0)
         usage = _usage(body.get("usage")) or Usage(estimated=True)
         return EmbeddingResponse(body.get("model") or model, [d.get("embedding") or [] for d in data], usage)
+
+    def models_call(self, deployment: Deployment) -> UpstreamCall:
+        """The request listing the models the endpoint serves."""
+        return UpstreamCall("GET", deployment.base_url.rstrip("/") + "/models", self._headers(deployment))
+
+    def discover_models(self, deployment: Deployment, transport: Any) -> list[ListedModel] | None:
+        """What a self-hosted or proxy endpoint serves (its ``/v1/models``); None for OpenAI's own
+        API, whose models are the catalog's."""
+        if is_openai_api(deployment.base_url):
+            return None
+        body = transport.json(deployment, self.models_call(deployment), self)
+        entries = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            raise UpstreamError("OpenAI", "GET /models answered without a 'data' list", retryable=False)
+        return [ListedModel(str(e["id"]), _context_length(e)) for e in entries
+                if isinstance(e, dict) and isinstance(e.get("id"), str) and e["id"]]
 
 
 class OpenAICompatibleProvider(OpenAIProvider):
