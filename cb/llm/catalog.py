@@ -34,6 +34,14 @@ class ModelInfo:
     priced: bool = True  # False: nobody priced it (a discovered model), so it costs 0
     catalogued: bool = True  # False: an endpoint reported it, so its abilities are unknown (it may embed)
 
+    def at_price(self, price: list) -> ModelInfo:
+        """This model at a configured price ``[input, output, cached_input, cache_write]`` (the
+        last two may be None or missing: the catalog's cached rates then apply)."""
+        inp, out, cached, written = (list(price) + [None, None])[:4]
+        return replace(self, input_price=float(inp), output_price=float(out), priced=True,
+                       cached_input_price=self.cached_input_price if cached is None else float(cached),
+                       cache_write_price=self.cache_write_price if written is None else float(written))
+
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
              cache_write_tokens: int = 0) -> float:
         """USD for a request; ``cached_tokens`` and ``cache_write_tokens`` are part of ``prompt_tokens``."""
@@ -137,10 +145,11 @@ class Catalog:
         """The catalog's own models of ``provider`` (not the ones some endpoint reported)."""
         return [m for m in self.models.values() if m.provider == provider and m.catalogued]
 
-    def override_price(self, model_id: str, input_price: float, output_price: float) -> None:
+    def override_price(self, model_id: str, price: list) -> None:
+        """Price ``model_id`` as configured (:func:`cb.llm.deployments.parse_prices`' list)."""
         model = self.get(model_id)
         if model:
-            self.models[model.id] = replace(model, input_price=input_price, output_price=output_price)
+            self.models[model.id] = model.at_price(price)
 
     def discovered(self, provider: str, model_id: str, context_window: int | None = None) -> ModelInfo:
         """Register (or return) a model an endpoint reported (Ollama's /api/tags, a /v1/models):

@@ -231,8 +231,9 @@ class Gateway:
     # -- models ------------------------------------------------------------------------
     def models(self) -> list[dict]:
         """What the configured deployments serve (environment, CB_CONFIG and GraphQL-managed; the
-        models Ollama and self-hosted endpoints reported, also as ``<deployment>/<id>``), at the
-        first deployment's prices, each naming its deployments; then the virtual models."""
+        models Ollama and self-hosted endpoints reported, as ``<deployment>/<id>`` and under the bare
+        id unless that names another deployment), at the first deployment's prices, each naming its
+        deployments; then the virtual models."""
         from cb.llm.router import is_configured
 
         listed: dict[str, dict] = {}
@@ -241,7 +242,10 @@ class Gateway:
                 continue
             discovered = not deployment.models and self.router.listed(deployment) is not None
             for info in self.router.served_models(deployment):
-                names = [info.id, f"{deployment.id}/{info.id}"] if discovered else [info.id]
+                names = [info.id]
+                if discovered:
+                    bare = not self.router.pinned(info.id)[0]  # "anthropic/claude-3" would go to Anthropic
+                    names = [info.id, f"{deployment.id}/{info.id}"] if bare else [f"{deployment.id}/{info.id}"]
                 for name in names:
                     entry = listed.get(name)
                     if entry is None:

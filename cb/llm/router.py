@@ -37,7 +37,7 @@ half-open breaker's single probe is taken) and :meth:`Router.finished` after (or
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from cb import metrics
 from cb.config import Settings
@@ -122,14 +122,14 @@ class Router:
         self.health = health or HealthBook(BreakerPolicy.from_settings(settings))
         self.default_strategy = self.config.default_strategy or settings.routing_strategy
         self.max_attempts = self.config.max_attempts or settings.router_max_attempts
-        self.extra_prices: dict[str, tuple[float, float]] = {}
+        self.extra_prices: dict[str, list] = {}  # CB_CONFIG [prices] of models the catalog does not know
         #: deployment id -> model ids its endpoint listed at the last successful discovery
         self.discovered: dict[str, list[str]] = {}
-        for model, (inp, out) in self.config.prices.items():
+        for model, price in self.config.prices.items():
             if catalog.get(model):
-                catalog.override_price(model, inp, out)
+                catalog.override_price(model, price)
             else:
-                self.extra_prices[model] = (inp, out)
+                self.extra_prices[model] = price
 
     @property
     def deployments(self) -> list[Deployment]:
@@ -246,11 +246,9 @@ class Router:
         ``[prices]`` for a model the catalog did not price."""
         for name in (info.id, *info.aliases):
             if name in deployment.prices:
-                inp, out = deployment.prices[name]
-                return replace(info, input_price=float(inp), output_price=float(out), priced=True)
+                return info.at_price(deployment.prices[name])
         if not info.priced and info.id in self.extra_prices:
-            inp, out = self.extra_prices[info.id]
-            return replace(info, input_price=inp, output_price=out, priced=True)
+            return info.at_price(self.extra_prices[info.id])
         return info
 
     def _unlisted(self, name: str, provider_type: str) -> ModelInfo:
@@ -261,11 +259,7 @@ class Router:
 
     def _model_candidates(self, model: str, ctx: RequestContext,
                           deployments: list[Deployment]) -> tuple[ModelInfo, list[Candidate]]:
-        prefix, _, name = model.partition("/")
-        pinned = [d for d in deployments if name and d.id == prefix]
-        if not pinned and name and prefix in (*PROVIDER_TYPES, "gemini"):
-            ptype = "google" if prefix == "gemini" else prefix
-            pinned = [d for d in deployments if d.provider_type == ptype]
+        pinned, name = self.pinned(model, deployments)
         if pinned:
             info = self.catalog.get(name) or self._unlisted(name, pinned[0].provider_type)
             # an explicit name goes as asked (a model loaded since the last listing; vLLM answers 404 for
@@ -290,6 +284,17 @@ class Router:
             raise ProviderNotConfigured(ptype, KEY_VARIABLES.get(ptype, "its key"), model)
         upstream = name if pinned and self.catalog.get(name) is None else info.id
         return info, [self._candidate(d, info, name if name in d.models else upstream) for d in usable]
+
+    def pinned(self, model: str, deployments: list[Deployment] | None = None) -> tuple[list[Deployment], str]:
+        """The deployments ``<deployment or provider>/<name>`` names explicitly, and the name; none when
+        ``model`` has no such prefix (a bare id, which may itself contain '/')."""
+        deployments = self.deployments if deployments is None else deployments
+        prefix, _, name = model.partition("/")
+        pinned = [d for d in deployments if name and d.id == prefix]
+        if not pinned and name and prefix in (*PROVIDER_TYPES, "gemini"):
+            ptype = "google" if prefix == "gemini" else prefix
+            pinned = [d for d in deployments if d.provider_type == ptype]
+        return pinned, name
 
     def _serves(self, deployment: Deployment, info: ModelInfo, asked: str) -> bool:
         listed = deployment.models or self.listed(deployment)

@@ -94,6 +94,11 @@ def _context_length(entry: dict) -> int | None:
     return None
 
 
+def _is_llama_cpp(entries: list[dict]) -> bool:
+    """One model served by llama.cpp's llama-server (its router mode lists several, without ``/props``)."""
+    return len(entries) == 1 and entries[0].get("owned_by") == "llamacpp"
+
+
 class OpenAIProvider(Provider):
     """OpenAI and every OpenAI-compatible endpoint."""
 
@@ -224,8 +229,21 @@ class OpenAIProvider(Provider):
         entries = body.get("data") if isinstance(body, dict) else None
         if not isinstance(entries, list):
             raise UpstreamError("OpenAI", "GET /models answered without a 'data' list", retryable=False)
-        return [ListedModel(str(e["id"]), _context_length(e)) for e in entries
-                if isinstance(e, dict) and isinstance(e.get("id"), str) and e["id"]]
+        entries = [e for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str) and e["id"]]
+        serving = self._llama_cpp_context(deployment, transport) if _is_llama_cpp(entries) else None
+        return [ListedModel(e["id"], serving or _context_length(e)) for e in entries]
+
+    def _llama_cpp_context(self, deployment: Deployment, transport: Any) -> int | None:
+        """The context a llama.cpp server runs its model with (``/props``: ``n_ctx`` of a slot, which
+        ``--ctx-size`` and ``--parallel`` set), rather than the one it was trained with."""
+        root = deployment.base_url.rstrip("/").removesuffix("/v1")
+        try:
+            props = transport.json(deployment, UpstreamCall("GET", root + "/props", self._headers(deployment)), self)
+        except UpstreamError:
+            return None
+        settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+        n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+        return n_ctx if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and n_ctx > 0 else None
 
 
 class OpenAICompatibleProvider(OpenAIProvider):
