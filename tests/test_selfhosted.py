@@ -89,6 +89,15 @@ def test_chat_accepts_the_bare_and_the_prefixed_name(server_factory, vllm):
     assert [c.json["model"] for c in vllm.chats()] == [LLAMA, LLAMA]
 
 
+def test_embeddings_of_a_listed_embedding_model_under_both_names(server_factory):
+    with VLLMUpstream(models={"BAAI/bge-small-en-v1.5": 512}) as vllm, \
+            client_for(server_factory(OPENAI_BASE_URL=vllm.base_url)) as client:
+        for name in ("BAAI/bge-small-en-v1.5", "openai/BAAI/bge-small-en-v1.5"):
+            answer = client.embeddings.create(model=name, input=["a token", "a place"])
+            assert len(answer.data) == 2 and answer.data[0].embedding
+        assert [r.json["model"] for r in vllm.received] == ["BAAI/bge-small-en-v1.5"] * 2
+
+
 def test_a_catalog_model_the_endpoint_does_not_list_is_404_and_never_sent(server_factory, vllm):
     server = server_factory(OPENAI_BASE_URL=vllm.base_url)
     with client_for(server) as client, pytest.raises(openai.NotFoundError) as refused:

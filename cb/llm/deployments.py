@@ -64,14 +64,13 @@ def env_deployments(settings: Settings) -> list[Deployment]:
 
 
 def needs_key(deployment: Deployment) -> bool:
-    """The hosted providers always need a key (OpenAI's type only at OpenAI's own API: a self-hosted
-    server at OPENAI_BASE_URL usually takes none); others only when the config names a key variable."""
-    if deployment.provider_type == "openai" and not is_openai_api(deployment.base_url):
-        return False
-    return deployment.provider_type in KEYED_TYPES or (
-        deployment.provider_type == "openai_compatible" and bool(deployment.key_variable)
-        and deployment.key_variable not in KEY_VARIABLES.values()
-    )
+    """The hosted providers always need a key; a self-hosted or proxy endpoint speaking OpenAI's
+    protocol (``openai_compatible``, or ``openai`` anywhere but OpenAI's own API, such as a vLLM at
+    OPENAI_BASE_URL) only when the config names a key variable of its own."""
+    if deployment.provider_type == "openai_compatible" or (
+            deployment.provider_type == "openai" and not is_openai_api(deployment.base_url)):
+        return bool(deployment.key_variable) and deployment.key_variable not in KEY_VARIABLES.values()
+    return deployment.provider_type in KEYED_TYPES
 
 
 def is_configured(deployment: Deployment) -> bool:
@@ -117,7 +116,7 @@ def load_config(path: str | None) -> RouterConfig:
         type = "openai_compatible"            # openai | anthropic | google | ollama | openai_compatible
         base_url = "http://gpu:8000/v1"
         key_variable = "VLLM_API_KEY"         # the environment variable holding its key (optional)
-        models = ["llama3.2"]                 # empty: the catalog's models of its type
+        models = ["llama3.2"]                 # empty: what its /v1/models lists (else the catalog's)
         weight = 2.0                          # share under load_balanced
         priority = 0                          # lower is tried first among equals
         enabled = true

@@ -69,7 +69,11 @@ class _SelfHosted(OpenAIUpstream):
             else:
                 self.chat(request, reply)
         elif request.method == "POST" and request.path == "/v1/embeddings":
-            self.embeddings(request, reply)
+            refusal = self.refuse(request.json or {})
+            if refusal:
+                reply.json(*refusal)
+            else:
+                self.embeddings(request, reply)
         else:
             self.other(request, reply)
 

@@ -26,7 +26,7 @@ class Deployment:
     api_key: str | None = None
     key_variable: str | None = None  # named in "not configured" errors
     name: str | None = None
-    models: list[str] = field(default_factory=list)  # empty: the catalog's models of this provider
+    models: list[str] = field(default_factory=list)  # empty: what its endpoint lists, else the catalog's
     weight: float = 1.0
     priority: int = 0
     enabled: bool = True
