@@ -149,6 +149,8 @@ class Settings:
     google_base_url: str = var("GOOGLE_BASE_URL", "https://generativelanguage.googleapis.com", _url, "Gemini endpoint")
     ollama_base_url: str | None = var("OLLAMA_BASE_URL", "http://localhost:11434", _optional(_url), "Ollama server (empty: off)")
     ollama_refresh_seconds: float = var("OLLAMA_REFRESH_SECONDS", "60", _seconds, "how often Ollama's model list is refreshed")
+    openai_models_refresh_seconds: float = var("OPENAI_MODELS_REFRESH_SECONDS", "60", _seconds,
+                                               "how often a self-hosted OpenAI-compatible endpoint's /v1/models is read")
     web_concurrency: int | None = var("WEB_CONCURRENCY", "", _optional(_int(1)), "gunicorn workers with nats (default: CPU count)")
     load_default_workflows: bool = var("CB_LOAD_DEFAULT_WORKFLOWS", "true", _bool, "store the example workflows on first start")
     secret_key: str | None = var("CB_SECRET_KEY", "", _optional(_text), "encrypts provider and agent keys at rest")

@@ -39,7 +39,7 @@ class Services:
     security: Security | None = None
     workflows: WorkflowEngine | None = None
     version: str = __version__
-    discovery: Any = None  # cb.llm.discovery.ModelDiscovery: refreshes Ollama's model list
+    discovery: Any = None  # [cb.llm.discovery.ModelDiscovery]: refresh the model lists endpoints report (one per interval)
     # the LLM side, built by cb.llm.services.llm_services
     catalog: Catalog | None = None
     router: Router | None = None
@@ -86,14 +86,15 @@ class Services:
         self.migrate()
         if self.settings.load_default_workflows:
             self.workflows.load_defaults()
-        self.discovery.start()
+        for discovery in self.discovery:
+            discovery.start()
         self.agents.start()
         return self
 
     def close(self) -> None:
         """At worker exit: write usage records still pending, then close storage (flushes events)."""
-        if self.discovery is not None:
-            self.discovery.stop()
+        for discovery in self.discovery or ():
+            discovery.stop()
         if self.agents is not None:
             self.agents.stop()
         if self.ledger is not None:

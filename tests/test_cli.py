@@ -313,7 +313,7 @@ def test_help_needs_neither_settings_nor_storage(cli):
 def test_shell_has_the_services_and_starts_no_background_jobs(cli):
     script = "\n".join([
         "print('workflows:', sorted(w.id for w in workflows.list_workflows()))",
-        "print('runner:', services.agents.runner._sweeper is None, 'discovery:', services.discovery._greenlet is None)",
+        "print('runner:', services.agents.runner._sweeper is None, 'discovery:', all(d._greenlet is None for d in services.discovery))",
         "print('missing:', [n for n in ('app', 'settings', 'gateway', 'router', 'ledger', 'storage') if n not in globals()])",
         "print('backend:', storage.backend, app.name)",
         "print('health:', app.test_client().get('/health').json['storage'])",

@@ -236,10 +236,15 @@ def _lines(anthropic, deployment):
 # -- end to end: the official openai client, the real server, the local Anthropic --------------
 
 @pytest.fixture(scope="module")
-def client(upstream, tmp_path_factory):
+def gateway(upstream, tmp_path_factory):
     with serving(tmp_path_factory.mktemp("anthropic"), ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=upstream.url) as (
-            _, client):
-        yield client
+            server, client):
+        yield server, client
+
+
+@pytest.fixture(scope="module")
+def client(gateway):
+    return gateway[1]
 
 
 def test_openai_client_chats_with_claude(client, anthropic):
@@ -340,3 +345,24 @@ def test_client_leaving_a_stream_closes_the_anthropic_connection(client, anthrop
     assert first.choices[0].delta.role == "assistant"
     stream.close()
     assert anthropic.wait_for_disconnect(5) is not None
+
+
+def test_prompt_cache_reads_and_writes_reach_the_client_and_are_priced_at_their_rates(gateway, anthropic):
+    server, client = gateway
+    anthropic.say(Answer("Cached.", prompt_tokens=2000, completion_tokens=10, cache_write_tokens=1800),
+                  Answer("Cached.", prompt_tokens=2000, completion_tokens=10, cached_tokens=1800))
+    first = client.chat.completions.create(model="claude-3-haiku", messages=[{"role": "user", "content": "Hi"}])
+    chunks = list(client.chat.completions.create(model="claude-3-haiku", stream=True,
+                                                 stream_options={"include_usage": True},
+                                                 messages=[{"role": "user", "content": "Hi"}]))
+    assert first.usage.prompt_tokens == 2000  # OpenAI's prompt tokens include the cached ones
+    assert first.usage.prompt_tokens_details.cached_tokens is None
+    assert first.usage.prompt_tokens_details.cache_write_tokens == 1800  # ours: OpenAI has no such field
+    streamed = chunks[-1].usage
+    assert (streamed.prompt_tokens, streamed.prompt_tokens_details.cached_tokens) == (2000, 1800)
+    # claude-3-haiku: $0.25 per 1M input, $0.03 cache reads, $0.30 cache writes, $1.25 output
+    expected = (200 * 0.25 + 1800 * 0.30 + 10 * 1.25) + (200 * 0.25 + 1800 * 0.03 + 10 * 1.25)
+    report = server.graphql("{ costAnalytics { cached_tokens cache_write_tokens model_breakdown } }")["data"]
+    entry = report["costAnalytics"]["model_breakdown"]["claude-3-haiku-20240307"]
+    assert entry["cost"] == pytest.approx(expected / 1e6, abs=1e-12)
+    assert (entry["cached_tokens"], entry["cache_write_tokens"]) == (1800, 1800)

@@ -230,6 +230,16 @@ def test_openai_client_chats_with_gemini(client, gemini):
     assert response.usage.total_tokens == 9 and response.choices[0].finish_reason == "stop"
 
 
+def test_cached_content_and_thoughts_become_openai_usage_details(client, gemini):
+    gemini.say(Answer("Thought about it.", prompt_tokens=1000, completion_tokens=4, cached_tokens=800,
+                      reasoning_tokens=30))
+    response = client.chat.completions.create(model="gemini-1.5-flash", messages=[{"role": "user", "content": "Hi"}])
+    usage = response.usage
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (1000, 34, 1034)
+    assert usage.prompt_tokens_details.cached_tokens == 800
+    assert usage.completion_tokens_details.reasoning_tokens == 30
+
+
 def test_openai_client_streams_gemini(client, gemini):
     gemini.say(Answer("Streaming from Gemini", prompt_tokens=5, completion_tokens=3))
     chunks = list(client.chat.completions.create(model="gemini-1.5-flash", stream=True,

@@ -103,5 +103,6 @@ class AgentCaller:
         usage = stream.final_usage()
         info = stream.route.model
         return CallResult("".join(pieces), usage.prompt_tokens, usage.completion_tokens, usage.estimated,
-                          info.cost(usage.prompt_tokens, usage.completion_tokens), info.id,
+                          info.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
+                                    usage.cache_write_tokens), info.id,
                           stream.route.deployment.provider_type)

@@ -4,7 +4,10 @@ The numbers are sums of the ledger's records and nothing else: ``total_cost`` is
 exact sum of ``cost_usd`` over the records in the period (kept as a fraction, so no float
 error accumulates), rounded to 10 decimal places. Days and months are UTC. Every record
 counts as a request, including failed ones (which carry the cost of what was consumed,
-usually 0).
+usually 0). Cached prompt tokens (read from a provider's cache, and written to it) are
+counted apart within ``prompt_tokens``, as the ledger priced them; requests for a model
+nobody priced are counted as ``unpriced_requests``, and a model all of whose requests
+were unpriced is marked ``priced: false`` in ``model_breakdown``.
 
 Each worker folds every record once into hourly aggregates keyed by (hour, provider,
 model, user, project, api key), so memory grows with the number of distinct such
@@ -85,11 +88,13 @@ def _iso(ts: float | None) -> str | None:
 class _Sum:
     """Cost, requests and tokens of a group of records, and when the first and last were made."""
 
-    __slots__ = ("cost_exact", "requests", "prompt_tokens", "completion_tokens", "first", "last")
+    __slots__ = ("cost_exact", "requests", "prompt_tokens", "completion_tokens", "cached_tokens",
+                 "cache_write_tokens", "unpriced_requests", "first", "last")
 
     def __init__(self) -> None:
         self.cost_exact = Fraction(0)
         self.requests = self.prompt_tokens = self.completion_tokens = 0
+        self.cached_tokens = self.cache_write_tokens = self.unpriced_requests = 0
         self.first = self.last = None
 
     def add(self, record: UsageRecord) -> None:
@@ -98,6 +103,9 @@ class _Sum:
         self.requests += 1
         self.prompt_tokens += record.prompt_tokens
         self.completion_tokens += record.completion_tokens
+        self.cached_tokens += record.cached_tokens
+        self.cache_write_tokens += record.cache_write_tokens
+        self.unpriced_requests += not record.priced
         self._seen(record.timestamp, record.timestamp)
 
     def merge(self, other: _Sum) -> None:
@@ -105,6 +113,9 @@ class _Sum:
         self.requests += other.requests
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
+        self.cached_tokens += other.cached_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.unpriced_requests += other.unpriced_requests
         self._seen(other.first, other.last)
 
     def _seen(self, first: float | None, last: float | None) -> None:
@@ -127,6 +138,9 @@ class _Sum:
             "tokens": self.tokens,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "unpriced_requests": self.unpriced_requests,
         }
 
 
@@ -166,10 +180,14 @@ class CostAnalytics:
             "total_requests": total.requests,
             "prompt_tokens": total.prompt_tokens,
             "completion_tokens": total.completion_tokens,
+            "cached_tokens": total.cached_tokens,
+            "cache_write_tokens": total.cache_write_tokens,
+            "unpriced_requests": total.unpriced_requests,
             "daily_usage": [{"date": k, **v.as_dict()} for k, v in sorted(days.items())],
             "monthly_usage": [{"month": k, **v.as_dict()} for k, v in sorted(months.items())],
             "provider_breakdown": {k: v.as_dict() for k, v in sorted(providers.items())},
-            "model_breakdown": {k: v.as_dict() for k, v in sorted(models.items())},
+            "model_breakdown": {k: v.as_dict() | {"priced": v.unpriced_requests < v.requests}
+                                for k, v in sorted(models.items())},
             "top_models": [{"model": k, **v.as_dict()} for k, v in ranked[:TOP_MODELS]],
             "period_start": _iso(flt.start if flt.start is not None else total.first),
             "period_end": _iso(flt.end if flt.end is not None else total.last),

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from cb.config import ConfigError, Settings, lookup
 from cb.errors import NotFound, ValidationError
 from cb.llm.providers.base import Deployment
+from cb.llm.providers.openai import is_openai_api
 from cb.logs import get_logger, redactor
 from cb.network import check_base_url
 from cb.secrets import SecretBox, SecretUnavailable
@@ -63,11 +64,13 @@ def env_deployments(settings: Settings) -> list[Deployment]:
 
 
 def needs_key(deployment: Deployment) -> bool:
-    """The hosted providers always need a key; others only when the config names a key variable."""
-    return deployment.provider_type in KEYED_TYPES or (
-        deployment.provider_type == "openai_compatible" and bool(deployment.key_variable)
-        and deployment.key_variable not in KEY_VARIABLES.values()
-    )
+    """The hosted providers always need a key; a self-hosted or proxy endpoint speaking OpenAI's
+    protocol (``openai_compatible``, or ``openai`` anywhere but OpenAI's own API, such as a vLLM at
+    OPENAI_BASE_URL) only when the config names a key variable of its own."""
+    if deployment.provider_type == "openai_compatible" or (
+            deployment.provider_type == "openai" and not is_openai_api(deployment.base_url)):
+        return bool(deployment.key_variable) and deployment.key_variable not in KEY_VARIABLES.values()
+    return deployment.provider_type in KEYED_TYPES
 
 
 def is_configured(deployment: Deployment) -> bool:
@@ -94,7 +97,7 @@ class RouterConfig:
     """What the TOML file adds to the environment."""
 
     deployments: list[Deployment] = field(default_factory=list)
-    prices: dict[str, tuple[float, float]] = field(default_factory=dict)  # model -> (input, output) per 1M
+    prices: dict[str, list] = field(default_factory=dict)  # model -> parse_prices' list, USD per 1M
     fallbacks: dict[str, list[str]] = field(default_factory=dict)
     default_strategy: str | None = None
     max_attempts: int | None = None
@@ -113,14 +116,14 @@ def load_config(path: str | None) -> RouterConfig:
         type = "openai_compatible"            # openai | anthropic | google | ollama | openai_compatible
         base_url = "http://gpu:8000/v1"
         key_variable = "VLLM_API_KEY"         # the environment variable holding its key (optional)
-        models = ["llama3.2"]                 # empty: the catalog's models of its type
+        models = ["llama3.2"]                 # empty: what its /v1/models lists (else the catalog's)
         weight = 2.0                          # share under load_balanced
         priority = 0                          # lower is tried first among equals
         enabled = true
         prices = { "llama3.2" = { input = 0.1, output = 0.2 } }   # this endpoint's own prices (optional)
 
-        [prices]                              # USD per 1M tokens
-        "gpt-4o" = { input = 2.0, output = 8.0 }
+        [prices]                              # USD per 1M tokens; cached_input, cache_write optional
+        "gpt-4o" = { input = 2.0, output = 8.0, cached_input = 1.0 }
 
         [fallbacks]                           # tried, in order, when every deployment failed
         "gpt-4o" = ["claude-3-5-sonnet", "gemini-1.5-pro"]
@@ -176,21 +179,29 @@ def _parse_config(data: dict) -> RouterConfig:
         check_base_url(deployment.base_url, f"deployments[{i}].base_url")
         redactor.add(deployment.api_key)
         config.deployments.append(deployment)
-    for model, price in data.get("prices", {}).items():
-        config.prices[model] = (float(price["input"]), float(price["output"]))
+    config.prices = parse_prices(data.get("prices", {}))
     for model, chain in data.get("fallbacks", {}).items():
         config.fallbacks[model] = [str(m) for m in chain]
     return config
 
 
-def parse_prices(prices: dict) -> dict[str, list[float]]:
-    """``{model: {input, output}}`` (USD per 1M tokens) -> ``{model: [input, output]}``."""
+#: the keys of a price, USD per 1M tokens: cached_input (prompt tokens read from the provider's
+#: cache) and cache_write (written to it) are optional, the input price where missing
+PRICE_KEYS = ("input", "output", "cached_input", "cache_write")
+
+
+def parse_prices(prices: dict) -> dict[str, list]:
+    """``{model: {input, output[, cached_input, cache_write]}}`` -> ``{model: [input, output[, cached_input,
+    cache_write]]}`` (None for a cached rate not given before one that is)."""
     parsed = {}
     for model, price in prices.items():
-        pair = [float(price["input"]), float(price["output"])]
-        if min(pair) < 0:
+        values = [float(price["input"]), float(price["output"])]
+        values += [None if price.get(key) is None else float(price[key]) for key in PRICE_KEYS[2:]]
+        if min(v for v in values if v is not None) < 0:
             raise ValidationError(f"prices of {model!r} must not be negative")
-        parsed[str(model)] = pair
+        while values[-1] is None:
+            values.pop()
+        parsed[str(model)] = values
     return parsed
 
 
@@ -299,7 +310,8 @@ class DeploymentRegistry:
             try:
                 updated.prices = parse_prices(spec["prices"])
             except (KeyError, TypeError, ValueError, AttributeError):
-                raise ValidationError('prices must map model names to {"input": USD, "output": USD} per 1M tokens') \
+                raise ValidationError('prices must map model names to {"input": USD, "output": USD} per 1M tokens '
+                                      '(and optionally "cached_input", "cache_write")') \
                     from None
         if not updated.base_url:
             raise ValidationError("base_url is required for an openai_compatible deployment")

@@ -1,12 +1,16 @@
-"""Model discovery: endpoints that list their own models (Ollama's ``/api/tags``).
+"""Model discovery: endpoints that list their own models (Ollama's ``/api/tags``, the
+``/v1/models`` of a self-hosted OpenAI-compatible server such as vLLM or llama.cpp).
 
 :class:`ModelDiscovery` asks every such deployment once at start and then every
-``OLLAMA_REFRESH_SECONDS`` in a background greenlet, and registers what it finds in the
-:class:`~cb.llm.catalog.Catalog`, so a model pulled into Ollama is served without a restart.
+``OLLAMA_REFRESH_SECONDS`` (Ollama) or ``OPENAI_MODELS_REFRESH_SECONDS`` (OpenAI-compatible)
+in a background greenlet, and registers what it finds in the
+:class:`~cb.llm.catalog.Catalog` (with the context length the endpoint reports), so a
+model pulled into Ollama or loaded into vLLM is served without a restart.
 ``found`` (the router's :attr:`~cb.llm.router.Router.discovered`) holds, per deployment,
-what it listed at the last round: an endpoint that cannot be reached is dropped from it,
-so the router sends no bare or virtual model there until it answers again. A failing
-endpoint is logged and tried again on the next round; it never stops the loop.
+what it listed at the last round. When an endpoint cannot be reached, an Ollama is dropped
+from it, so the router sends no bare or virtual model there until it answers again; an
+OpenAI-compatible endpoint keeps its last list (the breakers judge whether it is up). A
+failing endpoint is logged once and tried again on the next round; it never stops the loop.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 import gevent
 
 from cb.llm.catalog import Catalog
-from cb.llm.providers.base import Deployment, Provider
+from cb.llm.providers.base import Deployment, ListedModel, Provider
 from cb.logs import get_logger
 
 log = get_logger("llm.discovery")
@@ -53,13 +57,18 @@ class ModelDiscovery:
             try:
                 names = provider.discover_models(deployment, self.transport)
             except Exception as exc:  # an unreachable endpoint must not end discovery
-                if self.found.pop(deployment.id, None) is not None or deployment.id not in self._warned:
-                    log.warning("could not list the models of %s: %s", deployment.id, getattr(exc, "message", exc))
+                dropped = not provider.keeps_listing_on_failure and self.found.pop(deployment.id, None) is not None
+                if dropped or deployment.id not in self._warned:
+                    kept = " (keeping its last list)" if deployment.id in self.found else ""
+                    log.warning("could not list the models of %s: %s%s", deployment.id,
+                                getattr(exc, "message", exc), kept)
                 self._warned.add(deployment.id)
                 continue
-            if names is None:
+            if names is None:  # it does not list its models (OpenAI's own API: the catalog's)
+                self.found.pop(deployment.id, None)
                 continue
-            ids = [self.catalog.discovered(deployment.provider_type, name).id for name in names]
+            listed = [n if isinstance(n, ListedModel) else ListedModel(n) for n in names]
+            ids = [self.catalog.discovered(deployment.provider_type, m.id, m.context_window).id for m in listed]
             if ids != self.found.get(deployment.id):
                 log.info("%s serves %d models: %s", deployment.id, len(ids), ", ".join(ids))
             self.found[deployment.id] = ids
@@ -97,16 +106,19 @@ class ModelDiscovery:
             gevent.sleep(self.interval)
 
 
-def build_discovery(gateway: Any, settings: Any) -> ModelDiscovery:
-    """Discovery for the gateway's deployments whose provider can list models (also ones added
-    later); :meth:`ModelDiscovery.start` starts it."""
+def build_discovery(gateway: Any, settings: Any) -> list[ModelDiscovery]:
+    """Discovery for the gateway's deployments whose provider can list models (also ones
+    added later): Ollama's every OLLAMA_REFRESH_SECONDS, OpenAI-compatible ones' every
+    OPENAI_MODELS_REFRESH_SECONDS, into the router's one ``discovered`` map; each one's
+    :meth:`ModelDiscovery.start` starts it."""
     from cb.llm.providers import PROVIDERS
 
     router = gateway.router
 
-    def listing() -> list[Deployment]:
-        return [d for d in router.deployments
-                if type(PROVIDERS.get(d.provider_type)).discover_models is not Provider.discover_models]
+    def listing(types: tuple[str, ...]) -> Callable[[], list[Deployment]]:
+        return lambda: [d for d in router.deployments if d.provider_type in types]
 
-    return ModelDiscovery(gateway.catalog, listing, PROVIDERS, gateway.transport, settings.ollama_refresh_seconds,
-                          found=getattr(router, "discovered", None))
+    rounds = [(("ollama",), settings.ollama_refresh_seconds),
+              (("openai", "openai_compatible"), settings.openai_models_refresh_seconds)]
+    return [ModelDiscovery(gateway.catalog, listing(types), PROVIDERS, gateway.transport, interval,
+                           found=getattr(router, "discovered", None)) for types, interval in rounds]

@@ -87,7 +87,10 @@ class Gateway:
             deployment=route.deployment.id if route else None,
             api_key_id=ctx.api_key_id, user=ctx.user, project=ctx.project,
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            cost_usd=info.cost(usage.prompt_tokens, usage.completion_tokens) if info else 0.0,
+            cached_tokens=usage.cached_tokens, cache_write_tokens=usage.cache_write_tokens,
+            cost_usd=info.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
+                               usage.cache_write_tokens) if info else 0.0,
+            priced=info.priced if info else True,
             latency_ms=round(elapsed_ms(ctx.started), 3), ttft_ms=ttft_ms, status=status, streamed=streamed,
             fallback_used=bool(route and route.fallback), estimated=usage.estimated, request_id=ctx.request_id,
             attempts=ctx.attempts,
@@ -231,7 +234,7 @@ class Gateway:
         """Embeddings, failing over between routes of a model that makes them."""
         def plan() -> list[tuple[Route, Provider]]:
             pairs = self.plan(request.model, None, ctx)
-            if not pairs[0][0].model.embeddings:
+            if not pairs[0][0].model.embeddings and pairs[0][0].model.catalogued:
                 raise InvalidRequest(f"The model '{request.model}' does not create embeddings", "model",
                                      "model_not_supported")
             return pairs
@@ -247,20 +250,27 @@ class Gateway:
 
     # -- models ------------------------------------------------------------------------
     def models(self) -> list[dict]:
-        """What the configured deployments serve (environment, CB_CONFIG and GraphQL-managed; Ollama's
-        discovered models), at the first deployment's prices, each naming its deployments; then the
-        virtual models."""
+        """What the configured deployments serve (environment, CB_CONFIG and GraphQL-managed; the
+        models Ollama and self-hosted endpoints reported, as ``<deployment>/<id>`` and under the bare
+        id unless that names another deployment), at the first deployment's prices, each naming its
+        deployments; then the virtual models."""
         from cb.llm.router import is_configured
 
         listed: dict[str, dict] = {}
         for deployment in getattr(self.router, "deployments", []):
             if not is_configured(deployment):
                 continue
+            discovered = not deployment.models and self.router.listed(deployment) is not None
             for info in self.router.served_models(deployment):
-                entry = listed.get(info.id)
-                if entry is None:
-                    entry = listed[info.id] = describe_model(info) | {"deployments": []}
-                entry["deployments"].append(deployment.id)
+                names = [info.id]
+                if discovered:
+                    bare = not self.router.pinned(info.id)[0]  # "anthropic/claude-3" would go to Anthropic
+                    names = [info.id, f"{deployment.id}/{info.id}"] if bare else [f"{deployment.id}/{info.id}"]
+                for name in names:
+                    entry = listed.get(name)
+                    if entry is None:
+                        entry = listed[name] = describe_model(info) | {"id": name, "deployments": []}
+                    entry["deployments"].append(deployment.id)
         models = list(listed.values())
         for name, spec in VIRTUAL_MODELS.items():
             models.append({"id": name, "object": "model", "created": CREATED, "owned_by": "circuit-breaker",
@@ -296,6 +306,7 @@ def describe_model(info: ModelInfo) -> dict:
         "provider": info.provider, "context_window": info.context_window,
         "supports_streaming": info.supports_streaming,
         "input_price_per_million": info.input_price, "output_price_per_million": info.output_price,
+        "cached_input_price_per_million": info.cached_input_price, "priced": info.priced,
         "supports_tools": info.supports_tools, "supports_vision": info.supports_vision,
         "embeddings": info.embeddings, "aliases": list(info.aliases),
     }

@@ -10,12 +10,17 @@
 * a virtual model (``auto``, ``cb:cost-optimal`` …) ranks every configured deployment's
   models carrying the virtual model's tag, so it never lands on a provider without a key.
 
-A deployment serves its ``models`` list, else the catalog's models of its type; an Ollama
-deployment without a list serves only the models discovery found on it
-(:attr:`Router.discovered`), so while Ollama is unreachable no bare or virtual model
-resolves to it (``ollama/<model>`` is still sent as asked). A deployment's own
-``prices`` override the catalog's for the routes through it, so ``cost_optimized`` can
-tell two endpoints of one model apart and each request is billed at its endpoint's price.
+A deployment serves its ``models`` list, else what its endpoint listed at discovery
+(:attr:`Router.discovered`), else the catalog's models of its type. An Ollama deployment
+without a list serves only the models discovery found on it, so while Ollama is
+unreachable no bare or virtual model resolves to it (``ollama/<model>`` is still sent as
+asked). An OpenAI-compatible endpoint that lists its models (vLLM, llama.cpp, LM Studio, a
+proxy: anything but OpenAI's own API) serves exactly those to bare and virtual names; one
+that cannot list them serves the catalog's OpenAI models. An explicit ``openai/<model>``
+goes to a deployment that lists it, else as asked to any of that type.
+A deployment's own ``prices`` override the catalog's for the routes through it, so
+``cost_optimized`` can tell two endpoints of one model apart and each request is billed at
+its endpoint's price; a model nobody priced costs 0 and is marked unpriced.
 
 Eligible means enabled, configured (has its key), breaker closed or with its probe free,
 not inside a Retry-After, and within ``max_cost_per_1k_tokens``. ``max_latency_ms``
@@ -32,7 +37,7 @@ half-open breaker's single probe is taken) and :meth:`Router.finished` after (or
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from cb import metrics
 from cb.config import Settings
@@ -117,14 +122,14 @@ class Router:
         self.health = health or HealthBook(BreakerPolicy.from_settings(settings))
         self.default_strategy = self.config.default_strategy or settings.routing_strategy
         self.max_attempts = self.config.max_attempts or settings.router_max_attempts
-        self.extra_prices: dict[str, tuple[float, float]] = {}
+        self.extra_prices: dict[str, list] = {}  # CB_CONFIG [prices] of models the catalog does not know
         #: deployment id -> model ids its endpoint listed at the last successful discovery
         self.discovered: dict[str, list[str]] = {}
-        for model, (inp, out) in self.config.prices.items():
+        for model, price in self.config.prices.items():
             if catalog.get(model):
-                catalog.override_price(model, inp, out)
+                catalog.override_price(model, price)
             else:
-                self.extra_prices[model] = (inp, out)
+                self.extra_prices[model] = price
 
     @property
     def deployments(self) -> list[Deployment]:
@@ -221,45 +226,45 @@ class Router:
             return True
         return bool(ctx and ctx.provider_key and deployment.enabled and deployment.base_url)
 
+    def listed(self, deployment: Deployment) -> list[str] | None:
+        """The model ids the deployment's endpoint listed at discovery; None when it lists none
+        (OpenAI's own API, an endpoint without ``/models``), so the catalog's models of its type apply."""
+        if deployment.provider_type in LISTING_TYPES:
+            return self.discovered.get(deployment.id, [])
+        return self.discovered.get(deployment.id)
+
     def served_models(self, deployment: Deployment) -> list[ModelInfo]:
         """The models a deployment serves, at its prices (see the module docstring)."""
-        if deployment.models:
-            names = deployment.models
-        elif deployment.provider_type in LISTING_TYPES:
-            names = self.discovered.get(deployment.id, [])
-        else:
+        names = deployment.models or self.listed(deployment)
+        if names is None:
             return [self._priced(deployment, m) for m in self.catalog.for_provider(deployment.provider_type)]
         return [self._priced(deployment, self.catalog.get(n) or self._unlisted(n, deployment.provider_type))
                 for n in names]
 
-    @staticmethod
-    def _priced(deployment: Deployment, info: ModelInfo) -> ModelInfo:
-        """``info`` at the deployment's own price for it, if it sets one."""
-        if not deployment.prices:
-            return info
+    def _priced(self, deployment: Deployment, info: ModelInfo) -> ModelInfo:
+        """``info`` at the deployment's own price for it, if it sets one, else at CB_CONFIG's
+        ``[prices]`` for a model the catalog did not price."""
         for name in (info.id, *info.aliases):
             if name in deployment.prices:
-                inp, out = deployment.prices[name]
-                return replace(info, input_price=float(inp), output_price=float(out))
+                return info.at_price(deployment.prices[name])
+        if not info.priced and info.id in self.extra_prices:
+            return info.at_price(self.extra_prices[info.id])
         return info
 
     def _unlisted(self, name: str, provider_type: str) -> ModelInfo:
-        inp, out = self.extra_prices.get(name, (0.0, 0.0))
-        return ModelInfo(name, provider_type, 8192, inp, out, tags=("chat",))
+        return ModelInfo(name, provider_type, 8192, 0.0, 0.0, tags=("chat",), priced=False, catalogued=False)
 
     def _candidate(self, deployment: Deployment, info: ModelInfo, upstream: str) -> Candidate:
         return Candidate(Route(deployment, self._priced(deployment, info), upstream), self.health[deployment.id])
 
     def _model_candidates(self, model: str, ctx: RequestContext,
                           deployments: list[Deployment]) -> tuple[ModelInfo, list[Candidate]]:
-        prefix, _, name = model.partition("/")
-        pinned = [d for d in deployments if name and d.id == prefix]
-        if not pinned and name and prefix in (*PROVIDER_TYPES, "gemini"):
-            ptype = "google" if prefix == "gemini" else prefix
-            pinned = [d for d in deployments if d.provider_type == ptype]
+        pinned, name = self.pinned(model, deployments)
         if pinned:
             info = self.catalog.get(name) or self._unlisted(name, pinned[0].provider_type)
-            serving = [d for d in pinned if self._serves(d, info, name) or not d.models]
+            # an explicit name goes as asked (a model loaded since the last listing; vLLM answers 404 for
+            # one it lacks), to the deployments that list it if any do
+            serving = [d for d in pinned if self._serves(d, info, name)] or [d for d in pinned if not d.models]
         else:
             name = model
             info = self.catalog.get(model)
@@ -270,8 +275,8 @@ class Router:
                 info = self._unlisted(model, listing.provider_type)
             serving = [d for d in deployments if self._serves(d, info, model)]
         usable = [d for d in serving if self.usable(d, ctx)]
-        silent = [d for d in deployments if d.provider_type == info.provider and d.provider_type in LISTING_TYPES
-                  and not d.models and is_configured(d)]
+        silent = [d for d in (pinned or deployments) if (pinned or d.provider_type == info.provider)
+                  and not d.models and self.listed(d) is not None and is_configured(d)]
         if not usable and silent:
             raise ModelNotServed(model, ", ".join(f"{d.name or d.id} at {d.base_url}" for d in silent))
         if not usable:
@@ -280,12 +285,21 @@ class Router:
         upstream = name if pinned and self.catalog.get(name) is None else info.id
         return info, [self._candidate(d, info, name if name in d.models else upstream) for d in usable]
 
+    def pinned(self, model: str, deployments: list[Deployment] | None = None) -> tuple[list[Deployment], str]:
+        """The deployments ``<deployment or provider>/<name>`` names explicitly, and the name; none when
+        ``model`` has no such prefix (a bare id, which may itself contain '/')."""
+        deployments = self.deployments if deployments is None else deployments
+        prefix, _, name = model.partition("/")
+        pinned = [d for d in deployments if name and d.id == prefix]
+        if not pinned and name and prefix in (*PROVIDER_TYPES, "gemini"):
+            ptype = "google" if prefix == "gemini" else prefix
+            pinned = [d for d in deployments if d.provider_type == ptype]
+        return pinned, name
+
     def _serves(self, deployment: Deployment, info: ModelInfo, asked: str) -> bool:
-        listed = deployment.models
-        if not listed and deployment.provider_type in LISTING_TYPES:
-            listed = self.discovered.get(deployment.id, [])
-        elif not listed:
-            return deployment.provider_type == info.provider
+        listed = deployment.models or self.listed(deployment)
+        if listed is None:
+            return deployment.provider_type == info.provider and info.catalogued
         return asked in listed or info.id in listed or any(a in listed for a in info.aliases)
 
     def _virtual_candidates(self, tag: str, deployments: list[Deployment]) -> list[Candidate]:

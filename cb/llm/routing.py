@@ -61,7 +61,10 @@ class UsageRecord:
     project: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, read from the provider's cache (priced at its cached rate)
+    cache_write_tokens: int = 0  # of prompt_tokens, written to it
     cost_usd: float = 0.0
+    priced: bool = True  # False: the model has no price anywhere, so the cost of 0 is not a price
     latency_ms: float = 0.0
     ttft_ms: float | None = None
     status: str = "success"  # success | error | interrupted

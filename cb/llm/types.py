@@ -93,9 +93,23 @@ class ChatRequest:
 
 @dataclass
 class Usage:
+    """Token counts. The details are OpenAI's ``prompt_tokens_details`` / ``completion_tokens_details``
+    (``cached_tokens``, ``audio_tokens``, ``reasoning_tokens`` …), passed through to the client;
+    ``cache_write_tokens`` (Anthropic's cache creation) is ours, counted within ``prompt_tokens``."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated: bool = False
+    prompt_details: dict | None = None
+    completion_details: dict | None = None
+
+    @property
+    def cached_tokens(self) -> int:
+        return int((self.prompt_details or {}).get("cached_tokens") or 0)
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return int((self.prompt_details or {}).get("cache_write_tokens") or 0)
 
     @property
     def total_tokens(self) -> int:

@@ -295,8 +295,13 @@ def new_completion_id() -> str:
 
 
 def render_usage(usage: Usage) -> dict:
-    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens}
+    rendered = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens}
+    if usage.prompt_details:
+        rendered["prompt_tokens_details"] = dict(usage.prompt_details)
+    if usage.completion_details:
+        rendered["completion_tokens_details"] = dict(usage.completion_details)
+    return rendered
 
 
 def render_response(response: ChatResponse, model: str) -> dict:

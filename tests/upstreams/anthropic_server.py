@@ -111,15 +111,22 @@ def message(model: str, answer: Answer, stop_sequence: str | None = None) -> dic
         "content": content,
         "stop_reason": _stop_reason(answer),
         "stop_sequence": stop_sequence if _stop_reason(answer) == "stop_sequence" else None,
-        "usage": {"input_tokens": answer.prompt_tokens, "output_tokens": answer.completion_tokens},
+        "usage": _usage(answer, answer.completion_tokens),
     }
+
+
+def _usage(answer: Answer, output_tokens: int) -> dict:
+    """Anthropic counts cache reads and writes apart from ``input_tokens``."""
+    return {"input_tokens": answer.prompt_tokens - answer.cached_tokens - answer.cache_write_tokens,
+            "cache_creation_input_tokens": answer.cache_write_tokens,
+            "cache_read_input_tokens": answer.cached_tokens, "output_tokens": output_tokens}
 
 
 def stream_events(model: str, answer: Answer):
     """(event name, data) pairs, in the order Anthropic sends them."""
     start = message(model, answer)
     start.update(content=[], stop_reason=None)
-    start["usage"] = {"input_tokens": answer.prompt_tokens, "output_tokens": 1}
+    start["usage"] = _usage(answer, 1)
     yield "message_start", {"type": "message_start", "message": start}
     index = 0
     if answer.text:

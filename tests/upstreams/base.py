@@ -4,7 +4,9 @@ Subclasses implement :meth:`UpstreamServer.handle` and answer through :class:`Re
 which writes JSON bodies, chunked streams (SSE or NDJSON) and notices when the client
 (our gateway) closes the connection, even while the server is "thinking" before its
 first byte. Every request is recorded in ``server.received``; faults can be queued
-(``fail_next``, ``hang_next``, ``slow_next``) and are consumed one per request.
+(``fail_next``, ``hang_next``, ``slow_next``) and are consumed one per request. Requests
+to a subclass's ``listing_paths`` (model lists the gateway polls in the background) go
+to ``server.listings`` instead and consume no fault, so a poll never takes a test's.
 
 Usage::
 
@@ -170,8 +172,11 @@ class Reply:
 class UpstreamServer:
     """Base class: a local HTTP server in a daemon thread. Subclasses implement ``handle``."""
 
+    listing_paths: frozenset[str] = frozenset()
+
     def __init__(self) -> None:
         self.received: list[Received] = []
+        self.listings: list[Received] = []
         self.faults: deque[Fault] = deque()
         self.disconnects: list[float] = []  # monotonic times at which a client went away
         self._lock = threading.Lock()
@@ -245,6 +250,7 @@ class UpstreamServer:
 
     def reset(self) -> None:
         self.received.clear()
+        self.listings.clear()
         self.faults.clear()
         self.disconnects.clear()
 
@@ -263,8 +269,12 @@ class UpstreamServer:
             parsed = None
         received = Received(handler.command, parts.path, parse_qs(parts.query), dict(handler.headers), body, parsed)
         with self._lock:
-            self.received.append(received)
-            fault = self.faults.popleft() if self.faults else None
+            if received.method == "GET" and received.path in self.listing_paths:
+                self.listings.append(received)
+                fault = None
+            else:
+                self.received.append(received)
+                fault = self.faults.popleft() if self.faults else None
         reply = Reply(handler, self, fault)
         try:
             if fault and fault.hang:

@@ -94,9 +94,14 @@ def _parts(answer: Answer) -> list[dict]:
 
 def _usage(answer: Answer, final: bool = True) -> dict:
     usage = {"promptTokenCount": answer.prompt_tokens, "totalTokenCount": answer.prompt_tokens}
+    if answer.cached_tokens:  # within promptTokenCount
+        usage["cachedContentTokenCount"] = answer.cached_tokens
     if final:
         usage["candidatesTokenCount"] = answer.completion_tokens
         usage["totalTokenCount"] += answer.completion_tokens
+        if answer.reasoning_tokens:  # besides candidatesTokenCount
+            usage["thoughtsTokenCount"] = answer.reasoning_tokens
+            usage["totalTokenCount"] += answer.reasoning_tokens
     return usage
 
 

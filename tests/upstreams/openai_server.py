@@ -19,6 +19,11 @@ import uuid
 from tests.upstreams.base import Received, Reply, UpstreamServer
 
 API_KEY = "sk-test-upstream-key-0123456789"
+#: what GET /v1/models lists, as OpenAI's API does (a subset of its real list: the models
+#: these tests use, with the ``owned_by`` values OpenAI gives them)
+MODELS = (("gpt-4", "openai"), ("gpt-4-turbo", "system"), ("gpt-4o", "system"), ("gpt-4o-mini", "system"),
+          ("gpt-3.5-turbo", "openai"), ("o1-mini", "system"), ("text-embedding-3-small", "system"),
+          ("text-embedding-3-large", "system"), ("text-embedding-ada-002", "openai-internal"))
 REPLY = "Hello! I'm doing well, thank you for asking. How can I assist you today?"
 
 
@@ -35,6 +40,8 @@ def _pieces(text: str) -> list[str]:
 
 class OpenAIUpstream(UpstreamServer):
     """Speaks OpenAI's protocol under ``/v1``; ``url + "/v1"`` is the OPENAI_BASE_URL."""
+
+    listing_paths = frozenset({"/v1/models"})
 
     def __init__(self, api_key: str = API_KEY, reply: str = REPLY):
         super().__init__()
@@ -59,8 +66,8 @@ class OpenAIUpstream(UpstreamServer):
         elif request.method == "POST" and request.path == "/v1/embeddings":
             self.embeddings(request, reply)
         elif request.method == "GET" and request.path == "/v1/models":
-            reply.json({"object": "list", "data": [{"id": "gpt-4", "object": "model", "created": 1687882411,
-                                                    "owned_by": "openai"}]})
+            reply.json({"object": "list", "data": [{"id": name, "object": "model", "created": 1687882411,
+                                                    "owned_by": owner} for name, owner in MODELS]})
         else:
             reply.json(openai_error(f"Invalid URL ({request.method} {request.path})"), 404)
 

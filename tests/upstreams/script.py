@@ -21,6 +21,9 @@ class Answer:
     completion_tokens: int = 7
     pieces: list[str] | None = None  # how the text is streamed; default: word by word
     error_after: int | None = None  # streams: the provider's error event after this many text pieces
+    cached_tokens: int = 0  # of prompt_tokens, read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of prompt_tokens, written to it (Anthropic)
+    reasoning_tokens: int = 0  # thinking, besides completion_tokens (Gemini's thoughtsTokenCount)
 
     def text_pieces(self) -> list[str]:
         if self.pieces is not None:

@@ -170,9 +170,11 @@ class AnthropicProvider(Provider):
                         yield StreamChunk(tool_calls=[ToolCallDelta(tool_index[event["index"]], arguments=arguments)])
             elif kind == "message_delta":
                 counted = event.get("usage") or {}
+                later = _usage(counted)
                 usage = Usage(
-                    max(usage.prompt_tokens, _usage(counted).prompt_tokens),
+                    max(usage.prompt_tokens, later.prompt_tokens),
                     counted.get("output_tokens", usage.completion_tokens),
+                    prompt_details=later.prompt_details or usage.prompt_details,
                 )
                 reason = (event.get("delta") or {}).get("stop_reason") or "end_turn"
                 yield StreamChunk(finish_reason=FINISH_REASONS.get(reason, "stop"), usage=usage)
@@ -272,9 +274,13 @@ def _tool_choice(request: ChatRequest) -> dict | None:
 
 
 def _usage(usage: dict) -> Usage:
-    prompt = (usage.get("input_tokens") or 0) + (usage.get("cache_creation_input_tokens") or 0)
-    prompt += usage.get("cache_read_input_tokens") or 0
-    return Usage(prompt, usage.get("output_tokens") or 0)
+    """Anthropic counts cache reads and writes apart from ``input_tokens``; OpenAI's prompt
+    tokens include them, with the reads as ``prompt_tokens_details.cached_tokens``."""
+    read = usage.get("cache_read_input_tokens") or 0
+    written = usage.get("cache_creation_input_tokens") or 0
+    prompt = (usage.get("input_tokens") or 0) + read + written
+    details = {k: v for k, v in (("cached_tokens", read), ("cache_write_tokens", written)) if v} or None
+    return Usage(prompt, usage.get("output_tokens") or 0, prompt_details=details)
 
 
 def _stream_error(error: dict) -> UpstreamError:

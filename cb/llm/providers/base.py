@@ -26,11 +26,19 @@ class Deployment:
     api_key: str | None = None
     key_variable: str | None = None  # named in "not configured" errors
     name: str | None = None
-    models: list[str] = field(default_factory=list)  # empty: the catalog's models of this provider
+    models: list[str] = field(default_factory=list)  # empty: what its endpoint lists, else the catalog's
     weight: float = 1.0
     priority: int = 0
     enabled: bool = True
     prices: dict[str, list[float]] = field(default_factory=dict)  # model -> [input, output] USD per 1M, this endpoint
+
+
+@dataclass(frozen=True)
+class ListedModel:
+    """A model an endpoint says it serves, with its context length when it reports one."""
+
+    id: str
+    context_window: int | None = None
 
 
 @dataclass
@@ -50,6 +58,8 @@ class Provider:
     type: ClassVar[str]
     #: the request fields this provider cannot express; a request setting one gets a 400
     unsupported: ClassVar[frozenset[str]] = frozenset()
+    #: a failed model listing keeps the last one (True), or means the endpoint serves nothing now (False)
+    keeps_listing_on_failure: ClassVar[bool] = False
 
     def check(self, request: ChatRequest) -> None:
         """Refuse request fields with no equivalent here, naming the field."""
@@ -92,6 +102,6 @@ class Provider:
         """The cheapest authenticated call (listing models), to check that an endpoint answers."""
         return None
 
-    def discover_models(self, deployment: Deployment, transport: Any) -> list[str] | None:
-        """Models the endpoint reports (Ollama's /api/tags); None if it cannot list them."""
+    def discover_models(self, deployment: Deployment, transport: Any) -> list[str | ListedModel] | None:
+        """Models the endpoint reports (Ollama's /api/tags); None if it does not list them."""
         return None

@@ -314,8 +314,14 @@ def _finish(candidate: dict, calls: list[ToolCall]) -> str | None:
 
 
 def _usage(metadata: dict) -> Usage:
-    completion = (metadata.get("candidatesTokenCount") or 0) + (metadata.get("thoughtsTokenCount") or 0)
-    return Usage(metadata.get("promptTokenCount") or 0, completion)
+    """``cachedContentTokenCount`` (within the prompt) and ``thoughtsTokenCount`` become OpenAI's
+    cached and reasoning token details."""
+    thoughts = metadata.get("thoughtsTokenCount") or 0
+    completion = (metadata.get("candidatesTokenCount") or 0) + thoughts
+    cached = metadata.get("cachedContentTokenCount") or 0
+    return Usage(metadata.get("promptTokenCount") or 0, completion,
+                 prompt_details={"cached_tokens": cached} if cached else None,
+                 completion_details={"reasoning_tokens": thoughts} if thoughts else None)
 
 
 def _logprobs(result: dict | None) -> dict | None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
 
 from cb.llm.errors import UpstreamError
-from cb.llm.providers.base import Deployment, Provider, UpstreamCall
+from cb.llm.providers.base import Deployment, ListedModel, Provider, UpstreamCall
 from cb.llm.providers.errors import redact
 from cb.llm.types import (
     ChatRequest,
@@ -60,10 +62,41 @@ def wire_message(message: Message) -> dict:
     return out
 
 
+def _details(data) -> dict | None:
+    """A ``*_tokens_details`` object, its counts only (servers add nulls and zeros freely)."""
+    if not isinstance(data, dict):
+        return None
+    counts = {k: v for k, v in data.items() if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+    return counts or None
+
+
 def _usage(data: dict | None) -> Usage | None:
     if not isinstance(data, dict):
         return None
-    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
+    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0),
+                 prompt_details=_details(data.get("prompt_tokens_details")),
+                 completion_details=_details(data.get("completion_tokens_details")))
+
+
+def is_openai_api(base_url: str) -> bool:
+    """OpenAI's own API, whose catalog we know, rather than a server that lists what it serves."""
+    return (urlsplit(base_url).hostname or "").lower() == "api.openai.com"
+
+
+def _context_length(entry: dict) -> int | None:
+    """The context length a ``/v1/models`` entry reports: vLLM's ``max_model_len``, llama.cpp's
+    ``meta.n_ctx`` / ``meta.n_ctx_train``, LM Studio's and OpenRouter's ``context_length``."""
+    meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+    for value in (entry.get("max_model_len"), meta.get("n_ctx"), meta.get("n_ctx_train"),
+                  entry.get("context_length"), entry.get("max_context_length")):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _is_llama_cpp(entries: list[dict]) -> bool:
+    """One model served by llama.cpp's llama-server (its router mode lists several, without ``/props``)."""
+    return len(entries) == 1 and entries[0].get("owned_by") == "llamacpp"
 
 
 class OpenAIProvider(Provider):
@@ -71,6 +104,7 @@ class OpenAIProvider(Provider):
 
     type = "openai"
     unsupported = frozenset({"top_k"})
+    keeps_listing_on_failure = True  # a self-hosted server that blinks keeps serving what it listed
 
     def _headers(self, deployment: Deployment) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -78,8 +112,6 @@ class OpenAIProvider(Provider):
             headers["Authorization"] = f"Bearer {deployment.api_key}"
         return headers
 
-    def models_call(self, deployment: Deployment) -> UpstreamCall:
-        return UpstreamCall("GET", deployment.base_url.rstrip("/") + "/models", self._headers(deployment))
 
     def chat_call(self, deployment: Deployment, request: ChatRequest, model: str) -> UpstreamCall:
         body: dict = {"model": model, "messages": [wire_message(m) for m in request.messages]}
@@ -185,6 +217,35 @@ class OpenAIProvider(Provider):
         data = sorted(body.get("data") or [], key=lambda d: d.get("index") or 0)
         usage = _usage(body.get("usage")) or Usage(estimated=True)
         return EmbeddingResponse(body.get("model") or model, [d.get("embedding") or [] for d in data], usage)
+
+    def models_call(self, deployment: Deployment) -> UpstreamCall:
+        """The request listing the models the endpoint serves."""
+        return UpstreamCall("GET", deployment.base_url.rstrip("/") + "/models", self._headers(deployment))
+
+    def discover_models(self, deployment: Deployment, transport: Any) -> list[ListedModel] | None:
+        """What a self-hosted or proxy endpoint serves (its ``/v1/models``); None for OpenAI's own
+        API, whose models are the catalog's."""
+        if is_openai_api(deployment.base_url):
+            return None
+        body = transport.json(deployment, self.models_call(deployment), self)
+        entries = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(entries, list):
+            raise UpstreamError("OpenAI", "GET /models answered without a 'data' list", retryable=False)
+        entries = [e for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str) and e["id"]]
+        serving = self._llama_cpp_context(deployment, transport) if _is_llama_cpp(entries) else None
+        return [ListedModel(e["id"], serving or _context_length(e)) for e in entries]
+
+    def _llama_cpp_context(self, deployment: Deployment, transport: Any) -> int | None:
+        """The context a llama.cpp server runs its model with (``/props``: ``n_ctx`` of a slot, which
+        ``--ctx-size`` and ``--parallel`` set), rather than the one it was trained with."""
+        root = deployment.base_url.rstrip("/").removesuffix("/v1")
+        try:
+            props = transport.json(deployment, UpstreamCall("GET", root + "/props", self._headers(deployment)), self)
+        except UpstreamError:
+            return None
+        settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+        n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
+        return n_ctx if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and n_ctx > 0 else None
 
 
 class OpenAICompatibleProvider(OpenAIProvider):
