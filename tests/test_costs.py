@@ -264,9 +264,10 @@ def test_usage_series_per_day_and_hour_split_by_provider_sums_to_the_totals(ledg
     days = analytics.series(granularity="DAY")
     assert [(d["start"], d["cost"], d["requests"]) for d in days] == [
         ("2025-01-14T00:00:00Z", 0.3, 2), ("2025-01-15T00:00:00Z", 0.3, 1), ("2025-02-01T00:00:00Z", 0.01, 1)]
+    uncached = {"cached_tokens": 0, "cache_write_tokens": 0, "unpriced_requests": 0}
     assert days[0]["providers"] == {
-        "anthropic": {"cost": 0.2, "requests": 1, "tokens": 15, "prompt_tokens": 10, "completion_tokens": 5},
-        "openai": {"cost": 0.1, "requests": 1, "tokens": 15, "prompt_tokens": 10, "completion_tokens": 5}}
+        "anthropic": {"cost": 0.2, "requests": 1, "tokens": 15, "prompt_tokens": 10, "completion_tokens": 5, **uncached},
+        "openai": {"cost": 0.1, "requests": 1, "tokens": 15, "prompt_tokens": 10, "completion_tokens": 5, **uncached}}
     flt = AnalyticsFilter.from_input({"start_date": "2025-01-14", "end_date": "2025-01-15"})
     hours = analytics.series(flt, "HOUR")
     assert [(h["start"], h["cost"]) for h in hours] == [
