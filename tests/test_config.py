@@ -40,6 +40,8 @@ def test_dotenv_is_loaded_and_real_environment_wins(tmp_path):
         ({"OPENAI_CORS_ENABLED": "maybe"}, "OPENAI_CORS_ENABLED='maybe' is invalid: expected true or false"),
         ({"RUST_LOG": "loud"}, "RUST_LOG='loud' is invalid"),
         ({"GRAPHQL_PORT": "5000", "OPENAI_PORT": "5000"}, "GRAPHQL_PORT and OPENAI_PORT are both 5000"),
+        ({"NATS_URL": "nats://a:4222,b:4222"}, "NATS_URL='nats://a:4222,b:4222' is invalid"),
+        ({"NATS_REPLICAS": "9"}, "NATS_REPLICAS='9' is invalid: expected an integer from 1 to 5"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
@@ -47,6 +49,13 @@ def test_bad_values_name_the_variable(env, message):
         Settings.from_env(env, dotenv=None)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_nats_url_lists_the_servers_of_a_cluster_and_replicas_default_to_one():
+    s = Settings.from_env({"NATS_URL": " nats://n1:4222, nats://n2:4222/ ,nats://n3:4222"}, dotenv=None)
+    assert s.nats_url == "nats://n1:4222,nats://n2:4222,nats://n3:4222"
+    assert s.nats_replicas == 1
+    assert Settings.from_env({"NATS_REPLICAS": "3"}, dotenv=None).nats_replicas == 3
 
 
 def test_rust_log_per_module_maps_onto_logger_names():

@@ -100,12 +100,12 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(want) == len(have)
 
 
-def open_storage(backend: str, nats_url: str | None = None, prefix: str = "cb") -> Storage:
+def open_storage(backend: str, nats_url: str | None = None, prefix: str = "cb", replicas: int = 1) -> Storage:
     """The storage backend named by STORAGE_BACKEND (not yet connected)."""
     if backend == "nats":
         from cb.storage.nats import NatsStorage
 
-        return NatsStorage(nats_url or "nats://127.0.0.1:4222", prefix=prefix)
+        return NatsStorage(nats_url or "nats://127.0.0.1:4222", prefix=prefix, replicas=replicas)
     from cb.storage.memory import MemoryStorage
 
     return MemoryStorage()

@@ -13,6 +13,12 @@ Names, for a prefix ``cb`` (NATS_PREFIX, one per deployment):
   answers from its subject tree, so the cost is that of the answer, and the answer is
   the set of subjects at one instant (complete, unlike a watch that races writers).
 
+``url`` may name several servers, comma-separated (the nodes of one cluster; nats-py also
+learns the others from the server). Every bucket and stream is created with ``replicas``
+copies (NATS_REPLICAS); :func:`replica_report` says at start which existing ones differ.
+A write returns only after JetStream acknowledged it (KV create/put/update and stream
+publishes wait for the ack), so what a client was told is stored survives a node's loss.
+
 nats-py runs on the asyncio loop of a :class:`~cb.storage.bridge.Bridge` (one OS thread per
 process, started in :meth:`NatsStorage.connect`, so after gunicorn forks). Every call waits
 with a timeout: when NATS is away, calls raise :class:`StorageUnavailable` at once (or
@@ -91,8 +97,18 @@ def server_url(url: str) -> str:
     return urlunsplit((parts.scheme or "nats", netloc, parts.path, "", ""))
 
 
+def server_urls(url: str) -> list[str]:
+    """Each server of a comma-separated NATS_URL, resolved by :func:`server_url`."""
+    return [server_url(part.strip()) for part in url.split(",") if part.strip()]
+
+
+def _connect_timeout(url: str) -> float:
+    """Time for the first connection: CONNECT_TIMEOUT per listed server (each may be down), at most three."""
+    return CONNECT_TIMEOUT * min(3, max(1, len(server_urls(url))))
+
+
 async def _open(url: str, **options) -> nats.NATS:
-    """Connect within CONNECT_TIMEOUT (nats-py alone would retry forever)."""
+    """Connect within :func:`_connect_timeout` (nats-py alone would retry forever)."""
     client = nats.NATS()
 
     async def quiet(_exc: Exception) -> None:
@@ -101,7 +117,7 @@ async def _open(url: str, **options) -> nats.NATS:
     options.setdefault("error_cb", quiet)
     try:
         await asyncio.wait_for(
-            client.connect(servers=[server_url(url)], connect_timeout=CONNECT_TIMEOUT, **options), CONNECT_TIMEOUT
+            client.connect(servers=server_urls(url), connect_timeout=CONNECT_TIMEOUT, **options), _connect_timeout(url)
         )
         await client.jetstream(timeout=JS_TIMEOUT).account_info()
     except BaseException:
@@ -133,11 +149,58 @@ def probe(url: str) -> bool:
         await client.close()
         return True
 
+    return _run_once(attempt())
+
+
+def _run_once(coro):
     loop = asyncio.new_event_loop()
     try:
-        return loop.run_until_complete(attempt())
+        return loop.run_until_complete(coro)
     finally:
         loop.close()
+
+
+def stream_names(prefix: str) -> dict[str, str]:
+    """The JetStream stream behind each bucket, log and the index, by our name for it."""
+    from cb.storage import BUCKETS, LOGS
+
+    return {**{b: f"KV_{prefix}_{b}" for b in BUCKETS}, **{g: f"{prefix}_{g}" for g in LOGS}, "index": f"{prefix}_index"}
+
+
+def replica_report(url: str, prefix: str, replicas: int) -> str | None:
+    """One line naming the existing buckets and streams whose replica count is not ``replicas``
+    (NATS keeps a stream's count until an operator changes it), or None when all agree."""
+
+    async def attempt() -> str | None:
+        client = await _open(url, allow_reconnect=False)
+        js = client.jetstream(timeout=JS_TIMEOUT)
+
+        async def replicas_of(stream: str) -> int | None:
+            try:
+                return (await js.stream_info(stream)).config.num_replicas or 1
+            except nats.js.errors.NotFoundError:
+                return None
+
+        try:
+            clustered = bool((client._server_info or {}).get("cluster"))
+            names = list(stream_names(prefix).values())
+            found = await asyncio.gather(*(replicas_of(n) for n in names))
+        finally:
+            await client.close()
+        if replicas > 1 and not clustered:
+            return (f"NATS_REPLICAS={replicas} but the NATS server at {url} is not part of a cluster: "
+                    "buckets and streams cannot be created (set NATS_REPLICAS=1, or run a JetStream cluster)")
+        differ = [f"{name} has {count}" for name, count in zip(names, found, strict=True) if count not in (None, replicas)]
+        if not differ:
+            return None
+        return (f"NATS_REPLICAS={replicas} but existing streams keep their replica count: {', '.join(differ)} "
+                f"(change one with `nats stream edit <name> --replicas {replicas}`)")
+
+    try:
+        return _run_once(attempt())
+    except Exception as exc:  # the probe before this one already said whether NATS answers
+        log.debug("replica check failed: %r", exc)
+        return None
 
 
 class _Subscription:
@@ -165,11 +228,12 @@ class NatsStorage:
 
     backend = "nats"
 
-    def __init__(self, url: str, prefix: str = "cb") -> None:
+    def __init__(self, url: str, prefix: str = "cb", replicas: int = 1) -> None:
         if not _NAME.fullmatch(prefix):
             raise ValidationError(f"NATS prefix {prefix!r} may only contain letters, digits, '_' and '-'")
         self.url = url
         self.prefix = prefix
+        self.replicas = replicas
         self._bridge = Bridge("nats-bridge")
         self._nc: nats.NATS | None = None
         self._js = None
@@ -193,7 +257,7 @@ class NatsStorage:
             reconnected_cb=self._on_reconnected,
         )
         try:
-            self._nc = self._bridge.run(_open(self.url, **options), CONNECT_TIMEOUT + 2)
+            self._nc = self._bridge.run(_open(self.url, **options), _connect_timeout(self.url) + 2)
         except Exception as exc:
             self._bridge.stop()
             raise StorageUnavailable(_failure(self.url, exc)) from None
@@ -244,14 +308,14 @@ class NatsStorage:
             raise StorageUnavailable(f"NATS server at {self.url} did not answer in time") from None
         except nats.errors.MaxPayloadError:
             raise ValidationError("value too large for NATS") from None
+        except nats.js.errors.APIError as exc:
+            raise StorageUnavailable(f"NATS server at {self.url} refused: {exc.description}") from None
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             raise StorageUnavailable(f"NATS server at {self.url} is unavailable ({type(exc).__name__})") from None
 
     # -- status -------------------------------------------------------------------------
 
     async def _status(self) -> dict:
-        from cb.storage import BUCKETS, LOGS
-
         async def stream(name: str) -> dict | None:
             try:
                 info = await self._js.stream_info(name)
@@ -260,8 +324,7 @@ class NatsStorage:
             return {"stream": name, "replicas": info.config.num_replicas or 1, "messages": info.state.messages,
                     "bytes": info.state.bytes}
 
-        names = {**{b: f"KV_{self.prefix}_{b}" for b in BUCKETS}, **{g: f"{self.prefix}_{g}" for g in LOGS},
-                 "index": f"{self.prefix}_index"}
+        names = stream_names(self.prefix)
         found = await asyncio.gather(*(stream(n) for n in names.values()))
         info = self._nc._server_info or {}
         return {"backend": "nats", "url": self.url, "prefix": self.prefix, "server_version": info.get("version"),
@@ -285,7 +348,7 @@ class NatsStorage:
             except nats.js.errors.BucketNotFoundError:
                 try:
                     kv = await self._js.create_key_value(
-                        bucket=name, history=1, storage=StorageType.FILE, direct=True
+                        bucket=name, history=1, storage=StorageType.FILE, direct=True, replicas=self.replicas
                     )
                 except nats.js.errors.BadRequestError:  # created concurrently by another worker
                     kv = await self._js.key_value(name)
@@ -396,7 +459,8 @@ class NatsStorage:
         stream = f"{self.prefix}_index"
         if stream not in self._streams:
             config = StreamConfig(
-                name=stream, subjects=[f"{self.prefix}_idx.>"], storage=StorageType.FILE, max_msgs_per_subject=1
+                name=stream, subjects=[f"{self.prefix}_idx.>"], storage=StorageType.FILE, max_msgs_per_subject=1,
+                num_replicas=self.replicas,
             )
             try:
                 await self._js.add_stream(config)
@@ -443,7 +507,7 @@ class NatsStorage:
 
     async def _append(self, stream: str, subject: str, data: bytes) -> int:
         if stream not in self._streams:
-            config = StreamConfig(name=stream, subjects=[subject], storage=StorageType.FILE)
+            config = StreamConfig(name=stream, subjects=[subject], storage=StorageType.FILE, num_replicas=self.replicas)
             try:
                 await self._js.add_stream(config)
             except nats.js.errors.BadRequestError:  # exists (maybe with settings changed by an operator)
