@@ -54,6 +54,7 @@ OP_TIMEOUT = 4.0  # a greenlet never waits longer than this for one storage call
 JS_TIMEOUT = 2.5  # JetStream API requests (KV get/put, stream info …)
 RECONNECT_WAIT = 0.5
 READ_BATCH = 1000
+ELECTION_WAIT = 1.5  # seconds a call retries while a stream has no leader (new, or failing over)
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _KEY_SAFE = re.compile(r"[A-Za-z0-9_-]")
 _KEY_PLAIN = re.compile(r"[A-Za-z0-9_-]+")
@@ -201,6 +202,21 @@ def replica_report(url: str, prefix: str, replicas: int) -> str | None:
     except Exception as exc:  # the probe before this one already said whether NATS answers
         log.debug("replica check failed: %r", exc)
         return None
+
+
+async def _led(attempt):
+    """``attempt()``, tried again while no stream leader answers (a new replicated stream, or
+    one electing a new leader after losing a node): "no responders" means no server took the
+    request, so nothing was stored and trying again cannot store anything twice."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ELECTION_WAIT
+    while True:
+        try:
+            return await attempt()
+        except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError):
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 class _Subscription:
@@ -358,7 +374,7 @@ class NatsStorage:
     async def _get(self, bucket: str, key: str) -> Entry | None:
         kv = await self._bucket(bucket)
         try:
-            entry = await kv.get(encode_key(key))
+            entry = await _led(lambda: kv.get(encode_key(key)))
         except nats.js.errors.KeyNotFoundError:
             return None
         return Entry(key, json.loads(entry.value), entry.revision)
@@ -411,10 +427,10 @@ class NatsStorage:
         data = json.dumps(value, separators=(",", ":")).encode()
         try:
             if create:
-                return await kv.create(encode_key(key), data)
+                return await _led(lambda: kv.create(encode_key(key), data))
             if revision is None:
-                return await kv.put(encode_key(key), data)
-            return await kv.update(encode_key(key), data, last=revision)
+                return await _led(lambda: kv.put(encode_key(key), data))
+            return await _led(lambda: kv.update(encode_key(key), data, last=revision))
         except nats.js.errors.KeyWrongLastSequenceError:
             if create:
                 raise Conflict(f"{bucket} entry {key!r} already exists") from None
@@ -470,13 +486,15 @@ class NatsStorage:
         return stream
 
     async def _index_add(self, subject: str) -> None:
-        await self._js.publish(subject, b"", stream=await self._index_stream())
+        stream = await self._index_stream()
+        await _led(lambda: self._js.publish(subject, b"", stream=stream))
 
     def index_add(self, index: str, path: tuple[str, ...]) -> None:
         self._call(self._index_add(self._index_subject(index, path)))
 
     async def _index_remove(self, subject: str) -> None:
-        await self._js.purge_stream(await self._index_stream(), subject=subject)
+        stream = await self._index_stream()
+        await _led(lambda: self._js.purge_stream(stream, subject=subject))
 
     def index_remove(self, index: str, path: tuple[str, ...]) -> None:
         self._call(self._index_remove(self._index_subject(index, path)))
@@ -505,7 +523,7 @@ class NatsStorage:
             raise ValidationError(f"invalid log name {log_name!r}")
         return f"{self.prefix}_{log_name}", f"{self.prefix}_log.{log_name}"
 
-    async def _append(self, stream: str, subject: str, data: bytes) -> int:
+    async def _append(self, stream: str, subject: str, data: bytes, headers: dict | None = None) -> int:
         if stream not in self._streams:
             config = StreamConfig(name=stream, subjects=[subject], storage=StorageType.FILE, num_replicas=self.replicas)
             try:
@@ -513,12 +531,15 @@ class NatsStorage:
             except nats.js.errors.BadRequestError:  # exists (maybe with settings changed by an operator)
                 await self._js.stream_info(stream)
             self._streams.add(stream)
-        ack = await self._js.publish(subject, data, stream=stream)
+        ack = await _led(lambda: self._js.publish(subject, data, stream=stream, headers=headers))
         return ack.seq
 
     def append(self, log: str, record: dict) -> int:
         stream, subject = self._log_names(log)
-        return self._call(self._append(stream, subject, json.dumps(record, separators=(",", ":")).encode()))
+        # A record with an id is sent with it as Nats-Msg-Id: appending it again after a timeout
+        # whose ack was lost (the ledger retries) is dropped by JetStream's duplicate window.
+        headers = {"Nats-Msg-Id": str(record["id"])} if record.get("id") else None
+        return self._call(self._append(stream, subject, json.dumps(record, separators=(",", ":")).encode(), headers))
 
     async def _open_reader(self, stream: str, subject: str, after: int):
         try:
