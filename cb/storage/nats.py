@@ -220,15 +220,17 @@ async def _led(attempt):
 
 
 class _Subscription:
-    def __init__(self, storage: NatsStorage) -> None:
+    def __init__(self, storage: NatsStorage, on_gap=None) -> None:
         self.storage = storage
         self.sub = None
         self.closed = False
+        self.on_gap = on_gap  # called in the subscriber's hub (see NatsStorage._on_disconnected)
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        self.storage._gap_listeners.discard(self)
         if self.sub is not None:
             self.storage._bridge.submit(self._unsubscribe())
 
@@ -255,6 +257,7 @@ class NatsStorage:
         self._js = None
         self._kv: dict[str, object] = {}  # touched only in the loop thread
         self._streams: set[str] = set()
+        self._gap_listeners: set[_Subscription] = set()  # added to in the loop thread
 
     # -- connection ---------------------------------------------------------------------
 
@@ -288,6 +291,11 @@ class NatsStorage:
         metrics.nats_connected.set(0)
         if self._nc is not None:  # not when we close it ourselves
             log.warning("Disconnected from NATS server at %s; reconnecting", self.url)
+            # core NATS keeps nothing for a subscriber that is away: events published until we
+            # are back are lost to it, so those who asked are told now
+            for subscription in list(self._gap_listeners):
+                self._gap_listeners.discard(subscription)
+                subscription.port.spawn(subscription.on_gap)
 
     async def _on_reconnected(self) -> None:
         metrics.nats_connected.set(1)
@@ -364,10 +372,15 @@ class NatsStorage:
             except nats.js.errors.BucketNotFoundError:
                 try:
                     kv = await self._js.create_key_value(
-                        bucket=name, history=1, storage=StorageType.FILE, direct=True, replicas=self.replicas
+                        bucket=name, history=1, storage=StorageType.FILE, direct=self.replicas == 1,
+                        replicas=self.replicas,
                     )
                 except nats.js.errors.BadRequestError:  # created concurrently by another worker
                     kv = await self._js.key_value(name)
+            if self.replicas > 1:
+                # a direct get may be answered by a follower still catching up (a restarted
+                # node): read from the leader, so a token just acknowledged is found
+                kv._direct = False
             self._kv[bucket] = kv
         return kv
 
@@ -613,9 +626,10 @@ class NatsStorage:
     async def _subscribe(self, subject: str, callback):
         return await self._nc.subscribe(subject, cb=callback)
 
-    def subscribe(self, subject: str, handler: Handler) -> _Subscription:
+    def subscribe(self, subject: str, handler: Handler, on_gap=None) -> _Subscription:
         port = self._bridge.port()  # handlers run in greenlets of the subscriber's hub
-        subscription = _Subscription(self)
+        subscription = _Subscription(self, on_gap)
+        subscription.port = port
         skip = len(self.prefix) + 1
 
         def run(name: str, event: dict) -> None:
@@ -631,4 +645,10 @@ class NatsStorage:
             port.spawn(run, msg.subject[skip:], event)
 
         subscription.sub = self._call(self._subscribe(f"{self.prefix}.{subject}", on_message))
+        if on_gap is not None:
+            self._bridge.submit(self._listen_for_gaps(subscription))
         return subscription
+
+    async def _listen_for_gaps(self, subscription: _Subscription) -> None:
+        if not subscription.closed:
+            self._gap_listeners.add(subscription)
