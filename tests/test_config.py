@@ -101,6 +101,19 @@ def test_compose_runs_the_server_with_nats():
     Settings.from_env(env, dotenv=None)  # every value is one the server accepts
 
 
+def test_cluster_compose_lists_three_routed_jetstream_nodes_with_three_replicas():
+    services = yaml.safe_load((ROOT / "deploy/nats-cluster.yml").read_text())["services"]
+    env = dict(item.split("=", 1) for item in services["circuit-breaker"]["environment"])
+    settings = Settings.from_env(env, dotenv=None)
+    nodes = [name for name in services if name.startswith("nats-")]
+    assert settings.nats_replicas == 3 and settings.nats_url.split(",") == [f"nats://{n}:4222" for n in nodes]
+    for node in nodes:
+        command = services[node]["command"]
+        routes = command[command.index("--routes") + 1].split(",")
+        assert "--jetstream" in command and command[command.index("--name") + 1] == node
+        assert sorted(routes) == sorted(f"nats://{other}:6222" for other in nodes if other != node)
+
+
 def test_kubernetes_probes_ports_and_variables_agree_with_settings():
     deployment = next(d for d in _k8s() if d["kind"] == "Deployment")
     assert deployment["spec"]["replicas"] == 3
