@@ -96,11 +96,14 @@ def on_starting(server):
     for line in exposure_warnings(_settings):
         log.warning(line)
     if _settings.storage_backend == "nats":
-        from cb.storage.nats import probe
+        from cb.storage.nats import probe, replica_report
 
         if not probe(_settings.nats_url):
             log.error("Error: Failed to connect to NATS server at %s", _settings.nats_url)
             sys.exit(1)
+        mismatch = replica_report(_settings.nats_url, _settings.nats_prefix, _settings.nats_replicas)
+        if mismatch:
+            log.warning(mismatch)
 
 
 def when_ready(server):

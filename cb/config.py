@@ -100,6 +100,14 @@ def _url(raw: str) -> str:
     return value
 
 
+def _urls(raw: str) -> str:
+    """One URL or several, comma-separated (the servers of one cluster), normalised to ``a,b,c``."""
+    parts = [part for part in raw.split(",") if part.strip()]
+    if not parts:
+        raise ValueError("a URL such as nats://host:4222, or several separated by commas")
+    return ",".join(_url(part) for part in parts)
+
+
 def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -139,7 +147,10 @@ class Settings:
     log_level: str | None = var("LOG_LEVEL", "", _optional(_text), "log level (overrides the default level of RUST_LOG)")
     environment: str = var("ENVIRONMENT", "development", _choice("development", "test", "staging", "production"), "production logs JSON lines")
     storage_backend: str = var("STORAGE_BACKEND", "memory", _choice("memory", "nats"), "where state lives")
-    nats_url: str = var("NATS_URL", "nats://localhost:4222", _url, "NATS server with JetStream")
+    nats_url: str = var("NATS_URL", "nats://localhost:4222", _urls,
+                        "NATS server with JetStream, or the servers of a cluster, comma-separated")
+    nats_replicas: int = var("NATS_REPLICAS", "1", _int_between(1, 5),
+                             "replicas of every KV bucket and stream the server creates (3 on a 3-node cluster)")
     nats_prefix: str = var("NATS_PREFIX", "cb", _text, "prefix of NATS buckets, streams and subjects (one per deployment)")
     openai_api_key: str | None = var("OPENAI_API_KEY", "", _optional(_text), "OpenAI key")
     openai_base_url: str = var("OPENAI_BASE_URL", "https://api.openai.com/v1", _url, "OpenAI or compatible endpoint")

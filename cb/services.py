@@ -109,7 +109,7 @@ def build_services(settings: Settings) -> Services:
 
     Raises StorageUnavailable on failure. A server calls :meth:`Services.start` next.
     """
-    storage = open_storage(settings.storage_backend, settings.nats_url, settings.nats_prefix)
+    storage = open_storage(settings.storage_backend, settings.nats_url, settings.nats_prefix, settings.nats_replicas)
     storage.connect()
     from cb.agents import build_agents
     from cb.llm.discovery import build_discovery

@@ -53,6 +53,7 @@ def register(field: str, subject: Callable[[dict], str], root: Callable[[dict, A
 
 QUEUE_LIMIT = 1000
 _FELL_BEHIND = object()  # queued after the last event a slow subscriber will get
+_INTERRUPTED = object()  # queued when the bus lost its connection: events may be missing after it
 
 
 class OperationRefused(Exception):
@@ -154,7 +155,9 @@ class LiveSubscription:
     :meth:`close` releases the bus subscription and stops the greenlet. A subscriber
     never misses events silently: when the queue is full, the events already queued are
     delivered, then the subscription ends through ``fail`` with an error that says how
-    many events it missed (as NATS ends a slow consumer).
+    many events it missed (as NATS ends a slow consumer). Likewise when the bus says events
+    may have been lost (its NATS connection dropped): what came before is delivered, then the
+    subscription ends with SUBSCRIPTION_INTERRUPTED.
     """
 
     def __init__(self, operation: Operation, services: Any, emit: Callable[[dict], None],
@@ -165,6 +168,7 @@ class LiveSubscription:
         self.subscription = None
         self.greenlet = None
         self.missed = 0
+        self.interrupted = False
 
     def start(self) -> None:
         """Subscribe to the bus; raise OperationRefused if the arguments name no valid subject."""
@@ -172,11 +176,18 @@ class LiveSubscription:
             subject = self.source.subject(self.operation.args)
         except CircuitBreakerError as exc:
             raise OperationRefused([_error(exc.message, exc.code)]) from None
-        self.subscription = self.services.bus.subscribe(subject, self._deliver)
+        self.subscription = self.services.bus.subscribe(subject, self._deliver, self._interrupt)
         self.greenlet = gevent.spawn(self._pump)
         log.debug("subscription %s started on %s", self.operation.field, subject)
 
+    def _interrupt(self) -> None:
+        if not (self.missed or self.interrupted):
+            self.interrupted = True
+            self.queue.put_nowait(_INTERRUPTED)  # _deliver keeps a place free for one sentinel
+
     def _deliver(self, _subject: str, event: dict) -> None:
+        if self.interrupted:
+            return
         if self.missed:
             self.missed += 1
         elif self.queue.qsize() >= QUEUE_LIMIT:
@@ -189,6 +200,9 @@ class LiveSubscription:
         for event in self.queue:
             if event is _FELL_BEHIND:
                 self._end_behind()
+                return
+            if event is _INTERRUPTED:
+                self._end_interrupted()
                 return
             root = self.source.root(event, self.services)
             if root is not None:
@@ -205,6 +219,15 @@ class LiveSubscription:
                    f"(more than {QUEUE_LIMIT} were waiting); subscribe again")
         if self.fail is not None:
             self.fail([_error(message, "SUBSCRIPTION_FELL_BEHIND")])
+
+    def _end_interrupted(self) -> None:
+        if self.subscription is not None:
+            self.subscription.close()
+            self.subscription = None
+        log.warning("subscription %s interrupted: the event bus lost its NATS connection; ended", self.operation.field)
+        if self.fail is not None:
+            self.fail([_error("subscription interrupted: the connection to NATS was lost and events may have "
+                              "been missed; subscribe again", "SUBSCRIPTION_INTERRUPTED")])
 
     def close(self) -> None:
         if self.subscription is not None:

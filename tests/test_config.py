@@ -40,6 +40,8 @@ def test_dotenv_is_loaded_and_real_environment_wins(tmp_path):
         ({"OPENAI_CORS_ENABLED": "maybe"}, "OPENAI_CORS_ENABLED='maybe' is invalid: expected true or false"),
         ({"RUST_LOG": "loud"}, "RUST_LOG='loud' is invalid"),
         ({"GRAPHQL_PORT": "5000", "OPENAI_PORT": "5000"}, "GRAPHQL_PORT and OPENAI_PORT are both 5000"),
+        ({"NATS_URL": "nats://a:4222,b:4222"}, "NATS_URL='nats://a:4222,b:4222' is invalid"),
+        ({"NATS_REPLICAS": "9"}, "NATS_REPLICAS='9' is invalid: expected an integer from 1 to 5"),
     ],
 )
 def test_bad_values_name_the_variable(env, message):
@@ -47,6 +49,13 @@ def test_bad_values_name_the_variable(env, message):
         Settings.from_env(env, dotenv=None)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_nats_url_lists_the_servers_of_a_cluster_and_replicas_default_to_one():
+    s = Settings.from_env({"NATS_URL": " nats://n1:4222, nats://n2:4222/ ,nats://n3:4222"}, dotenv=None)
+    assert s.nats_url == "nats://n1:4222,nats://n2:4222,nats://n3:4222"
+    assert s.nats_replicas == 1
+    assert Settings.from_env({"NATS_REPLICAS": "3"}, dotenv=None).nats_replicas == 3
 
 
 def test_rust_log_per_module_maps_onto_logger_names():
@@ -90,6 +99,19 @@ def test_compose_runs_the_server_with_nats():
     assert "--jetstream" in services["nats"]["command"]
     assert services["nats"]["volumes"]
     Settings.from_env(env, dotenv=None)  # every value is one the server accepts
+
+
+def test_cluster_compose_lists_three_routed_jetstream_nodes_with_three_replicas():
+    services = yaml.safe_load((ROOT / "deploy/nats-cluster.yml").read_text())["services"]
+    env = dict(item.split("=", 1) for item in services["circuit-breaker"]["environment"])
+    settings = Settings.from_env(env, dotenv=None)
+    nodes = [name for name in services if name.startswith("nats-")]
+    assert settings.nats_replicas == 3 and settings.nats_url.split(",") == [f"nats://{n}:4222" for n in nodes]
+    for node in nodes:
+        command = services[node]["command"]
+        routes = command[command.index("--routes") + 1].split(",")
+        assert "--jetstream" in command and command[command.index("--name") + 1] == node
+        assert sorted(routes) == sorted(f"nats://{other}:6222" for other in nodes if other != node)
 
 
 def test_kubernetes_probes_ports_and_variables_agree_with_settings():

@@ -86,7 +86,10 @@ class Storage(Protocol):
     def read(self, log: str, after: int = 0) -> Iterator[tuple[int, dict]]: ...
 
     def publish(self, subject: str, event: dict) -> None: ...
-    def subscribe(self, subject: str, handler: Handler) -> Subscription: ...
+    def subscribe(self, subject: str, handler: Handler, on_gap: Callable[[], None] | None = None) -> Subscription:
+        """``handler(subject, event)`` for each event; ``on_gap()`` when events may have been
+        missed (the connection to NATS was lost), so a subscriber can say so instead of a silent gap."""
+        ...
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -100,12 +103,12 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(want) == len(have)
 
 
-def open_storage(backend: str, nats_url: str | None = None, prefix: str = "cb") -> Storage:
+def open_storage(backend: str, nats_url: str | None = None, prefix: str = "cb", replicas: int = 1) -> Storage:
     """The storage backend named by STORAGE_BACKEND (not yet connected)."""
     if backend == "nats":
         from cb.storage.nats import NatsStorage
 
-        return NatsStorage(nats_url or "nats://127.0.0.1:4222", prefix=prefix)
+        return NatsStorage(nats_url or "nats://127.0.0.1:4222", prefix=prefix, replicas=replicas)
     from cb.storage.memory import MemoryStorage
 
     return MemoryStorage()

@@ -186,7 +186,7 @@ class MemoryStorage:
             except Exception:  # one failing subscriber must not starve the others
                 log.exception("event handler failed for %s", subject)
 
-    def subscribe(self, subject: str, handler: Handler) -> _Sub:
+    def subscribe(self, subject: str, handler: Handler, on_gap=None) -> _Sub:  # in-process: never a gap
         sub = _Sub(self, subject, handler)
         self._subs.add(sub)
         return sub

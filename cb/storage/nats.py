@@ -13,6 +13,12 @@ Names, for a prefix ``cb`` (NATS_PREFIX, one per deployment):
   answers from its subject tree, so the cost is that of the answer, and the answer is
   the set of subjects at one instant (complete, unlike a watch that races writers).
 
+``url`` may name several servers, comma-separated (the nodes of one cluster; nats-py also
+learns the others from the server). Every bucket and stream is created with ``replicas``
+copies (NATS_REPLICAS); :func:`replica_report` says at start which existing ones differ.
+A write returns only after JetStream acknowledged it (KV create/put/update and stream
+publishes wait for the ack), so what a client was told is stored survives a node's loss.
+
 nats-py runs on the asyncio loop of a :class:`~cb.storage.bridge.Bridge` (one OS thread per
 process, started in :meth:`NatsStorage.connect`, so after gunicorn forks). Every call waits
 with a timeout: when NATS is away, calls raise :class:`StorageUnavailable` at once (or
@@ -48,6 +54,7 @@ OP_TIMEOUT = 4.0  # a greenlet never waits longer than this for one storage call
 JS_TIMEOUT = 2.5  # JetStream API requests (KV get/put, stream info …)
 RECONNECT_WAIT = 0.5
 READ_BATCH = 1000
+ELECTION_WAIT = 1.5  # seconds a call retries while a stream has no leader (new, or failing over)
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _KEY_SAFE = re.compile(r"[A-Za-z0-9_-]")
 _KEY_PLAIN = re.compile(r"[A-Za-z0-9_-]+")
@@ -91,8 +98,18 @@ def server_url(url: str) -> str:
     return urlunsplit((parts.scheme or "nats", netloc, parts.path, "", ""))
 
 
+def server_urls(url: str) -> list[str]:
+    """Each server of a comma-separated NATS_URL, resolved by :func:`server_url`."""
+    return [server_url(part.strip()) for part in url.split(",") if part.strip()]
+
+
+def _connect_timeout(url: str) -> float:
+    """Time for the first connection: CONNECT_TIMEOUT per listed server (each may be down), at most three."""
+    return CONNECT_TIMEOUT * min(3, max(1, len(server_urls(url))))
+
+
 async def _open(url: str, **options) -> nats.NATS:
-    """Connect within CONNECT_TIMEOUT (nats-py alone would retry forever)."""
+    """Connect within :func:`_connect_timeout` (nats-py alone would retry forever)."""
     client = nats.NATS()
 
     async def quiet(_exc: Exception) -> None:
@@ -101,7 +118,7 @@ async def _open(url: str, **options) -> nats.NATS:
     options.setdefault("error_cb", quiet)
     try:
         await asyncio.wait_for(
-            client.connect(servers=[server_url(url)], connect_timeout=CONNECT_TIMEOUT, **options), CONNECT_TIMEOUT
+            client.connect(servers=server_urls(url), connect_timeout=CONNECT_TIMEOUT, **options), _connect_timeout(url)
         )
         await client.jetstream(timeout=JS_TIMEOUT).account_info()
     except BaseException:
@@ -133,23 +150,87 @@ def probe(url: str) -> bool:
         await client.close()
         return True
 
+    return _run_once(attempt())
+
+
+def _run_once(coro):
     loop = asyncio.new_event_loop()
     try:
-        return loop.run_until_complete(attempt())
+        return loop.run_until_complete(coro)
     finally:
         loop.close()
 
 
+def stream_names(prefix: str) -> dict[str, str]:
+    """The JetStream stream behind each bucket, log and the index, by our name for it."""
+    from cb.storage import BUCKETS, LOGS
+
+    return {**{b: f"KV_{prefix}_{b}" for b in BUCKETS}, **{g: f"{prefix}_{g}" for g in LOGS}, "index": f"{prefix}_index"}
+
+
+def replica_report(url: str, prefix: str, replicas: int) -> str | None:
+    """One line naming the existing buckets and streams whose replica count is not ``replicas``
+    (NATS keeps a stream's count until an operator changes it), or None when all agree."""
+
+    async def attempt() -> str | None:
+        client = await _open(url, allow_reconnect=False)
+        js = client.jetstream(timeout=JS_TIMEOUT)
+
+        async def replicas_of(stream: str) -> int | None:
+            try:
+                return (await js.stream_info(stream)).config.num_replicas or 1
+            except nats.js.errors.NotFoundError:
+                return None
+
+        try:
+            clustered = bool((client._server_info or {}).get("cluster"))
+            names = list(stream_names(prefix).values())
+            found = await asyncio.gather(*(replicas_of(n) for n in names))
+        finally:
+            await client.close()
+        if replicas > 1 and not clustered:
+            return (f"NATS_REPLICAS={replicas} but the NATS server at {url} is not part of a cluster: "
+                    "buckets and streams cannot be created (set NATS_REPLICAS=1, or run a JetStream cluster)")
+        differ = [f"{name} has {count}" for name, count in zip(names, found, strict=True) if count not in (None, replicas)]
+        if not differ:
+            return None
+        return (f"NATS_REPLICAS={replicas} but existing streams keep their replica count: {', '.join(differ)} "
+                f"(change one with `nats stream edit <name> --replicas {replicas}`)")
+
+    try:
+        return _run_once(attempt())
+    except Exception as exc:  # the probe before this one already said whether NATS answers
+        log.debug("replica check failed: %r", exc)
+        return None
+
+
+async def _led(attempt):
+    """``attempt()``, tried again while no stream leader answers (a new replicated stream, or
+    one electing a new leader after losing a node): "no responders" means no server took the
+    request, so nothing was stored and trying again cannot store anything twice."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ELECTION_WAIT
+    while True:
+        try:
+            return await attempt()
+        except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError):
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
 class _Subscription:
-    def __init__(self, storage: NatsStorage) -> None:
+    def __init__(self, storage: NatsStorage, on_gap=None) -> None:
         self.storage = storage
         self.sub = None
         self.closed = False
+        self.on_gap = on_gap  # called in the subscriber's hub (see NatsStorage._on_disconnected)
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        self.storage._gap_listeners.discard(self)
         if self.sub is not None:
             self.storage._bridge.submit(self._unsubscribe())
 
@@ -165,16 +246,18 @@ class NatsStorage:
 
     backend = "nats"
 
-    def __init__(self, url: str, prefix: str = "cb") -> None:
+    def __init__(self, url: str, prefix: str = "cb", replicas: int = 1) -> None:
         if not _NAME.fullmatch(prefix):
             raise ValidationError(f"NATS prefix {prefix!r} may only contain letters, digits, '_' and '-'")
         self.url = url
         self.prefix = prefix
+        self.replicas = replicas
         self._bridge = Bridge("nats-bridge")
         self._nc: nats.NATS | None = None
         self._js = None
         self._kv: dict[str, object] = {}  # touched only in the loop thread
         self._streams: set[str] = set()
+        self._gap_listeners: set[_Subscription] = set()  # added to in the loop thread
 
     # -- connection ---------------------------------------------------------------------
 
@@ -193,7 +276,7 @@ class NatsStorage:
             reconnected_cb=self._on_reconnected,
         )
         try:
-            self._nc = self._bridge.run(_open(self.url, **options), CONNECT_TIMEOUT + 2)
+            self._nc = self._bridge.run(_open(self.url, **options), _connect_timeout(self.url) + 2)
         except Exception as exc:
             self._bridge.stop()
             raise StorageUnavailable(_failure(self.url, exc)) from None
@@ -208,6 +291,11 @@ class NatsStorage:
         metrics.nats_connected.set(0)
         if self._nc is not None:  # not when we close it ourselves
             log.warning("Disconnected from NATS server at %s; reconnecting", self.url)
+            # core NATS keeps nothing for a subscriber that is away: events published until we
+            # are back are lost to it, so those who asked are told now
+            for subscription in list(self._gap_listeners):
+                self._gap_listeners.discard(subscription)
+                subscription.port.spawn(subscription.on_gap)
 
     async def _on_reconnected(self) -> None:
         metrics.nats_connected.set(1)
@@ -244,14 +332,14 @@ class NatsStorage:
             raise StorageUnavailable(f"NATS server at {self.url} did not answer in time") from None
         except nats.errors.MaxPayloadError:
             raise ValidationError("value too large for NATS") from None
+        except nats.js.errors.APIError as exc:
+            raise StorageUnavailable(f"NATS server at {self.url} refused: {exc.description}") from None
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             raise StorageUnavailable(f"NATS server at {self.url} is unavailable ({type(exc).__name__})") from None
 
     # -- status -------------------------------------------------------------------------
 
     async def _status(self) -> dict:
-        from cb.storage import BUCKETS, LOGS
-
         async def stream(name: str) -> dict | None:
             try:
                 info = await self._js.stream_info(name)
@@ -260,8 +348,7 @@ class NatsStorage:
             return {"stream": name, "replicas": info.config.num_replicas or 1, "messages": info.state.messages,
                     "bytes": info.state.bytes}
 
-        names = {**{b: f"KV_{self.prefix}_{b}" for b in BUCKETS}, **{g: f"{self.prefix}_{g}" for g in LOGS},
-                 "index": f"{self.prefix}_index"}
+        names = stream_names(self.prefix)
         found = await asyncio.gather(*(stream(n) for n in names.values()))
         info = self._nc._server_info or {}
         return {"backend": "nats", "url": self.url, "prefix": self.prefix, "server_version": info.get("version"),
@@ -285,17 +372,22 @@ class NatsStorage:
             except nats.js.errors.BucketNotFoundError:
                 try:
                     kv = await self._js.create_key_value(
-                        bucket=name, history=1, storage=StorageType.FILE, direct=True
+                        bucket=name, history=1, storage=StorageType.FILE, direct=self.replicas == 1,
+                        replicas=self.replicas,
                     )
                 except nats.js.errors.BadRequestError:  # created concurrently by another worker
                     kv = await self._js.key_value(name)
+            if self.replicas > 1:
+                # a direct get may be answered by a follower still catching up (a restarted
+                # node): read from the leader, so a token just acknowledged is found
+                kv._direct = False
             self._kv[bucket] = kv
         return kv
 
     async def _get(self, bucket: str, key: str) -> Entry | None:
         kv = await self._bucket(bucket)
         try:
-            entry = await kv.get(encode_key(key))
+            entry = await _led(lambda: kv.get(encode_key(key)))
         except nats.js.errors.KeyNotFoundError:
             return None
         return Entry(key, json.loads(entry.value), entry.revision)
@@ -348,10 +440,10 @@ class NatsStorage:
         data = json.dumps(value, separators=(",", ":")).encode()
         try:
             if create:
-                return await kv.create(encode_key(key), data)
+                return await _led(lambda: kv.create(encode_key(key), data))
             if revision is None:
-                return await kv.put(encode_key(key), data)
-            return await kv.update(encode_key(key), data, last=revision)
+                return await _led(lambda: kv.put(encode_key(key), data))
+            return await _led(lambda: kv.update(encode_key(key), data, last=revision))
         except nats.js.errors.KeyWrongLastSequenceError:
             if create:
                 raise Conflict(f"{bucket} entry {key!r} already exists") from None
@@ -396,7 +488,8 @@ class NatsStorage:
         stream = f"{self.prefix}_index"
         if stream not in self._streams:
             config = StreamConfig(
-                name=stream, subjects=[f"{self.prefix}_idx.>"], storage=StorageType.FILE, max_msgs_per_subject=1
+                name=stream, subjects=[f"{self.prefix}_idx.>"], storage=StorageType.FILE, max_msgs_per_subject=1,
+                num_replicas=self.replicas,
             )
             try:
                 await self._js.add_stream(config)
@@ -406,13 +499,15 @@ class NatsStorage:
         return stream
 
     async def _index_add(self, subject: str) -> None:
-        await self._js.publish(subject, b"", stream=await self._index_stream())
+        stream = await self._index_stream()
+        await _led(lambda: self._js.publish(subject, b"", stream=stream))
 
     def index_add(self, index: str, path: tuple[str, ...]) -> None:
         self._call(self._index_add(self._index_subject(index, path)))
 
     async def _index_remove(self, subject: str) -> None:
-        await self._js.purge_stream(await self._index_stream(), subject=subject)
+        stream = await self._index_stream()
+        await _led(lambda: self._js.purge_stream(stream, subject=subject))
 
     def index_remove(self, index: str, path: tuple[str, ...]) -> None:
         self._call(self._index_remove(self._index_subject(index, path)))
@@ -441,20 +536,23 @@ class NatsStorage:
             raise ValidationError(f"invalid log name {log_name!r}")
         return f"{self.prefix}_{log_name}", f"{self.prefix}_log.{log_name}"
 
-    async def _append(self, stream: str, subject: str, data: bytes) -> int:
+    async def _append(self, stream: str, subject: str, data: bytes, headers: dict | None = None) -> int:
         if stream not in self._streams:
-            config = StreamConfig(name=stream, subjects=[subject], storage=StorageType.FILE)
+            config = StreamConfig(name=stream, subjects=[subject], storage=StorageType.FILE, num_replicas=self.replicas)
             try:
                 await self._js.add_stream(config)
             except nats.js.errors.BadRequestError:  # exists (maybe with settings changed by an operator)
                 await self._js.stream_info(stream)
             self._streams.add(stream)
-        ack = await self._js.publish(subject, data, stream=stream)
+        ack = await _led(lambda: self._js.publish(subject, data, stream=stream, headers=headers))
         return ack.seq
 
     def append(self, log: str, record: dict) -> int:
         stream, subject = self._log_names(log)
-        return self._call(self._append(stream, subject, json.dumps(record, separators=(",", ":")).encode()))
+        # A record with an id is sent with it as Nats-Msg-Id: appending it again after a timeout
+        # whose ack was lost (the ledger retries) is dropped by JetStream's duplicate window.
+        headers = {"Nats-Msg-Id": str(record["id"])} if record.get("id") else None
+        return self._call(self._append(stream, subject, json.dumps(record, separators=(",", ":")).encode(), headers))
 
     async def _open_reader(self, stream: str, subject: str, after: int):
         try:
@@ -528,9 +626,10 @@ class NatsStorage:
     async def _subscribe(self, subject: str, callback):
         return await self._nc.subscribe(subject, cb=callback)
 
-    def subscribe(self, subject: str, handler: Handler) -> _Subscription:
+    def subscribe(self, subject: str, handler: Handler, on_gap=None) -> _Subscription:
         port = self._bridge.port()  # handlers run in greenlets of the subscriber's hub
-        subscription = _Subscription(self)
+        subscription = _Subscription(self, on_gap)
+        subscription.port = port
         skip = len(self.prefix) + 1
 
         def run(name: str, event: dict) -> None:
@@ -546,4 +645,10 @@ class NatsStorage:
             port.spawn(run, msg.subject[skip:], event)
 
         subscription.sub = self._call(self._subscribe(f"{self.prefix}.{subject}", on_message))
+        if on_gap is not None:
+            self._bridge.submit(self._listen_for_gaps(subscription))
         return subscription
+
+    async def _listen_for_gaps(self, subscription: _Subscription) -> None:
+        if not subscription.closed:
+            self._gap_listeners.add(subscription)
