@@ -20,6 +20,7 @@ import json
 import socket
 import struct
 import sys
+import time
 import weakref
 
 import gevent
@@ -31,6 +32,7 @@ from geventwebsocket.websocket import Header, WebSocket
 # gunicorn's own code stops a worker with this exit code when the app cannot load; the
 # master then halts instead of respawning workers forever.
 WORKER_BOOT_ERROR = 3
+BOOT_PATIENCE = 30.0  # seconds a booting worker keeps trying to reach its storage
 
 
 # handlers waiting for the next request on a keep-alive connection
@@ -199,6 +201,30 @@ class Worker(GeventWebSocketWorker):
                 app.extensions["circuit_breaker"].close()
 
 
+def _started_services(settings):
+    """The worker's services, started. The master saw NATS answer before forking, so a worker
+    that cannot reach it now boots during a blip (a cluster node failing over, a restart):
+    it keeps trying for BOOT_PATIENCE seconds instead of failing at once, which would make
+    gunicorn stop every worker of the server."""
+    from cb.errors import StorageUnavailable
+    from cb.logs import get_logger
+    from cb.services import build_services
+
+    deadline = time.monotonic() + BOOT_PATIENCE
+    while True:
+        services = None
+        try:
+            services = build_services(settings)
+            return services.start()
+        except StorageUnavailable as exc:
+            if services is not None:
+                services.storage.close()
+            if time.monotonic() >= deadline:
+                raise
+            get_logger("server").warning("Worker waiting for storage: %s", exc.message)
+            gevent.sleep(1.0)
+
+
 def _build():
     from app import create_app
     from cb.config import Settings
@@ -208,7 +234,7 @@ def _build():
     settings = Settings.from_env()
     setup_logging(settings.rust_log, settings.log_level, settings.environment == "production", settings.secrets)
     try:
-        app = create_app(settings)
+        app = create_app(settings, _started_services(settings))
     except StorageUnavailable as exc:
         get_logger("server").error("Error: %s", exc.message)
         sys.exit(WORKER_BOOT_ERROR)

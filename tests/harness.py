@@ -260,18 +260,26 @@ class NatsCluster:
             time.sleep(0.1)
         raise TimeoutError(f"NATS node {node.name} did not become current")
 
-    def stream_leader(self, stream: str) -> NatsNode:
-        """The node leading ``stream`` (as the first live node reports it)."""
-        for node in self.nodes:
-            if node.proc is None or node.proc.poll() is not None:
-                continue
-            details = node.monitor("/jsz?streams=true").get("account_details") or []
-            for account in details:
-                for info in account.get("stream_detail") or []:
-                    if info.get("name") == stream:
-                        leader = (info.get("cluster") or {}).get("leader")
-                        return next(n for n in self.nodes if n.name == leader)
-        raise LookupError(f"no node reports stream {stream}")
+    def stream_leader(self, stream: str, timeout: float = 20.0) -> NatsNode:
+        """The node leading ``stream``, once a live node reports one (after a failover the
+        stream may be electing its leader for a moment)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                if node.proc is None or node.proc.poll() is not None:
+                    continue
+                try:
+                    details = node.monitor("/jsz?streams=true").get("account_details") or []
+                except (requests.RequestException, ValueError):
+                    continue  # a node still starting
+                for account in details:
+                    for info in account.get("stream_detail") or []:
+                        leader = (info.get("cluster") or {}).get("leader") if info.get("name") == stream else None
+                        found = [n for n in self.nodes if leader and n.name == leader]
+                        if found:
+                            return found[0]
+            time.sleep(0.1)
+        raise LookupError(f"no node reports a leader for stream {stream}")
 
     def kill(self, node: NatsNode) -> None:
         node.proc.send_signal(signal.SIGKILL)

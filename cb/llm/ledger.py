@@ -27,6 +27,7 @@ from cb.storage import Storage
 log = get_logger("llm.ledger")
 
 PENDING_LIMIT = 10_000
+RETRY_SECONDS = 1.0  # how often records kept while storage was away are tried again
 CATCH_UP_EVERY = 200  # small batches: a catch-up on the request path stays a few ms
 
 
@@ -41,6 +42,7 @@ class UsageLedger:
         self._lock = gevent.lock.Semaphore()  # cooperative: catch_up yields while holding it
         self._pending: deque[dict] = deque(maxlen=PENDING_LIMIT)
         self._flushing = threading.Lock()
+        self._retrying: gevent.Greenlet | None = None
 
     def record(self, record: UsageRecord) -> None:
         """Append one record; if storage is away, keep it to retry (never lose it silently)."""
@@ -50,6 +52,8 @@ class UsageLedger:
         except StorageUnavailable as exc:
             self._pending.append(data)
             log.warning("usage record kept for later (%d pending): %s", len(self._pending), exc.message)
+            if self._retrying is None:  # written as soon as storage is back, traffic or not
+                self._retrying = gevent.spawn(self._retry_pending)
             return
         if self._pending:
             self.flush()
@@ -58,9 +62,19 @@ class UsageLedger:
             # background, so no request waits for it
             self._catching_up = gevent.spawn(self._catch_up_in_background)
 
+    def _retry_pending(self) -> None:
+        try:
+            while self._pending:
+                gevent.sleep(RETRY_SECONDS)
+                self.flush()
+        finally:
+            self._retrying = None
+
     def _catch_up_in_background(self) -> None:
         try:
             self.catch_up()
+        except StorageUnavailable as exc:  # NATS away or failing over: nothing is lost, the fold waits
+            log.warning("usage catch-up postponed: %s", exc.message)
         except Exception:
             log.exception("usage catch-up failed; the next query retries it")
         finally:

@@ -33,6 +33,7 @@ import ipaddress
 import json
 import re
 import socket
+import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -258,6 +259,8 @@ class NatsStorage:
         self._kv: dict[str, object] = {}  # touched only in the loop thread
         self._streams: set[str] = set()
         self._gap_listeners: set[_Subscription] = set()  # added to in the loop thread
+        self._instance = uuid.uuid4().hex  # tells this process's gap notices from the others'
+        self._gaps_subject = f"{prefix}._gaps"
 
     # -- connection ---------------------------------------------------------------------
 
@@ -281,6 +284,7 @@ class NatsStorage:
             self._bridge.stop()
             raise StorageUnavailable(_failure(self.url, exc)) from None
         self._js = self._nc.jetstream(timeout=JS_TIMEOUT)
+        self._call(self._listen_to_gap_notices())
         metrics.nats_connected.set(1)
         log.info("Connected to NATS server at %s (prefix %s)", self.url, self.prefix)
 
@@ -293,13 +297,33 @@ class NatsStorage:
             log.warning("Disconnected from NATS server at %s; reconnecting", self.url)
             # core NATS keeps nothing for a subscriber that is away: events published until we
             # are back are lost to it, so those who asked are told now
-            for subscription in list(self._gap_listeners):
-                self._gap_listeners.discard(subscription)
-                subscription.port.spawn(subscription.on_gap)
+            self._tell_gap_listeners()
+
+    def _tell_gap_listeners(self) -> None:
+        for subscription in list(self._gap_listeners):
+            self._gap_listeners.discard(subscription)
+            subscription.port.spawn(subscription.on_gap)
 
     async def _on_reconnected(self) -> None:
         metrics.nats_connected.set(1)
         log.info("Reconnected to NATS server at %s", self.url)
+        # events this process published just before the connection dropped may never have
+        # left it: every other process's subscribers hear that they may have missed some
+        try:
+            await self._nc.publish(self._gaps_subject, json.dumps({"from": self._instance}).encode())
+        except Exception as exc:  # noqa: BLE001 - the connection went again; the next reconnect says it
+            log.debug("could not announce a possible gap: %r", exc)
+
+    async def _listen_to_gap_notices(self) -> None:
+        async def on_notice(msg) -> None:
+            try:
+                sender = json.loads(msg.data).get("from")
+            except (ValueError, AttributeError):
+                return
+            if sender != self._instance:
+                self._tell_gap_listeners()
+
+        await self._nc.subscribe(self._gaps_subject, cb=on_notice)
 
     def close(self) -> None:
         client, self._nc = self._nc, None
