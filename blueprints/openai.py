@@ -177,10 +177,6 @@ _SHUTDOWN = error_body(503, "The server is shutting down; this stream was ended 
                             "Retry the request.", "server_shutting_down")
 
 
-def _frame(data: dict) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
-
-
 class _ClientWatch:
     """Calls ``on_gone`` (in a greenlet) if the client's socket is closed while a stream runs.
 
@@ -249,6 +245,13 @@ class _StreamPump:
         except gevent.queue.Empty:
             return None
 
+    def waiting(self) -> list[tuple]:
+        """The (kind, item) pairs already queued, without waiting (sent together, in one write)."""
+        items = []
+        while self.queue.qsize():
+            items.append(self.queue.get_nowait())
+        return items
+
     def stop(self) -> None:
         self.cancel_shutdown()
         if self.watcher is not None:
@@ -275,7 +278,8 @@ def _stream_response(stream, chat, ctx: RequestContext, routing: dict):
 
 
 def _sse(pump: _StreamPump, first: tuple | None, chat, keepalive: float, annotate):
-    """The SSE body: chunks as they come, keep-alives while idle, an error event on failure."""
+    """The SSE body: chunks as they come (those already waiting in one write), keep-alives while
+    idle, an error event on failure."""
     renderer = wire.ChunkRenderer(chat.model, chat.include_usage)
     item = first
     metrics.open_streams.inc()
@@ -284,35 +288,43 @@ def _sse(pump: _StreamPump, first: tuple | None, chat, keepalive: float, annotat
             if item is None:
                 yield b": keep-alive\n\n"
             else:
-                kind, value = item
-                if kind == "chunk":
-                    data = renderer.chunk(value)
-                    if data:
-                        yield _frame(data)
-                elif kind == "end":
-                    if chat.include_usage:
-                        yield _frame(renderer.usage(pump.stream.final_usage()))
-                    yield b"data: [DONE]\n\n"
-                    return
-                elif kind == "error":
-                    _, body, _ = _domain_error_body(value)
-                    log.warning("stream failed: %s", value.message)
-                    yield _frame(body)
-                    yield b"data: [DONE]\n\n"
-                    return
-                elif kind == "shutdown":
-                    log.warning("stream ended by the server's shutdown")
-                    pump.producer.kill()
-                    yield _frame(_SHUTDOWN)
-                    yield b"data: [DONE]\n\n"
-                    return
-                else:
+                frames, ended = _frames(pump, renderer, chat, [item, *pump.waiting()])
+                if frames:
+                    yield b"".join(frames)
+                if ended:
                     return
             item = pump.next(keepalive)
     finally:
         metrics.open_streams.dec()
         pump.stop()
         _annotate_usage(annotate, pump.stream.ctx)
+
+
+def _frames(pump: _StreamPump, renderer: wire.ChunkRenderer, chat, items: list[tuple]) -> tuple[list[bytes], bool]:
+    """The SSE events for ``items`` in order, and whether the stream ends with them."""
+    frames = []
+    for kind, value in items:
+        if kind == "chunk":
+            frame = renderer.frame(value)
+            if frame:
+                frames.append(frame)
+            continue
+        if kind == "end":
+            if chat.include_usage:
+                frames.append(wire.sse_frame(renderer.usage(pump.stream.final_usage())))
+        elif kind == "error":
+            _, body, _ = _domain_error_body(value)
+            log.warning("stream failed: %s", value.message)
+            frames.append(wire.sse_frame(body))
+        elif kind == "shutdown":
+            log.warning("stream ended by the server's shutdown")
+            pump.producer.kill()
+            frames.append(wire.sse_frame(_SHUTDOWN))
+        else:  # the client is gone: nothing more to send
+            return frames, True
+        frames.append(b"data: [DONE]\n\n")
+        return frames, True
+    return frames, False
 
 
 # -- models and embeddings ---------------------------------------------------------------
