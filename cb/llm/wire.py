@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import struct
 import time
-import uuid
 from typing import Any
 
 from cb.llm.errors import InvalidRequest
@@ -292,7 +292,7 @@ def parse_embedding_request(body: Any) -> tuple[EmbeddingRequest, str]:
 
 
 def new_completion_id() -> str:
-    return "chatcmpl-" + uuid.uuid4().hex[:24]
+    return "chatcmpl-" + os.urandom(12).hex()
 
 
 def render_usage(usage: Usage) -> dict:
