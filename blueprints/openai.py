@@ -240,6 +240,8 @@ class _StreamPump:
 
     def next(self, timeout: float) -> tuple | None:
         """The next (kind, item), or None after ``timeout`` seconds without one."""
+        if self.queue.qsize():
+            return self.queue.get_nowait()  # no timer needed
         try:
             return self.queue.get(timeout=timeout)
         except gevent.queue.Empty:

@@ -93,6 +93,13 @@ def test_an_upstream_that_serialises_differently_gets_the_same_chunks_by_renderi
     assert all(c["usage"] is None for c in rendered[:-1]) and rendered[-1]["usage"]["total_tokens"] == 12
 
 
+def test_usage_null_is_added_for_a_client_that_asked_when_the_upstream_left_it_out():
+    events = upstream_events(model="gpt-4", usage_null=False)
+    chunks, frames, _ = client_sees("gpt-4", True, events)
+    assert all(c["usage"] is None for c in chunks[:-1])
+    assert frames[1] == b"data: " + events[1][:-1] + b',"usage":null}\n\n'
+
+
 def test_a_first_chunk_without_a_role_gets_one():
     events = upstream_events()[1:]  # starts with content, no role
     chunks, _, _ = client_sees("gpt-4", True, events)

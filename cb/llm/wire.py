@@ -333,7 +333,7 @@ class ChunkRenderer:
     A chunk whose upstream already spoke OpenAI's format (``chunk.wire``) is relayed as the
     upstream's bytes when they already say what the rendered chunk would: the same id and
     created as the stream so far, a role where one is due, and ``usage: null`` exactly when
-    the client asked for usage. Only ``model`` is rewritten (to the model the client named),
+    the client asked for usage (added at the end of the object when the upstream left it out). Only ``model`` is rewritten (to the model the client named),
     as a byte replacement of the one ``"model":"…"`` member; when any of that does not hold,
     the chunk is rendered as from any provider."""
 
@@ -369,7 +369,9 @@ class ChunkRenderer:
             return None  # nothing for the client: rendering drops it
         data = wire.data
         if self.include_usage:
-            if b'"usage":null' not in data:
+            if b'"usage"' not in data and data.endswith(b"}"):
+                data = data[:-1] + b',"usage":null}'  # what OpenAI itself puts in every chunk but the last
+            elif b'"usage":null' not in data:
                 return None
         elif b'"usage"' in data:
             if data.count(b',"usage":null') != 1:
