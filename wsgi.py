@@ -114,8 +114,8 @@ class Handler(WebSocketHandler):
             self.close_connection = True
 
     def upgrade_websocket(self):
-        settings = self.application.extensions["circuit_breaker"].settings
         wants_upgrade = self.environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+        settings = self.application.extensions["circuit_breaker"].settings if wants_upgrade else None
         if wants_upgrade and _open_websockets >= settings.ws_max_connections:
             message = f"Too many WebSocket connections on this worker (GRAPHQL_WS_MAX_CONNECTIONS={settings.ws_max_connections})"
             body = json.dumps({"errors": [{"message": message, "extensions": {"code": "SERVICE_UNAVAILABLE"}}]}).encode()

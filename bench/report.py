@@ -6,10 +6,15 @@ Markdown printed at the end and saved under bench/results/.
 
 from __future__ import annotations
 
-LABELS = {"direct": "direct (nginx)", "ours": "Circuit Breaker", "litellm": "LiteLLM", "portkey": "Portkey"}
+LABELS = {"direct": "direct (nginx)", "ceiling": "ceiling (Flask + urllib3)", "ours": "Circuit Breaker",
+          "ours_nats": "Circuit Breaker (NATS, 2 workers)", "litellm": "LiteLLM", "portkey": "Portkey"}
 MODE_LABELS = {"json": "JSON", "stream": "SSE stream"}
-# issue 9's goals, checked (never asserted) at the end of the table
-GOALS = {"ratio_litellm": 20.0, "ratio_portkey": 2.0, "added_p50_ms": 1.0, "added_p99_ms": 5.0}
+# issue 13's goals, checked (never asserted) at the end of the table: throughput ratios of
+# ours to each other target at c=32, added latency at c=1, and NATS with 2 workers over ours
+GOALS = {"ratio_ceiling": 0.75, "ratio_portkey": 1.2, "ratio_litellm": 15.0, "added_p50_ms": 1.0,
+         "added_p99_ms": 4.0, "ratio_nats_2_workers": 1.8}
+RATIO_COLUMNS = (("ours", "litellm"), ("ours", "portkey"), ("ours", "ceiling"), ("ours", "direct"),
+                 ("ours_nats", "ours"))
 
 
 def _ms(us: float | None) -> str:
@@ -73,15 +78,14 @@ def render_gateway(results: dict) -> list[str]:
             err = f"{errors} ({errors / max(1, cell['requests'] + errors):.1%})" if errors else "0"
             out.append(f"{head} {cell['rps']:.0f} | {_ms(cell['p50_us'])} | {_ms(cell['p99_us'])} | {gap_50} | {gap_99} "
                        f"| {err} |")
-    out += ["", "## Throughput ratios", "", "| mode | conc. | ours/LiteLLM | ours/Portkey | ours/direct |",
-            "| --- | ---: | ---: | ---: | ---: |"]
+    out += ["", "## Throughput ratios", "",
+            "| mode | conc. | ours/LiteLLM | ours/Portkey | ours/ceiling | ours/direct | NATS 2 workers/ours |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in results["cells"]:
         t = row["targets"]
-        ours = t.get("ours")
         out.append(f"| {MODE_LABELS[row['mode']]} | {row['concurrency']} | "
-                   + " | ".join(_num(ratio(ours, t.get(o)), "{:.2f}x") for o in ("litellm", "portkey", "direct"))
-                   + " |")
-    out += ["", "## Goals (issue 9)", ""] + [f"- {line}" for line in goals(results)]
+                   + " | ".join(_num(ratio(t.get(a), t.get(b)), "{:.2f}x") for a, b in RATIO_COLUMNS) + " |")
+    out += ["", "## Goals (issue 13)", ""] + [f"- {line}" for line in goals(results)]
     return out
 
 
@@ -140,10 +144,11 @@ def goals(results: dict) -> list[str]:
     for row in results["cells"]:
         t = row["targets"]
         if row["concurrency"] == 32:
-            for other, key in (("litellm", "ratio_litellm"), ("portkey", "ratio_portkey")):
-                r = ratio(t.get("ours"), t.get(other))
+            for ours, other, key in (("ours", "ceiling", "ratio_ceiling"), ("ours", "portkey", "ratio_portkey"),
+                                     ("ours", "litellm", "ratio_litellm"), ("ours_nats", "ours", "ratio_nats_2_workers")):
+                r = ratio(t.get(ours), t.get(other))
                 verdict = "not measured" if r is None else ("met" if r >= GOALS[key] else "NOT met")
-                lines.append(f"{MODE_LABELS[row['mode']]}, c=32: ours/{LABELS[other]} >= {GOALS[key]:g}x: "
+                lines.append(f"{MODE_LABELS[row['mode']]}, c=32: {LABELS[ours]} / {LABELS[other]} >= {GOALS[key]:g}x: "
                              f"{_num(r, '{:.2f}x')} ({verdict})")
         if row["concurrency"] == 1:
             for key, goal in (("p50_us", "added_p50_ms"), ("p99_us", "added_p99_ms")):

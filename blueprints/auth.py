@@ -64,7 +64,7 @@ def rate_headers_and_scrub(response):
     reservation = g.get("rate_reservation")
     if reservation is not None:
         response.headers.update(reservation.headers())
-        if not response.is_streamed:
+        if not response.is_streamed and reservation.unsettled:  # the gateway settles what it served
             reservation.settle(_total_tokens(response) if response.status_code < 400 else 0)
     if response.status_code >= 400 and not response.is_streamed:
         text = response.get_data(as_text=True)

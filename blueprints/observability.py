@@ -10,6 +10,7 @@ on the OpenAI port) and its start time (``g.cb_started``, ``time.monotonic()``).
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
@@ -69,7 +70,7 @@ def install(app: Flask, port_name: str) -> None:
     @app.before_request
     def start() -> None:
         given = request.headers.get("X-Request-ID", "")
-        rid = given if _VALID_ID.match(given) else uuid.uuid4().hex
+        rid = given if given and _VALID_ID.match(given) else os.urandom(16).hex()
         g.cb_request_id = rid
         g.cb_started = time.monotonic()
         g.cb_access = {}

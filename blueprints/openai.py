@@ -198,7 +198,8 @@ class ChatCompletionEvents:
 
     Every stream format has these four methods, each returning (event name or None, data)
     pairs: ``start`` before the first chunk, ``chunk`` per canonical chunk, ``end`` with the
-    stream's usage, ``fail`` with an error's status, message and code."""
+    stream's usage, ``fail`` with an error's status, message and code. A format may also have
+    ``frame``, a chunk's SSE bytes at once (here: the upstream's own bytes relayed)."""
 
     def __init__(self, chat: ChatRequest):
         self.renderer = wire.ChunkRenderer(chat.model, chat.include_usage)
@@ -209,6 +210,11 @@ class ChatCompletionEvents:
     def chunk(self, chunk) -> list:
         data = self.renderer.chunk(chunk)
         return [(None, data)] if data else []
+
+    def frame(self, chunk) -> bytes:
+        """One chunk's SSE bytes: the upstream's own when it spoke OpenAI's format (only the model
+        rewritten), rendered otherwise."""
+        return self.renderer.frame(chunk) or b""
 
     def end(self, usage) -> list:
         return ([(None, self.renderer.usage(usage))] if self.renderer.include_usage else []) + [(None, "[DONE]")]
@@ -289,10 +295,19 @@ class _StreamPump:
 
     def next(self, timeout: float) -> tuple | None:
         """The next (kind, item), or None after ``timeout`` seconds without one."""
+        if self.queue.qsize():
+            return self.queue.get_nowait()  # no timer needed
         try:
             return self.queue.get(timeout=timeout)
         except gevent.queue.Empty:
             return None
+
+    def waiting(self) -> list[tuple]:
+        """The (kind, item) pairs already queued, without waiting (sent together, in one write)."""
+        items = []
+        while self.queue.qsize():
+            items.append(self.queue.get_nowait())
+        return items
 
     def stop(self) -> None:
         self.cancel_shutdown()
@@ -321,7 +336,8 @@ def stream_response(stream, events, ctx: RequestContext, routing: dict):
 
 
 def _sse(pump: _StreamPump, first: tuple | None, events, keepalive: float, annotate):
-    """The SSE body: chunks as they come, keep-alives while idle, an error event on failure."""
+    """The SSE body: chunks as they come (those already waiting in one write), keep-alives while
+    idle, an error event on failure."""
     item = first
     metrics.open_streams.inc()
     try:
@@ -332,30 +348,38 @@ def _sse(pump: _StreamPump, first: tuple | None, events, keepalive: float, annot
             if item is None:
                 yield b": keep-alive\n\n"
             else:
-                kind, value = item
-                if kind == "chunk":
-                    data = frames(events.chunk(value))
-                    if data:
-                        yield data
-                elif kind == "end":
-                    yield frames(events.end(pump.stream.final_usage()))
-                    return
-                elif kind == "error":
-                    log.warning("stream failed: %s", value.message)
-                    yield frames(events.fail(value.http_status, value.message, error_code(value)))
-                    return
-                elif kind == "shutdown":
-                    log.warning("stream ended by the server's shutdown")
-                    pump.producer.kill()
-                    yield frames(events.fail(503, _SHUTDOWN, "server_shutting_down"))
-                    return
-                else:
+                data, ended = _frames(pump, events, [item, *pump.waiting()])
+                if data:
+                    yield data
+                if ended:
                     return
             item = pump.next(keepalive)
     finally:
         metrics.open_streams.dec()
         pump.stop()
         annotate_usage(annotate, pump.stream.ctx)
+
+
+def _frames(pump: _StreamPump, events, items: list[tuple]) -> tuple[bytes, bool]:
+    """The SSE bytes for ``items`` in order, and whether the stream ends with them."""
+    out = []
+    for kind, value in items:
+        if kind == "chunk":
+            relay = getattr(events, "frame", None)  # a format that can send the upstream's own bytes
+            out.append(relay(value) if relay else frames(events.chunk(value)))
+            continue
+        if kind == "end":
+            out.append(frames(events.end(pump.stream.final_usage())))
+        elif kind == "error":
+            log.warning("stream failed: %s", value.message)
+            out.append(frames(events.fail(value.http_status, value.message, error_code(value))))
+        elif kind == "shutdown":
+            log.warning("stream ended by the server's shutdown")
+            pump.producer.kill()
+            out.append(frames(events.fail(503, _SHUTDOWN, "server_shutting_down")))
+        # else the client is gone: nothing more to send
+        return b"".join(out), True
+    return b"".join(out), False
 
 
 # -- models and embeddings ---------------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class ConfigError(Exception):
@@ -112,6 +113,31 @@ def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _proxy_url(raw: str) -> str:
+    value = raw.strip()
+    if "://" not in value:
+        value = "http://" + value  # what curl and requests assume for host:port
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("a proxy URL such as http://proxy:3128 (http or https)")
+    return value.rstrip("/")
+
+
+def _existing_path(raw: str) -> str:
+    value = raw.strip()
+    if not Path(value).exists():
+        raise ValueError("an existing CA bundle file or certificate directory")
+    return value
+
+
+def _lower_csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.lower() for part in _csv(raw))
+
+
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return lambda raw: parse(raw) if raw.strip() else None
 
@@ -125,9 +151,10 @@ ROUTING_STRATEGIES = (
 )
 
 
-def var(name: str, default: str | None, parse: Callable[[str], Any], doc: str) -> Any:
-    """Declare one setting: its variable, default (as the environment would spell it)."""
-    return field(metadata={"env": name, "default": default, "parse": parse, "doc": doc})
+def var(name: str, default: str | None, parse: Callable[[str], Any], doc: str, also: tuple[str, ...] = ()) -> Any:
+    """Declare one setting: its variable, default (as the environment would spell it), and
+    other names read when the variable is not set (``https_proxy`` for ``HTTPS_PROXY``)."""
+    return field(metadata={"env": name, "default": default, "parse": parse, "doc": doc, "also": also})
 
 
 @dataclass(frozen=True)
@@ -180,6 +207,11 @@ class Settings:
     read_timeout: float = var("UPSTREAM_READ_TIMEOUT", "600", _seconds, "seconds to wait between bytes from a provider")
     first_token_timeout: float = var("UPSTREAM_FIRST_TOKEN_TIMEOUT", "120", _seconds, "seconds to wait for a stream's first token")
     stream_idle_timeout: float = var("UPSTREAM_STREAM_IDLE_TIMEOUT", "60", _seconds, "seconds a stream's upstream may stay silent after its first chunk")
+    https_proxy: str | None = var("HTTPS_PROXY", "", _optional(_proxy_url), "proxy for https:// provider URLs (also read as https_proxy)", ("https_proxy",))
+    http_proxy: str | None = var("HTTP_PROXY", "", _optional(_proxy_url), "proxy for http:// provider URLs (also read as http_proxy)", ("http_proxy",))
+    no_proxy: tuple = var("NO_PROXY", "", _lower_csv, "hosts reached without the proxy, comma-separated: names (and their subdomains), IPs, CIDRs, * for all (also read as no_proxy)", ("no_proxy",))
+    ca_bundle: str | None = var("REQUESTS_CA_BUNDLE", "", _optional(_existing_path), "CA certificates (file or directory) trusted for https:// providers (default: SSL_CERT_FILE, else certifi's bundle)")
+    ssl_cert_file: str | None = var("SSL_CERT_FILE", "", _optional(_existing_path), "CA bundle used when REQUESTS_CA_BUNDLE is not set")
     ws_init_timeout: float = var("GRAPHQL_WS_INIT_TIMEOUT", "10", _seconds, "seconds a WebSocket client has to send connection_init")
     ws_max_message_bytes_setting: int | None = var("GRAPHQL_WS_MAX_MESSAGE_BYTES", "", _optional(_int(100)), "largest WebSocket message accepted (default: GRAPHQL_MAX_QUERY_BYTES)")
     ws_max_subscriptions: int = var("GRAPHQL_WS_MAX_SUBSCRIPTIONS", "100", _int(1), "operations one WebSocket connection may run at once")
@@ -210,7 +242,12 @@ class Settings:
         parsed = {}
         for f in fields(cls):
             name, default = f.metadata["env"], f.metadata["default"]
-            raw = values.get(name, default)
+            raw = values.get(name)
+            for other in f.metadata["also"]:
+                if raw is None:
+                    name, raw = other, values.get(other)
+            if raw is None:
+                name, raw = f.metadata["env"], default
             try:
                 parsed[f.name] = f.metadata["parse"](raw)
             except ValueError as exc:

@@ -60,16 +60,29 @@ def render() -> tuple[bytes, str]:
 
 
 _BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+_CHILDREN_KEPT = 10_000
+_children: dict[tuple, object] = {}
+
+
+def _child(metric, *labels: str):
+    """``metric.labels(*labels)``, looked up once per label set (``labels`` locks and rebuilds a key)."""
+    key = (id(metric), labels)
+    child = _children.get(key)
+    if child is None:
+        if len(_children) >= _CHILDREN_KEPT:
+            _children.clear()
+        child = _children[key] = metric.labels(*labels)
+    return child
 
 
 def observe_attempt(provider: str, model: str, ok: bool, latency_ms: float, ttft_ms: float | None,
                     deployment: str, breaker: str) -> None:
     """One upstream attempt finished: its latency and TTFT (successes only) and the breaker it left."""
     if ok:
-        upstream_latency.labels(provider, model).observe(latency_ms / 1000)
+        _child(upstream_latency, provider, model).observe(latency_ms / 1000)
         if ttft_ms is not None:
-            upstream_ttft.labels(provider, model).observe(ttft_ms / 1000)
-    breaker_state.labels(deployment).set(_BREAKER_VALUES.get(breaker, 0))
+            _child(upstream_ttft, provider, model).observe(ttft_ms / 1000)
+    _child(breaker_state, deployment).set(_BREAKER_VALUES.get(breaker, 0))
 
 
 def observe_usage(provider: str | None, model: str, prompt_tokens: int, completion_tokens: int,
@@ -77,8 +90,8 @@ def observe_usage(provider: str | None, model: str, prompt_tokens: int, completi
     """One request's usage record was written."""
     provider = provider or "none"
     if prompt_tokens:
-        llm_tokens.labels(provider, model, "prompt").inc(prompt_tokens)
+        _child(llm_tokens, provider, model, "prompt").inc(prompt_tokens)
     if completion_tokens:
-        llm_tokens.labels(provider, model, "completion").inc(completion_tokens)
+        _child(llm_tokens, provider, model, "completion").inc(completion_tokens)
     if cost_usd:
-        llm_cost.labels(provider, model).inc(cost_usd)
+        _child(llm_cost, provider, model).inc(cost_usd)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from cb.llm.catalog import ModelInfo
 from cb.llm.providers.base import Deployment
@@ -75,7 +75,7 @@ class UsageRecord:
     attempts: int = 0  # upstream requests sent; failed ones retried elsewhere are not billed
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}  # every field is a scalar
 
     @classmethod
     def from_dict(cls, data: dict) -> UsageRecord:

@@ -21,6 +21,7 @@ of what it was given.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 
@@ -36,6 +37,7 @@ from cb.llm.types import ChatRequest, StreamChunk, Usage
 from cb.logs import get_logger
 
 log = get_logger("llm.stream")
+DRAIN_SECONDS = 0.2  # what a finished stream waits for the rest of its body before closing the connection
 
 
 def elapsed_ms(since: float) -> float:
@@ -83,6 +85,7 @@ class ChatStream:
             for chunk in self._until_idle(iter(self._chunks or ())):
                 yield self._seen(chunk)
             status = "success"
+            self._drain()
         except StreamStalled as exc:
             status, error = "interrupted", exc
             raise
@@ -177,6 +180,15 @@ class ChatStream:
                 yield chunk
         finally:
             timer.close()
+
+    def _drain(self) -> None:
+        """The provider saw the stream's end (OpenAI's ``[DONE]``): read what is left of the body,
+        briefly (a chunked stream's last, empty chunk), so its connection goes back to the pool
+        instead of being closed."""
+        if self._lines is not None:
+            with gevent.Timeout(DRAIN_SECONDS, False):
+                for _ in itertools.islice(self._lines, 16):
+                    pass
 
     def _seen(self, chunk: StreamChunk) -> StreamChunk:
         if self.ttft_ms is None:

@@ -1,27 +1,24 @@
 """HTTP to the providers: one pooled keep-alive ``requests.Session`` per deployment.
 
-urllib3 keeps only ``pool_maxsize`` connections per host (10 by default), so every
-session mounts an adapter sized for the concurrency one gevent worker sees. Connection
-problems become :class:`UpstreamError` (retryable) or :class:`UpstreamTimeout`; error
-statuses are mapped by the provider; a response is always closed, also when the caller
-stops reading early.
+Each session has our :class:`~cb.llm.adapter.PoolAdapter` mounted, sized for the
+concurrency one gevent worker sees (urllib3 keeps ``pool_maxsize`` connections per host),
+with the worker's proxies and TLS context (read and built once, see :mod:`cb.llm.adapter`).
+Connection problems become :class:`UpstreamError` (retryable) or :class:`UpstreamTimeout`;
+error statuses are mapped by the provider; a response is always closed, also when the
+caller stops reading early.
 
 ``Session.request`` re-merges the session's settings into every call (headers, cookies,
-hooks, proxies, environment), which cost about a quarter of the gateway's CPU per
-request. A deployment's calls differ only in their body, so the merged request is
-prepared once per (method, URL, headers) and copied per call, then given to the
-session's mounted adapter (redirects still go through the session): same headers,
-adapters and redirects, a fraction of the work.
-The sessions keep no cookies (one upstream's cookies are not every client's), which is
-also what makes a prepared template safe to reuse.
-
-Every connection checks the address it actually reached: a link-local peer (cloud
-metadata, 169.254.0.0/16, fe80::/10) is dropped before a byte is sent, whatever name
-or DNS answer led there (see :mod:`cb.network`).
+hooks, proxies, environment). A deployment's calls differ only in their body, so the
+merged request is prepared once per (method, URL, headers); each call gets a copy of its
+headers and its own JSON body and goes straight to the mounted adapter (only an actual
+redirect goes through the session's redirect logic). The sessions keep no cookies (one
+upstream's cookies are not every client's), which is also what makes a prepared template
+safe to reuse.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from http.cookiejar import DefaultCookiePolicy
@@ -29,16 +26,13 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import NewConnectionError
+from requests.cookies import RequestsCookieJar
 
 from cb.config import Settings
-from cb.llm.errors import UpstreamError, UpstreamTimeout
+from cb.llm.adapter import PoolAdapter, UpstreamNetwork
+from cb.llm.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from cb.llm.providers.base import Deployment, Provider, UpstreamCall
 from cb.llm.providers.errors import provider_label
-from cb.network import forbidden_address
 
 POOL_SIZE = 512  # connections kept per upstream host and worker (gevent: many concurrent streams)
 TEMPLATES_KEPT = 256  # prepared (method, URL, headers) per worker; client-supplied keys make more
@@ -51,7 +45,10 @@ class Transport:
     def __init__(self, settings: Settings, pool_size: int = POOL_SIZE):
         self.settings = settings
         self.pool_size = pool_size
+        self.network = UpstreamNetwork.from_settings(settings)
+        self._tls = None  # the worker's one TLS context, built with the first session
         self._sessions: dict[str, requests.Session] = {}
+        self._adapters: dict[str, PoolAdapter] = {}
         self._templates: dict[tuple, requests.PreparedRequest] = {}
         self._lock = threading.Lock()
 
@@ -62,12 +59,15 @@ class Transport:
             with self._lock:
                 session = self._sessions.get(deployment.id)
                 if session is None:
+                    if self._tls is None:
+                        self._tls = self.network.tls_context()
                     session = requests.Session()
-                    adapter = GuardedAdapter(pool_connections=4, pool_maxsize=self.pool_size, max_retries=0)
+                    adapter = PoolAdapter(self.network, self._tls, self.pool_size)
                     session.mount("http://", adapter)
                     session.mount("https://", adapter)
-                    session.trust_env = False  # no proxies or .netrc picked up from the environment
+                    session.trust_env = False  # proxies and CAs are the adapter's, read once from Settings
                     session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # keep no cookies
+                    self._adapters[deployment.id] = adapter
                     self._sessions[deployment.id] = session
         return session
 
@@ -100,9 +100,10 @@ class Transport:
         adapter sends, and only an actual redirect goes through the session's redirect logic."""
         session = self.session(deployment)
         prepared = self._prepare(session, deployment, call)
-        options = {"stream": True, "timeout": timeout, "verify": session.verify, "cert": session.cert, "proxies": {}}
-        response = session.get_adapter(prepared.url).send(prepared, **options)
+        options = {"stream": True, "timeout": timeout, "verify": True, "cert": None, "proxies": {}}
+        response = self._adapters[deployment.id].send(prepared, **options)
         if response.is_redirect:
+            prepared._cookies = RequestsCookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
             history = [response, *session.resolve_redirects(response, prepared, **options)]
             response = history.pop()
             response.history = history
@@ -117,9 +118,18 @@ class Transport:
                 self._templates.clear()
             template = session.prepare_request(requests.Request(call.method, call.url, headers=call.headers))
             self._templates[key] = template
-        prepared = template.copy()
+        prepared = requests.PreparedRequest()  # what template.copy() gives, without copying a cookie jar
+        prepared.method, prepared.url, prepared.hooks = template.method, template.url, template.hooks
+        prepared.headers = template.headers.copy()
         if call.json is not None:
-            prepared.prepare_body(data=None, files=None, json=call.json)
+            try:
+                prepared.body = json.dumps(call.json, separators=(",", ":"), ensure_ascii=False,
+                                           allow_nan=False).encode()
+            except ValueError:
+                raise InvalidRequest("The request holds a number JSON cannot carry (NaN or Infinity).", None) from None
+            prepared.headers["Content-Length"] = str(len(prepared.body))
+            if "Content-Type" not in prepared.headers:
+                prepared.headers["Content-Type"] = "application/json"
         return prepared
 
     def json(self, deployment: Deployment, call: UpstreamCall, provider: Provider) -> dict:
@@ -127,10 +137,10 @@ class Transport:
         response = self.open(deployment, call, provider)
         label = provider_label(provider.type)
         try:
-            return response.json()
-        except requests.Timeout:
+            return json.loads(response.raw.read(decode_content=True))
+        except (requests.Timeout, urllib3.exceptions.TimeoutError):
             raise UpstreamTimeout(label) from None
-        except requests.RequestException:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
             raise UpstreamError(label, "the connection broke while reading the answer", retryable=True) from None
         except ValueError:
             raise UpstreamError(label, "the provider answered with invalid JSON") from None
@@ -160,40 +170,8 @@ class Transport:
         for session in self._sessions.values():
             session.close()
         self._sessions.clear()
+        self._adapters.clear()
         self._templates.clear()
-
-
-class _GuardedConnection(HTTPConnection):
-    def _new_conn(self):
-        sock = super()._new_conn()
-        try:
-            peer = sock.getpeername()[0]
-        except OSError:
-            peer = ""
-        if forbidden_address(peer):
-            sock.close()
-            raise NewConnectionError(self, f"{self.host} is a link-local or metadata address ({peer}), not allowed")
-        return sock
-
-
-class _GuardedHTTPSConnection(_GuardedConnection, HTTPSConnection):
-    pass
-
-
-class _GuardedPool(HTTPConnectionPool):
-    ConnectionCls = _GuardedConnection
-
-
-class _GuardedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _GuardedHTTPSConnection
-
-
-class GuardedAdapter(HTTPAdapter):
-    """An HTTPAdapter whose connections refuse link-local peers (checked at connect time)."""
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedPool, "https": _GuardedHTTPSPool}
 
 
 def _arrivals(response: requests.Response) -> Iterator[bytes]:

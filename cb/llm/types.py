@@ -147,8 +147,21 @@ class ToolCallDelta:
 
 
 @dataclass
+class WireEvent:
+    """An upstream event already in OpenAI's ``chat.completion.chunk`` shape, as it came."""
+
+    data: bytes  # the event's JSON, as the upstream serialised it
+    id: str
+    created: int
+    model: str
+
+
+@dataclass
 class StreamChunk:
-    """One streamed event, already canonical. ``usage`` arrives on (usually) the last."""
+    """One streamed event, already canonical. ``usage`` arrives on (usually) the last.
+
+    ``wire`` is set by providers speaking OpenAI's format when this chunk was the whole
+    event: the edge may then relay the upstream's bytes instead of rendering the chunk."""
 
     index: int = 0
     role: str | None = None
@@ -157,6 +170,7 @@ class StreamChunk:
     finish_reason: str | None = None
     usage: Usage | None = None
     logprobs: Any = None
+    wire: WireEvent | None = None
 
 
 @dataclass

@@ -8,9 +8,10 @@ response, whatever deployment served it.
 from __future__ import annotations
 
 import base64
+import json
+import os
 import struct
 import time
-import uuid
 from typing import Any
 
 from cb.llm.errors import InvalidRequest
@@ -291,7 +292,7 @@ def parse_embedding_request(body: Any) -> tuple[EmbeddingRequest, str]:
 
 
 def new_completion_id() -> str:
-    return "chatcmpl-" + uuid.uuid4().hex[:24]
+    return "chatcmpl-" + os.urandom(12).hex()
 
 
 def render_usage(usage: Usage) -> dict:
@@ -326,8 +327,20 @@ def render_response(response: ChatResponse, model: str) -> dict:
     }
 
 
+def sse_frame(data: dict) -> bytes:
+    """One server-sent event carrying ``data`` as compact JSON."""
+    return b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
 class ChunkRenderer:
-    """Renders one stream's chunks: shared id and created, role on each choice's first delta."""
+    """Renders one stream's chunks: shared id and created, role on each choice's first delta.
+
+    A chunk whose upstream already spoke OpenAI's format (``chunk.wire``) is relayed as the
+    upstream's bytes when they already say what the rendered chunk would: the same id and
+    created as the stream so far, a role where one is due, and ``usage: null`` exactly when
+    the client asked for usage (added at the end of the object when the upstream left it out). Only ``model`` is rewritten (to the model the client named),
+    as a byte replacement of the one ``"model":"…"`` member; when any of that does not hold,
+    the chunk is rendered as from any provider."""
 
     def __init__(self, model: str, include_usage: bool):
         self.model = model
@@ -335,6 +348,50 @@ class ChunkRenderer:
         self.id = new_completion_id()
         self.created = int(time.time())
         self._role_sent: set[int] = set()
+        self._started = False  # a chunk went out: id and created are fixed
+        self._model_member = b'"model":' + json.dumps(model, ensure_ascii=False).encode()
+        self._upstream_member: tuple[str, bytes] | None = None
+
+    def frame(self, chunk: StreamChunk) -> bytes | None:
+        """The chunk as one SSE event (relayed or rendered), or None when it carries nothing."""
+        relayed = self._relay(chunk) if chunk.wire is not None else None
+        if relayed is not None:
+            return b"data: " + relayed + b"\n\n"
+        data = self.chunk(chunk)
+        return sse_frame(data) if data else None
+
+    def _relay(self, chunk: StreamChunk) -> bytes | None:
+        wire = chunk.wire
+        if not self._started and isinstance(wire.id, str) and wire.id.startswith("chatcmpl-") \
+                and isinstance(wire.created, int):
+            self.id, self.created = wire.id, wire.created
+        if wire.id != self.id or wire.created != self.created or not isinstance(wire.model, str):
+            return None
+        if chunk.index not in self._role_sent and chunk.role != "assistant":
+            return None
+        if chunk.content is None and not chunk.tool_calls and chunk.finish_reason is None and chunk.logprobs is None \
+                and chunk.role is None:
+            return None  # nothing for the client: rendering drops it
+        data = wire.data
+        if self.include_usage:
+            if b'"usage"' not in data and data.endswith(b"}"):
+                data = data[:-1] + b',"usage":null}'  # what OpenAI itself puts in every chunk but the last
+            elif b'"usage":null' not in data:
+                return None
+        elif b'"usage"' in data:
+            if data.count(b',"usage":null') != 1:
+                return None
+            data = data.replace(b',"usage":null', b"")
+        if wire.model != self.model:
+            if self._upstream_member is None or self._upstream_member[0] != wire.model:
+                self._upstream_member = (wire.model, b'"model":' + json.dumps(wire.model, ensure_ascii=False).encode())
+            member = self._upstream_member[1]
+            if data.count(member) != 1:
+                return None
+            data = data.replace(member, self._model_member)
+        self._started = True
+        self._role_sent.add(chunk.index)
+        return data
 
     def _envelope(self, choices: list) -> dict:
         data = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
@@ -366,6 +423,7 @@ class ChunkRenderer:
             delta["tool_calls"] = calls
         if not delta and chunk.finish_reason is None and chunk.logprobs is None:
             return None
+        self._started = True
         return self._envelope([{"index": chunk.index, "delta": delta, "logprobs": chunk.logprobs,
                                 "finish_reason": chunk.finish_reason}])
 

@@ -76,6 +76,11 @@ class Reservation:
     def headers(self) -> dict[str, str]:
         return rate_limit_headers(self.requests, self.tokens)
 
+    @property
+    def unsettled(self) -> bool:
+        """Whether :meth:`settle` would still change a token count."""
+        return not self.settled and self.limiter is not None and self.token_window is not None
+
     def settle(self, actual_tokens: int) -> None:
         """Replace the estimate by the real usage (once; later calls do nothing)."""
         if self.settled or self.limiter is None or self.token_window is None:

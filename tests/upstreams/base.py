@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -182,6 +183,7 @@ class UpstreamServer:
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.tls: ssl.SSLContext | None = None  # set before start() to serve https:// (see tests/upstreams/certs.py)
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> UpstreamServer:
@@ -204,6 +206,9 @@ class UpstreamServer:
 
         self._httpd = Server(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
+        if self.tls is not None:  # the handshake happens in the request's thread, on its first read
+            self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True,
+                                                      do_handshake_on_connect=False)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -226,6 +231,8 @@ class UpstreamServer:
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"https://localhost:{self.port}"  # the name the test certificate carries
         return f"http://127.0.0.1:{self.port}"
 
     # -- scripting ---------------------------------------------------------------------

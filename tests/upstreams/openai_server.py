@@ -137,7 +137,7 @@ class OpenAIUpstream(UpstreamServer):
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append({"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
                            "system_fingerprint": "fp_test", "choices": [], "usage": self._usage(body, len(pieces))})
-        reply.sse(events)
+        reply.sse([json.dumps(e, separators=(",", ":")) for e in events])  # compact, as OpenAI sends them
 
     # -- embeddings ------------------------------------------------------------------------
     def embeddings(self, request: Received, reply: Reply) -> None:

@@ -26,6 +26,7 @@ from cb.llm.types import (
     ToolCall,
     ToolCallDelta,
     Usage,
+    WireEvent,
 )
 
 # reasoning models refuse max_tokens and want max_completion_tokens
@@ -185,6 +186,8 @@ class OpenAIProvider(Provider):
                 chunks[-1].usage = usage
             elif usage:
                 chunks = [StreamChunk(usage=usage)]
+            elif len(chunks) == 1:
+                chunks[0].wire = WireEvent(data, event.get("id"), event.get("created"), event.get("model"))
             yield from chunks
 
     @staticmethod

@@ -1,0 +1,272 @@
+"""A transport adapter of ours for ``requests``: each call goes straight into a urllib3 pool.
+
+``requests`` stays the HTTP client; this is its documented extension point
+(:class:`requests.adapters.BaseAdapter`, mounted on a session). What
+``HTTPAdapter.send`` does on every call and our calls never need is left out: no
+environment lookups (proxies and CA bundles are read once, from :class:`Settings`), no
+per-call pool-key and TLS-context building, no CA-bundle path checks, no cookie jar
+filled from each response. The pool of a URL is looked up once and kept; the TLS
+context is built once and shared by every pool.
+
+Proxies: ``HTTPS_PROXY`` / ``HTTP_PROXY`` by the URL's scheme, ``NO_PROXY`` exempting
+names (with their subdomains), IP addresses, CIDR ranges or ``*``. https:// goes through
+a CONNECT tunnel; http:// is forwarded with the absolute URL.
+
+Every connection checks the address it actually reached: a link-local peer (cloud
+metadata, 169.254.0.0/16, fe80::/10) is dropped before a byte is sent, whatever name
+or DNS answer led there (see :mod:`cb.network`). Through a proxy the peer is the proxy,
+so the target is checked too: an IP literal, or a name that resolves here, to a
+link-local address is refused before the proxy is asked for it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os.path
+import socket
+import ssl
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import certifi
+import requests
+import urllib3
+from requests.adapters import BaseAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ProxyError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.util import Timeout, make_headers, parse_url
+from urllib3.util.ssl_ import create_urllib3_context
+
+from cb.network import forbidden_address
+
+ROUTES_KEPT = 256  # URLs whose pool is remembered per adapter (Gemini puts the model in the path)
+
+
+@dataclass(frozen=True)
+class UpstreamNetwork:
+    """How provider calls leave this machine: proxies and trusted CAs, read once at start."""
+
+    http_proxy: str | None = None
+    https_proxy: str | None = None
+    no_proxy: tuple[str, ...] = ()
+    ca_bundle: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings) -> UpstreamNetwork:
+        return cls(settings.http_proxy, settings.https_proxy, settings.no_proxy,
+                   settings.ca_bundle or settings.ssl_cert_file)
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The one TLS context of a worker's provider connections: verified against the CA bundle."""
+        context = create_urllib3_context()
+        where = self.ca_bundle or certifi.where()
+        if os.path.isdir(where):
+            context.load_verify_locations(capath=where)
+        else:
+            context.load_verify_locations(cafile=where)
+        return context
+
+    def proxy_for(self, scheme: str, host: str, port: int) -> str | None:
+        """The proxy URL for a target, or None to connect directly."""
+        proxy = self.https_proxy if scheme == "https" else self.http_proxy
+        if proxy is None or self.bypasses(host, port):
+            return None
+        return proxy
+
+    def bypasses(self, host: str, port: int) -> bool:
+        """Whether NO_PROXY exempts ``host`` (names match themselves and their subdomains)."""
+        host = host.strip("[]").lower().rstrip(".")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            address = None
+        for entry in self.no_proxy:
+            if entry == "*":
+                return True
+            name, _, only_port = entry.partition(":") if entry.count(":") == 1 else (entry, "", "")
+            if only_port and only_port != str(port):
+                continue
+            name = name.strip("[]").lstrip(".").rstrip(".")
+            if address is not None:
+                try:
+                    if address in ipaddress.ip_network(name, strict=False):
+                        return True
+                except ValueError:
+                    pass
+            elif host == name or host.endswith("." + name):
+                return True
+        return False
+
+
+# -- connections that refuse link-local peers --------------------------------------------
+
+
+class _GuardedConnection(HTTPConnection):
+    def _new_conn(self):
+        sock = super()._new_conn()
+        try:
+            peer = sock.getpeername()[0]
+        except OSError:
+            peer = ""
+        if forbidden_address(peer):
+            sock.close()
+            raise NewConnectionError(self, f"{self.host} is a link-local or metadata address ({peer}), not allowed")
+        return sock
+
+
+class _GuardedHTTPSConnection(_GuardedConnection, HTTPSConnection):
+    pass
+
+
+class _GuardedPool(HTTPConnectionPool):
+    ConnectionCls = _GuardedConnection
+
+
+class _GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+_GUARDED_POOLS = {"http": _GuardedPool, "https": _GuardedHTTPSPool}
+
+
+def _refuse_link_local_target(host: str) -> None:
+    """Through a proxy: refuse a target that is, or resolves here to, a link-local address."""
+    addresses = [host.strip("[]")]
+    try:
+        ipaddress.ip_address(addresses[0].split("%", 1)[0])
+    except ValueError:
+        try:
+            addresses = [info[4][0] for info in socket.getaddrinfo(host, None)]
+        except (OSError, UnicodeError):
+            addresses = []  # the proxy resolves it; what it reaches is its business
+    if any(forbidden_address(a) for a in addresses):
+        raise requests.ConnectionError(f"{host} is a link-local or metadata address, not allowed")
+
+
+# -- the adapter ------------------------------------------------------------------------
+
+
+@dataclass
+class _Route:
+    pool: HTTPConnectionPool
+    target: str  # what goes on the request line: the path, or the absolute URL for a forwarding proxy
+    proxy_headers: dict | None  # Proxy-Authorization for a forwarding proxy with credentials
+
+
+class PoolAdapter(BaseAdapter):
+    """Sends a prepared request through urllib3's pool of its host (or of its proxy).
+
+    The ``verify``, ``cert`` and ``proxies`` arguments of ``send`` are ignored: TLS and
+    proxies are the adapter's, fixed when it is made."""
+
+    def __init__(self, network: UpstreamNetwork, tls: ssl.SSLContext, pool_size: int):
+        super().__init__()
+        self.network = network
+        options = {"maxsize": pool_size, "block": False, "retries": False}
+        self._direct = urllib3.PoolManager(num_pools=64, ssl_context=tls, **options)
+        self._direct.pool_classes_by_scheme = _GUARDED_POOLS
+        self._proxied: dict[str, urllib3.ProxyManager] = {}
+        self._options = options
+        self._tls = tls
+        self._routes: dict[str, _Route] = {}
+        self._timeouts: dict[object, Timeout] = {}
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout=None, verify=True, cert=None,
+             proxies=None) -> requests.Response:
+        route = self._routes.get(request.url)
+        if route is None or route.pool.pool is None:  # new, or its pool was closed
+            route = self._route(request.url)
+        headers = request.headers
+        if route.proxy_headers:
+            headers = {**headers, **route.proxy_headers}
+        try:
+            raw = route.pool.urlopen(
+                request.method, route.target, body=request.body, headers=headers, retries=False, redirect=False,
+                assert_same_host=False, preload_content=False, decode_content=False, timeout=self._timeout(timeout),
+                chunked=request.body is not None and "Content-Length" not in request.headers,
+            )
+        except ProxyError as exc:
+            raise requests.exceptions.ProxyError(exc, request=request) from None
+        except NewConnectionError as exc:  # also a refused link-local peer (before ConnectTimeoutError: a subclass)
+            raise requests.ConnectionError(exc, request=request) from None
+        except ConnectTimeoutError as exc:
+            raise requests.ConnectTimeout(exc, request=request) from None
+        except ReadTimeoutError as exc:
+            raise requests.ReadTimeout(exc, request=request) from None
+        except SSLError as exc:
+            raise requests.exceptions.SSLError(exc, request=request) from None
+        except (ProtocolError, HTTPError, OSError) as exc:
+            raise requests.ConnectionError(exc, request=request) from None
+        response = requests.Response()
+        response.status_code = raw.status
+        response.headers = raw.headers  # urllib3's HTTPHeaderDict: case-insensitive, like requests' own
+        response.raw = raw
+        response.reason = raw.reason
+        response.url = request.url
+        response.request = request
+        response.connection = self
+        return response
+
+    def _timeout(self, timeout) -> Timeout:
+        found = self._timeouts.get(timeout)
+        if found is None:
+            connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+            found = self._timeouts[timeout] = Timeout(connect=connect, read=read)
+        return found
+
+    def _route(self, url: str) -> _Route:
+        """Which pool serves ``url`` and what its request line names (worked out once per URL)."""
+        try:
+            parts = parse_url(url)
+        except urllib3.exceptions.LocationParseError as exc:
+            raise requests.exceptions.InvalidURL(str(exc)) from None
+        scheme, host = (parts.scheme or "http").lower(), parts.host or ""
+        if scheme not in _GUARDED_POOLS or not host:
+            raise requests.exceptions.InvalidURL(f"cannot send to {url!r}")
+        port = parts.port or (443 if scheme == "https" else 80)
+        proxy = self.network.proxy_for(scheme, host, port)
+        if proxy is None:
+            route = _Route(self._direct.connection_from_host(host, port, scheme), parts.request_uri, None)
+        else:
+            _refuse_link_local_target(host)
+            manager = self._proxy_manager(proxy)
+            pool = manager.connection_from_host(host, port, scheme)
+            if scheme == "https":
+                route = _Route(pool, parts.request_uri, None)  # tunnelled: the proxy headers go on CONNECT
+            else:
+                route = _Route(pool, url, manager.proxy_headers or None)
+        if len(self._routes) >= ROUTES_KEPT:
+            self._routes.clear()
+        self._routes[url] = route
+        return route
+
+    def _proxy_manager(self, proxy: str) -> urllib3.ProxyManager:
+        manager = self._proxied.get(proxy)
+        if manager is None:
+            parts = parse_url(proxy)
+            headers = {}
+            if parts.auth:
+                user, _, password = parts.auth.partition(":")
+                headers = make_headers(proxy_basic_auth=f"{unquote(user)}:{unquote(password)}")
+            plain = parts._replace(auth=None).url
+            manager = urllib3.ProxyManager(plain, num_pools=64, proxy_headers=headers, ssl_context=self._tls,
+                                           proxy_ssl_context=self._tls if parts.scheme == "https" else None,
+                                           **self._options)
+            manager.pool_classes_by_scheme = _GUARDED_POOLS
+            self._proxied[proxy] = manager
+        return manager
+
+    def close(self) -> None:
+        self._routes.clear()
+        self._direct.clear()
+        for manager in self._proxied.values():
+            manager.clear()
