@@ -28,6 +28,7 @@ from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
+from gunicorn.workers.ggevent import PyWSGIServer
 
 # gunicorn's own code stops a worker with this exit code when the app cannot load; the
 # master then halts instead of respawning workers forever.
@@ -175,10 +176,24 @@ def _close_idle_connections() -> None:
                 pass
 
 
+class OneAtATimeServer(PyWSGIServer):
+    """Takes one connection per wake-up (gevent's default is up to 100): the workers share the
+    listening socket, and a burst of new connections (a pool opening 32 at once) then spreads
+    over all of them instead of landing on whichever woke first. gunicorn does the same for its
+    plain gevent worker, not for the pywsgi one we run."""
+
+    max_accept = 1
+
+
 class Worker(GeventWebSocketWorker):
     """The gevent-websocket worker with our handler and a graceful stop."""
 
     wsgi_handler = Handler
+
+    def init_process(self):
+        if self.cfg.workers > 1:
+            self.server_class = OneAtATimeServer
+        super().init_process()
 
     def handle_exit(self, sig, frame):
         super().handle_exit(sig, frame)

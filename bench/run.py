@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from graphql_bench import run_graphql_bench  # noqa: E402
 from load import post_script, run_wrk, wrk_binary  # noqa: E402
-from procs import BenchError, Supervisor, run  # noqa: E402
+from procs import BenchError, Supervisor, nats_server_binary, run  # noqa: E402
 from report import render  # noqa: E402
 from targets import ALL, Target  # noqa: E402
 from upstream import start_upstream  # noqa: E402
@@ -151,7 +151,7 @@ def versions(targets: list[Target]) -> dict:
         found["wrk"] = "?"
     if shutil.which("node"):
         found["node"] = run(["node", "--version"], timeout=10).stdout.strip()
-    nats = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    nats = nats_server_binary()
     if Path(nats).exists():
         found["nats-server"] = run([nats, "--version"], timeout=10).stdout.strip().split()[-1]
     return found

@@ -630,9 +630,10 @@ class NatsStorage:
 
     # -- events -------------------------------------------------------------------------
 
-    async def _publish(self, subject: str, data: bytes) -> None:
+    @staticmethod
+    async def _publish(client, subject: str, data: bytes) -> None:
         try:
-            await self._nc.publish(subject, data)
+            await client.publish(subject, data)
         except Exception as exc:  # noqa: BLE001 - nobody waits for a publish: say what was lost
             log.warning("event on %s not published (%s)", subject, type(exc).__name__)
 
@@ -645,7 +646,8 @@ class NatsStorage:
         data = json.dumps(event, separators=(",", ":")).encode()
         if len(data) > self._nc.max_payload:
             raise ValidationError("value too large for NATS")
-        self._bridge.submit(self._publish(f"{self.prefix}.{subject}", data))
+        # the client as it is now: a close() right after still flushes what was handed over
+        self._bridge.submit(self._publish(self._nc, f"{self.prefix}.{subject}", data))
 
     async def _subscribe(self, subject: str, callback):
         return await self._nc.subscribe(subject, cb=callback)
