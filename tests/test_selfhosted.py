@@ -89,6 +89,21 @@ def test_chat_accepts_the_bare_and_the_prefixed_name(server_factory, vllm):
     assert [c.json["model"] for c in vllm.chats()] == [LLAMA, LLAMA]
 
 
+def test_the_messages_and_responses_apis_accept_the_bare_and_the_prefixed_name(server_factory, vllm):
+    import anthropic
+
+    server = server_factory(OPENAI_BASE_URL=vllm.base_url)
+    claude_client = anthropic.Anthropic(base_url=server.openai_url, api_key="unused", max_retries=0)
+    with client_for(server) as client:
+        for name in (LLAMA, f"openai/{LLAMA}"):
+            message = claude_client.messages.create(model=name, max_tokens=50,
+                                                    messages=[{"role": "user", "content": "Hi"}])
+            assert message.content[0].text == vllm.reply
+            response = client.responses.create(model=name, input="Hi", store=False)
+            assert response.output_text == vllm.reply
+    assert [c.json["model"] for c in vllm.chats()] == [LLAMA] * 4
+
+
 def test_embeddings_of_a_listed_embedding_model_under_both_names(server_factory):
     with VLLMUpstream(models={"BAAI/bge-small-en-v1.5": 512}) as vllm, \
             client_for(server_factory(OPENAI_BASE_URL=vllm.base_url)) as client:
