@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test deps system-deps examples-deps bench lint clean
+.PHONY: run test deps system-deps examples-deps bench fuzz lint clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
@@ -45,6 +45,13 @@ test: $(STAMP) system-deps examples-deps
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# Fuzzing at depth (not part of `make test`, which runs a quick version): our hostile
+# generators (FUZZ_CASES per API), then schemathesis over the OpenAPI description and the
+# GraphQL schema (FUZZ_EXAMPLES per operation).
+fuzz: $(STAMP) system-deps
+	@PATH="$$PATH:/usr/sbin" $(PY) tests/fuzz_hostile.py $${FUZZ_CASES:-10000}
+	@PATH="$$PATH:/usr/sbin" CB_FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1250} $(PY) tests/run.py tests/test_fuzz.py -q -s
 
 bench: $(STAMP) system-deps
 	@PATH="$$PATH:/usr/sbin" $(PY) bench/run.py

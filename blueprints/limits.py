@@ -92,9 +92,13 @@ def graphql_body():
     data = request.get_json(silent=True) if request.method == "POST" else request.args
     query = data.get("query") if hasattr(data, "get") else None
     limit = settings.graphql_max_query_bytes
-    if isinstance(query, str) and len(query.encode()) > limit:
-        return graphql_error(413, f"The GraphQL document is larger than {limit} bytes.", "QUERY_TOO_LARGE")
     if isinstance(query, str):
+        try:
+            size = len(query.encode())
+        except UnicodeEncodeError:  # a lone surrogate, e.g. "\ud800" (JSON lets it through)
+            return graphql_error(400, "The GraphQL document is not valid Unicode text.", "BAD_REQUEST")
+        if size > limit:
+            return graphql_error(413, f"The GraphQL document is larger than {limit} bytes.", "QUERY_TOO_LARGE")
         try:
             check_graphql(query, settings.max_json_depth)
         except NestingTooDeep as exc:
