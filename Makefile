@@ -51,7 +51,7 @@ lint: $(STAMP)
 # GraphQL schema (FUZZ_EXAMPLES per operation).
 fuzz: $(STAMP) system-deps
 	@PATH="$$PATH:/usr/sbin" $(PY) tests/fuzz_hostile.py $${FUZZ_CASES:-10000}
-	@PATH="$$PATH:/usr/sbin" CB_FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1250} $(PY) tests/run.py tests/test_fuzz.py -q -s
+	@PATH="$$PATH:/usr/sbin" CB_FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1250} $(PY) tests/run.py tests/test_fuzz.py -q -s --timeout=0
 
 bench: $(STAMP) system-deps
 	@PATH="$$PATH:/usr/sbin" $(PY) bench/run.py
