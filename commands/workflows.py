@@ -41,7 +41,7 @@ def show_workflow(workflow_id: str, as_json: bool) -> None:
     """A workflow's places (with how many tokens are on each) and transitions."""
     engine = operator().services().workflows
     workflow = engine.get_workflow(workflow_id)
-    counts = engine.token_counts(workflow_id)
+    counts = engine.place_counts(workflow)
     if as_json:
         print_json({**workflow.to_dict(), "token_counts": counts})
         return

@@ -222,10 +222,6 @@ class WorkflowEngine:
                     tokens.append(token)
         return tokens
 
-    def token_counts(self, workflow_id: str) -> dict[str, int]:
-        """How many tokens are on each place of the workflow named (see :meth:`place_counts`)."""
-        return self.place_counts(self.get_workflow(workflow_id))
-
     def place_counts(self, workflow: Workflow) -> dict[str, int]:
         """How many tokens sit on each place of ``workflow`` (every place, zeros included).
 
