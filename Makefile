@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test deps system-deps examples-deps bench fuzz lint clean
+.PHONY: run test deps system-deps examples-deps bench fuzz soak lint clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
@@ -52,6 +52,11 @@ lint: $(STAMP)
 fuzz: $(STAMP) system-deps
 	@PATH="$$PATH:/usr/sbin" $(PY) tests/fuzz_hostile.py $${FUZZ_CASES:-10000}
 	@PATH="$$PATH:/usr/sbin" CB_FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1250} $(PY) tests/run.py tests/test_fuzz.py -q -s --timeout=0
+
+# A soak on NATS with two workers (SOAK_MINUTES, 30): RSS over time and the size of every
+# bucket and stream per request; the report goes to bench/results/soak-*.md
+soak: $(STAMP) system-deps
+	@PATH="$$PATH:/usr/sbin" $(PY) bench/soak.py --minutes $${SOAK_MINUTES:-30} --backend nats --workers 2
 
 bench: $(STAMP) system-deps
 	@PATH="$$PATH:/usr/sbin" $(PY) bench/run.py

@@ -131,6 +131,21 @@ def test_a_deleted_key_can_be_created_again(store):
     assert store.get("tokens", "t").value == {"v": 2}
 
 
+def test_deleted_keys_leave_nothing_behind_in_nats(store):
+    if not isinstance(store, NatsStorage):
+        pytest.skip("memory storage keeps no delete markers")
+    for i in range(50):
+        store.create("tokens", f"t{i}", {"v": i})
+    store.create("tokens", "kept", {"v": "kept"})
+    for i in range(50):
+        store.delete("tokens", f"t{i}", store.get("tokens", f"t{i}").revision if i % 2 else None)
+    tokens = store.status()["stores"]["tokens"]
+    assert tokens["messages"] == 1  # only "kept": no marker per deleted key, which would grow for good
+    assert [e.key for e in store.list("tokens")] == ["kept"]
+    store.create("tokens", "t3", {"v": "again"})
+    assert store.get("tokens", "t3").value == {"v": "again"}
+
+
 def test_list_returns_the_live_entries_of_one_bucket(store):
     for key in ("a", "b", "c"):
         store.put("workflows", key, {"name": key})

@@ -3,7 +3,8 @@
 Names, for a prefix ``cb`` (NATS_PREFIX, one per deployment):
 
 * bucket ``tokens``  -> JetStream KV bucket ``cb_tokens`` (file storage, history 1);
-  keys are escaped so any string is a valid key (see :func:`encode_key`);
+  keys are escaped so any string is a valid key (see :func:`encode_key`); a delete writes
+  KV's delete marker and then purges it, so a deleted key leaves nothing in the stream;
 * log ``usage``      -> stream ``cb_usage`` on subject ``cb_log.usage`` (file storage);
 * event ``events.w.t`` -> core NATS subject ``cb.events.w.t``;
 * index ``tokens``, path ``(w, p, t)`` -> subject ``cb_idx.tokens.w.p.t`` in the stream
@@ -40,7 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 import nats
 import nats.errors
 import nats.js.errors
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header, StorageType, StreamConfig
 
 from cb import metrics
 from cb.errors import Conflict, NotFound, StorageUnavailable, ValidationError
@@ -380,7 +381,7 @@ class NatsStorage:
 
     def status(self) -> dict:
         """The server's version and, per bucket, log and index, its JetStream stream (None where
-        none was created yet): replicas, messages (a deleted key's marker counts until NATS drops it), bytes."""
+        none was created yet): replicas, messages, bytes."""
         return self._call(self._status())
 
     # -- key-value ----------------------------------------------------------------------
@@ -442,7 +443,9 @@ class NatsStorage:
                     found[key] = Entry(key, json.loads(item.value), item.revision)
                 else:
                     found.pop(key, None)
-                passed = passed or item.revision >= state.last_seq
+                # the last sequence may be a purged delete marker that never comes: nothing
+                # pending after an entry also says every message up to it was read
+                passed = passed or item.revision >= state.last_seq or item.delta == 0
                 caught_up = caught_up or item.delta == 0
         finally:
             await watcher.stop()
@@ -489,14 +492,25 @@ class NatsStorage:
         if current is None:
             raise NotFound(f"{bucket} entry {key!r} not found")
         kv = await self._bucket(bucket)
+        subject = f"{kv._pre}{encode_key(key)}"
+        headers = {"KV-Operation": "DEL"}
+        if revision is not None:
+            headers[Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(revision)
         try:
-            await kv.delete(encode_key(key), last=revision)
+            ack = await _led(lambda: self._js.publish(subject, b"", stream=kv._stream, headers=headers))
         except nats.js.errors.APIError as exc:
             if exc.err_code in _WRONG_LAST_SEQUENCE:
                 if await self._get(bucket, key) is None:
                     raise NotFound(f"{bucket} entry {key!r} not found") from None
                 raise Conflict(f"{bucket} entry {key!r} was changed concurrently") from None
             raise
+        # The delete marker replaced the value (history 1) but would stay in the stream for
+        # good, one per key ever deleted. Purge it, and only it: messages of this key up to
+        # and including the marker's sequence, so a value created meanwhile is kept.
+        try:
+            await _led(lambda: self._js.purge_stream(kv._stream, subject=subject, seq=ack.seq + 1))
+        except Exception as exc:  # noqa: BLE001 - the key is deleted; a marker left over is harmless
+            log.debug("delete marker of %s entry %r kept (%r)", bucket, key, exc)
 
     def delete(self, bucket: str, key: str, revision: int | None = None) -> None:
         self._call(self._delete(bucket, key, revision))

@@ -21,6 +21,7 @@ import json
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -203,6 +204,10 @@ class UpstreamServer:
 
         class Server(ThreadingHTTPServer):
             request_queue_size = 128  # many clients connecting at once must not be refused
+
+            def handle_error(self, request, client_address):
+                if not isinstance(sys.exc_info()[1], ConnectionError):  # a client hanging up is no error
+                    super().handle_error(request, client_address)
 
         self._httpd = Server(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
