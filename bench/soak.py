@@ -137,8 +137,8 @@ class Soak:
         self.count("graphql", 4)
 
     def agent_round(self, session: requests.Session, mine: list[str]) -> None:
-        token = self.graphql(session, 'mutation { createToken(input: {workflow_id: "%s", data: {title: "Soak"}}) '
-                                      '{ id } }' % AGENT_WORKFLOW)["createToken"]["id"]
+        token = self.graphql(session, 'mutation($w: ID!) { createToken(input: {workflow_id: $w, data: {title: "Soak"}}) '
+                                      '{ id } }', {"w": AGENT_WORKFLOW})["createToken"]["id"]
         self.graphql(session, 'mutation($t: ID!) { fireTransition(input: {token_id: $t, transition_id: "submit"}) '
                               '{ place } }', {"t": token})
         mine.append(token)

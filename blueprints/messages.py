@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from blueprints import observability, services
-from blueprints.openai import annotate_usage, json_body, prepare, route_headers, stream_response
+from blueprints import services
+from blueprints.openai import json_body, prepare, route_headers, stream_response
 from cb.llm import messages_api
 from cb.llm.estimate import estimate_prompt
 
@@ -30,7 +30,6 @@ def create_message():
         return stream_response(gateway.stream(chat, ctx), events, ctx, routing)
     result = gateway.complete(chat, ctx)
     headers = route_headers(result.route, ctx, result.upstream_ms) | routing
-    annotate_usage(observability.annotate, ctx)
     return jsonify(messages_api.render_message(result.response, chat.model)), 200, headers
 
 

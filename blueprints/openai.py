@@ -116,7 +116,8 @@ def context(chat_user: str | None = None) -> RequestContext:
     reservation = g.get("rate_reservation")
     g.llm_ctx = RequestContext(request_id=g.cb_request_id, user=chat_user, started=g.cb_started,
                                api_key_id=g.get("api_key_id"),
-                               settle_tokens=reservation.settle if reservation else None)
+                               settle_tokens=reservation.settle if reservation else None,
+                               annotate=observability.annotator())
     return g.llm_ctx
 
 
@@ -156,7 +157,6 @@ def chat_completions():
         return stream_response(gateway.stream(chat, ctx), ChatCompletionEvents(chat), ctx, routing)
     result = gateway.complete(chat, ctx)
     headers = route_headers(result.route, ctx, result.upstream_ms) | routing
-    annotate_usage(observability.annotate, ctx)
     return jsonify(wire.render_response(result.response, chat.model)), 200, headers
 
 
@@ -179,15 +179,6 @@ def routing_headers(model: str, ctx: RequestContext) -> dict:
     headers = {"x-cb-budget-warning": "; ".join(warnings)} if warnings else {}
     headers["x-cb-routing-strategy"] = svc.router.strategy_for(model, ctx)
     return headers
-
-
-def annotate_usage(annotate, ctx: RequestContext) -> None:
-    """Put the request's provider, model, tokens and cost on its access-log line."""
-    usage = ctx.usage
-    if usage is not None:
-        annotate(provider=usage.provider, model=usage.model, prompt_tokens=usage.prompt_tokens,
-                 completion_tokens=usage.completion_tokens, cost_usd=round(usage.cost_usd, 8),
-                 usage_status=usage.status)
 
 
 _SHUTDOWN = "The server is shutting down; this stream was ended before it completed. Retry the request."
@@ -331,11 +322,11 @@ def stream_response(stream, events, ctx: RequestContext, routing: dict):
         return Response(b"", status=200, mimetype="text/event-stream")
     headers = route_headers(stream.route, ctx, stream.upstream_open_ms) | routing
     headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    body = _sse(pump, first, events, keepalive, observability.annotator())
+    body = _sse(pump, first, events, keepalive)
     return Response(body, status=200, mimetype="text/event-stream", headers=headers)
 
 
-def _sse(pump: _StreamPump, first: tuple | None, events, keepalive: float, annotate):
+def _sse(pump: _StreamPump, first: tuple | None, events, keepalive: float):
     """The SSE body: chunks as they come (those already waiting in one write), keep-alives while
     idle, an error event on failure."""
     item = first
@@ -357,7 +348,6 @@ def _sse(pump: _StreamPump, first: tuple | None, events, keepalive: float, annot
     finally:
         metrics.open_streams.dec()
         pump.stop()
-        annotate_usage(annotate, pump.stream.ctx)
 
 
 def _frames(pump: _StreamPump, events, items: list[tuple]) -> tuple[bytes, bool]:
@@ -403,6 +393,5 @@ def embeddings():
     embedding, encoding = wire.parse_embedding_request(json_body())
     ctx = context(embedding.user)
     result = services().gateway.embed(embedding, ctx)
-    annotate_usage(observability.annotate, ctx)
     body = wire.render_embeddings(result.response, embedding.model, encoding)
     return jsonify(body), 200, route_headers(result.route, ctx, result.upstream_ms)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify
 
-from blueprints import observability, services
-from blueprints.openai import annotate_usage, json_body, prepare, route_headers, stream_response
+from blueprints import services
+from blueprints.openai import json_body, prepare, route_headers, stream_response
 from cb.errors import NotFound
 from cb.llm import responses_api
 
@@ -50,7 +50,6 @@ def create_response():
     body = responses_api.render(req, result.response)
     keep(body)
     headers = route_headers(result.route, ctx, result.upstream_ms) | routing
-    annotate_usage(observability.annotate, ctx)
     return jsonify(body), 200, headers
 
 

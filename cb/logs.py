@@ -62,25 +62,37 @@ class Redactor(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self._secrets: set[str] = set()
-        self._longest_first: list[str] = []  # sorted once here, not for every log record
+        self._known: re.Pattern | None = None  # every known secret, longest first, in one pattern
         self._patterns: list[re.Pattern] = []
+        self._screens: list[str] | None = []  # None once a pattern has no screens: every text is searched
+        self._screen: re.Pattern | None = None  # matches wherever any pattern might: most text skips them
 
     def add(self, *secrets: str | None) -> None:
-        self._secrets.update(s for s in secrets if s and len(s) >= 4)
-        self._longest_first = sorted(self._secrets, key=len, reverse=True)
+        new = {s for s in secrets if s and len(s) >= 4} - self._secrets
+        if new:  # compiled once per new secret, not per log record
+            self._secrets |= new
+            self._known = re.compile("|".join(re.escape(s) for s in sorted(self._secrets, key=len, reverse=True)))
 
-    def add_pattern(self, pattern: str | re.Pattern) -> None:
-        """Also redact whatever matches ``pattern`` (only its ``secret`` group, if it has one)."""
+    def add_pattern(self, pattern: str | re.Pattern, screens: tuple[str, ...] = ()) -> None:
+        """Also redact whatever matches ``pattern`` (only its ``secret`` group, if it has one).
+        ``screens``: substrings one of which every match contains (any case); text holding none
+        of them is not searched. A pattern without screens is tried on every text."""
         compiled = re.compile(pattern)
-        if compiled not in self._patterns:
-            self._patterns.append(compiled)
+        if compiled in self._patterns:
+            return
+        self._patterns.append(compiled)
+        if not screens:
+            self._screens = None
+        elif self._screens is not None:
+            self._screens.extend(screens)
+        self._screen = re.compile("|".join(map(re.escape, self._screens)), re.IGNORECASE) if self._screens else None
 
     def redact(self, text: str) -> str:
-        for secret in self._longest_first:
-            if secret in text:
-                text = text.replace(secret, "[REDACTED]")
-        for pattern in self._patterns:
-            text = pattern.sub(_redact_match, text)
+        if self._known is not None:
+            text = self._known.sub("[REDACTED]", text)
+        if self._patterns and (self._screen is None or self._screen.search(text)):
+            for pattern in self._patterns:
+                text = pattern.sub(_redact_match, text)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -95,10 +95,10 @@ def analytics(server, project: str) -> dict:
 
 
 def usage_log(server, request_id: str, timeout: float = 5.0) -> list[str]:
-    """The 'usage recorded' log lines of one request (waits for the first)."""
+    """The access lines of one request that carry its usage (waits for the first)."""
     deadline = time.monotonic() + timeout
     while True:
-        lines = [line for line in server.logs().splitlines() if "usage recorded" in line and request_id in line]
+        lines = [line for line in server.logs().splitlines() if "usage_status=" in line and request_id in line]
         if lines or time.monotonic() > deadline:
             return lines
         time.sleep(0.05)
@@ -159,7 +159,7 @@ def test_stream_broken_after_the_first_chunk_is_an_error_event_not_a_failover(se
     assert "".join(received) == "Hello! I'm"
     assert (len(main.chats()), len(backup.chats())) == (1, 0)
     lines = usage_log(server, request_id)
-    assert len(lines) == 1 and "status=error" in lines[0]
+    assert len(lines) == 1 and "usage_status=error" in lines[0]
     report = analytics(server, project)
     assert report["total_requests"] == 1 and report["total_tokens"] > 0  # what was delivered is billed once
 
@@ -202,7 +202,7 @@ def test_request_failing_everywhere_writes_one_error_record_and_bills_nothing(se
     assert response.status_code == 502 and response.json()["error"]["type"] == "server_error"
     assert response.headers["x-cb-attempts"] == "2"
     lines = usage_log(server, request_id)
-    assert len(lines) == 1 and "status=error" in lines[0] and "cost_usd=0.0 " in lines[0] + " "
+    assert len(lines) == 1 and "usage_status=error" in lines[0] and "cost_usd=0.0 " in lines[0] + " "
     report = analytics(server, project)
     assert (report["total_requests"], report["total_cost"], report["total_tokens"]) == (1, 0.0, 0)
 

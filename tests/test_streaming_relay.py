@@ -141,5 +141,5 @@ def test_a_relayed_stream_is_billed_with_the_upstreams_usage(api, upstream):
                              json={"model": "gpt-4", "stream": True, "messages": [{"role": "user", "content": "Hi"}]})
     body = response.content
     assert b'"usage"' not in body and body.endswith(b"data: [DONE]\n\n")
-    line = next(x for x in api.logs().splitlines() if "usage recorded" in x and "relay-usage-1" in x)
+    line = next(x for x in api.logs().splitlines() if "usage_status=" in x and "relay-usage-1" in x)
     assert "estimated=False" in line and f"completion_tokens={len(REPLY.split(' '))}" in line

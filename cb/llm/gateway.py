@@ -106,11 +106,13 @@ class Gateway:
                               record.cost_usd)
         if status == "success" and route is not None and (route.fallback or ctx.attempts > 1):
             metrics.fallbacks.inc()  # served by a fallback model, or not by the first route tried
-        log.info("usage recorded", extra={"fields": {
-            "request_id": ctx.request_id, "model": record.model, "provider": record.provider, "status": status,
-            "prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
-            "cost_usd": round(record.cost_usd, 8), "streamed": streamed, "estimated": record.estimated,
-            "attempts": ctx.attempts}})
+        fields = {"provider": record.provider, "model": record.model, "prompt_tokens": record.prompt_tokens,
+                  "completion_tokens": record.completion_tokens, "cost_usd": round(record.cost_usd, 8),
+                  "streamed": streamed, "estimated": record.estimated, "attempts": ctx.attempts}
+        if ctx.annotate is not None:  # one line per request: the access line carries the usage
+            ctx.annotate(**fields, usage_status=status)
+        else:
+            log.info("usage recorded", extra={"fields": {"request_id": ctx.request_id, **fields, "status": status}})
         return record
 
     def plan(self, model: str, request: ChatRequest | None, ctx: RequestContext) -> list[tuple[Route, Provider]]:

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 from cb.logs import redactor
 
-# Shapes of credentials: bearer tokens, header dumps, OpenAI/Anthropic "sk-...",
-# our own "cb-..." client keys, Google "AIza...", "key=" query parameters.
+# Shapes of credentials: bearer tokens, header dumps, OpenAI/Anthropic "sk-...", our own
+# "cb-..." client keys, Google "AIza...", "key=" query parameters. Each comes with the
+# substrings one of which every match contains (any case), so text holding none is skipped.
 PATTERNS = (
-    r"(?i)\b(?:bearer|basic)\s+(?P<secret>[A-Za-z0-9._~+/=\-]{8,})",
-    r"(?i)(?:api-key|x-api-key|authorization|x-goog-api-key)[\"']?\s*[:=]\s*[\"']?(?!(?:bearer|basic)\s)(?P<secret>[^\s\"',;]+)",
-    r"\bsk-[A-Za-z0-9_\-*]{8,}",
-    r"\bcb-[A-Za-z0-9_\-]{20,}",
-    r"\bAIza[A-Za-z0-9_\-]{10,}",
-    r"[?&]key=(?P<secret>[^&\s\"']+)",
+    (r"(?i)\b(?:bearer|basic)\s+(?P<secret>[A-Za-z0-9._~+/=\-]{8,})", ("bearer", "basic")),
+    (r"(?i)(?:api-key|x-api-key|authorization|x-goog-api-key)[\"']?\s*[:=]\s*[\"']?(?!(?:bearer|basic)\s)"
+     r"(?P<secret>[^\s\"',;]+)", ("api-key", "authorization")),
+    (r"\bsk-[A-Za-z0-9_\-*]{8,}", ("sk-",)),
+    (r"\bcb-[A-Za-z0-9_\-]{20,}", ("cb-",)),
+    (r"\bAIza[A-Za-z0-9_\-]{10,}", ("aiza",)),
+    (r"[?&]key=(?P<secret>[^&\s\"']+)", ("key=",)),
 )
 
-for _pattern in PATTERNS:
-    redactor.add_pattern(_pattern)
+for _pattern, _screens in PATTERNS:
+    redactor.add_pattern(_pattern, _screens)
 
 
 def protect(*secrets: str | None) -> None:
