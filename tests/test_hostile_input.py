@@ -101,7 +101,7 @@ def test_a_stalled_upstream_stream_ends_with_upstream_timeout(server_factory, up
     assert upstream.wait_for_disconnect(5) is not None  # the upstream connection was closed
     from tests.test_openai_api import wait_for_log
 
-    assert "status=interrupted" in wait_for_log(api, "request_id=stalled-1")
+    assert "usage_status=interrupted" in wait_for_log(api, "[stalled-1] POST")
 
 
 def test_websocket_frame_over_the_limit_is_refused_before_its_payload(server_factory):

@@ -142,8 +142,8 @@ def test_upstream_is_always_asked_for_stream_usage(client, upstream, api):
     assert stream.headers["x-request-id"] == "usage-probe-1"
     list(stream.parse())
     assert upstream.chats()[-1].json["stream_options"] == {"include_usage": True}
-    line = wait_for_log(api, "request_id=usage-probe-1")
-    assert "status=success" in line and "streamed=True" in line and "estimated=False" in line
+    line = wait_for_log(api, "[usage-probe-1] POST")
+    assert "usage_status=success" in line and "streamed=True" in line and "estimated=False" in line
 
 
 # -- tools ---------------------------------------------------------------------------------
@@ -341,8 +341,8 @@ def test_client_disconnect_closes_the_upstream_and_records_usage(api, upstream):
     left = time.monotonic()
     gone = upstream.wait_for_disconnect(5)
     assert gone is not None and gone - left < 1.0
-    line = wait_for_log(api, "request_id=disconnect-1")
-    assert "status=interrupted" in line and "streamed=True" in line
+    line = wait_for_log(api, "[disconnect-1] POST")
+    assert "usage_status=interrupted" in line and "streamed=True" in line
     assert "estimated=True" in line and "completion_tokens=0" not in line
 
 
