@@ -27,13 +27,9 @@ log = get_logger("access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-def annotate(**fields) -> None:
-    """Add fields (provider, model, tokens, cost …) to this request's access-log line."""
-    annotator()(**fields)
-
-
 def annotator() -> Callable[..., None]:
-    """:func:`annotate` for this request, usable later, outside the request (a stream's end)."""
+    """Adds fields (provider, model, tokens, cost …) to this request's access-log line; usable
+    later, outside the request (a stream's end)."""
     access = getattr(g, "cb_access", None)
 
     def add(**fields) -> None:

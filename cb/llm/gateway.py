@@ -95,7 +95,6 @@ class Gateway:
             fallback_used=bool(route and route.fallback), estimated=usage.estimated, request_id=ctx.request_id,
             attempts=ctx.attempts,
         )
-        ctx.usage = record
         try:
             self.ledger.record(record)
         except Exception:

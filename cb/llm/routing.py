@@ -34,7 +34,6 @@ class RequestContext:
     settle_tokens: Callable[[int], None] | None = None  # replaces the rate limiter's token estimate
     started: float = field(default_factory=time.monotonic)
     attempts: int = 0  # upstream requests sent so far for this request (the gateway counts them)
-    usage: UsageRecord | None = None  # set by the gateway when the request's usage is recorded
     # the request's access-log line, which then carries the usage (None outside a request: an
     # agent's call, whose usage gets a line of its own)
     annotate: Callable[..., None] | None = None
