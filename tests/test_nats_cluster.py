@@ -100,8 +100,12 @@ class Load:
                 self.chats_ok += 1
 
 
-def analytics(server: Server) -> dict:
+def analytics(server: Server) -> dict | None:
+    """Cost totals, or None while storage is unavailable (a STORAGE_UNAVAILABLE error)."""
     body = server.graphql("{ costAnalytics { total_requests total_cost } }")
+    if body.get("errors"):
+        assert body["errors"][0]["extensions"]["code"] == "STORAGE_UNAVAILABLE", body
+        return None
     return body["data"]["costAnalytics"]
 
 
@@ -182,13 +186,22 @@ def run_failovers(server: Server, cluster: NatsCluster) -> None:
         finished += len(transitions) == len(PATH)
     assert finished > 0
 
-    # the ledger writes usage records it kept during the outage with the next request
+    # the cluster may still be electing leaders for a few seconds after the last restart (calls
+    # answer 503 meanwhile); it serves again by itself, and the ledger writes the usage records
+    # it kept during the outage
     client = openai.OpenAI(base_url=server.openai_url + "/v1", api_key="unused", max_retries=0)
+    recovered_by = time.monotonic() + 60
+    while True:
+        try:
+            client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "Hi"}])
+            break
+        except openai.APIStatusError as exc:
+            assert exc.status_code == 503 and time.monotonic() < recovered_by, f"not serving again: {exc}"
+            time.sleep(0.5)
+    load.chats_ok += 1
     deadline = time.monotonic() + 15
     while True:
-        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "Hi"}])
-        load.chats_ok += 1
-        totals = analytics(server)
+        totals = analytics(server) or {"total_requests": 0, "total_cost": 0.0}
         if totals["total_requests"] >= load.chats_ok + 1 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
