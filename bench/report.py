@@ -6,7 +6,8 @@ Markdown printed at the end and saved under bench/results/.
 
 from __future__ import annotations
 
-LABELS = {"direct": "direct (nginx)", "ceiling": "ceiling (Flask + urllib3)", "ours": "Circuit Breaker",
+LABELS = {"direct": "direct (nginx)", "ceiling": "ceiling (Flask + urllib3)", "ceiling_2w": "ceiling, 2 workers",
+          "ours": "Circuit Breaker",
           "ours_nats": "Circuit Breaker (NATS, 2 workers)", "litellm": "LiteLLM", "portkey": "Portkey"}
 MODE_LABELS = {"json": "JSON", "stream": "SSE stream"}
 # issue 13's goals, checked (never asserted) at the end of the table: throughput ratios of
@@ -14,7 +15,7 @@ MODE_LABELS = {"json": "JSON", "stream": "SSE stream"}
 GOALS = {"ratio_ceiling": 0.75, "ratio_portkey": 1.2, "ratio_litellm": 15.0, "added_p50_ms": 1.0,
          "added_p99_ms": 4.0, "ratio_nats_2_workers": 1.8}
 RATIO_COLUMNS = (("ours", "litellm"), ("ours", "portkey"), ("ours", "ceiling"), ("ours", "direct"),
-                 ("ours_nats", "ours"))
+                 ("ours_nats", "ours"), ("ceiling_2w", "ceiling"))
 
 
 def _ms(us: float | None) -> str:
@@ -79,8 +80,9 @@ def render_gateway(results: dict) -> list[str]:
             out.append(f"{head} {cell['rps']:.0f} | {_ms(cell['p50_us'])} | {_ms(cell['p99_us'])} | {gap_50} | {gap_99} "
                        f"| {err} |")
     out += ["", "## Throughput ratios", "",
-            "| mode | conc. | ours/LiteLLM | ours/Portkey | ours/ceiling | ours/direct | NATS 2 workers/ours |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            "| mode | conc. | ours/LiteLLM | ours/Portkey | ours/ceiling | ours/direct | NATS 2 workers/ours "
+            "| ceiling 2 workers/1 |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in results["cells"]:
         t = row["targets"]
         out.append(f"| {MODE_LABELS[row['mode']]} | {row['concurrency']} | "
