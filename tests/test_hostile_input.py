@@ -127,6 +127,23 @@ def test_websocket_subscriptions_per_connection_are_bounded(server_factory):
     assert client.result("s0")["data"]["workflowEvents"]["type"]
 
 
+def test_a_connection_flooding_subscribes_does_not_starve_other_clients(server):
+    """The report's flood, 5,000 subscribes on one socket at once: past GRAPHQL_WS_MAX_SUBSCRIPTIONS
+    (100) each is refused on its own id, and another client's mutation is served meanwhile."""
+    query = 'subscription { workflowEvents(workflow_id: "document_review") { type token_id } }'
+    flooder = WsClient(server)
+    flooder.init()
+    flooder.subscribe("s0", query)
+    flooder.wait_ready()  # s0 is live before the event it must receive
+    for i in range(1, 5000):
+        flooder.subscribe(f"s{i}", query)
+    created = server.graphql(CREATE, {"d": {}})["data"]["createToken"]["id"]
+    assert "GRAPHQL_WS_MAX_SUBSCRIPTIONS" in flooder.expect("error", "s100")["payload"][0]["message"]
+    assert flooder.expect("error", "s4999")
+    assert flooder.result("s0")["data"]["workflowEvents"]["token_id"] == created
+    assert not [m for m in flooder.pending if m["type"] == "error" and int(m["id"][1:]) < 100]
+
+
 def test_websocket_connections_per_worker_are_bounded(server_factory):
     server = server_factory(GRAPHQL_WS_MAX_CONNECTIONS="1")
     first = WsClient(server)
