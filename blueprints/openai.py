@@ -101,8 +101,7 @@ def install_error_handlers(app: Flask) -> None:
 # -- request identity and headers ------------------------------------------------------
 
 
-@bp.after_app_request
-def _attempts_header(response: Response):
+def attempts_header(response: Response):
     """Also an error answer says how many upstream requests were sent (the request id is set by
     :mod:`blueprints.observability`)."""
     ctx = g.get("llm_ctx")
