@@ -42,15 +42,11 @@ def _flask_app(name: str, settings: Settings, services: Services) -> Flask:
 
 
 def create_openai_app(settings: Settings, services: Services) -> Flask:
-    from blueprints import auth, cors, health, hosts, limits, messages, observability, openai, openapi, responses
+    from blueprints import gate, health, messages, openai, openapi, responses
 
     app = _flask_app("circuit_breaker.openai", settings, services)
-    observability.install(app, "openai")
     openai.install_error_handlers(app)
-    cors.install_openai(app, settings)
-    hosts.install_openai(app, settings)
-    app.register_blueprint(limits.openai_bp)
-    app.register_blueprint(auth.openai_bp)
+    gate.install(app, settings)
     app.register_blueprint(health.bp)
     app.register_blueprint(openai.bp)
     app.register_blueprint(messages.bp)

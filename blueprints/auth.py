@@ -1,8 +1,8 @@
 """Who may call: client keys and rate limits on the OpenAI port, the key on the GraphQL port.
 
-``openai_bp`` runs before every ``/v1/*`` request: it reads the key from
-``Authorization: Bearer``, ``api-key`` or (as Anthropic's clients send it) ``x-api-key``, lets :class:`cb.security.Security` identify it
-and admit the request, and leaves ``g.api_key`` / ``g.api_key_id`` for the gateway and
+On the OpenAI port (called by :mod:`blueprints.gate`), before every ``/v1/*`` request: it
+reads the key from ``Authorization: Bearer``, ``api-key`` or (as Anthropic's clients send it)
+``x-api-key``, lets :class:`cb.security.Security` identify it and admit the request, and leaves ``g.api_key`` / ``g.api_key_id`` for the gateway and
 ``g.rate_reservation`` for settling the token estimate. Every answer carries the
 ``x-ratelimit-*`` headers; error bodies are scrubbed of anything shaped like a key.
 
@@ -23,7 +23,6 @@ from blueprints import services
 from blueprints.openai import error_response
 from cb.security import RateLimited, bearer, estimate_tokens, scrub
 
-openai_bp = Blueprint("auth_openai", __name__)
 graphql_bp = Blueprint("auth_graphql", __name__)
 
 
@@ -40,8 +39,8 @@ def _json_object() -> dict:
     return body if isinstance(body, dict) else {}
 
 
-@openai_bp.before_app_request
 def authenticate_and_admit():
+    """Identify the client key and admit the request: a 429 answer when a limit is reached, else None."""
     if request.method == "OPTIONS" or not request.path.startswith("/v1/"):
         return None
     security = services().security
@@ -59,8 +58,8 @@ def authenticate_and_admit():
     return None
 
 
-@openai_bp.after_app_request
 def rate_headers_and_scrub(response):
+    """The ``x-ratelimit-*`` headers, the token estimate settled, error bodies scrubbed of keys."""
     reservation = g.get("rate_reservation")
     if reservation is not None:
         response.headers.update(reservation.headers())

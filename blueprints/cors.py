@@ -7,8 +7,11 @@ operator's browser."""
 
 from __future__ import annotations
 
-from flask import Flask
+from collections.abc import Callable
+
+from flask import Flask, Response, request
 from flask_cors import CORS
+from flask_cors.core import get_cors_options, get_cors_origins
 
 from cb.config import Settings
 from cb.network import LOOPBACK_ORIGINS
@@ -18,12 +21,28 @@ RATE_LIMIT_HEADERS = [
 ]
 
 
-def install_openai(app: Flask, settings: Settings) -> None:
-    if settings.openai_cors_enabled:
-        default = ["*"] if settings.openai_api_key_required else list(LOOPBACK_ORIGINS)
-        origins = list(settings.openai_cors_origins) or default
-        CORS(app, origins=origins, send_wildcard=origins == ["*"], max_age=600,
-             expose_headers=[*RATE_LIMIT_HEADERS, "Retry-After", "x-request-id"])
+def install_openai(app: Flask, settings: Settings) -> Callable[[Response], Response] | None:
+    """CORS on the OpenAI port: the after-request function its one hook calls (None: CORS is off).
+
+    flask_cors's own after-request function is taken out of the app's list: it costs as much
+    as a check of the port, and a request without an Origin header gets nothing from it
+    unless the options send headers to every request (checked once, here)."""
+    if not settings.openai_cors_enabled:
+        return None
+    default = ["*"] if settings.openai_api_key_required else list(LOOPBACK_ORIGINS)
+    origins = list(settings.openai_cors_origins) or default
+    options = {"origins": origins, "send_wildcard": origins == ["*"], "max_age": 600,
+               "expose_headers": [*RATE_LIMIT_HEADERS, "Retry-After", "x-request-id"]}
+    CORS(app, **options)
+    answer = app.after_request_funcs[None].pop()
+    always = bool(get_cors_origins(get_cors_options(app, options), None))
+
+    def cors_headers(response: Response) -> Response:
+        if always or request.environ.get("HTTP_ORIGIN"):
+            return answer(response)
+        return response
+
+    return cors_headers
 
 
 def install_graphql(app: Flask, settings: Settings) -> None:

@@ -30,11 +30,11 @@ def _misdirected(hosts: HostCheck) -> bool:
     return True
 
 
-def install_openai(app: Flask, settings: Settings) -> None:
+def openai_guard(settings: Settings):
+    """The OpenAI port's check of Host and body type: a 421 or 415 answer, or None to go on."""
     hosts = HostCheck(settings.allowed_hosts_for(settings.openai_api_key_required))
 
-    @app.before_request
-    def openai_request_guard():
+    def guard():
         if _misdirected(hosts):
             return error_response(
                 421,
@@ -53,6 +53,8 @@ def install_openai(app: Flask, settings: Settings) -> None:
                 headers=CLOSE,
             )
         return None
+
+    return guard
 
 
 def install_graphql(app: Flask, settings: Settings) -> None:

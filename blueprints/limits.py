@@ -24,7 +24,6 @@ from cb.logs import get_logger
 
 log = get_logger("api.graphql")
 
-openai_bp = Blueprint("limits_openai", __name__)
 graphql_bp = Blueprint("limits_graphql", __name__)
 
 
@@ -61,8 +60,8 @@ def _read_body() -> bool:
     return True
 
 
-@openai_bp.before_app_request
 def openai_body():
+    """The OpenAI port's body limits: a 408 answer for a slow body, or None to go on."""
     if not _read_body():
         return error_response(408, "The request body was not received in time.", "request_timeout",
                               headers={"Connection": "close"})

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from flask import Flask, Response, current_app, g, request
 
 from cb import metrics
-from cb.logs import get_logger, request_id
+from cb.logs import get_logger, info_line, request_id
 from cb.proxies import TrustedProxies
 
 log = get_logger("access")
@@ -49,49 +49,62 @@ def current_request_id() -> str:
     return getattr(g, "cb_request_id", None) or request_id.get() or uuid.uuid4().hex
 
 
-def install(app: Flask, port_name: str) -> None:
-    """Give every request of ``app`` an id, a metrics sample and an access-log line."""
-    app.extensions["cb_trusted_proxies"] = TrustedProxies(app.extensions["circuit_breaker"].settings.trusted_proxies)
+class AccessLog:
+    """A request's id, its HTTP metrics and its access-log line, for one app (one port)."""
 
-    in_flight = metrics.in_flight.labels(port_name)
-    samples: dict[tuple[str, int], tuple] = {}  # (route, status) -> labelled counter and histogram
+    def __init__(self, app: Flask, port_name: str):
+        app.extensions["cb_trusted_proxies"] = TrustedProxies(app.extensions["circuit_breaker"].settings.trusted_proxies)
+        self.port_name = port_name
+        self.in_flight = metrics.in_flight.labels(port_name)
+        self.samples: dict[tuple[str, int], tuple] = {}  # (route, status) -> labelled counter and histogram
 
-    def sample(route: str, status: int) -> tuple:
-        found = samples.get((route, status))
+    def sample(self, route: str, status: int) -> tuple:
+        found = self.samples.get((route, status))
         if found is None:
-            found = samples[(route, status)] = (metrics.http_requests.labels(port_name, route, str(status)),
-                                                metrics.http_latency.labels(port_name, route))
+            found = self.samples[(route, status)] = (metrics.http_requests.labels(self.port_name, route, str(status)),
+                                                     metrics.http_latency.labels(self.port_name, route))
         return found
 
-    @app.before_request
-    def start() -> None:
+    def begin(self) -> None:
+        """Before anything else: the request's id and start time."""
         given = request.headers.get("X-Request-ID", "")
         rid = given if given and _VALID_ID.match(given) else os.urandom(16).hex()
-        g.cb_request_id = rid
-        g.cb_started = time.monotonic()
-        g.cb_access = {}
+        state = g._get_current_object()
+        state.cb_request_id = rid
+        state.cb_started = time.monotonic()
+        state.cb_access = {}
         request_id.set(rid)
-        in_flight.inc()
+        self.in_flight.inc()
 
-    @app.after_request
-    def finish(response: Response) -> Response:
-        rid = getattr(g, "cb_request_id", None)
-        if rid is None:  # the request failed before start() ran
+    def finish(self, response: Response) -> Response:
+        """Name the request id in the answer; log and count the request when the answer is closed."""
+        state = g._get_current_object()
+        rid = getattr(state, "cb_request_id", None)
+        if rid is None:  # the request failed before begin() ran
             return response
         response.headers["X-Request-ID"] = rid
-        started, access = g.cb_started, g.cb_access
-        route = request.url_rule.rule if request.url_rule else "unmatched"
-        method, path, client = request.method, request.path, client_address()
+        started, access = state.cb_started, state.cb_access
+        req = request._get_current_object()
+        route = req.url_rule.rule if req.url_rule else "unmatched"
+        method, path, client = req.method, req.path, client_address()
 
         def close() -> None:
             duration = time.monotonic() - started
-            in_flight.dec()
-            requests_total, latency = sample(route, response.status_code)
+            self.in_flight.dec()
+            requests_total, latency = self.sample(route, response.status_code)
             requests_total.inc()
             latency.observe(duration)
             fields = {"method": method, "path": path, "status": response.status_code,
                       "duration_ms": round(duration * 1000, 2), "client": client, **access}
-            log.info("%s %s %s", method, path, response.status_code, extra={"request_id": rid, "fields": fields})
+            info_line(log, f"{method} {path} {response.status_code}", rid, fields)
 
         response.call_on_close(close)
         return response
+
+
+def install(app: Flask, port_name: str) -> AccessLog:
+    """Give every request of ``app`` an id, a metrics sample and an access-log line."""
+    access = AccessLog(app, port_name)
+    app.before_request(access.begin)
+    app.after_request(access.finish)
+    return access

@@ -101,8 +101,7 @@ def install_error_handlers(app: Flask) -> None:
 # -- request identity and headers ------------------------------------------------------
 
 
-@bp.after_app_request
-def _attempts_header(response: Response):
+def attempts_header(response: Response):
     """Also an error answer says how many upstream requests were sent (the request id is set by
     :mod:`blueprints.observability`)."""
     ctx = g.get("llm_ctx")
@@ -113,12 +112,13 @@ def _attempts_header(response: Response):
 
 def context(chat_user: str | None = None) -> RequestContext:
     """The gateway's context of this request: its id, start, client key and rate reservation."""
-    reservation = g.get("rate_reservation")
-    g.llm_ctx = RequestContext(request_id=g.cb_request_id, user=chat_user, started=g.cb_started,
-                               api_key_id=g.get("api_key_id"),
-                               settle_tokens=reservation.settle if reservation else None,
-                               annotate=observability.annotator())
-    return g.llm_ctx
+    state = g._get_current_object()
+    reservation = state.get("rate_reservation")
+    state.llm_ctx = RequestContext(request_id=state.cb_request_id, user=chat_user, started=state.cb_started,
+                                   api_key_id=state.get("api_key_id"),
+                                   settle_tokens=reservation.settle if reservation else None,
+                                   annotate=observability.annotator())
+    return state.llm_ctx
 
 
 def route_headers(route: Route | None, ctx: RequestContext, upstream_ms: float) -> dict:
@@ -164,8 +164,9 @@ def prepare(chat: ChatRequest) -> tuple[RequestContext, dict]:
     """The context of a chat request (routing options from its body and X-CB-* headers, project)
     and its routing headers; refuses a stream when streaming is disabled."""
     ctx = context(chat.user)
-    wire.apply_routing(ctx, chat.routing, dict(request.headers))
-    ctx.project = request.headers.get("X-CB-Project") or ctx.project
+    headers = request.headers
+    wire.apply_routing(ctx, chat.routing, headers)
+    ctx.project = headers.get("X-CB-Project") or ctx.project
     if chat.stream and not services().settings.openai_enable_streaming:
         raise InvalidRequest("Streaming is disabled on this server (OPENAI_ENABLE_STREAMING=false); "
                              "send the request without 'stream': true.", "stream", "streaming_disabled")

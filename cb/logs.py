@@ -95,6 +95,9 @@ class Redactor(logging.Filter):
                 text = pattern.sub(_redact_match, text)
         return text
 
+    def redact_fields(self, fields: dict) -> dict:
+        return {k: v if isinstance(v, int | float | bool | None) else self.redact(str(v)) for k, v in fields.items()}
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if record.exc_info:
@@ -104,9 +107,7 @@ class Redactor(logging.Filter):
         record.msg, record.args = self.redact(message), ()
         fields = getattr(record, "fields", None)
         if fields:
-            record.fields = {
-                k: v if isinstance(v, int | float | bool | None) else self.redact(str(v)) for k, v in fields.items()
-            }
+            record.fields = self.redact_fields(fields)
         return True
 
 
@@ -124,17 +125,21 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log collectors."""
 
     def format(self, record: logging.LogRecord) -> str:
+        return self.line(record.created, record.levelname, record.name, record.getMessage(),
+                         getattr(record, "request_id", None), getattr(record, "fields", None))
+
+    @staticmethod
+    def line(created: float, level: str, name: str, message: str, rid: str | None, fields: dict | None) -> str:
         entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z",
+            "level": level.lower(),
+            "logger": name,
+            "message": message,
             "pid": os.getpid(),  # which gunicorn worker (record.process is not collected: see setup_logging)
         }
-        rid = getattr(record, "request_id", None)
         if rid:
             entry["request_id"] = rid
-        entry.update(getattr(record, "fields", None) or {})
+        entry.update(fields or {})
         return json.dumps(entry, default=str)
 
 
@@ -142,13 +147,55 @@ class TextFormatter(logging.Formatter):
     """Readable lines for a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%H:%M:%S", time.localtime(record.created))
-        rid = getattr(record, "request_id", None)
-        extra = getattr(record, "fields", None) or {}
-        tail = " ".join(f"{k}={v}" for k, v in extra.items())
-        return " ".join(
-            p for p in (ts, f"{record.levelname:<7}", record.name, f"[{rid}]" if rid else "", record.getMessage(), tail) if p
-        )
+        return self.line(record.created, record.levelname, record.name, record.getMessage(),
+                         getattr(record, "request_id", None), getattr(record, "fields", None))
+
+    @staticmethod
+    def line(created: float, level: str, name: str, message: str, rid: str | None, fields: dict | None) -> str:
+        ts = time.strftime("%H:%M:%S", time.localtime(created))
+        tail = " ".join(f"{k}={v}" for k, v in (fields or {}).items())
+        return " ".join(p for p in (ts, f"{level:<7}", name, f"[{rid}]" if rid else "", message, tail) if p)
+
+
+_handler: logging.StreamHandler | None = None  # the one setup_logging installed
+
+
+def info_line(logger: logging.Logger, message: str, rid: str | None, fields: dict) -> None:
+    """``logger.info(message)`` with a request id and fields, for a line written on every request.
+
+    When our handler is the only one the line reaches (the server's case), the line is
+    redacted, formatted and written straight to it: the same text, without a LogRecord, the
+    handler's filters and the logging module's dispatch, which cost several times the line
+    itself. Anything else (another handler, a filter on the way) takes the logging path."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _handler
+    if handler is None or len(handler.filters) != 2 or not _only_handler(logger, handler):
+        logger.info(message, extra={"request_id": rid, "fields": fields})
+        return
+    line = handler.formatter.line(time.time(), "INFO", logger.name, redactor.redact(message),
+                                  rid or request_id.get(), redactor.redact_fields(fields))
+    try:
+        with handler.lock:
+            handler.stream.write(line + handler.terminator)
+            handler.stream.flush()
+    except Exception:  # the logging path reports it its own way
+        logger.info(message, extra={"request_id": rid, "fields": fields})
+
+
+def _only_handler(logger: logging.Logger, handler: logging.Handler) -> bool:
+    """Whether ``handler`` is the only handler records of ``logger`` reach, with no logger filters."""
+    found = False
+    node: logging.Logger | None = logger
+    while node is not None:
+        if node.filters or node.disabled:
+            return False
+        for h in node.handlers:
+            if h is not handler or found or h.level > logging.INFO:
+                return False
+            found = True
+        node = node.parent if node.propagate else None
+    return found
 
 
 class _RequestIdFilter(logging.Filter):
@@ -177,6 +224,8 @@ def setup_logging(rust_log: str, log_level: str | None, json_lines: bool, secret
             root.removeHandler(old)
     handler._circuit_breaker = True  # type: ignore[attr-defined]
     root.addHandler(handler)
+    global _handler
+    _handler = handler
     root.setLevel(default)
     logging.getLogger(ROOT).setLevel(per_module.pop(ROOT, default))
     for name, level in per_module.items():

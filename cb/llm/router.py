@@ -188,7 +188,7 @@ class Router:
         if ctx.max_latency_ms is not None:
             fast = [c for c in eligible if (c.health.performance_ms() or 0.0) <= ctx.max_latency_ms]
             eligible = fast or eligible
-        ordered = STRATEGIES[strategy](eligible)
+        ordered = STRATEGIES[strategy](eligible) if len(eligible) > 1 else eligible  # one needs no ranking
         if ctx.preferred_providers:
             wanted = [p.lower() for p in ctx.preferred_providers]
 

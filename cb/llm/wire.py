@@ -12,6 +12,7 @@ import json
 import os
 import struct
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from cb.llm.errors import InvalidRequest
@@ -237,9 +238,10 @@ def parse_chat_request(body: Any) -> ChatRequest:
     )
 
 
-def apply_routing(ctx: RequestContext, routing: dict, headers: dict[str, str] | None = None) -> None:
-    """The ``circuit_breaker`` body object (and X-CB-* headers) into the request context."""
-    headers = {k.lower(): v for k, v in (headers or {}).items()}
+def apply_routing(ctx: RequestContext, routing: dict, headers: Mapping[str, str] | None = None) -> None:
+    """The ``circuit_breaker`` body object (and X-CB-* headers, a mapping whose ``get`` ignores
+    case, as Werkzeug's request headers) into the request context."""
+    headers = headers if headers is not None else {}
     strategy = routing.get("routing_strategy") or headers.get("x-cb-routing-strategy")
     if strategy is not None and not isinstance(strategy, str):
         raise _fail("Invalid type for 'circuit_breaker.routing_strategy': expected a string.",
@@ -259,7 +261,7 @@ def apply_routing(ctx: RequestContext, routing: dict, headers: dict[str, str] | 
     for name in ("fallback_models", "preferred_providers"):
         value = routing.get(name)
         if value is None and headers.get("x-cb-" + name.replace("_", "-")):
-            value = [v.strip() for v in headers["x-cb-" + name.replace("_", "-")].split(",") if v.strip()]
+            value = [v.strip() for v in headers.get("x-cb-" + name.replace("_", "-")).split(",") if v.strip()]
         if value is None:
             continue
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
