@@ -7,6 +7,7 @@ Markdown printed at the end and saved under bench/results/.
 from __future__ import annotations
 
 LABELS = {"direct": "direct (nginx)", "ceiling": "ceiling (Flask + urllib3)", "ceiling_2w": "ceiling, 2 workers",
+          "essential": "essential gateway",
           "ours": "Circuit Breaker",
           "ours_nats": "Circuit Breaker (NATS, 2 workers)", "litellm": "LiteLLM", "portkey": "Portkey"}
 MODE_LABELS = {"json": "JSON", "stream": "SSE stream"}
@@ -15,7 +16,7 @@ MODE_LABELS = {"json": "JSON", "stream": "SSE stream"}
 GOALS = {"ratio_ceiling": 0.75, "ratio_portkey": 1.2, "ratio_litellm": 15.0, "added_p50_ms": 1.0,
          "added_p99_ms": 4.0, "ratio_nats_2_workers": 1.8}
 RATIO_COLUMNS = (("ours", "litellm"), ("ours", "portkey"), ("ours", "ceiling"), ("ours", "direct"),
-                 ("ours_nats", "ours"), ("ceiling_2w", "ceiling"))
+                 ("ours_nats", "ours"), ("ceiling_2w", "ceiling"), ("essential", "ceiling"), ("ours", "essential"))
 
 
 def _ms(us: float | None) -> str:
@@ -81,8 +82,8 @@ def render_gateway(results: dict) -> list[str]:
                        f"| {err} |")
     out += ["", "## Throughput ratios", "",
             "| mode | conc. | ours/LiteLLM | ours/Portkey | ours/ceiling | ours/direct | NATS 2 workers/ours "
-            "| ceiling 2 workers/1 |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            "| ceiling 2 workers/1 | essential/ceiling | ours/essential |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in results["cells"]:
         t = row["targets"]
         out.append(f"| {MODE_LABELS[row['mode']]} | {row['concurrency']} | "
@@ -152,6 +153,11 @@ def goals(results: dict) -> list[str]:
                 verdict = "not measured" if r is None else ("met" if r >= GOALS[key] else "NOT met")
                 lines.append(f"{MODE_LABELS[row['mode']]}, c=32: {LABELS[ours]} / {LABELS[other]} >= {GOALS[key]:g}x: "
                              f"{_num(r, '{:.2f}x')} ({verdict})")
+            essential = ratio(t.get("essential"), t.get("ceiling"))
+            if essential is not None:
+                lines.append(f"{MODE_LABELS[row['mode']]}, c=32: the essential gateway reaches {essential:.2f}x the "
+                             f"ceiling (what this stack allows a gateway that parses, prices and logs); ours is "
+                             f"{_num(ratio(t.get('ours'), t.get('essential')), '{:.2f}x')} of it")
         if row["concurrency"] == 1:
             for key, goal in (("p50_us", "added_p50_ms"), ("p99_us", "added_p99_ms")):
                 gap = added(t.get("ours"), t.get("direct"), key) if t.get("ours") else None

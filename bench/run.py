@@ -9,7 +9,7 @@ the table and writes bench/results/<timestamp>.md and .json. Every process it st
 stopped when it ends, fails or is interrupted. Only 127.0.0.1 is ever contacted.
 
 Settings (environment or flags): BENCH_DURATION (seconds per cell, 10), BENCH_WARMUP (2),
-BENCH_CONCURRENCY (1,32,128), BENCH_TARGETS (direct,ceiling,ceiling_2w,ours,ours_nats,litellm,portkey), BENCH_MODES
+BENCH_CONCURRENCY (1,32,128), BENCH_TARGETS (direct,ceiling,essential,ceiling_2w,ours,ours_nats,litellm,portkey), BENCH_MODES
 (json,stream), BENCH_WRK_THREADS (1), BENCH_GRAPHQL (1 runs it, 0 skips), BENCH_SUBSCRIBERS
 (100), BENCH_GRAPHQL_CONNECTIONS (32), BENCH_KEEP_LOGS (1 keeps the temp directory).
 """
@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=float(env("BENCH_DURATION", "10")))
     p.add_argument("--warmup", type=float, default=float(env("BENCH_WARMUP", "2")))
     p.add_argument("--concurrency", default=env("BENCH_CONCURRENCY", "1,32,128"))
-    p.add_argument("--targets", default=env("BENCH_TARGETS", "direct,ceiling,ceiling_2w,ours,ours_nats,litellm,portkey"))
+    p.add_argument("--targets", default=env("BENCH_TARGETS", "direct,ceiling,essential,ceiling_2w,ours,ours_nats,litellm,portkey"))
     p.add_argument("--modes", default=env("BENCH_MODES", "json,stream"))
     p.add_argument("--wrk-threads", type=int, default=int(env("BENCH_WRK_THREADS", "1")))
     p.add_argument("--gateway", type=int, default=int(env("BENCH_GATEWAY", "1")))

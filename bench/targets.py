@@ -150,6 +150,10 @@ class Ceiling(Target):
 
     name, label = "ceiling", "ceiling (Flask + urllib3)"
     workers = 1
+    app = "ceiling:app"
+
+    def env(self, upstream, stream: bool, workdir: Path) -> dict:
+        return {"CEILING_UPSTREAM": upstream.base(stream)}
 
     def start(self, sup, upstream, workdir):
         self.ports = {}
@@ -159,10 +163,10 @@ class Ceiling(Target):
         for stream in (False, True):
             port = free_port()
             env = base_env()
-            env.update(CEILING_UPSTREAM=upstream.base(stream), PYTHONUNBUFFERED="1")
+            env.update(self.env(upstream, stream, workdir), PYTHONUNBUFFERED="1")
             name = f"{self.name}-{'sse' if stream else 'json'}"
             argv = [sys.executable, "-m", "gunicorn", "-c", str(config), "-b", f"127.0.0.1:{port}",
-                    "--pythonpath", str(BENCH), "ceiling:app"]
+                    "--pythonpath", str(BENCH), self.app]
             proc = sup.start(name, argv, env=env, cwd=run_dir)
             wait_for_port(port, proc, 30, sup.log_path(name))
             self.ports[stream] = port
@@ -175,6 +179,20 @@ class Ceiling(Target):
         import urllib3
 
         return f"flask {flask.__version__}, urllib3 {urllib3.__version__}"
+
+
+class Essential(Ceiling):
+    """The least a gateway must do per request (:mod:`essential`: parse, send with requests, price
+    the usage, answer, one metric, one log line), on our worker class: what the stack allows a
+    gateway that does a gateway's work, beside the ceiling that only relays."""
+
+    name, label = "essential", "essential gateway"
+    app = "essential:app"
+
+    def env(self, upstream, stream: bool, workdir: Path) -> dict:
+        metrics = workdir / f"essential-metrics-{'sse' if stream else 'json'}"
+        metrics.mkdir(exist_ok=True)
+        return {"ESSENTIAL_UPSTREAM": upstream.base(stream), "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
 
 
 class CeilingTwoWorkers(Ceiling):
@@ -348,4 +366,4 @@ class Portkey(Target):
             return "?"
 
 
-ALL = (Direct, Ceiling, CeilingTwoWorkers, Ours, OursNats, LiteLLM, Portkey)
+ALL = (Direct, Ceiling, Essential, CeilingTwoWorkers, Ours, OursNats, LiteLLM, Portkey)
