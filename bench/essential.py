@@ -25,7 +25,8 @@ from flask import Flask, Response, request
 from prometheus_client import Counter, Histogram
 
 _upstream = os.environ["ESSENTIAL_UPSTREAM"].rstrip("/") + "/chat/completions"
-_pool = urllib3.PoolManager(maxsize=512, block=False, retries=False)
+_path = urllib3.util.parse_url(_upstream).request_uri
+_pool = urllib3.connection_from_url(_upstream, maxsize=512, block=False, retries=False)
 _PRICE_IN, _PRICE_OUT = 0.15 / 1e6, 0.60 / 1e6
 
 requests_total = Counter("essential_requests_total", "requests", ["model"])
@@ -36,14 +37,14 @@ log = logging.getLogger("essential")
 
 class _PoolAdapter(requests.adapters.BaseAdapter):
     def send(self, prepared, stream=False, timeout=None, verify=True, cert=None, proxies=None):
-        raw = _pool.urlopen(prepared.method, prepared.url, body=prepared.body, headers=prepared.headers,
+        raw = _pool.urlopen(prepared.method, _path, body=prepared.body, headers=prepared.headers,
                             preload_content=False, retries=False, redirect=False)
         response = requests.Response()
         response.status_code, response.headers, response.raw, response.url = raw.status, raw.headers, raw, prepared.url
         return response
 
     def close(self):
-        _pool.clear()
+        _pool.close()
 
 
 _adapter = _PoolAdapter()
