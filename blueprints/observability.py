@@ -52,6 +52,8 @@ def current_request_id() -> str:
 class AccessLog:
     """A request's id, its HTTP metrics and its access-log line, for one app (one port)."""
 
+    serving = 0  # the worker's requests (both ports) whose answers are not closed yet
+
     def __init__(self, app: Flask, port_name: str):
         app.extensions["cb_trusted_proxies"] = TrustedProxies(app.extensions["circuit_breaker"].settings.trusted_proxies)
         self.port_name = port_name
@@ -75,6 +77,7 @@ class AccessLog:
         state.cb_access = {}
         request_id.set(rid)
         self.in_flight.inc()
+        AccessLog.serving += 1
 
     def finish(self, response: Response) -> Response:
         """Name the request id in the answer; log and count the request when the answer is closed."""
@@ -94,6 +97,9 @@ class AccessLog:
             requests_total, latency = self.sample(route, response.status_code)
             requests_total.inc()
             latency.observe(duration)
+            AccessLog.serving -= 1
+            if not AccessLog.serving:  # an idle worker's counts are in its file before its line is
+                metrics.flush()
             fields = {"method": method, "path": path, "status": response.status_code,
                       "duration_ms": round(duration * 1000, 2), "client": client, **access}
             info_line(log, f"{method} {path} {response.status_code}", rid, fields)
