@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 FLUSH_SECONDS = 0.5
 _pending: list = []  # counter and histogram values with increments not yet written
+_flush_due = False  # a timed flush is on its way
 
 
 def flush() -> None:
@@ -29,8 +30,16 @@ def flush() -> None:
         _pending.pop().write()
 
 
+def _timed_flush() -> None:
+    global _flush_due
+    _flush_due = False
+    flush()
+
+
 def _forget_pending() -> None:
     """In a forked child: the parent's unwritten increments are the parent's to write."""
+    global _flush_due
+    _flush_due = False
     for value in _pending:
         value._unwritten, value._waiting = 0.0, False
     _pending.clear()
@@ -51,14 +60,16 @@ def _batched(file_value: type) -> type:
             self._waiting = False
 
         def inc(self, amount):
+            global _flush_due
             if not self._batched:
                 return super().inc(amount)
             self._unwritten += amount
             if not self._waiting:
                 self._waiting = True
-                if not _pending:
-                    gevent.spawn_later(FLUSH_SECONDS, flush)
                 _pending.append(self)
+                if not _flush_due:
+                    _flush_due = True
+                    gevent.spawn_later(FLUSH_SECONDS, _timed_flush)
 
         def get(self):
             return super().get() + self._unwritten
