@@ -50,7 +50,8 @@ os.register_at_fork(after_in_child=_forget_pending)
 
 def _batched(file_value: type) -> type:
     """``file_value`` (prometheus-client's value backed by the worker's file), with counter and
-    histogram increments kept in memory until :func:`flush`."""
+    histogram increments kept in memory until :func:`flush`, and a gauge set to the value this
+    process last wrote for it not written again (a breaker state, after every attempt)."""
 
     class BatchedValue(file_value):
         def __init__(self, typ, *args, **kwargs):
@@ -58,6 +59,7 @@ def _batched(file_value: type) -> type:
             self._batched = typ in ("counter", "histogram")
             self._unwritten = 0.0
             self._waiting = False
+            self._set_by: int | None = None  # the process that last set this gauge, to self._value
 
         def inc(self, amount):
             global _flush_due
@@ -70,6 +72,11 @@ def _batched(file_value: type) -> type:
                 if not _flush_due:
                     _flush_due = True
                     gevent.spawn_later(FLUSH_SECONDS, _timed_flush)
+
+        def set(self, value, timestamp=None):
+            if timestamp or value != self._value or self._set_by != os.getpid():
+                super().set(value, timestamp)
+                self._set_by = os.getpid()
 
         def get(self):
             return super().get() + self._unwritten
