@@ -52,8 +52,6 @@ def current_request_id() -> str:
 class AccessLog:
     """A request's id, its HTTP metrics and its access-log line, for one app (one port)."""
 
-    serving = 0  # the worker's requests (both ports) whose answers are not closed yet, WebSockets aside
-
     def __init__(self, app: Flask, port_name: str):
         app.extensions["cb_trusted_proxies"] = TrustedProxies(app.extensions["circuit_breaker"].settings.trusted_proxies)
         self.port_name = port_name
@@ -76,8 +74,6 @@ class AccessLog:
         state.cb_access = {}
         request_id.set(rid)
         self.in_flight.inc()
-        if _closes(req):
-            AccessLog.serving += 1
 
     def finish(self, response: Response, req: Request, state) -> Response:
         """Name the request id in the answer; log and count the request when the answer is closed."""
@@ -88,7 +84,6 @@ class AccessLog:
         started, access = state.cb_started, state.cb_access
         route = req.url_rule.rule if req.url_rule else "unmatched"
         method, path, client = req.method, req.path, client_address(req)
-        counted = _closes(req)
 
         def close() -> None:
             duration = time.monotonic() - started
@@ -96,21 +91,12 @@ class AccessLog:
             requests_total, latency = self.sample(route, response.status_code)
             requests_total.inc()
             latency.observe(duration)
-            if counted:
-                AccessLog.serving -= 1
-            if not AccessLog.serving:  # an idle worker's counts are in its file before its line is
-                metrics.flush()
             fields = {"method": method, "path": path, "status": response.status_code,
                       "duration_ms": round(duration * 1000, 2), "client": client, **access}
             info_line(log, f"{method} {path} {response.status_code}", rid, fields)
 
         response.call_on_close(close)
         return response
-
-
-def _closes(req: Request) -> bool:
-    """Whether the answer will be closed: gevent-websocket never closes a WebSocket's."""
-    return "wsgi.websocket" not in req.environ
 
 
 def install(app: Flask, port_name: str) -> AccessLog:

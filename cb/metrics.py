@@ -6,10 +6,10 @@ worker writes its samples there and /metrics folds them all. The names below are
 public contract, listed in the README.
 
 Counters and histograms are counted in the worker's memory and written to its file in one
-batch (:func:`flush`): when the worker has no request left in flight, before it renders
-/metrics, at most :data:`FLUSH_SECONDS` after a change, and when it exits. A request
-changes about a dozen samples, and each write to the file takes a lock. Gauges (in-flight
-requests, open streams, breaker states) are written when they change.
+batch (:func:`flush`): at most :data:`FLUSH_SECONDS` after a change, before the worker
+renders /metrics itself, and when it exits. A request changes about a dozen samples, and
+each write to the file takes a lock. Gauges (in-flight requests, open streams, breaker
+states) are written when they change.
 """
 
 from __future__ import annotations
