@@ -83,6 +83,13 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
+def worker_exit(server, worker):
+    # counters and histograms not yet written to the worker's file (see cb.metrics)
+    from cb import metrics
+
+    metrics.flush()
+
+
 def on_exit(server):
     if not _settings.metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)

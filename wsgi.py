@@ -193,6 +193,9 @@ class Worker(GeventWebSocketWorker):
     def init_process(self):
         if self.cfg.workers > 1:
             self.server_class = OneAtATimeServer
+        # a spawn (a stream's pump, a connection) costs a third without recording who spawned
+        # it and from where, which only gevent's debugging helpers read
+        gevent.config.track_greenlet_tree = False
         super().init_process()
 
     def handle_exit(self, sig, frame):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, Request, g, jsonify, request
 
 from blueprints import services
 from blueprints.openai import error_response
@@ -26,45 +26,48 @@ from cb.security import RateLimited, bearer, estimate_tokens, scrub
 graphql_bp = Blueprint("auth_graphql", __name__)
 
 
-def presented_key() -> str | None:
-    """The client key of the current request, from either header style."""
-    presented = bearer(request.headers.get("Authorization"))
+def presented_key(req: Request) -> str | None:
+    """The client key of a request, from either header style."""
+    headers = req.headers
+    presented = bearer(headers.get("Authorization"))
     for name in ("api-key", "x-api-key"):
-        presented = presented or (request.headers.get(name) or "").strip()
+        presented = presented or (headers.get(name) or "").strip()
     return presented or None
 
 
-def _json_object() -> dict:
-    body = request.get_json(silent=True) if request.method == "POST" else None
+def _json_object(req: Request) -> dict:
+    body = req.get_json(silent=True) if req.method == "POST" else None
     return body if isinstance(body, dict) else {}
 
 
-def authenticate_and_admit():
-    """Identify the client key and admit the request: a 429 answer when a limit is reached, else None."""
-    if request.method == "OPTIONS" or not request.path.startswith("/v1/"):
+def authenticate_and_admit(req: Request, security, state):
+    """Identify the client key and admit the request: a 429 answer when a limit is reached, else None.
+    ``state`` is the request's ``g``."""
+    if req.method == "OPTIONS" or not req.path.startswith("/v1/"):
         return None
-    security = services().security
-    key = security.identify(presented_key())  # InvalidApiKey -> 401 through the app's error handler
-    g.api_key = key
-    g.api_key_id = key.id if key else None
-    body = _json_object()
+    key = security.identify(presented_key(req))  # InvalidApiKey -> 401 through the app's error handler
+    state.api_key = key
+    state.api_key_id = key.id if key else None
+    body = _json_object(req)
     security.check_body(body)
     model = body.get("model") if isinstance(body.get("model"), str) else None
     try:
-        g.rate_reservation = security.admit(key, model, estimate_tokens(body))
+        state.rate_reservation = security.admit(key, model, estimate_tokens(body))
     except RateLimited as exc:
         headers = dict(exc.headers, **{"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
         return error_response(429, exc.message, "rate_limit_exceeded", headers=headers)
     return None
 
 
-def rate_headers_and_scrub(response):
-    """The ``x-ratelimit-*`` headers, the token estimate settled, error bodies scrubbed of keys."""
-    reservation = g.get("rate_reservation")
+def rate_headers_and_scrub(response, state):
+    """The ``x-ratelimit-*`` headers, the token estimate settled, error bodies scrubbed of keys.
+    ``state`` is the request's ``g``; only a 429 of the admission (which has no reservation)
+    carries rate headers before this, so they are added without looking for them."""
+    reservation = state.get("rate_reservation")
     if reservation is not None:
-        response.headers.update(reservation.headers())
+        response.headers.extend(reservation.headers())
         if not response.is_streamed and reservation.unsettled:  # the gateway settles what it served
-            reservation.settle(_total_tokens(response) if response.status_code < 400 else 0)
+            reservation.settle(_total_tokens(response, reservation) if response.status_code < 400 else 0)
     if response.status_code >= 400 and not response.is_streamed:
         text = response.get_data(as_text=True)
         clean = scrub(text)
@@ -73,13 +76,12 @@ def rate_headers_and_scrub(response):
     return response
 
 
-def _total_tokens(response) -> int:
+def _total_tokens(response, reservation) -> int:
     data = response.get_json(silent=True) if response.is_json else None
     usage = data.get("usage") if isinstance(data, dict) else None
     total = usage.get("total_tokens") if isinstance(usage, dict) else None
     if total is None and isinstance(usage, dict) and isinstance(usage.get("input_tokens"), int):
         total = usage["input_tokens"] + (usage.get("output_tokens") or 0)  # Anthropic's shape
-    reservation = g.get("rate_reservation")
     return total if isinstance(total, int) else reservation.reserved_tokens
 
 

@@ -10,9 +10,9 @@ own dispatch, which for the hot path cost about as much as the checks themselves
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from flask import Flask, Response, g, request
 
-from blueprints import auth, cors, hosts, limits, observability, openai
+from blueprints import auth, cors, hosts, limits, observability, openai, services
 from cb.config import Settings
 
 
@@ -23,12 +23,15 @@ def install(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def check_request():
-        access.begin()
-        return guard() or limits.openai_body() or auth.authenticate_and_admit()
+        req, state, svc = request._get_current_object(), g._get_current_object(), services()
+        access.begin(req, state)
+        return (guard(req) or limits.openai_body(req, svc.settings)
+                or auth.authenticate_and_admit(req, svc.security, state))
 
     @app.after_request
     def finish_response(response: Response) -> Response:
-        response = auth.rate_headers_and_scrub(openai.attempts_header(response))
+        state = g._get_current_object()
+        response = auth.rate_headers_and_scrub(openai.attempts_header(response, state), state)
         if cors_headers is not None:
             response = cors_headers(response)
-        return access.finish(response)
+        return access.finish(response, request._get_current_object(), state)

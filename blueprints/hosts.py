@@ -12,7 +12,7 @@ Each answer is in the port's own error format.
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask, Request, request
 from graphql import GraphQLError, OperationType, get_operation_ast, parse
 
 from blueprints.limits import _abandon_body, graphql_error
@@ -23,10 +23,10 @@ from cb.network import HostCheck
 CLOSE = {"Connection": "close"}  # the body is left unread, so the connection cannot be reused
 
 
-def _misdirected(hosts: HostCheck) -> bool:
-    if hosts.allows(request.host):
+def _misdirected(hosts: HostCheck, req: Request) -> bool:
+    if hosts.allows(req.host):
         return False
-    _abandon_body()
+    _abandon_body(req)
     return True
 
 
@@ -34,18 +34,18 @@ def openai_guard(settings: Settings):
     """The OpenAI port's check of Host and body type: a 421 or 415 answer, or None to go on."""
     hosts = HostCheck(settings.allowed_hosts_for(settings.openai_api_key_required))
 
-    def guard():
-        if _misdirected(hosts):
+    def guard(req: Request):
+        if _misdirected(hosts, req):
             return error_response(
                 421,
-                f"Host {request.host!r} is not served here (see ALLOWED_HOSTS).",
+                f"Host {req.host!r} is not served here (see ALLOWED_HOSTS).",
                 "misdirected_request",
                 headers=CLOSE,
             )
         # only a request some route takes: a wrong method or path keeps its 405 or 404
-        takes_body = request.method in ("POST", "PUT", "PATCH") and request.path.startswith("/v1/")
-        if takes_body and request.url_rule is not None and not request.is_json:
-            _abandon_body()
+        takes_body = req.method in ("POST", "PUT", "PATCH") and req.path.startswith("/v1/")
+        if takes_body and req.url_rule is not None and not req.is_json:
+            _abandon_body(req)
             return error_response(
                 415,
                 "Request bodies must be JSON: send Content-Type: application/json.",
@@ -62,7 +62,7 @@ def install_graphql(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def graphql_request_guard():
-        if _misdirected(hosts):
+        if _misdirected(hosts, request):
             return graphql_error(
                 421, f"Host {request.host!r} is not served here (see ALLOWED_HOSTS).", "MISDIRECTED_REQUEST", CLOSE
             )

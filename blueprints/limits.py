@@ -14,7 +14,7 @@ unknown path or an unexpected exception included, is a GraphQL error in JSON.
 from __future__ import annotations
 
 import gevent
-from flask import Blueprint, Flask, jsonify, request
+from flask import Blueprint, Flask, Request, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from blueprints import services
@@ -27,46 +27,47 @@ log = get_logger("api.graphql")
 graphql_bp = Blueprint("limits_graphql", __name__)
 
 
-def _has_body() -> bool:
-    return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+def _has_body(req: Request) -> bool:
+    return bool(req.content_length) or "chunked" in req.headers.get("Transfer-Encoding", "").lower()
 
 
-def _abandon_body() -> None:
+def _abandon_body(req: Request) -> None:
     """Tell gevent's server not to drain the rest of this body: the connection closes instead.
 
     Without this, after a 408 or 413 gevent reads the remaining body to keep the
     connection usable, which is exactly what a slow or endless client wants.
     """
-    stream = request.environ.get("wsgi.input")
+    stream = req.environ.get("wsgi.input")
     if hasattr(stream, "_chunked_input_error"):
         stream._chunked_input_error = True
 
 
-def _read_body() -> bool:
-    """Read and cache the whole body; False if the client was too slow."""
-    if not _has_body():
-        return True
+def _read_body(req: Request, settings) -> bytes | None:
+    """Read and cache the whole body (``b""`` when there is none); None if the client was too slow."""
+    if not _has_body(req):
+        return b""
     try:
-        with gevent.Timeout(services().settings.body_read_timeout):
-            data = request.get_data(cache=True)
-            if request.content_length is None and len(data) >= (request.max_content_length or len(data) + 1):
-                request.stream.read(1)  # Werkzeug stops a chunked body at the limit; one more byte raises 413
+        with gevent.Timeout(settings.body_read_timeout):
+            data = req.get_data(cache=True)
+            if req.content_length is None and len(data) >= (req.max_content_length or len(data) + 1):
+                req.stream.read(1)  # Werkzeug stops a chunked body at the limit; one more byte raises 413
     except gevent.Timeout:
-        _abandon_body()
-        return False
+        _abandon_body(req)
+        return None
     except RequestEntityTooLarge:
-        _abandon_body()
+        _abandon_body(req)
         raise
-    return True
+    return data
 
 
-def openai_body():
+def openai_body(req: Request, settings):
     """The OpenAI port's body limits: a 408 answer for a slow body, or None to go on."""
-    if not _read_body():
+    data = _read_body(req, settings)
+    if data is None:
         return error_response(408, "The request body was not received in time.", "request_timeout",
                               headers={"Connection": "close"})
-    if _has_body():
-        check_json(request.get_data(cache=True), services().settings.max_json_depth)  # the app maps the error
+    if data:
+        check_json(data, settings.max_json_depth)  # the app maps the error
     return None
 
 
@@ -76,11 +77,11 @@ def graphql_error(status: int, message: str, code: str, headers: dict | None = N
 
 @graphql_bp.before_app_request
 def graphql_body():
-    if not _read_body():
+    settings = services().settings
+    if _read_body(request, settings) is None:
         return graphql_error(408, "The request body was not received in time.", "REQUEST_TIMEOUT", {"Connection": "close"})
     if request.path != "/graphql":
         return None
-    settings = services().settings
     try:
         if request.method == "POST":
             check_json(request.get_data(cache=True), settings.max_json_depth)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from blueprints import services
-from blueprints.openai import json_body, prepare, route_headers, stream_response
+from blueprints.openai import json_body, json_response, prepare, route_headers, stream_response
 from cb.llm import messages_api
 from cb.llm.estimate import estimate_prompt
 
@@ -29,8 +29,8 @@ def create_message():
         events = messages_api.MessageEvents(chat.model, estimate_prompt(chat))
         return stream_response(gateway.stream(chat, ctx), events, ctx, routing)
     result = gateway.complete(chat, ctx)
-    headers = route_headers(result.route, ctx, result.upstream_ms) | routing
-    return jsonify(messages_api.render_message(result.response, chat.model)), 200, headers
+    return json_response(messages_api.render_message(result.response, chat.model),
+                         route_headers(result.route, ctx, result.upstream_ms) | routing)
 
 
 @bp.post("/v1/messages/count_tokens")

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
 
 from cb import metrics
 from cb.logs import get_logger, info_line, request_id
@@ -39,10 +39,10 @@ def annotator() -> Callable[..., None]:
     return add
 
 
-def client_address() -> str:
+def client_address(req: Request) -> str:
     """The client's address: X-Forwarded-For is believed only from a trusted proxy."""
     proxies: TrustedProxies = current_app.extensions["cb_trusted_proxies"]
-    return proxies.client(request.remote_addr or "", request.headers.get("X-Forwarded-For"))
+    return proxies.client(req.remote_addr or "", req.headers.get("X-Forwarded-For"))
 
 
 def current_request_id() -> str:
@@ -65,28 +65,25 @@ class AccessLog:
                                                      metrics.http_latency.labels(self.port_name, route))
         return found
 
-    def begin(self) -> None:
-        """Before anything else: the request's id and start time."""
-        given = request.headers.get("X-Request-ID", "")
+    def begin(self, req: Request, state) -> None:
+        """Before anything else: the request's id and start time (``state`` is the request's ``g``)."""
+        given = req.headers.get("X-Request-ID", "")
         rid = given if given and _VALID_ID.match(given) else os.urandom(16).hex()
-        state = g._get_current_object()
         state.cb_request_id = rid
         state.cb_started = time.monotonic()
         state.cb_access = {}
         request_id.set(rid)
         self.in_flight.inc()
 
-    def finish(self, response: Response) -> Response:
+    def finish(self, response: Response, req: Request, state) -> Response:
         """Name the request id in the answer; log and count the request when the answer is closed."""
-        state = g._get_current_object()
         rid = getattr(state, "cb_request_id", None)
         if rid is None:  # the request failed before begin() ran
             return response
-        response.headers["X-Request-ID"] = rid
+        response.headers.add("X-Request-ID", rid)  # nothing else names it: no need to replace one
         started, access = state.cb_started, state.cb_access
-        req = request._get_current_object()
         route = req.url_rule.rule if req.url_rule else "unmatched"
-        method, path, client = req.method, req.path, client_address()
+        method, path, client = req.method, req.path, client_address(req)
 
         def close() -> None:
             duration = time.monotonic() - started
@@ -105,6 +102,13 @@ class AccessLog:
 def install(app: Flask, port_name: str) -> AccessLog:
     """Give every request of ``app`` an id, a metrics sample and an access-log line."""
     access = AccessLog(app, port_name)
-    app.before_request(access.begin)
-    app.after_request(access.finish)
+
+    @app.before_request
+    def begin_request():
+        access.begin(request._get_current_object(), g._get_current_object())
+
+    @app.after_request
+    def finish_response(response: Response) -> Response:
+        return access.finish(response, request._get_current_object(), g._get_current_object())
+
     return access

@@ -101,10 +101,10 @@ def install_error_handlers(app: Flask) -> None:
 # -- request identity and headers ------------------------------------------------------
 
 
-def attempts_header(response: Response):
+def attempts_header(response: Response, state):
     """Also an error answer says how many upstream requests were sent (the request id is set by
-    :mod:`blueprints.observability`)."""
-    ctx = g.get("llm_ctx")
+    :mod:`blueprints.observability`). ``state`` is the request's ``g``."""
+    ctx = state.get("llm_ctx")
     if ctx is not None and "x-cb-attempts" not in response.headers:
         response.headers["x-cb-attempts"] = str(ctx.attempts)
     return response
@@ -156,8 +156,16 @@ def chat_completions():
     if chat.stream:
         return stream_response(gateway.stream(chat, ctx), ChatCompletionEvents(chat), ctx, routing)
     result = gateway.complete(chat, ctx)
-    headers = route_headers(result.route, ctx, result.upstream_ms) | routing
-    return jsonify(wire.render_response(result.response, chat.model)), 200, headers
+    return json_response(wire.render_response(result.response, chat.model),
+                         route_headers(result.route, ctx, result.upstream_ms) | routing)
+
+
+def json_response(body: dict, headers: dict) -> Response:
+    """``jsonify(body)`` with the view's ``headers``, added as they are: none is set yet, so
+    none needs looking for (``Headers.update`` scans every header for each one)."""
+    response = jsonify(body)
+    response.headers.extend(headers)
+    return response
 
 
 def prepare(chat: ChatRequest) -> tuple[RequestContext, dict]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify
 
 from blueprints import services
-from blueprints.openai import json_body, prepare, route_headers, stream_response
+from blueprints.openai import json_body, json_response, prepare, route_headers, stream_response
 from cb.errors import NotFound
 from cb.llm import responses_api
 
@@ -49,8 +49,7 @@ def create_response():
     result = gateway.complete(req.chat, ctx)
     body = responses_api.render(req, result.response)
     keep(body)
-    headers = route_headers(result.route, ctx, result.upstream_ms) | routing
-    return jsonify(body), 200, headers
+    return json_response(body, route_headers(result.route, ctx, result.upstream_ms) | routing)
 
 
 @bp.get("/v1/responses/<response_id>")

@@ -56,11 +56,21 @@ def parse_filter(spec: str, level_override: str | None = None) -> tuple[int, dic
     return default, per_module
 
 
+_PLAIN = (int, float, bool, type(None))
+
+
 class Redactor(logging.Filter):
-    """Replaces every known secret in a record's final message with ``[REDACTED]``."""
+    """Replaces every known secret in a record's final message with ``[REDACTED]``.
+
+    Short texts are remembered with their redaction until the secrets or patterns change:
+    the access line repeats the same method, path, client, model and provider on every request."""
+
+    REMEMBERED = 2048
+    SHORT = 256
 
     def __init__(self) -> None:
         super().__init__()
+        self._done: dict[str, str] = {}
         self._secrets: set[str] = set()
         self._known: re.Pattern | None = None  # every known secret, longest first, in one pattern
         self._patterns: list[re.Pattern] = []
@@ -72,6 +82,7 @@ class Redactor(logging.Filter):
         if new:  # compiled once per new secret, not per log record
             self._secrets |= new
             self._known = re.compile("|".join(re.escape(s) for s in sorted(self._secrets, key=len, reverse=True)))
+            self._done = {}
 
     def add_pattern(self, pattern: str | re.Pattern, screens: tuple[str, ...] = ()) -> None:
         """Also redact whatever matches ``pattern`` (only its ``secret`` group, if it has one).
@@ -86,8 +97,21 @@ class Redactor(logging.Filter):
         elif self._screens is not None:
             self._screens.extend(screens)
         self._screen = re.compile("|".join(map(re.escape, self._screens)), re.IGNORECASE) if self._screens else None
+        self._done = {}
 
     def redact(self, text: str) -> str:
+        remembered = self._done  # a redaction made while a secret is added stays in the old dict
+        done = remembered.get(text)
+        if done is not None:
+            return done
+        done = self._redact(text)
+        if len(text) <= self.SHORT:
+            if len(remembered) >= self.REMEMBERED:
+                remembered.clear()
+            remembered[text] = done
+        return done
+
+    def _redact(self, text: str) -> str:
         if self._known is not None:
             text = self._known.sub("[REDACTED]", text)
         if self._patterns and (self._screen is None or self._screen.search(text)):
@@ -96,7 +120,7 @@ class Redactor(logging.Filter):
         return text
 
     def redact_fields(self, fields: dict) -> dict:
-        return {k: v if isinstance(v, int | float | bool | None) else self.redact(str(v)) for k, v in fields.items()}
+        return {k: v if isinstance(v, _PLAIN) else self.redact(str(v)) for k, v in fields.items()}
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

@@ -4,13 +4,92 @@ gunicorn.conf.py points PROMETHEUS_MULTIPROC_DIR at a fresh directory before any
 imports prometheus_client (the library picks its multiprocess mode at import), so each
 worker writes its samples there and /metrics folds them all. The names below are the
 public contract, listed in the README.
+
+Counters and histograms are counted in the worker's memory and written to its file in one
+batch (:func:`flush`): at most :data:`FLUSH_SECONDS` after a change, before the worker
+renders /metrics itself, and when it exits. A request changes about a dozen samples, and
+each write to the file takes a lock. Gauges (in-flight requests, open streams, breaker
+states) are written when they change.
 """
 
 from __future__ import annotations
 
 import os
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import gevent
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+
+FLUSH_SECONDS = 0.5
+_pending: list = []  # counter and histogram values with increments not yet written
+_flush_due = False  # a timed flush is on its way
+
+
+def flush() -> None:
+    """Write every counter and histogram increment not yet written to the worker's file."""
+    while _pending:
+        _pending.pop().write()
+
+
+def _timed_flush() -> None:
+    global _flush_due
+    _flush_due = False
+    flush()
+
+
+def _forget_pending() -> None:
+    """In a forked child: the parent's unwritten increments are the parent's to write."""
+    global _flush_due
+    _flush_due = False
+    for value in _pending:
+        value._unwritten, value._waiting = 0.0, False
+    _pending.clear()
+
+
+os.register_at_fork(after_in_child=_forget_pending)
+
+
+def _batched(file_value: type) -> type:
+    """``file_value`` (prometheus-client's value backed by the worker's file), with counter and
+    histogram increments kept in memory until :func:`flush`, and a gauge set to the value this
+    process last wrote for it not written again (a breaker state, after every attempt)."""
+
+    class BatchedValue(file_value):
+        def __init__(self, typ, *args, **kwargs):
+            super().__init__(typ, *args, **kwargs)
+            self._batched = typ in ("counter", "histogram")
+            self._unwritten = 0.0
+            self._waiting = False
+            self._set_by: int | None = None  # the process that last set this gauge, to self._value
+
+        def inc(self, amount):
+            global _flush_due
+            if not self._batched:
+                return super().inc(amount)
+            self._unwritten += amount
+            if not self._waiting:
+                self._waiting = True
+                _pending.append(self)
+                if not _flush_due:
+                    _flush_due = True
+                    gevent.spawn_later(FLUSH_SECONDS, _timed_flush)
+
+        def set(self, value, timestamp=None):
+            if timestamp or value != self._value or self._set_by != os.getpid():
+                super().set(value, timestamp)
+                self._set_by = os.getpid()
+
+        def get(self):
+            return super().get() + self._unwritten
+
+        def write(self) -> None:
+            amount, self._unwritten, self._waiting = self._unwritten, 0.0, False
+            super().inc(amount)
+
+    return BatchedValue
+
+
+if values.ValueClass is not values.MutexValue:  # multiprocess mode
+    values.ValueClass = _batched(values.ValueClass)
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -50,6 +129,8 @@ def render() -> tuple[bytes, str]:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         from prometheus_client import multiprocess
+
+        flush()
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=directory)

@@ -31,14 +31,26 @@ def machine_names() -> set[str]:
 
 class HostCheck:
     """ALLOWED_HOSTS: ``*`` allows any Host; otherwise names (``.example.com`` = that domain and
-    its subdomains), and IP literals are always allowed."""
+    its subdomains), and IP literals are always allowed. Answers are remembered per header
+    value: a port sees the same few on every request."""
+
+    REMEMBERED = 1024
 
     def __init__(self, allowed: tuple[str, ...]):
         self.any = "*" in allowed
         self.names = {h.lower().rstrip(".") for h in allowed if not h.startswith(".")}
         self.domains = tuple(h.lower().rstrip(".") for h in allowed if h.startswith("."))
+        self._answers: dict[str | None, bool] = {}
 
     def allows(self, host_header: str | None) -> bool:
+        answer = self._answers.get(host_header)
+        if answer is None:
+            if len(self._answers) >= self.REMEMBERED:
+                self._answers.clear()
+            answer = self._answers[host_header] = self._allows(host_header)
+        return answer
+
+    def _allows(self, host_header: str | None) -> bool:
         if self.any:
             return True
         host = _hostname(host_header or "")

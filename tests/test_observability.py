@@ -1,7 +1,12 @@
 """Request ids, access logs and Prometheus metrics."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import requests
 
@@ -165,11 +170,46 @@ def test_metrics_fold_every_worker_and_report_the_nats_connection(server_factory
         access = _access_lines(server, f"w-{sent - 1}")
         pids = {e["pid"] for e in access if e.get("path") == "/health/live"}
     assert len(pids) == 2, "both workers served requests"
+    deadline = time.monotonic() + 5  # a worker's counts reach the shared files within 0.5 s (README, Metrics)
+    while time.monotonic() < deadline and _value(
+            _metrics(server), "cb_http_requests_total", port="openai", route="/health/live", status="200") != sent:
+        time.sleep(0.1)
     for _ in range(4):  # whichever worker answers the scrape reports the requests of both
         text = _metrics(server)
         assert _value(text, "cb_http_requests_total", port="openai", route="/health/live", status="200") == sent
     assert _value(text, "cb_nats_connected") == 1
 
+
+
+_WORKER_FILE = textwrap.dedent("""
+    from gevent import monkey; monkey.patch_all()
+    import os, gevent
+    from prometheus_client import CollectorRegistry, multiprocess
+    from cb import metrics
+
+    def scraped(name):  # what another worker's /metrics reads: this worker's file
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        return sum(s.value for f in registry.collect() for s in f.samples if s.name == name)
+
+    metrics.retries.inc()
+    metrics.retries.inc()
+    metrics.open_streams.inc()
+    print(scraped("cb_open_streams"))
+    gevent.sleep(metrics.FLUSH_SECONDS + 0.2)
+    print(scraped("cb_router_retries_total"))
+    metrics.retries.inc()
+    metrics.flush()
+    print(scraped("cb_router_retries_total"))
+""")
+
+
+def test_a_workers_counts_reach_its_file_within_the_flush_interval_and_gauges_at_once(tmp_path):
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", _WORKER_FILE], cwd=Path(__file__).parent.parent, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["1.0", "2.0", "3.0"]
 
 # -- Kubernetes health forms -----------------------------------------------------------------
 

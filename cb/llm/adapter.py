@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import os.path
+import select
 import socket
 import ssl
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from urllib.parse import unquote
 import certifi
 import requests
 import urllib3
+from gevent.monkey import get_original
 from requests.adapters import BaseAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -49,6 +51,8 @@ from urllib3.util.ssl_ import create_urllib3_context
 from cb.network import forbidden_address
 
 ROUTES_KEPT = 256  # URLs whose pool is remembered per adapter (Gemini puts the model in the path)
+
+_poll = get_original("select", "poll")
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,16 @@ class UpstreamNetwork:
 
 
 class _GuardedConnection(HTTPConnection):
+    @property
+    def is_connected(self) -> bool:
+        """Asked before a pooled connection is reused: a zero-timeout poll of the socket, made
+        directly (gevent's ``poll`` arms a timer for it that expires at once, on every request)."""
+        if self.sock is None:
+            return False
+        poller = _poll()
+        poller.register(self.sock, select.POLLIN)
+        return not poller.poll(0)
+
     def _new_conn(self):
         sock = super()._new_conn()
         try:

@@ -195,7 +195,9 @@ class ChatStream:
             self.ttft_ms = round(elapsed_ms(self.started), 3)
         if chunk.usage:
             self.usage = chunk.usage
-        self.delivered_chars += len(chunk.content or "") + sum(len(c.arguments) for c in chunk.tool_calls)
+        self.delivered_chars += len(chunk.content or "")
+        if chunk.tool_calls:
+            self.delivered_chars += sum(len(c.arguments) for c in chunk.tool_calls)
         return chunk
 
     def final_usage(self) -> Usage:
