@@ -105,9 +105,13 @@ def create_cli_app() -> Flask:
 
 
 def _not_a_server(environ, start_response):
-    body = (b'{"error": "this is the command-line app (flask shell, flask cb); serve with '
-            b'gunicorn -c gunicorn.conf.py wsgi:application, or python app.py"}')
-    start_response("503 Service Unavailable", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    body = (
+        b'{"error": "this is the command-line app (flask shell, flask cb); serve with '
+        b'gunicorn -c gunicorn.conf.py wsgi:application, or python app.py"}'
+    )
+    start_response(
+        "503 Service Unavailable", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
     return [body]
 
 
@@ -160,8 +164,13 @@ def main() -> None:
         except OSError:
             sys.exit(f"Address already in use: {port} ({var})")
         servers.append(server)
-    log.info("GraphQL API on http://%s:%d, OpenAI API on http://%s:%d", settings.graphql_host,
-             settings.graphql_port, settings.openai_host, settings.openai_port)
+    log.info(
+        "GraphQL API on http://%s:%d, OpenAI API on http://%s:%d",
+        settings.graphql_host,
+        settings.graphql_port,
+        settings.openai_host,
+        settings.openai_port,
+    )
     try:
         servers[0].serve_forever()
     except KeyboardInterrupt:

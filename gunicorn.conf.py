@@ -120,6 +120,11 @@ def when_ready(server):
     multiprocess.mark_process_dead(os.getpid())
     get_logger("server").info(
         "Circuit Breaker ready: GraphQL on http://%s:%d, OpenAI API on http://%s:%d (%s storage, %d worker%s)",
-        _settings.graphql_host, _settings.graphql_port, _settings.openai_host, _settings.openai_port,
-        _settings.storage_backend, workers, "" if workers == 1 else "s",
+        _settings.graphql_host,
+        _settings.graphql_port,
+        _settings.openai_host,
+        _settings.openai_port,
+        _settings.storage_backend,
+        workers,
+        "" if workers == 1 else "s",
     )

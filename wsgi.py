@@ -119,9 +119,13 @@ class Handler(WebSocketHandler):
         settings = self.application.extensions["circuit_breaker"].settings if wants_upgrade else None
         if wants_upgrade and _open_websockets >= settings.ws_max_connections:
             message = f"Too many WebSocket connections on this worker (GRAPHQL_WS_MAX_CONNECTIONS={settings.ws_max_connections})"
-            body = json.dumps({"errors": [{"message": message, "extensions": {"code": "SERVICE_UNAVAILABLE"}}]}).encode()
-            self.start_response("503 Service Unavailable", [("Content-Type", "application/json"), ("Retry-After", "1"),
-                                                            ("Content-Length", str(len(body)))])
+            body = json.dumps(
+                {"errors": [{"message": message, "extensions": {"code": "SERVICE_UNAVAILABLE"}}]}
+            ).encode()
+            self.start_response(
+                "503 Service Unavailable",
+                [("Content-Type", "application/json"), ("Retry-After", "1"), ("Content-Length", str(len(body)))],
+            )
             return [body]
         return super().upgrade_websocket()
 

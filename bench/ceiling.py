@@ -24,8 +24,9 @@ app = Flask(__name__)
 @app.post("/v1/chat/completions")
 def chat_completions():
     headers = {"Content-Type": "application/json", "Authorization": request.headers.get("Authorization", "")}
-    answer = _pool.urlopen("POST", _path, body=request.get_data(), headers=headers, preload_content=False,
-                           retries=False, redirect=False)
+    answer = _pool.urlopen(
+        "POST", _path, body=request.get_data(), headers=headers, preload_content=False, retries=False, redirect=False
+    )
     kind = answer.headers.get("Content-Type", "application/json")
     if not kind.startswith("text/event-stream"):
         body = answer.read()

@@ -37,8 +37,15 @@ log = logging.getLogger("essential")
 
 class _PoolAdapter(requests.adapters.BaseAdapter):
     def send(self, prepared, stream=False, timeout=None, verify=True, cert=None, proxies=None):
-        raw = _pool.urlopen(prepared.method, _path, body=prepared.body, headers=prepared.headers,
-                            preload_content=False, retries=False, redirect=False)
+        raw = _pool.urlopen(
+            prepared.method,
+            _path,
+            body=prepared.body,
+            headers=prepared.headers,
+            preload_content=False,
+            retries=False,
+            redirect=False,
+        )
         response = requests.Response()
         response.status_code, response.headers, response.raw, response.url = raw.status, raw.headers, raw, prepared.url
         return response
@@ -65,8 +72,14 @@ def _record(model: str, usage: dict, started: float, streamed: bool) -> None:
     cost = prompt * _PRICE_IN + completion * _PRICE_OUT
     requests_total.labels(model).inc()
     latency.observe(time.monotonic() - started)
-    log.info("POST /v1/chat/completions 200 model=%s prompt_tokens=%d completion_tokens=%d cost_usd=%.8f streamed=%s",
-             model, prompt, completion, cost, streamed)
+    log.info(
+        "POST /v1/chat/completions 200 model=%s prompt_tokens=%d completion_tokens=%d cost_usd=%.8f streamed=%s",
+        model,
+        prompt,
+        completion,
+        cost,
+        streamed,
+    )
 
 
 @app.post("/v1/chat/completions")
@@ -95,4 +108,6 @@ def chat_completions():
             answer.raw.release_conn()
             _record(model, usage, started, True)
 
-    return Response(relay(), answer.status_code, content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return Response(
+        relay(), answer.status_code, content_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )

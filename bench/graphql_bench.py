@@ -75,8 +75,13 @@ SUBSCRIPTION = (
 
 
 def pairs_script(workflow_id: str) -> str:
-    create = json.dumps({"query": "mutation($w: ID!) { createToken(input: {workflow_id: $w}) { id } }",
-                         "variables": {"w": workflow_id}}, separators=(",", ":"))
+    create = json.dumps(
+        {
+            "query": "mutation($w: ID!) { createToken(input: {workflow_id: $w}) { id } }",
+            "variables": {"w": workflow_id},
+        },
+        separators=(",", ":"),
+    )
     return PAIRS_LUA.replace("CREATE_BODY", lua_string(create), 1)
 
 
@@ -91,8 +96,9 @@ class GraphQLServer:
         return f"http://127.0.0.1:{self.graphql_port}"
 
     def query(self, document: str, variables: dict | None = None) -> dict:
-        body = requests.post(self.url + "/graphql", json={"query": document, "variables": variables or {}},
-                             timeout=30).json()
+        body = requests.post(
+            self.url + "/graphql", json={"query": document, "variables": variables or {}}, timeout=30
+        ).json()
         if body.get("errors"):
             raise BenchError(f"GraphQL error on {self.backend}: {body['errors'][0].get('message')}")
         return body["data"]
@@ -101,8 +107,15 @@ class GraphQLServer:
         workflow_id = "bench_" + uuid.uuid4().hex[:8]
         self.query(
             "mutation($i: CreateWorkflowInput!) { createWorkflow(input: $i) { id } }",
-            {"i": {"id": workflow_id, "name": "Benchmark", "places": ["start", "done"], "initial_place": "start",
-                   "transitions": [{"id": "go", "name": "go", "from_places": ["start"], "to_place": "done"}]}},
+            {
+                "i": {
+                    "id": workflow_id,
+                    "name": "Benchmark",
+                    "places": ["start", "done"],
+                    "initial_place": "start",
+                    "transitions": [{"id": "go", "name": "go", "from_places": ["start"], "to_place": "done"}],
+                }
+            },
         )
         return workflow_id
 
@@ -119,15 +132,22 @@ def start_nats(sup: Supervisor, workdir: Path) -> str:
     return f"nats://127.0.0.1:{port}"
 
 
-def start_server(sup: Supervisor, workdir: Path, backend: str, nats_url: str | None = None, workers: int = 1,
-                 prefix: str | None = None) -> GraphQLServer:
+def start_server(
+    sup: Supervisor,
+    workdir: Path,
+    backend: str,
+    nats_url: str | None = None,
+    workers: int = 1,
+    prefix: str | None = None,
+) -> GraphQLServer:
     graphql_port, openai_port = free_port(), free_port()
     env = base_env()
     env.update(server_env(graphql_port, openai_port))
     env.update(STORAGE_BACKEND=backend, CB_LOAD_DEFAULT_WORKFLOWS="false")
     if backend == "nats":
-        env.update(NATS_URL=nats_url, NATS_PREFIX=prefix or "bench" + uuid.uuid4().hex[:6],
-                   WEB_CONCURRENCY=str(workers))
+        env.update(
+            NATS_URL=nats_url, NATS_PREFIX=prefix or "bench" + uuid.uuid4().hex[:6], WEB_CONCURRENCY=str(workers)
+        )
     name = f"ours-graphql-{backend}-{workers}w"
     proc = sup.start(name, gunicorn_argv(), env=env, cwd=_run_dir(workdir))
     wait_for_port(graphql_port, proc, 30, sup.log_path(name))
@@ -154,8 +174,21 @@ def run_pairs(server: GraphQLServer, workdir: Path, workflow_id: str, connection
     """wrk with the pairs script; returns pairs/s and latency of single mutations."""
     script = workdir / f"pairs-{workflow_id}.lua"
     script.write_text(pairs_script(workflow_id))
-    argv = [wrk_binary(), "--latency", "-t", "1", "-c", str(connections), "-d", f"{duration:g}s", "--timeout", "10s",
-            "-s", str(script), server.url + "/graphql"]
+    argv = [
+        wrk_binary(),
+        "--latency",
+        "-t",
+        "1",
+        "-c",
+        str(connections),
+        "-d",
+        f"{duration:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        server.url + "/graphql",
+    ]
     done = run(argv, timeout=duration + 60)
     if done.returncode != 0:
         raise BenchError(f"wrk failed: {done.stderr.strip()}")
@@ -167,26 +200,48 @@ def run_pairs(server: GraphQLServer, workdir: Path, workflow_id: str, connection
     return {
         "pairs_per_s": round(raw["fired"] / seconds, 1),
         "mutations_per_s": round((raw["created"] + raw["fired"]) / seconds, 1),
-        "created": raw["created"], "fired": raw["fired"], "failures": raw["failures"] + raw["status_errors"],
-        "timeouts": raw["timeouts"], "p50_ms": raw["p50_us"] / 1000, "p99_ms": raw["p99_us"] / 1000,
-        "connections": connections, "seconds": round(seconds, 2),
+        "created": raw["created"],
+        "fired": raw["fired"],
+        "failures": raw["failures"] + raw["status_errors"],
+        "timeouts": raw["timeouts"],
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "connections": connections,
+        "seconds": round(seconds, 2),
         "stderr": done.stderr.strip()[:600] or None,
     }
 
 
-async def _subscriber(url: str, workflow_id: str, counts: list, index: int, ready: asyncio.Event,
-                      ready_count: list, total: int, stop: asyncio.Event, errors: list) -> None:
+async def _subscriber(
+    url: str,
+    workflow_id: str,
+    counts: list,
+    index: int,
+    ready: asyncio.Event,
+    ready_count: list,
+    total: int,
+    stop: asyncio.Event,
+    errors: list,
+) -> None:
     import websockets
 
     try:
-        async with websockets.connect(url, subprotocols=["graphql-transport-ws"], max_queue=None,
-                                      open_timeout=20, ping_interval=None) as ws:
+        async with websockets.connect(
+            url, subprotocols=["graphql-transport-ws"], max_queue=None, open_timeout=20, ping_interval=None
+        ) as ws:
             await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
             ack = json.loads(await asyncio.wait_for(ws.recv(), 20))
             if ack.get("type") != "connection_ack":
                 raise BenchError(f"expected connection_ack, got {ack}")
-            await ws.send(json.dumps({"id": "1", "type": "subscribe",
-                                      "payload": {"query": SUBSCRIPTION, "variables": {"w": workflow_id}}}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "id": "1",
+                        "type": "subscribe",
+                        "payload": {"query": SUBSCRIPTION, "variables": {"w": workflow_id}},
+                    }
+                )
+            )
             ready_count[0] += 1
             if ready_count[0] == total:
                 ready.set()
@@ -217,8 +272,10 @@ async def _fan_out(server: GraphQLServer, workdir: Path, subscribers: int, produ
     ws_url = f"ws://127.0.0.1:{server.graphql_port}/ws"
     counts = [0] * subscribers + [0.0]
     ready, stop, ready_count, errors = asyncio.Event(), asyncio.Event(), [0], []
-    tasks = [asyncio.create_task(_subscriber(ws_url, workflow_id, counts, i, ready, ready_count, subscribers, stop,
-                                             errors)) for i in range(subscribers)]
+    tasks = [
+        asyncio.create_task(_subscriber(ws_url, workflow_id, counts, i, ready, ready_count, subscribers, stop, errors))
+        for i in range(subscribers)
+    ]
     try:
         await asyncio.wait_for(ready.wait(), 60)
         await asyncio.sleep(1.0)  # the subscribe messages reach the server and its bus
@@ -251,10 +308,15 @@ async def _fan_out(server: GraphQLServer, workdir: Path, subscribers: int, produ
     expected = events * connected
     ended = sum(1 for e in errors if "SUBSCRIPTION_FELL_BEHIND" in e)
     return {
-        "subscribers": subscribers, "connected": connected, "producer_connections": producers,
-        "events_produced": events, "deliveries": delivered, "expected_deliveries": expected,
+        "subscribers": subscribers,
+        "connected": connected,
+        "producer_connections": producers,
+        "events_produced": events,
+        "deliveries": delivered,
+        "expected_deliveries": expected,
         "delivered_fraction": round(delivered / expected, 4) if expected else None,
-        "events_per_s_delivered": round(delivered / window, 1), "seconds": round(window, 2),
+        "events_per_s_delivered": round(delivered / window, 1),
+        "seconds": round(window, 2),
         "events_produced_per_s": round(events / window, 1),
         "ended_fell_behind": ended,
         "errors": [e for e in errors if "SUBSCRIPTION_FELL_BEHIND" not in e][:5],
@@ -265,15 +327,24 @@ def _all_tokens(server: GraphQLServer, workflow_id: str) -> list[dict]:
     """Every token of the workflow, a page of 1,000 at a time."""
     tokens: list[dict] = []
     while True:
-        page = server.query("query($w: ID, $a: ID) { tokens(workflow_id: $w, first: 1000, after: $a) { id place } }",
-                            {"w": workflow_id, "a": tokens[-1]["id"] if tokens else None})["tokens"]
+        page = server.query(
+            "query($w: ID, $a: ID) { tokens(workflow_id: $w, first: 1000, after: $a) { id place } }",
+            {"w": workflow_id, "a": tokens[-1]["id"] if tokens else None},
+        )["tokens"]
         tokens += page
         if len(page) < 1000:
             return tokens
 
 
-def run_graphql_bench(sup: Supervisor, workdir: Path, duration: float, connections: int, subscribers: int,
-                      backends: tuple[str, ...] = ("memory", "nats", "nats-2w"), say=print) -> dict:
+def run_graphql_bench(
+    sup: Supervisor,
+    workdir: Path,
+    duration: float,
+    connections: int,
+    subscribers: int,
+    backends: tuple[str, ...] = ("memory", "nats", "nats-2w"),
+    say=print,
+) -> dict:
     """Pairs/s and fan-out for each backend; a backend that fails is reported with its error."""
     results = {}
     nats_url = None

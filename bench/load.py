@@ -73,8 +73,10 @@ class LoadResult:
 def parse(stdout: str, stderr: str = "") -> LoadResult:
     for line in stdout.splitlines():
         if line.startswith(RESULT_MARK):
-            raw = json.loads(line[len(RESULT_MARK):])
-            errors = {k: raw.pop(k) for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")}
+            raw = json.loads(line[len(RESULT_MARK) :])
+            errors = {
+                k: raw.pop(k) for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+            }
             raw.pop("bytes", None)
             return LoadResult(errors=errors, **raw)
     raise BenchError(f"wrk printed no result line: {stderr.strip()[-500:]}\n{stdout[-1500:]}")
@@ -87,14 +89,28 @@ def wrk_binary() -> str:
     return found
 
 
-def run_wrk(url: str, script: Path, connections: int, duration: float, threads: int = 1,
-            timeout_s: float = 10.0) -> LoadResult:
+def run_wrk(
+    url: str, script: Path, connections: int, duration: float, threads: int = 1, timeout_s: float = 10.0
+) -> LoadResult:
     """Run wrk against ``url`` (always 127.0.0.1) for ``duration`` seconds and parse its result."""
     if not url.startswith("http://127.0.0.1:"):
         raise BenchError(f"refusing to load {url}: the benchmark only targets 127.0.0.1")
     threads = max(1, min(threads, connections))
-    argv = [wrk_binary(), "--latency", "-t", str(threads), "-c", str(connections), "-d", f"{duration:g}s",
-            "--timeout", f"{timeout_s:g}s", "-s", str(script), url]
+    argv = [
+        wrk_binary(),
+        "--latency",
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{duration:g}s",
+        "--timeout",
+        f"{timeout_s:g}s",
+        "-s",
+        str(script),
+        url,
+    ]
     done = run(argv, timeout=duration + timeout_s + 30)
     if done.returncode != 0:
         raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")

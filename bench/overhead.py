@@ -48,7 +48,9 @@ def report(label: str, direct: list[float], gateway: list[float], overhead: list
     print(f"{label}: n={len(direct)}")
     print(f"  direct   p50 {pct(direct, 50):7.2f} ms   p99 {pct(direct, 99):7.2f} ms")
     print(f"  gateway  p50 {pct(gateway, 50):7.2f} ms   p99 {pct(gateway, 99):7.2f} ms")
-    print(f"  added    p50 {pct(gateway, 50) - pct(direct, 50):7.2f} ms   p99 {pct(gateway, 99) - pct(direct, 99):7.2f} ms")
+    print(
+        f"  added    p50 {pct(gateway, 50) - pct(direct, 50):7.2f} ms   p99 {pct(gateway, 99) - pct(direct, 99):7.2f} ms"
+    )
     if overhead:
         print(f"  x-cb-overhead-ms p50 {statistics.median(overhead):.2f}  p99 {pct(overhead, 99):.2f}")
 
@@ -56,8 +58,10 @@ def report(label: str, direct: list[float], gateway: list[float], overhead: list
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     upstream = OpenAIUpstream().start()
-    server = Server(Path(tempfile.mkdtemp(prefix="cb-bench-")),
-                    env={"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.base_url, "RUST_LOG": "warn"})
+    server = Server(
+        Path(tempfile.mkdtemp(prefix="cb-bench-")),
+        env={"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.base_url, "RUST_LOG": "warn"},
+    )
     server.start()
     try:
         direct_url = upstream.base_url + "/chat/completions"

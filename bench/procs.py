@@ -26,7 +26,9 @@ from tests.harness import free_port, nats_server_binary  # noqa: E402  (the one 
 __all__ = ["BenchError", "Supervisor", "free_port", "nats_server_binary", "wait_for_port"]
 
 
-def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 30.0, log: Path | None = None) -> None:
+def wait_for_port(
+    port: int, proc: subprocess.Popen | None = None, timeout: float = 30.0, log: Path | None = None
+) -> None:
     """Wait until something accepts connections on 127.0.0.1:``port``, or fail with the log's tail."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -70,12 +72,19 @@ class Supervisor:
     def _on_signal(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    def start(self, name: str, argv: list[str], env: dict | None = None, cwd: str | Path | None = None) -> subprocess.Popen:
+    def start(
+        self, name: str, argv: list[str], env: dict | None = None, cwd: str | Path | None = None
+    ) -> subprocess.Popen:
         """Start ``argv`` in a new session (its own process group), output to ``<logdir>/<name>.log``."""
         log_path = self.log_path(name)
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                argv,
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         self.procs.append((name, proc))
@@ -127,8 +136,15 @@ _RUNNING: set[subprocess.Popen] = set()
 
 def run(argv: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
     """Run a short command to completion; its whole group is killed if it overruns ``timeout``."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            stdin=subprocess.DEVNULL, **kwargs)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        **kwargs,
+    )
     _RUNNING.add(proc)
     try:
         out, err = proc.communicate(timeout=timeout)

@@ -6,17 +6,37 @@ Markdown printed at the end and saved under bench/results/.
 
 from __future__ import annotations
 
-LABELS = {"direct": "direct (nginx)", "ceiling": "ceiling (Flask + urllib3)", "ceiling_2w": "ceiling, 2 workers",
-          "essential": "essential gateway",
-          "ours": "Circuit Breaker",
-          "ours_nats": "Circuit Breaker (NATS, 2 workers)", "litellm": "LiteLLM", "portkey": "Portkey"}
+LABELS = {
+    "direct": "direct (nginx)",
+    "ceiling": "ceiling (Flask + urllib3)",
+    "ceiling_2w": "ceiling, 2 workers",
+    "essential": "essential gateway",
+    "ours": "Circuit Breaker",
+    "ours_nats": "Circuit Breaker (NATS, 2 workers)",
+    "litellm": "LiteLLM",
+    "portkey": "Portkey",
+}
 MODE_LABELS = {"json": "JSON", "stream": "SSE stream"}
 # issue 13's goals, checked (never asserted) at the end of the table: throughput ratios of
 # ours to each other target at c=32, added latency at c=1, and NATS with 2 workers over ours
-GOALS = {"ratio_ceiling": 0.75, "ratio_portkey": 1.2, "ratio_litellm": 15.0, "added_p50_ms": 1.0,
-         "added_p99_ms": 4.0, "ratio_nats_2_workers": 1.8}
-RATIO_COLUMNS = (("ours", "litellm"), ("ours", "portkey"), ("ours", "ceiling"), ("ours", "direct"),
-                 ("ours_nats", "ours"), ("ceiling_2w", "ceiling"), ("essential", "ceiling"), ("ours", "essential"))
+GOALS = {
+    "ratio_ceiling": 0.75,
+    "ratio_portkey": 1.2,
+    "ratio_litellm": 15.0,
+    "added_p50_ms": 1.0,
+    "added_p99_ms": 4.0,
+    "ratio_nats_2_workers": 1.8,
+}
+RATIO_COLUMNS = (
+    ("ours", "litellm"),
+    ("ours", "portkey"),
+    ("ours", "ceiling"),
+    ("ours", "direct"),
+    ("ours_nats", "ours"),
+    ("ceiling_2w", "ceiling"),
+    ("essential", "ceiling"),
+    ("ours", "essential"),
+)
 
 
 def _ms(us: float | None) -> str:
@@ -46,11 +66,16 @@ def ratio(a: dict | None, b: dict | None) -> float | None:
 def render(results: dict) -> str:
     out = [f"# Benchmark {results['started']}", ""]
     m = results["machine"]
-    out.append(f"Machine: {m['cores']} cores, {m['platform']}. Versions: "
-               + ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items()) + ".")
+    out.append(
+        f"Machine: {m['cores']} cores, {m['platform']}. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items())
+        + "."
+    )
     s = results["settings"]
-    out.append(f"Each cell: wrk {s['duration']:g}s, {s['wrk_threads']} wrk thread(s), after a {s['warmup']:g}s warm-up "
-               f"per target and mode; targets interleaved cell by cell; one worker process per gateway.")
+    out.append(
+        f"Each cell: wrk {s['duration']:g}s, {s['wrk_threads']} wrk thread(s), after a {s['warmup']:g}s warm-up "
+        f"per target and mode; targets interleaved cell by cell; one worker process per gateway."
+    )
     if results.get("notes"):
         out += [""] + [f"Note: {n}" for n in results["notes"]]
     if results["cells"]:
@@ -63,9 +88,13 @@ def render(results: dict) -> str:
 
 
 def render_gateway(results: dict) -> list[str]:
-    out = ["", "## OpenAI chat completions", "",
-            "| mode | conc. | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |",
-            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    out = [
+        "",
+        "## OpenAI chat completions",
+        "",
+        "| mode | conc. | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     for row in results["cells"]:
         direct = row["targets"].get("direct")
         for name, cell in row["targets"].items():
@@ -78,22 +107,37 @@ def render_gateway(results: dict) -> list[str]:
             gap_99 = "" if name == "direct" else _num(added(cell, direct, "p99_us"), "{:+.2f}")
             errors = cell["error_count"]
             err = f"{errors} ({errors / max(1, cell['requests'] + errors):.1%})" if errors else "0"
-            out.append(f"{head} {cell['rps']:.0f} | {_ms(cell['p50_us'])} | {_ms(cell['p99_us'])} | {gap_50} | {gap_99} "
-                       f"| {err} |")
-    out += ["", "## Throughput ratios", "",
-            "| mode | conc. | ours/LiteLLM | ours/Portkey | ours/ceiling | ours/direct | NATS 2 workers/ours "
-            "| ceiling 2 workers/1 | essential/ceiling | ours/essential |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            out.append(
+                f"{head} {cell['rps']:.0f} | {_ms(cell['p50_us'])} | {_ms(cell['p99_us'])} | {gap_50} | {gap_99} "
+                f"| {err} |"
+            )
+    out += [
+        "",
+        "## Throughput ratios",
+        "",
+        "| mode | conc. | ours/LiteLLM | ours/Portkey | ours/ceiling | ours/direct | NATS 2 workers/ours "
+        "| ceiling 2 workers/1 | essential/ceiling | ours/essential |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for row in results["cells"]:
         t = row["targets"]
-        out.append(f"| {MODE_LABELS[row['mode']]} | {row['concurrency']} | "
-                   + " | ".join(_num(ratio(t.get(a), t.get(b)), "{:.2f}x") for a, b in RATIO_COLUMNS) + " |")
+        out.append(
+            f"| {MODE_LABELS[row['mode']]} | {row['concurrency']} | "
+            + " | ".join(_num(ratio(t.get(a), t.get(b)), "{:.2f}x") for a, b in RATIO_COLUMNS)
+            + " |"
+        )
     out += ["", "## Goals (issue 13)", ""] + [f"- {line}" for line in goals(results)]
     return out
 
 
-WORKFLOW_GOALS = {"memory_pairs": 600, "memory_p99_ms": 150, "nats_pairs": 300, "nats_2w_ratio": 1.6,
-                  "listing_p50_ms": 30, "idle_cpu_percent": 2}
+WORKFLOW_GOALS = {
+    "memory_pairs": 600,
+    "memory_p99_ms": 150,
+    "nats_pairs": 300,
+    "nats_2w_ratio": 1.6,
+    "listing_p50_ms": 30,
+    "idle_cpu_percent": 2,
+}
 
 
 def render_workflow_scale(scale: dict, graphql: dict) -> list[str]:
@@ -102,13 +146,17 @@ def render_workflow_scale(scale: dict, graphql: dict) -> list[str]:
         out.append(f"fails: {scale['error']}")
     listing, idle = scale.get("listing") or {}, scale.get("idle") or {}
     if listing:
-        out.append(f"- listing a place of {listing['tokens_listed']} tokens with {listing['tokens_stored']:,} tokens "
-                   f"stored in 100 workflows: p50 {listing['p50_ms']:.2f} ms, p99 {listing['p99_ms']:.2f} ms "
-                   f"({listing['rounds']} sequential requests)")
+        out.append(
+            f"- listing a place of {listing['tokens_listed']} tokens with {listing['tokens_stored']:,} tokens "
+            f"stored in 100 workflows: p50 {listing['p50_ms']:.2f} ms, p99 {listing['p99_ms']:.2f} ms "
+            f"({listing['rounds']} sequential requests)"
+        )
     if idle:
-        out.append(f"- idle NATS worker with {idle['executions_stored']:,} finished executions stored: "
-                   f"{idle['cpu_percent']:.2f}% of one core over {idle['seconds']:g} s "
-                   f"({idle['processes']} processes: master and worker)")
+        out.append(
+            f"- idle NATS worker with {idle['executions_stored']:,} finished executions stored: "
+            f"{idle['cpu_percent']:.2f}% of one core over {idle['seconds']:g} s "
+            f"({idle['processes']} processes: master and worker)"
+        )
     out += ["", "Goals (issue 12):", ""] + [f"- {line}" for line in workflow_goals(scale, graphql)]
     return out
 
@@ -147,31 +195,44 @@ def goals(results: dict) -> list[str]:
     for row in results["cells"]:
         t = row["targets"]
         if row["concurrency"] == 32:
-            for ours, other, key in (("ours", "ceiling", "ratio_ceiling"), ("ours", "portkey", "ratio_portkey"),
-                                     ("ours", "litellm", "ratio_litellm"), ("ours_nats", "ours", "ratio_nats_2_workers")):
+            for ours, other, key in (
+                ("ours", "ceiling", "ratio_ceiling"),
+                ("ours", "portkey", "ratio_portkey"),
+                ("ours", "litellm", "ratio_litellm"),
+                ("ours_nats", "ours", "ratio_nats_2_workers"),
+            ):
                 r = ratio(t.get(ours), t.get(other))
                 verdict = "not measured" if r is None else ("met" if r >= GOALS[key] else "NOT met")
-                lines.append(f"{MODE_LABELS[row['mode']]}, c=32: {LABELS[ours]} / {LABELS[other]} >= {GOALS[key]:g}x: "
-                             f"{_num(r, '{:.2f}x')} ({verdict})")
+                lines.append(
+                    f"{MODE_LABELS[row['mode']]}, c=32: {LABELS[ours]} / {LABELS[other]} >= {GOALS[key]:g}x: "
+                    f"{_num(r, '{:.2f}x')} ({verdict})"
+                )
             essential = ratio(t.get("essential"), t.get("ceiling"))
             if essential is not None:
-                lines.append(f"{MODE_LABELS[row['mode']]}, c=32: the essential gateway reaches {essential:.2f}x the "
-                             f"ceiling (what this stack allows a gateway that parses, prices and logs); ours is "
-                             f"{_num(ratio(t.get('ours'), t.get('essential')), '{:.2f}x')} of it")
+                lines.append(
+                    f"{MODE_LABELS[row['mode']]}, c=32: the essential gateway reaches {essential:.2f}x the "
+                    f"ceiling (what this stack allows a gateway that parses, prices and logs); ours is "
+                    f"{_num(ratio(t.get('ours'), t.get('essential')), '{:.2f}x')} of it"
+                )
         if row["concurrency"] == 1:
             for key, goal in (("p50_us", "added_p50_ms"), ("p99_us", "added_p99_ms")):
                 gap = added(t.get("ours"), t.get("direct"), key) if t.get("ours") else None
                 verdict = "not measured" if gap is None else ("met" if gap <= GOALS[goal] else "NOT met")
-                lines.append(f"{MODE_LABELS[row['mode']]}, c=1: added {key[:3]} <= {GOALS[goal]:g} ms: "
-                             f"{_num(gap, '{:+.2f} ms')} ({verdict})")
+                lines.append(
+                    f"{MODE_LABELS[row['mode']]}, c=1: added {key[:3]} <= {GOALS[goal]:g} ms: "
+                    f"{_num(gap, '{:+.2f} ms')} ({verdict})"
+                )
     return lines
 
 
 def render_graphql(graphql: dict) -> list[str]:
-    out = ["## GraphQL (one worker)", "",
-           "| storage | createToken+fireTransition pairs/s | mutations/s | p50 ms | p99 ms | failures "
-           "| fan-out events/s delivered | subscribers | delivered / expected |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    out = [
+        "## GraphQL (one worker)",
+        "",
+        "| storage | createToken+fireTransition pairs/s | mutations/s | p50 ms | p99 ms | failures "
+        "| fan-out events/s delivered | subscribers | delivered / expected |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for backend, entry in graphql.items():
         if "error" in entry and "pairs" not in entry:
             out.append(f"| {backend} | fails: {entry['error']} | | | | | | | |")
@@ -180,17 +241,30 @@ def render_graphql(graphql: dict) -> list[str]:
         f = entry.get("fan_out") or {}
         frac = f.get("delivered_fraction")
         ended = f.get("ended_fell_behind")
-        fan = (f"{_num(f.get('events_per_s_delivered'))} | {f.get('connected', '-')}/{f.get('subscribers', '-')} | "
-               f"{'-' if frac is None else f'{frac:.1%}'}{f', {ended} ended (fell behind)' if ended else ''}") \
-            if f else ("- | - | -" if "error" not in entry else f"fails: {entry['error']} | | ")
-        out.append(f"| {backend} | {_num(p.get('pairs_per_s'))} | {_num(p.get('mutations_per_s'))} | "
-                   f"{_num(p.get('p50_ms'), '{:.2f}')} | {_num(p.get('p99_ms'), '{:.2f}')} | {p.get('failures', '-')} "
-                   f"| {fan} |")
-    notes = [f"- {b} fan-out errors: {'; '.join(e['fan_out']['errors'])}" for b, e in graphql.items()
-             if e.get("fan_out", {}).get("errors")]
+        fan = (
+            (
+                f"{_num(f.get('events_per_s_delivered'))} | {f.get('connected', '-')}/{f.get('subscribers', '-')} | "
+                f"{'-' if frac is None else f'{frac:.1%}'}{f', {ended} ended (fell behind)' if ended else ''}"
+            )
+            if f
+            else ("- | - | -" if "error" not in entry else f"fails: {entry['error']} | | ")
+        )
+        out.append(
+            f"| {backend} | {_num(p.get('pairs_per_s'))} | {_num(p.get('mutations_per_s'))} | "
+            f"{_num(p.get('p50_ms'), '{:.2f}')} | {_num(p.get('p99_ms'), '{:.2f}')} | {p.get('failures', '-')} "
+            f"| {fan} |"
+        )
+    notes = [
+        f"- {b} fan-out errors: {'; '.join(e['fan_out']['errors'])}"
+        for b, e in graphql.items()
+        if e.get("fan_out", {}).get("errors")
+    ]
     out += [""] + notes if notes else []
-    out += ["", "Pairs: wrk on /graphql, each token created is fired once by a later request. Fan-out: "
-            "graphql-transport-ws clients subscribed to workflowEvents of one workflow while 4 wrk connections "
-            "create and fire tokens in it (two events per pair); events/s counts deliveries to all subscribers "
-            "from the first request to the last delivery."]
+    out += [
+        "",
+        "Pairs: wrk on /graphql, each token created is fired once by a later request. Fan-out: "
+        "graphql-transport-ws clients subscribed to workflowEvents of one workflow while 4 wrk connections "
+        "create and fire tokens in it (two events per pair); events/s counts deliveries to all subscribers "
+        "from the first request to the last delivery.",
+    ]
     return out

@@ -38,20 +38,32 @@ def measure(fn, iterations: int) -> dict[str, float]:
         fn()
         samples.append((time.perf_counter_ns() - t0) / 1000)
     samples.sort()
-    return {"median": statistics.median(samples), "p90": samples[int(len(samples) * 0.90) - 1],
-            "p99": samples[int(len(samples) * 0.99) - 1], "mean": statistics.fmean(samples)}
+    return {
+        "median": statistics.median(samples),
+        "p90": samples[int(len(samples) * 0.90) - 1],
+        "p99": samples[int(len(samples) * 0.99) - 1],
+        "mean": statistics.fmean(samples),
+    }
 
 
 def main() -> None:
     iterations = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
-    settings = Settings.from_env({"OPENAI_API_KEY": "sk-a", "ANTHROPIC_API_KEY": "sk-b", "GOOGLE_API_KEY": "sk-c",
-                                  "OLLAMA_BASE_URL": "http://127.0.0.1:11434"}, dotenv=None)
+    settings = Settings.from_env(
+        {
+            "OPENAI_API_KEY": "sk-a",
+            "ANTHROPIC_API_KEY": "sk-b",
+            "GOOGLE_API_KEY": "sk-c",
+            "OLLAMA_BASE_URL": "http://127.0.0.1:11434",
+        },
+        dotenv=None,
+    )
     storage = MemoryStorage()
     services = llm_services(settings, storage)
     router = services["router"]
     router.discovered["ollama"] = ["llama3.2"]  # as if discovery had found it
-    router.registry.configure({"id": "proxy", "provider_type": "openai", "base_url": "http://proxy/v1",
-                               "api_key": "sk-p"})
+    router.registry.configure(
+        {"id": "proxy", "provider_type": "openai", "base_url": "http://proxy/v1", "api_key": "sk-p"}
+    )
     gateway = build_gateway(settings, storage, router, services["ledger"], services["catalog"])
     for route in router.routes("cb:smart-chat", RequestContext(strategy="cost")):
         router.started(route)
@@ -68,14 +80,18 @@ def main() -> None:
         ("plan claude-3-opus (alias)", lambda: router.plan("claude-3-opus", RequestContext())),
         ("plan auto (virtual, 5 deployments)", lambda: router.plan("auto", RequestContext())),
         ("plan cb:cost-optimal (virtual)", lambda: router.plan("cb:cost-optimal", RequestContext())),
-        ("plan gpt-4o + 2 fallback models", lambda: router.plan(
-            "gpt-4o", RequestContext(fallback_models=["claude-3-5-sonnet", "gemini-1.5-pro"]))),
+        (
+            "plan gpt-4o + 2 fallback models",
+            lambda: router.plan("gpt-4o", RequestContext(fallback_models=["claude-3-5-sonnet", "gemini-1.5-pro"])),
+        ),
         ("gateway.plan gpt-4o (+ provider checks)", lambda: gateway.plan("gpt-4o", chat, RequestContext())),
         ("decision round trip (plan+started+finished)", round_trip),
     ]
     print(f"Router decision time, microseconds per call ({iterations} calls each after warm-up)")
-    print(f"python {platform.python_version()} on {platform.machine()}, {len(router.deployments)} deployments, "
-          f"strategy {router.default_strategy}")
+    print(
+        f"python {platform.python_version()} on {platform.machine()}, {len(router.deployments)} deployments, "
+        f"strategy {router.default_strategy}"
+    )
     print()
     width = max(len(label) for label, _ in cases)
     print(f"{'case':<{width}}  " + "  ".join(f"{c:>8}" for c in COLUMNS))

@@ -51,7 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=float(env("BENCH_DURATION", "10")))
     p.add_argument("--warmup", type=float, default=float(env("BENCH_WARMUP", "2")))
     p.add_argument("--concurrency", default=env("BENCH_CONCURRENCY", "1,32,128"))
-    p.add_argument("--targets", default=env("BENCH_TARGETS", "direct,ceiling,essential,ceiling_2w,ours,ours_nats,litellm,portkey"))
+    p.add_argument(
+        "--targets", default=env("BENCH_TARGETS", "direct,ceiling,essential,ceiling_2w,ours,ours_nats,litellm,portkey")
+    )
     p.add_argument("--modes", default=env("BENCH_MODES", "json,stream"))
     p.add_argument("--wrk-threads", type=int, default=int(env("BENCH_WRK_THREADS", "1")))
     p.add_argument("--gateway", type=int, default=int(env("BENCH_GATEWAY", "1")))
@@ -125,8 +127,9 @@ def run_matrix(targets: list[Target], ready: dict, failed: dict, args) -> list[d
                     continue
                 say(f"  {mode:6} c={concurrency:<4} {target.label}")
                 try:
-                    result = run_wrk(target.url(mode == "stream"), prepared, concurrency, args.duration,
-                                     args.wrk_threads)
+                    result = run_wrk(
+                        target.url(mode == "stream"), prepared, concurrency, args.duration, args.wrk_threads
+                    )
                     row["targets"][target.name] = {**result.to_dict(), "error_count": result.error_count}
                 except BenchError as exc:
                     row["targets"][target.name] = {"error": str(exc)[:300]}
@@ -173,11 +176,19 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cb-bench-"))
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
     t0, keep = time.monotonic(), bool(args.keep_logs)
-    results = {"started": started, "machine": {"cores": os.cpu_count(), "platform": platform.platform(),
-                                               "loadavg_start": os.getloadavg()},
-               "settings": {"duration": args.duration, "warmup": args.warmup, "concurrency": args.concurrency,
-                            "wrk_threads": args.wrk_threads, "modes": args.modes, "targets": args.targets},
-               "notes": []}
+    results = {
+        "started": started,
+        "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "loadavg_start": os.getloadavg()},
+        "settings": {
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "concurrency": args.concurrency,
+            "wrk_threads": args.wrk_threads,
+            "modes": args.modes,
+            "targets": args.targets,
+        },
+        "notes": [],
+    }
     try:
         with Supervisor(workdir) as sup:
             results["cells"] = []
@@ -194,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                 sup.stop_all()
             if args.graphql:
                 say("GraphQL benchmark")
-                results["graphql"] = run_graphql_bench(sup, workdir, args.duration, args.graphql_connections,
-                                                       args.subscribers, say=say)
+                results["graphql"] = run_graphql_bench(
+                    sup, workdir, args.duration, args.graphql_connections, args.subscribers, say=say
+                )
                 sup.stop_all()
             if args.workflow_scale:
                 say("workflow engine at scale (NATS)")
@@ -212,12 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     results["machine"]["loadavg_end"] = os.getloadavg()
     results["seconds"] = round(time.monotonic() - t0, 1)
     if max(results["machine"]["loadavg_start"][0], results["machine"]["loadavg_end"][0]) > 0.5 * (os.cpu_count() or 1):
-        results["notes"].append(f"other processes were using the CPU (load average {results['machine']['loadavg_start'][0]:.1f}"
-                                f" at the start, {results['machine']['loadavg_end'][0]:.1f} at the end): numbers are noisy")
+        results["notes"].append(
+            f"other processes were using the CPU (load average {results['machine']['loadavg_start'][0]:.1f}"
+            f" at the start, {results['machine']['loadavg_end'][0]:.1f} at the end): numbers are noisy"
+        )
     path, text = write_results(results)
     print(text)
-    say(f"written to {path} and {path.with_suffix('.json')} in {results['seconds']:.0f}s"
-        + (f"; logs kept in {workdir}" if keep else ""))
+    say(
+        f"written to {path} and {path.with_suffix('.json')} in {results['seconds']:.0f}s"
+        + (f"; logs kept in {workdir}" if keep else "")
+    )
     return 0
 
 

@@ -45,9 +45,12 @@ AGENT_WORKFLOW = "soak_agents"
 # what is expected to grow with use: the usage log (one record per chat), and what retention
 # keeps (finished agent executions for AGENT_EXECUTION_RETENTION_SECONDS, stored responses for
 # RESPONSES_RETENTION_SECONDS, and their indexes); everything else must stay flat
-GROWS_BY_DESIGN = {"usage": "one record per request", "executions": "kept for AGENT_EXECUTION_RETENTION_SECONDS",
-                   "responses": "kept for RESPONSES_RETENTION_SECONDS",
-                   "index": "executions and responses by hour, tokens by place"}
+GROWS_BY_DESIGN = {
+    "usage": "one record per request",
+    "executions": "kept for AGENT_EXECUTION_RETENTION_SECONDS",
+    "responses": "kept for RESPONSES_RETENTION_SECONDS",
+    "index": "executions and responses by hour, tokens by place",
+}
 
 
 def rss_kb(pid: int) -> int | None:
@@ -96,8 +99,9 @@ class Soak:
     # -- the operations ---------------------------------------------------------------------
 
     def graphql(self, session: requests.Session, query: str, variables: dict | None = None) -> dict:
-        r = session.post(self.server.graphql_url + "/graphql", json={"query": query, "variables": variables or {}},
-                         timeout=30)
+        r = session.post(
+            self.server.graphql_url + "/graphql", json={"query": query, "variables": variables or {}}, timeout=30
+        )
         body = r.json()
         if r.status_code != 200 or body.get("errors"):
             raise RuntimeError(f"graphql {r.status_code} {json.dumps(body.get('errors'))[:200]}")
@@ -110,8 +114,9 @@ class Soak:
 
     def stream(self, session: requests.Session, drop: bool) -> None:
         kind = "stream dropped" if drop else "stream"
-        with session.post(self.server.openai_url + "/v1/chat/completions", json={**CHAT, "stream": True},
-                          stream=True, timeout=30) as r:
+        with session.post(
+            self.server.openai_url + "/v1/chat/completions", json={**CHAT, "stream": True}, stream=True, timeout=30
+        ) as r:
             ended = False
             for line in r.iter_lines():
                 if drop and line.startswith(b"data: "):
@@ -122,31 +127,42 @@ class Soak:
         self.count(kind, error=None if r.status_code == 200 and ended else f"{kind} {r.status_code}")
 
     def response(self, session: requests.Session) -> None:
-        r = session.post(self.server.openai_url + "/v1/responses", json={"model": "gpt-4", "input": "Hi", "store": True},
-                         timeout=30)
+        r = session.post(
+            self.server.openai_url + "/v1/responses", json={"model": "gpt-4", "input": "Hi", "store": True}, timeout=30
+        )
         _ = r.content
         self.count("responses", error=None if r.status_code == 200 else f"responses {r.status_code}")
 
     def workflow_round(self, session: requests.Session) -> None:
         token = self.graphql(session, 'mutation { createToken(input: {workflow_id: "document_review"}) { id } }')
         token_id = token["createToken"]["id"]
-        self.graphql(session, 'mutation($t: ID!) { fireTransition(input: {token_id: $t, transition_id: "submit"}) '
-                              '{ place } }', {"t": token_id})
+        self.graphql(
+            session,
+            'mutation($t: ID!) { fireTransition(input: {token_id: $t, transition_id: "submit"}) { place } }',
+            {"t": token_id},
+        )
         self.graphql(session, "mutation($t: ID!) { deleteToken(id: $t) }", {"t": token_id})
         self.graphql(session, "{ costAnalytics { total_requests } }")  # folds the usage log into the worker
         self.count("graphql", 4)
 
     def agent_round(self, session: requests.Session, mine: list[str]) -> None:
-        token = self.graphql(session, 'mutation($w: ID!) { createToken(input: {workflow_id: $w, data: {title: "Soak"}}) '
-                                      '{ id } }', {"w": AGENT_WORKFLOW})["createToken"]["id"]
-        self.graphql(session, 'mutation($t: ID!) { fireTransition(input: {token_id: $t, transition_id: "submit"}) '
-                              '{ place } }', {"t": token})
+        token = self.graphql(
+            session,
+            'mutation($w: ID!) { createToken(input: {workflow_id: $w, data: {title: "Soak"}}) { id } }',
+            {"w": AGENT_WORKFLOW},
+        )["createToken"]["id"]
+        self.graphql(
+            session,
+            'mutation($t: ID!) { fireTransition(input: {token_id: $t, transition_id: "submit"}) { place } }',
+            {"t": token},
+        )
         mine.append(token)
         made = 2
         # the oldest of this thread's tokens: once its execution is over (the agent fired
         # review, or fail after an upstream 500), delete it
-        place = (self.graphql(session, "query($t: ID!) { token(id: $t) { place } }", {"t": mine[0]})["token"]
-                 or {}).get("place")
+        place = (
+            self.graphql(session, "query($t: ID!) { token(id: $t) { place } }", {"t": mine[0]})["token"] or {}
+        ).get("place")
         made += 1
         if place in ("reviewed", "failed"):
             self.graphql(session, "mutation($t: ID!) { deleteToken(id: $t) }", {"t": mine.pop(0)})
@@ -155,13 +171,23 @@ class Soak:
         self.count("agent rounds", made)
 
     def subscription(self) -> None:
-        ws = websocket.create_connection(f"ws://127.0.0.1:{self.server.graphql_port}/ws",
-                                         subprotocols=["graphql-transport-ws"], timeout=10)
+        ws = websocket.create_connection(
+            f"ws://127.0.0.1:{self.server.graphql_port}/ws", subprotocols=["graphql-transport-ws"], timeout=10
+        )
         try:
             ws.send(json.dumps({"type": "connection_init"}))
             json.loads(ws.recv())
-            ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
-                "query": 'subscription { workflowEvents(workflow_id: "document_review") { type } }'}}))
+            ws.send(
+                json.dumps(
+                    {
+                        "id": "1",
+                        "type": "subscribe",
+                        "payload": {
+                            "query": 'subscription { workflowEvents(workflow_id: "document_review") { type } }'
+                        },
+                    }
+                )
+            )
             ws.send(json.dumps({"id": "1", "type": "complete"}))
         finally:
             ws.close()
@@ -230,8 +256,11 @@ class Soak:
             time.sleep(1)
             if time.monotonic() - last_print > 60:
                 last_print = time.monotonic()
-                print(f"  {last_print - self.started:5.0f} s: {self.done:>7} requests, "
-                      f"rss {self.rss[-1][2] if self.rss else {}}, errors {sum(self.errors.values())}", flush=True)
+                print(
+                    f"  {last_print - self.started:5.0f} s: {self.done:>7} requests, "
+                    f"rss {self.rss[-1][2] if self.rss else {}}, errors {sum(self.errors.values())}",
+                    flush=True,
+                )
         stop.set()
         sampler.join()
         end = time.monotonic() - self.started
@@ -243,29 +272,42 @@ class Soak:
 
     def report(self, title: str) -> str:
         elapsed = self.rss[-1][0]
-        lines = [f"# {title}", "",
-                 f"{self.done:,} requests in {elapsed:,.0f} s ({self.done / elapsed:,.0f}/s), {THREADS} client "
-                 f"threads; operations: {dict(sorted(self.kinds.items()))}.", "",
-                 f"Upstream 500s queued: {self.faults:,}; each fails the next request to reach the one upstream "
-                 f"(answered 502, or an agent execution failed). Errors: {self.errors or 'none'}.", ""]
+        lines = [
+            f"# {title}",
+            "",
+            f"{self.done:,} requests in {elapsed:,.0f} s ({self.done / elapsed:,.0f}/s), {THREADS} client "
+            f"threads; operations: {dict(sorted(self.kinds.items()))}.",
+            "",
+            f"Upstream 500s queued: {self.faults:,}; each fails the next request to reach the one upstream "
+            f"(answered 502, or an agent execution failed). Errors: {self.errors or 'none'}.",
+            "",
+        ]
         pids = sorted({p for _, _, s in self.rss for p in s})
-        lines += ["## RSS over time (MB)", "",
-                  "| time | requests | " + " | ".join(f"worker {i + 1}" for i in range(len(pids))) + " |",
-                  "| ---: | ---: |" + " ---: |" * len(pids)]
+        lines += [
+            "## RSS over time (MB)",
+            "",
+            "| time | requests | " + " | ".join(f"worker {i + 1}" for i in range(len(pids))) + " |",
+            "| ---: | ---: |" + " ---: |" * len(pids),
+        ]
         next_row = 0.0
         for i, (t, done, sample) in enumerate(self.rss):
             if t >= next_row or i == len(self.rss) - 1:
                 next_row = t + ROW_SECONDS
-                lines.append(f"| {t / 60:.0f} min | {done:,} | "
-                             + " | ".join(f"{sample[p] / 1024:.1f}" if sample.get(p) else "" for p in pids) + " |")
+                lines.append(
+                    f"| {t / 60:.0f} min | {done:,} | "
+                    + " | ".join(f"{sample[p] / 1024:.1f}" if sample.get(p) else "" for p in pids)
+                    + " |"
+                )
         warm = [(n, s) for t, n, s in self.rss if t >= elapsed * 0.2]
         lines += ["", "After warm-up (the first fifth): "]
         for i, pid in enumerate(pids):
             points = [(n, s[pid]) for n, s in warm if s.get(pid)]
             if len(points) >= 2:
-                lines.append(f"- worker {i + 1}: {points[0][1] / 1024:.1f} MB at {points[0][0]:,} requests, "
-                             f"{points[-1][1] / 1024:.1f} MB at {points[-1][0]:,}, max {max(v for _, v in points) / 1024:.1f}"
-                             f" MB; slope {slope(points) * 10_000:+,.0f} KB per 10,000 requests")
+                lines.append(
+                    f"- worker {i + 1}: {points[0][1] / 1024:.1f} MB at {points[0][0]:,} requests, "
+                    f"{points[-1][1] / 1024:.1f} MB at {points[-1][0]:,}, max {max(v for _, v in points) / 1024:.1f}"
+                    f" MB; slope {slope(points) * 10_000:+,.0f} KB per 10,000 requests"
+                )
         if self.stores:
             lines += self.store_report()
         return "\n".join(lines) + "\n"
@@ -276,15 +318,21 @@ class Soak:
         _, n0, first = warm
         _, n1, last = self.stores[-1]
         per = 1000 / max(n1 - n0, 1)
-        lines = ["", f"## JetStream buckets and streams, from {n0:,} to {n1:,} requests", "",
-                 "| store | messages | bytes | messages per 1,000 requests | bytes per 1,000 requests | growth |",
-                 "| --- | ---: | ---: | ---: | ---: | --- |"]
+        lines = [
+            "",
+            f"## JetStream buckets and streams, from {n0:,} to {n1:,} requests",
+            "",
+            "| store | messages | bytes | messages per 1,000 requests | bytes per 1,000 requests | growth |",
+            "| --- | ---: | ---: | ---: | ---: | --- |",
+        ]
         for name in sorted(set(first) | set(last)):
             m0, b0 = first.get(name, (0, 0))
             m1, b1 = last.get(name, (0, 0))
             grows = (m1 - m0) * per >= 1 or (b1 - b0) * per >= 1024
             verdict = GROWS_BY_DESIGN.get(name, "UNBOUNDED") if grows else "flat"
-            lines.append(f"| {name} | {m1:,} | {b1:,} | {(m1 - m0) * per:+,.1f} | {(b1 - b0) * per:+,.0f} | {verdict} |")
+            lines.append(
+                f"| {name} | {m1:,} | {b1:,} | {(m1 - m0) * per:+,.1f} | {(b1 - b0) * per:+,.0f} | {verdict} |"
+            )
         return lines
 
 
@@ -296,24 +344,55 @@ def slope(points: list[tuple[int, int]]) -> float:
 
 def set_up_agents(server: Server) -> None:
     """A workflow whose pending_review place has an agent that answers and fires review."""
+
     def call(query: str, variables: dict) -> dict:
-        body = requests.post(server.graphql_url + "/graphql", json={"query": query, "variables": variables},
-                             timeout=30).json()
+        body = requests.post(
+            server.graphql_url + "/graphql", json={"query": query, "variables": variables}, timeout=30
+        ).json()
         assert not body.get("errors"), body
         return body["data"]
 
-    call("mutation($i: CreateWorkflowInput!) { createWorkflow(input: $i) { id } }", {"i": {
-        "id": AGENT_WORKFLOW, "name": "Soak", "places": ["draft", "pending_review", "reviewed", "failed"],
-        "initial_place": "draft", "transitions": [
-            {"id": "submit", "from_places": ["draft"], "to_place": "pending_review"},
-            {"id": "review", "from_places": ["pending_review"], "to_place": "reviewed"},
-            {"id": "fail", "from_places": ["pending_review"], "to_place": "failed"}]}})
-    agent = call("mutation($i: CreateAgentInput!) { createAgent(input: $i) { id } }", {"i": {
-        "name": "Soak reviewer", "llm_provider": {"provider_type": "openai", "model": "gpt-4"},
-        "system_prompt": "You review documents.", "user_template": "Review {{data.title}}"}})["createAgent"]["id"]
-    call("mutation($i: ConfigurePlaceAgentInput!) { configurePlaceAgent(input: $i) { id } }", {"i": {
-        "workflow_id": AGENT_WORKFLOW, "place": "pending_review", "agent_id": agent, "output_key": "review",
-        "auto_transition": "review", "failure_transition": "fail", "retry": {"max_attempts": 1}}})
+    call(
+        "mutation($i: CreateWorkflowInput!) { createWorkflow(input: $i) { id } }",
+        {
+            "i": {
+                "id": AGENT_WORKFLOW,
+                "name": "Soak",
+                "places": ["draft", "pending_review", "reviewed", "failed"],
+                "initial_place": "draft",
+                "transitions": [
+                    {"id": "submit", "from_places": ["draft"], "to_place": "pending_review"},
+                    {"id": "review", "from_places": ["pending_review"], "to_place": "reviewed"},
+                    {"id": "fail", "from_places": ["pending_review"], "to_place": "failed"},
+                ],
+            }
+        },
+    )
+    agent = call(
+        "mutation($i: CreateAgentInput!) { createAgent(input: $i) { id } }",
+        {
+            "i": {
+                "name": "Soak reviewer",
+                "llm_provider": {"provider_type": "openai", "model": "gpt-4"},
+                "system_prompt": "You review documents.",
+                "user_template": "Review {{data.title}}",
+            }
+        },
+    )["createAgent"]["id"]
+    call(
+        "mutation($i: ConfigurePlaceAgentInput!) { configurePlaceAgent(input: $i) { id } }",
+        {
+            "i": {
+                "workflow_id": AGENT_WORKFLOW,
+                "place": "pending_review",
+                "agent_id": agent,
+                "output_key": "review",
+                "auto_transition": "review",
+                "failure_transition": "fail",
+                "retry": {"max_attempts": 1},
+            }
+        },
+    )
 
 
 def main() -> None:
@@ -325,8 +404,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cb-soak-"))
     nats = storage = None
     prefix = "soak" + uuid.uuid4().hex[:6]
-    env = {"OPENAI_API_KEY": API_KEY, "SSE_KEEPALIVE_SECONDS": "5", "WEB_CONCURRENCY": str(args.workers),
-           "BREAKER_FAILURE_THRESHOLD": "1000", "BREAKER_ERROR_RATE": "1", "LOG_LEVEL": "WARNING"}
+    env = {
+        "OPENAI_API_KEY": API_KEY,
+        "SSE_KEEPALIVE_SECONDS": "5",
+        "WEB_CONCURRENCY": str(args.workers),
+        "BREAKER_FAILURE_THRESHOLD": "1000",
+        "BREAKER_ERROR_RATE": "1",
+        "LOG_LEVEL": "WARNING",
+    }
     if args.backend == "nats":
         nats = NatsServer(work / "nats")
         nats.start()
@@ -341,8 +426,10 @@ def main() -> None:
         server.start()
         try:
             set_up_agents(server)
-            title = (f"Soak: {args.minutes:g} minutes, {args.backend} storage, {args.workers} worker(s), "
-                     f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+            title = (
+                f"Soak: {args.minutes:g} minutes, {args.backend} storage, {args.workers} worker(s), "
+                f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+            )
             print(title, flush=True)
             soak = Soak(server, upstream, args.minutes * 60, storage)
             soak.run()

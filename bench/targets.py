@@ -26,9 +26,14 @@ DUMMY_KEY = "sk-bench-not-a-real-key"
 # Anything that tries to reach the internet through a proxy-aware client fails at once on
 # this closed local port; 127.0.0.1 itself is exempt.
 OFFLINE_ENV = {
-    "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "ALL_PROXY": "http://127.0.0.1:9",
-    "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "all_proxy": "http://127.0.0.1:9",
-    "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "ALL_PROXY": "http://127.0.0.1:9",
+    "http_proxy": "http://127.0.0.1:9",
+    "https_proxy": "http://127.0.0.1:9",
+    "all_proxy": "http://127.0.0.1:9",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
 }
 
 
@@ -77,8 +82,13 @@ class Target:
     def probe(self, stream: bool) -> str | None:
         """Send one real request; None when the answer is the upstream's content, else why not."""
         try:
-            response = requests.post(self.url(stream) + self.path(stream), data=self.body(stream),
-                                     headers=self.headers(stream), timeout=30, stream=stream)
+            response = requests.post(
+                self.url(stream) + self.path(stream),
+                data=self.body(stream),
+                headers=self.headers(stream),
+                timeout=30,
+                stream=stream,
+            )
         except requests.RequestException as exc:
             return f"request failed: {exc.__class__.__name__}"
         with response:
@@ -165,8 +175,18 @@ class Ceiling(Target):
             env = base_env()
             env.update(self.env(upstream, stream, workdir), PYTHONUNBUFFERED="1")
             name = f"{self.name}-{'sse' if stream else 'json'}"
-            argv = [sys.executable, "-m", "gunicorn", "-c", str(config), "-b", f"127.0.0.1:{port}",
-                    "--pythonpath", str(BENCH), self.app]
+            argv = [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(config),
+                "-b",
+                f"127.0.0.1:{port}",
+                "--pythonpath",
+                str(BENCH),
+                self.app,
+            ]
             proc = sup.start(name, argv, env=env, cwd=run_dir)
             wait_for_port(port, proc, 30, sup.log_path(name))
             self.ports[stream] = port
@@ -221,8 +241,12 @@ class Ours(Target):
             graphql_port, openai_port = free_port(), free_port()
             env = base_env()
             env.update(server_env(graphql_port, openai_port))
-            env.update(OPENAI_BASE_URL=upstream.base(stream), OPENAI_API_KEY=DUMMY_KEY,
-                       CB_LOAD_DEFAULT_WORKFLOWS="false", **storage)
+            env.update(
+                OPENAI_BASE_URL=upstream.base(stream),
+                OPENAI_API_KEY=DUMMY_KEY,
+                CB_LOAD_DEFAULT_WORKFLOWS="false",
+                **storage,
+            )
             name = f"{self.name}-{'sse' if stream else 'json'}"
             proc = sup.start(name, gunicorn_argv(), env=env, cwd=run_dir)
             wait_for_port(openai_port, proc, 60, sup.log_path(name))
@@ -249,14 +273,24 @@ class OursNats(Ours):
 
         if not getattr(self, "nats_url", None):
             self.nats_url = start_nats(sup, workdir)
-        return {"STORAGE_BACKEND": "nats", "NATS_URL": self.nats_url, "WEB_CONCURRENCY": "2",
-                "NATS_PREFIX": "benchsse" if stream else "benchjson"}
+        return {
+            "STORAGE_BACKEND": "nats",
+            "NATS_URL": self.nats_url,
+            "WEB_CONCURRENCY": "2",
+            "NATS_PREFIX": "benchsse" if stream else "benchjson",
+        }
 
 
 def server_env(graphql_port: int, openai_port: int) -> dict:
     """Variables every instance of our server gets in the benchmark."""
-    return {"GRAPHQL_HOST": "127.0.0.1", "GRAPHQL_PORT": str(graphql_port), "OPENAI_HOST": "127.0.0.1",
-            "OPENAI_PORT": str(openai_port), "OLLAMA_BASE_URL": "", "PYTHONUNBUFFERED": "1"}
+    return {
+        "GRAPHQL_HOST": "127.0.0.1",
+        "GRAPHQL_PORT": str(graphql_port),
+        "OPENAI_HOST": "127.0.0.1",
+        "OPENAI_PORT": str(openai_port),
+        "OLLAMA_BASE_URL": "",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def gunicorn_argv() -> list[str]:
@@ -303,8 +337,17 @@ class LiteLLM(Target):
             STORE_MODEL_IN_DB="False",
             PYTHONUNBUFFERED="1",
         )
-        argv = [str(LITELLM_PYTHON.parent / "litellm"), "--config", str(config), "--host", "127.0.0.1",
-                "--port", str(self.port), "--num_workers", "1"]
+        argv = [
+            str(LITELLM_PYTHON.parent / "litellm"),
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--num_workers",
+            "1",
+        ]
         proc = sup.start("litellm", argv, env=env, cwd=workdir)
         wait_for_port(self.port, proc, 120, sup.log_path("litellm"))
 
@@ -315,22 +358,31 @@ class LiteLLM(Target):
         return "bench-sse" if stream else "bench-json"
 
     def version(self):
-        done = run([str(LITELLM_PYTHON), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
-                   timeout=30)
+        done = run(
+            [str(LITELLM_PYTHON), "-c", "import importlib.metadata as m; print(m.version('litellm'))"], timeout=30
+        )
         return done.stdout.strip() or "?"
 
 
 def litellm_config(upstream: Upstream) -> str:
     """One model per upstream block; YAML written as JSON, which YAML reads."""
     models = [
-        {"model_name": name, "litellm_params": {"model": f"openai/{MODEL}", "api_base": upstream.base(stream),
-                                                "api_key": DUMMY_KEY}}
+        {
+            "model_name": name,
+            "litellm_params": {"model": f"openai/{MODEL}", "api_base": upstream.base(stream), "api_key": DUMMY_KEY},
+        }
         for name, stream in (("bench-json", False), ("bench-sse", True))
     ]
     config = {
         "model_list": models,
-        "litellm_settings": {"telemetry": False, "success_callback": [], "failure_callback": [], "callbacks": [],
-                             "drop_params": True, "set_verbose": False},
+        "litellm_settings": {
+            "telemetry": False,
+            "success_callback": [],
+            "failure_callback": [],
+            "callbacks": [],
+            "drop_params": True,
+            "set_verbose": False,
+        },
         "general_settings": {"disable_spend_logs": True, "disable_error_logs": True},
     }
     return json.dumps(config, indent=2)
@@ -356,8 +408,11 @@ class Portkey(Target):
         return f"http://127.0.0.1:{self.port}"
 
     def headers(self, stream):
-        return {**super().headers(stream), "x-portkey-provider": "openai",
-                "x-portkey-custom-host": self.upstream.base(stream)}
+        return {
+            **super().headers(stream),
+            "x-portkey-provider": "openai",
+            "x-portkey-custom-host": self.upstream.base(stream),
+        }
 
     def version(self):
         try:

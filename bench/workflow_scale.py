@@ -54,9 +54,15 @@ def seed_tokens(nats_url: str, prefix: str, say=print) -> list[str]:
         engine.migrate()  # as a worker does at start: this store has the current layout
         ids = [f"scale_{n:03d}" for n in range(WORKFLOWS)]
         for workflow_id in ids:
-            engine.create_workflow(Workflow(id=workflow_id, name=workflow_id, places=("start", "done"),
-                                            initial_place="start",
-                                            transitions=(Transition("go", "go", ("start",), "done"),)))
+            engine.create_workflow(
+                Workflow(
+                    id=workflow_id,
+                    name=workflow_id,
+                    places=("start", "done"),
+                    initial_place="start",
+                    transitions=(Transition("go", "go", ("start",), "done"),),
+                )
+            )
         started = time.monotonic()
         first: list[str] = []
 
@@ -66,8 +72,7 @@ def seed_tokens(nats_url: str, prefix: str, say=print) -> list[str]:
                 first.append(token.id)
 
         _parallel(create, range(WORKFLOWS * TOKENS_PER_WORKFLOW))
-        say(f"  workflow scale: {WORKFLOWS * TOKENS_PER_WORKFLOW} tokens created in "
-            f"{time.monotonic() - started:.0f} s")
+        say(f"  workflow scale: {WORKFLOWS * TOKENS_PER_WORKFLOW} tokens created in {time.monotonic() - started:.0f} s")
         _parallel(lambda token_id: engine.fire(token_id, "go"), first)
         return ids
     finally:
@@ -84,8 +89,13 @@ def seed_executions(nats_url: str, prefix: str, say=print) -> None:
         started = time.monotonic()
 
         def finish(n: int) -> None:
-            execution = Execution(id=str(uuid.uuid4()), agent_id=f"agent-{n % 10}", workflow_id="scale",
-                                  place="review", token_id=str(uuid.uuid4()))
+            execution = Execution(
+                id=str(uuid.uuid4()),
+                agent_id=f"agent-{n % 10}",
+                workflow_id="scale",
+                place="review",
+                token_id=str(uuid.uuid4()),
+            )
             store.create(execution)
             done = Execution.from_dict(execution.to_dict(), execution.revision)
             done.status, done.completed_at = COMPLETED, execution.created_at
@@ -110,8 +120,13 @@ def time_listing(server: GraphQLServer, workflow_id: str, rounds: int = 300) -> 
         if len(answer.get("data", {}).get("tokens") or []) != LISTED:
             raise BenchError(f"the listing answered {str(answer)[:300]}")
     samples.sort()
-    return {"tokens_stored": WORKFLOWS * TOKENS_PER_WORKFLOW, "tokens_listed": LISTED, "rounds": rounds,
-            "p50_ms": round(statistics.median(samples), 2), "p99_ms": round(samples[int(rounds * 0.99) - 1], 2)}
+    return {
+        "tokens_stored": WORKFLOWS * TOKENS_PER_WORKFLOW,
+        "tokens_listed": LISTED,
+        "rounds": rounds,
+        "p50_ms": round(statistics.median(samples), 2),
+        "p99_ms": round(samples[int(rounds * 0.99) - 1], 2),
+    }
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -138,8 +153,12 @@ def idle_cpu(server: GraphQLServer, settle: float = 15, window: float = 30) -> d
     before, started = _cpu_seconds(pids), time.monotonic()
     time.sleep(window)
     used = _cpu_seconds(pids) - before
-    return {"executions_stored": EXECUTIONS, "processes": len(pids), "seconds": window,
-            "cpu_percent": round(100 * used / (time.monotonic() - started), 2)}
+    return {
+        "executions_stored": EXECUTIONS,
+        "processes": len(pids),
+        "seconds": window,
+        "cpu_percent": round(100 * used / (time.monotonic() - started), 2),
+    }
 
 
 def run_workflow_scale(sup: Supervisor, workdir: Path, say=print) -> dict:

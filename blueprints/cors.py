@@ -31,8 +31,12 @@ def install_openai(app: Flask, settings: Settings) -> Callable[[Response], Respo
         return None
     default = ["*"] if settings.openai_api_key_required else list(LOOPBACK_ORIGINS)
     origins = list(settings.openai_cors_origins) or default
-    options = {"origins": origins, "send_wildcard": origins == ["*"], "max_age": 600,
-               "expose_headers": [*RATE_LIMIT_HEADERS, "Retry-After", "x-request-id"]}
+    options = {
+        "origins": origins,
+        "send_wildcard": origins == ["*"],
+        "max_age": 600,
+        "expose_headers": [*RATE_LIMIT_HEADERS, "Retry-After", "x-request-id"],
+    }
     CORS(app, **options)
     answer = app.after_request_funcs[None].pop()
     always = bool(get_cors_origins(get_cors_options(app, options), None))

@@ -25,8 +25,9 @@ def install(app: Flask, settings: Settings) -> None:
     def check_request():
         req, state, svc = request._get_current_object(), g._get_current_object(), services()
         access.begin(req, state)
-        return (guard(req) or limits.openai_body(req, svc.settings)
-                or auth.authenticate_and_admit(req, svc.security, state))
+        return (
+            guard(req) or limits.openai_body(req, svc.settings) or auth.authenticate_and_admit(req, svc.security, state)
+        )
 
     @app.after_request
     def finish_response(response: Response) -> Response:

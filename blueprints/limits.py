@@ -64,8 +64,9 @@ def openai_body(req: Request, settings):
     """The OpenAI port's body limits: a 408 answer for a slow body, or None to go on."""
     data = _read_body(req, settings)
     if data is None:
-        return error_response(408, "The request body was not received in time.", "request_timeout",
-                              headers={"Connection": "close"})
+        return error_response(
+            408, "The request body was not received in time.", "request_timeout", headers={"Connection": "close"}
+        )
     if data:
         check_json(data, settings.max_json_depth)  # the app maps the error
     return None
@@ -79,7 +80,9 @@ def graphql_error(status: int, message: str, code: str, headers: dict | None = N
 def graphql_body():
     settings = services().settings
     if _read_body(request, settings) is None:
-        return graphql_error(408, "The request body was not received in time.", "REQUEST_TIMEOUT", {"Connection": "close"})
+        return graphql_error(
+            408, "The request body was not received in time.", "REQUEST_TIMEOUT", {"Connection": "close"}
+        )
     if request.path != "/graphql":
         return None
     try:
@@ -121,7 +124,8 @@ def install_graphql_error_handlers(app: Flask) -> None:
     def http_error(exc: HTTPException):
         status = exc.code or 500
         message = {404: f"Unknown path {request.path}: the GraphQL endpoint is POST or GET /graphql."}.get(
-            status, exc.description or exc.name)
+            status, exc.description or exc.name
+        )
         allowed = getattr(exc, "valid_methods", None)
         headers = {"Allow": ", ".join(allowed)} if allowed else {}
         code = _HTTP_CODES.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_SERVER_ERROR")

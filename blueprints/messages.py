@@ -29,8 +29,10 @@ def create_message():
         events = messages_api.MessageEvents(chat.model, estimate_prompt(chat))
         return stream_response(gateway.stream(chat, ctx), events, ctx, routing)
     result = gateway.complete(chat, ctx)
-    return json_response(messages_api.render_message(result.response, chat.model),
-                         route_headers(result.route, ctx, result.upstream_ms) | routing)
+    return json_response(
+        messages_api.render_message(result.response, chat.model),
+        route_headers(result.route, ctx, result.upstream_ms) | routing,
+    )
 
 
 @bp.post("/v1/messages/count_tokens")

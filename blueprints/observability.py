@@ -53,7 +53,9 @@ class AccessLog:
     """A request's id, its HTTP metrics and its access-log line, for one app (one port)."""
 
     def __init__(self, app: Flask, port_name: str):
-        app.extensions["cb_trusted_proxies"] = TrustedProxies(app.extensions["circuit_breaker"].settings.trusted_proxies)
+        app.extensions["cb_trusted_proxies"] = TrustedProxies(
+            app.extensions["circuit_breaker"].settings.trusted_proxies
+        )
         self.port_name = port_name
         self.in_flight = metrics.in_flight.labels(port_name)
         self.samples: dict[tuple[str, int], tuple] = {}  # (route, status) -> labelled counter and histogram
@@ -61,8 +63,10 @@ class AccessLog:
     def sample(self, route: str, status: int) -> tuple:
         found = self.samples.get((route, status))
         if found is None:
-            found = self.samples[(route, status)] = (metrics.http_requests.labels(self.port_name, route, str(status)),
-                                                     metrics.http_latency.labels(self.port_name, route))
+            found = self.samples[(route, status)] = (
+                metrics.http_requests.labels(self.port_name, route, str(status)),
+                metrics.http_latency.labels(self.port_name, route),
+            )
         return found
 
     def begin(self, req: Request, state) -> None:
@@ -91,8 +95,14 @@ class AccessLog:
             requests_total, latency = self.sample(route, response.status_code)
             requests_total.inc()
             latency.observe(duration)
-            fields = {"method": method, "path": path, "status": response.status_code,
-                      "duration_ms": round(duration * 1000, 2), "client": client, **access}
+            fields = {
+                "method": method,
+                "path": path,
+                "status": response.status_code,
+                "duration_ms": round(duration * 1000, 2),
+                "client": client,
+                **access,
+            }
             info_line(log, f"{method} {path} {response.status_code}", rid, fields)
 
         response.call_on_close(close)

@@ -114,10 +114,14 @@ def context(chat_user: str | None = None) -> RequestContext:
     """The gateway's context of this request: its id, start, client key and rate reservation."""
     state = g._get_current_object()
     reservation = state.get("rate_reservation")
-    state.llm_ctx = RequestContext(request_id=state.cb_request_id, user=chat_user, started=state.cb_started,
-                                   api_key_id=state.get("api_key_id"),
-                                   settle_tokens=reservation.settle if reservation else None,
-                                   annotate=observability.annotator())
+    state.llm_ctx = RequestContext(
+        request_id=state.cb_request_id,
+        user=chat_user,
+        started=state.cb_started,
+        api_key_id=state.get("api_key_id"),
+        settle_tokens=reservation.settle if reservation else None,
+        annotate=observability.annotator(),
+    )
     return state.llm_ctx
 
 
@@ -127,8 +131,14 @@ def route_headers(route: Route | None, ctx: RequestContext, upstream_ms: float) 
     metrics.gateway_overhead.observe(overhead / 1000)
     headers = {"x-cb-attempts": str(ctx.attempts), "x-cb-overhead-ms": f"{overhead:.2f}"}
     if route is not None:
-        headers.update({"x-cb-provider": route.deployment.provider_type, "x-cb-deployment": route.deployment.id,
-                        "x-cb-model": route.model.id, "x-cb-fallback-used": str(route.fallback).lower()})
+        headers.update(
+            {
+                "x-cb-provider": route.deployment.provider_type,
+                "x-cb-deployment": route.deployment.id,
+                "x-cb-model": route.model.id,
+                "x-cb-fallback-used": str(route.fallback).lower(),
+            }
+        )
     return headers
 
 
@@ -141,8 +151,11 @@ def json_body():
     try:
         return json.loads(raw)
     except ValueError:
-        raise InvalidRequest("We could not parse the JSON body of your request. The body must be valid JSON "
-                             "(see https://platform.openai.com/docs/api-reference).", None) from None
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. The body must be valid JSON "
+            "(see https://platform.openai.com/docs/api-reference).",
+            None,
+        ) from None
 
 
 # -- chat ----------------------------------------------------------------------------
@@ -156,8 +169,10 @@ def chat_completions():
     if chat.stream:
         return stream_response(gateway.stream(chat, ctx), ChatCompletionEvents(chat), ctx, routing)
     result = gateway.complete(chat, ctx)
-    return json_response(wire.render_response(result.response, chat.model),
-                         route_headers(result.route, ctx, result.upstream_ms) | routing)
+    return json_response(
+        wire.render_response(result.response, chat.model),
+        route_headers(result.route, ctx, result.upstream_ms) | routing,
+    )
 
 
 def json_response(body: dict, headers: dict) -> Response:
@@ -176,8 +191,12 @@ def prepare(chat: ChatRequest) -> tuple[RequestContext, dict]:
     wire.apply_routing(ctx, chat.routing, headers)
     ctx.project = headers.get("X-CB-Project") or ctx.project
     if chat.stream and not services().settings.openai_enable_streaming:
-        raise InvalidRequest("Streaming is disabled on this server (OPENAI_ENABLE_STREAMING=false); "
-                             "send the request without 'stream': true.", "stream", "streaming_disabled")
+        raise InvalidRequest(
+            "Streaming is disabled on this server (OPENAI_ENABLE_STREAMING=false); "
+            "send the request without 'stream': true.",
+            "stream",
+            "streaming_disabled",
+        )
     return ctx, routing_headers(chat.model, ctx)
 
 

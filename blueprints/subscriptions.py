@@ -283,7 +283,9 @@ class Connection:
     def _start(self, operation_id: str, payload) -> None:
         most = self.settings.ws_max_subscriptions
         if len(self.operations) >= most:
-            message = f"Too many operations on this connection (GRAPHQL_WS_MAX_SUBSCRIPTIONS={most}); complete one first"
+            message = (
+                f"Too many operations on this connection (GRAPHQL_WS_MAX_SUBSCRIPTIONS={most}); complete one first"
+            )
             self._refuse(operation_id, [{"message": message, "extensions": {"code": "TOO_MANY_SUBSCRIPTIONS"}}])
             return
         try:
@@ -298,8 +300,12 @@ class Connection:
             if operation.field is None:
                 self.operations[operation_id] = gevent.spawn(self._run_once, operation_id, operation)
                 return
-            live = LiveSubscription(operation, self.services, lambda body: self._result(operation_id, body),
-                                    lambda errors: self._fail(operation_id, errors))
+            live = LiveSubscription(
+                operation,
+                self.services,
+                lambda body: self._result(operation_id, body),
+                lambda errors: self._fail(operation_id, errors),
+            )
             live.start()
         except OperationRefused as exc:
             self._refuse(operation_id, exc.errors)

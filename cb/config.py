@@ -166,73 +166,207 @@ class Settings:
     openai_host: str = var("OPENAI_HOST", "0.0.0.0", _text, "OpenAI-compatible listener address")
     openai_port: int = var("OPENAI_PORT", "3000", _port, "OpenAI-compatible listener port")
     openai_cors_enabled: bool = var("OPENAI_CORS_ENABLED", "true", _bool, "CORS on the OpenAI port")
-    openai_cors_origins: tuple = var("OPENAI_CORS_ORIGINS", "", _csv, "allowed origins, comma-separated (empty: * when OPENAI_API_KEY_REQUIRED=true, else loopback origins only)")
-    graphql_cors_origins: tuple = var("GRAPHQL_CORS_ORIGINS", "", _csv, "allowed origins on the GraphQL port (empty: no CORS)")
+    openai_cors_origins: tuple = var(
+        "OPENAI_CORS_ORIGINS",
+        "",
+        _csv,
+        "allowed origins, comma-separated (empty: * when OPENAI_API_KEY_REQUIRED=true, else loopback origins only)",
+    )
+    graphql_cors_origins: tuple = var(
+        "GRAPHQL_CORS_ORIGINS", "", _csv, "allowed origins on the GraphQL port (empty: no CORS)"
+    )
     openai_api_key_required: bool = var("OPENAI_API_KEY_REQUIRED", "false", _bool, "require a client key on /v1/*")
     openai_enable_streaming: bool = var("OPENAI_ENABLE_STREAMING", "true", _bool, "allow stream=true")
     rust_log: str = var("RUST_LOG", "info", _text, "log filter: a level, or module=level pairs")
-    log_level: str | None = var("LOG_LEVEL", "", _optional(_text), "log level (overrides the default level of RUST_LOG)")
-    environment: str = var("ENVIRONMENT", "development", _choice("development", "test", "staging", "production"), "production logs JSON lines")
+    log_level: str | None = var(
+        "LOG_LEVEL", "", _optional(_text), "log level (overrides the default level of RUST_LOG)"
+    )
+    environment: str = var(
+        "ENVIRONMENT",
+        "development",
+        _choice("development", "test", "staging", "production"),
+        "production logs JSON lines",
+    )
     storage_backend: str = var("STORAGE_BACKEND", "memory", _choice("memory", "nats"), "where state lives")
-    nats_url: str = var("NATS_URL", "nats://localhost:4222", _urls,
-                        "NATS server with JetStream, or the servers of a cluster, comma-separated")
-    nats_replicas: int = var("NATS_REPLICAS", "1", _int_between(1, 5),
-                             "replicas of every KV bucket and stream the server creates (3 on a 3-node cluster)")
-    nats_prefix: str = var("NATS_PREFIX", "cb", _text, "prefix of NATS buckets, streams and subjects (one per deployment)")
+    nats_url: str = var(
+        "NATS_URL",
+        "nats://localhost:4222",
+        _urls,
+        "NATS server with JetStream, or the servers of a cluster, comma-separated",
+    )
+    nats_replicas: int = var(
+        "NATS_REPLICAS",
+        "1",
+        _int_between(1, 5),
+        "replicas of every KV bucket and stream the server creates (3 on a 3-node cluster)",
+    )
+    nats_prefix: str = var(
+        "NATS_PREFIX", "cb", _text, "prefix of NATS buckets, streams and subjects (one per deployment)"
+    )
     openai_api_key: str | None = var("OPENAI_API_KEY", "", _optional(_text), "OpenAI key")
     openai_base_url: str = var("OPENAI_BASE_URL", "https://api.openai.com/v1", _url, "OpenAI or compatible endpoint")
     anthropic_api_key: str | None = var("ANTHROPIC_API_KEY", "", _optional(_text), "Anthropic key")
     anthropic_base_url: str = var("ANTHROPIC_BASE_URL", "https://api.anthropic.com", _url, "Anthropic endpoint")
     google_api_key: str | None = var("GOOGLE_API_KEY", "", _optional(_text), "Google AI (Gemini) key")
     google_base_url: str = var("GOOGLE_BASE_URL", "https://generativelanguage.googleapis.com", _url, "Gemini endpoint")
-    ollama_base_url: str | None = var("OLLAMA_BASE_URL", "http://localhost:11434", _optional(_url), "Ollama server (empty: off)")
-    ollama_refresh_seconds: float = var("OLLAMA_REFRESH_SECONDS", "60", _seconds, "how often Ollama's model list is refreshed")
-    openai_models_refresh_seconds: float = var("OPENAI_MODELS_REFRESH_SECONDS", "60", _seconds,
-                                               "how often a self-hosted OpenAI-compatible endpoint's /v1/models is read")
-    web_concurrency: int | None = var("WEB_CONCURRENCY", "", _optional(_int(1)), "gunicorn workers with nats (default: CPU count)")
-    load_default_workflows: bool = var("CB_LOAD_DEFAULT_WORKFLOWS", "true", _bool, "store the example workflows on first start")
+    ollama_base_url: str | None = var(
+        "OLLAMA_BASE_URL", "http://localhost:11434", _optional(_url), "Ollama server (empty: off)"
+    )
+    ollama_refresh_seconds: float = var(
+        "OLLAMA_REFRESH_SECONDS", "60", _seconds, "how often Ollama's model list is refreshed"
+    )
+    openai_models_refresh_seconds: float = var(
+        "OPENAI_MODELS_REFRESH_SECONDS",
+        "60",
+        _seconds,
+        "how often a self-hosted OpenAI-compatible endpoint's /v1/models is read",
+    )
+    web_concurrency: int | None = var(
+        "WEB_CONCURRENCY", "", _optional(_int(1)), "gunicorn workers with nats (default: CPU count)"
+    )
+    load_default_workflows: bool = var(
+        "CB_LOAD_DEFAULT_WORKFLOWS", "true", _bool, "store the example workflows on first start"
+    )
     secret_key: str | None = var("CB_SECRET_KEY", "", _optional(_text), "encrypts provider and agent keys at rest")
     config_file: str | None = var("CB_CONFIG", "", _optional(_text), "TOML file with extra deployments and routing")
-    routing_strategy: str = var("ROUTING_STRATEGY", "balanced", _choice(*ROUTING_STRATEGIES), "default routing strategy")
+    routing_strategy: str = var(
+        "ROUTING_STRATEGY", "balanced", _choice(*ROUTING_STRATEGIES), "default routing strategy"
+    )
     api_keys: tuple = var("CB_API_KEYS", "", _csv, "client keys accepted on /v1/*, comma-separated")
-    rate_limit_rpm: int | None = var("RATE_LIMIT_RPM", "", _optional(_int(1)), "default requests per minute per client key")
-    rate_limit_tpm: int | None = var("RATE_LIMIT_TPM", "", _optional(_int(1)), "default tokens per minute per client key")
+    rate_limit_rpm: int | None = var(
+        "RATE_LIMIT_RPM", "", _optional(_int(1)), "default requests per minute per client key"
+    )
+    rate_limit_tpm: int | None = var(
+        "RATE_LIMIT_TPM", "", _optional(_int(1)), "default tokens per minute per client key"
+    )
     graphql_api_key: str | None = var("GRAPHQL_API_KEY", "", _optional(_text), "key required on the GraphQL port")
     max_request_bytes: int = var("MAX_REQUEST_BYTES", "10485760", _int(1024), "largest request body accepted")
     max_messages: int = var("MAX_MESSAGES", "2048", _int(1), "most messages accepted in one chat completion request")
-    graphql_max_query_bytes: int = var("GRAPHQL_MAX_QUERY_BYTES", "100000", _int(100), "longest GraphQL document accepted")
-    max_json_depth: int = var("MAX_JSON_DEPTH", "64", _int_between(1, 512), "deepest nesting of JSON (and GraphQL documents) accepted on both ports")
-    body_read_timeout: float = var("REQUEST_BODY_TIMEOUT", "30", _seconds, "seconds a client may take to send its request body")
+    graphql_max_query_bytes: int = var(
+        "GRAPHQL_MAX_QUERY_BYTES", "100000", _int(100), "longest GraphQL document accepted"
+    )
+    max_json_depth: int = var(
+        "MAX_JSON_DEPTH",
+        "64",
+        _int_between(1, 512),
+        "deepest nesting of JSON (and GraphQL documents) accepted on both ports",
+    )
+    body_read_timeout: float = var(
+        "REQUEST_BODY_TIMEOUT", "30", _seconds, "seconds a client may take to send its request body"
+    )
     connect_timeout: float = var("UPSTREAM_CONNECT_TIMEOUT", "10", _seconds, "seconds to connect to a provider")
     read_timeout: float = var("UPSTREAM_READ_TIMEOUT", "600", _seconds, "seconds to wait between bytes from a provider")
-    first_token_timeout: float = var("UPSTREAM_FIRST_TOKEN_TIMEOUT", "120", _seconds, "seconds to wait for a stream's first token")
-    stream_idle_timeout: float = var("UPSTREAM_STREAM_IDLE_TIMEOUT", "60", _seconds, "seconds a stream's upstream may stay silent after its first chunk")
-    https_proxy: str | None = var("HTTPS_PROXY", "", _optional(_proxy_url), "proxy for https:// provider URLs (also read as https_proxy)", ("https_proxy",))
-    http_proxy: str | None = var("HTTP_PROXY", "", _optional(_proxy_url), "proxy for http:// provider URLs (also read as http_proxy)", ("http_proxy",))
-    no_proxy: tuple = var("NO_PROXY", "", _lower_csv, "hosts reached without the proxy, comma-separated: names (and their subdomains), IPs, CIDRs, * for all (also read as no_proxy)", ("no_proxy",))
-    ca_bundle: str | None = var("REQUESTS_CA_BUNDLE", "", _optional(_existing_path), "CA certificates (file or directory) trusted for https:// providers (default: SSL_CERT_FILE, else certifi's bundle)")
-    ssl_cert_file: str | None = var("SSL_CERT_FILE", "", _optional(_existing_path), "CA bundle used when REQUESTS_CA_BUNDLE is not set")
-    ws_init_timeout: float = var("GRAPHQL_WS_INIT_TIMEOUT", "10", _seconds, "seconds a WebSocket client has to send connection_init")
-    ws_max_message_bytes_setting: int | None = var("GRAPHQL_WS_MAX_MESSAGE_BYTES", "", _optional(_int(100)), "largest WebSocket message accepted (default: GRAPHQL_MAX_QUERY_BYTES)")
-    ws_max_subscriptions: int = var("GRAPHQL_WS_MAX_SUBSCRIPTIONS", "100", _int(1), "operations one WebSocket connection may run at once")
-    ws_max_connections: int = var("GRAPHQL_WS_MAX_CONNECTIONS", "1000", _int(1), "WebSocket connections per worker; more are refused with 503")
-    ws_keepalive_seconds: float = var("GRAPHQL_WS_KEEPALIVE_SECONDS", "15", _seconds, "seconds between 'ka' messages (graphql-ws)")
-    keepalive_seconds: float = var("SSE_KEEPALIVE_SECONDS", "15", _seconds, "idle seconds before an SSE ': keep-alive' comment")
+    first_token_timeout: float = var(
+        "UPSTREAM_FIRST_TOKEN_TIMEOUT", "120", _seconds, "seconds to wait for a stream's first token"
+    )
+    stream_idle_timeout: float = var(
+        "UPSTREAM_STREAM_IDLE_TIMEOUT",
+        "60",
+        _seconds,
+        "seconds a stream's upstream may stay silent after its first chunk",
+    )
+    https_proxy: str | None = var(
+        "HTTPS_PROXY",
+        "",
+        _optional(_proxy_url),
+        "proxy for https:// provider URLs (also read as https_proxy)",
+        ("https_proxy",),
+    )
+    http_proxy: str | None = var(
+        "HTTP_PROXY",
+        "",
+        _optional(_proxy_url),
+        "proxy for http:// provider URLs (also read as http_proxy)",
+        ("http_proxy",),
+    )
+    no_proxy: tuple = var(
+        "NO_PROXY",
+        "",
+        _lower_csv,
+        "hosts reached without the proxy, comma-separated: names (and their subdomains), IPs, CIDRs, * for all (also read as no_proxy)",
+        ("no_proxy",),
+    )
+    ca_bundle: str | None = var(
+        "REQUESTS_CA_BUNDLE",
+        "",
+        _optional(_existing_path),
+        "CA certificates (file or directory) trusted for https:// providers (default: SSL_CERT_FILE, else certifi's bundle)",
+    )
+    ssl_cert_file: str | None = var(
+        "SSL_CERT_FILE", "", _optional(_existing_path), "CA bundle used when REQUESTS_CA_BUNDLE is not set"
+    )
+    ws_init_timeout: float = var(
+        "GRAPHQL_WS_INIT_TIMEOUT", "10", _seconds, "seconds a WebSocket client has to send connection_init"
+    )
+    ws_max_message_bytes_setting: int | None = var(
+        "GRAPHQL_WS_MAX_MESSAGE_BYTES",
+        "",
+        _optional(_int(100)),
+        "largest WebSocket message accepted (default: GRAPHQL_MAX_QUERY_BYTES)",
+    )
+    ws_max_subscriptions: int = var(
+        "GRAPHQL_WS_MAX_SUBSCRIPTIONS", "100", _int(1), "operations one WebSocket connection may run at once"
+    )
+    ws_max_connections: int = var(
+        "GRAPHQL_WS_MAX_CONNECTIONS", "1000", _int(1), "WebSocket connections per worker; more are refused with 503"
+    )
+    ws_keepalive_seconds: float = var(
+        "GRAPHQL_WS_KEEPALIVE_SECONDS", "15", _seconds, "seconds between 'ka' messages (graphql-ws)"
+    )
+    keepalive_seconds: float = var(
+        "SSE_KEEPALIVE_SECONDS", "15", _seconds, "idle seconds before an SSE ': keep-alive' comment"
+    )
     graceful_timeout: float = var("GRACEFUL_TIMEOUT", "30", _seconds, "seconds in-flight requests get on shutdown")
-    metrics_dir: str | None = var("PROMETHEUS_MULTIPROC_DIR", "", _optional(_text), "where workers share metrics (default: a temp dir)")
-    breaker_failure_threshold: int = var("BREAKER_FAILURE_THRESHOLD", "5", _int(1), "consecutive failures that open a deployment's breaker")
-    breaker_error_rate: float = var("BREAKER_ERROR_RATE", "0.5", _fraction, "error rate over the window that opens a breaker")
+    metrics_dir: str | None = var(
+        "PROMETHEUS_MULTIPROC_DIR", "", _optional(_text), "where workers share metrics (default: a temp dir)"
+    )
+    breaker_failure_threshold: int = var(
+        "BREAKER_FAILURE_THRESHOLD", "5", _int(1), "consecutive failures that open a deployment's breaker"
+    )
+    breaker_error_rate: float = var(
+        "BREAKER_ERROR_RATE", "0.5", _fraction, "error rate over the window that opens a breaker"
+    )
     breaker_window_seconds: float = var("BREAKER_WINDOW_SECONDS", "60", _seconds, "window of the breaker's error rate")
-    breaker_min_requests: int = var("BREAKER_MIN_REQUESTS", "10", _int(1), "requests in the window before the error rate counts")
-    breaker_cooldown_seconds: float = var("BREAKER_COOLDOWN_SECONDS", "30", _seconds, "seconds an open breaker waits before one probe")
-    router_max_attempts: int = var("ROUTER_MAX_ATTEMPTS", "4", _int(1), "deployments tried per request, fallbacks included")
-    router_deadline: float = var("ROUTER_DEADLINE_SECONDS", "120", _seconds, "seconds a request may spend trying routes before it fails (504)")
-    allowed_hosts: tuple = var("ALLOWED_HOSTS", "", _csv, "Host headers served, comma-separated, * for any (empty: * on a port that requires keys, else loopback names, IP literals and this machine's names)")
+    breaker_min_requests: int = var(
+        "BREAKER_MIN_REQUESTS", "10", _int(1), "requests in the window before the error rate counts"
+    )
+    breaker_cooldown_seconds: float = var(
+        "BREAKER_COOLDOWN_SECONDS", "30", _seconds, "seconds an open breaker waits before one probe"
+    )
+    router_max_attempts: int = var(
+        "ROUTER_MAX_ATTEMPTS", "4", _int(1), "deployments tried per request, fallbacks included"
+    )
+    router_deadline: float = var(
+        "ROUTER_DEADLINE_SECONDS", "120", _seconds, "seconds a request may spend trying routes before it fails (504)"
+    )
+    allowed_hosts: tuple = var(
+        "ALLOWED_HOSTS",
+        "",
+        _csv,
+        "Host headers served, comma-separated, * for any (empty: * on a port that requires keys, else loopback names, IP literals and this machine's names)",
+    )
     trusted_proxies: tuple = var("TRUSTED_PROXIES", "", _csv, "proxy addresses whose X-Forwarded-For is believed")
-    agent_lease_seconds: float = var("AGENT_LEASE_SECONDS", "15", _seconds, "seconds a worker's claim on an agent execution lasts without a heartbeat")
-    agent_sweep_seconds: float = var("AGENT_SWEEP_SECONDS", "5", _seconds, "how often each worker looks for abandoned agent executions")
-    agent_execution_retention_seconds: float = var("AGENT_EXECUTION_RETENTION_SECONDS", "604800", _seconds, "seconds a finished agent execution is kept before it is deleted (deleted within the hour after)")
-    responses_retention_seconds: float = var("RESPONSES_RETENTION_SECONDS", "2592000", _seconds, "seconds a stored Responses API response (store: true) can be retrieved or continued with previous_response_id")
+    agent_lease_seconds: float = var(
+        "AGENT_LEASE_SECONDS",
+        "15",
+        _seconds,
+        "seconds a worker's claim on an agent execution lasts without a heartbeat",
+    )
+    agent_sweep_seconds: float = var(
+        "AGENT_SWEEP_SECONDS", "5", _seconds, "how often each worker looks for abandoned agent executions"
+    )
+    agent_execution_retention_seconds: float = var(
+        "AGENT_EXECUTION_RETENTION_SECONDS",
+        "604800",
+        _seconds,
+        "seconds a finished agent execution is kept before it is deleted (deleted within the hour after)",
+    )
+    responses_retention_seconds: float = var(
+        "RESPONSES_RETENTION_SECONDS",
+        "2592000",
+        _seconds,
+        "seconds a stored Responses API response (store: true) can be retrieved or continued with previous_response_id",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: str | Path | None = ".env") -> Settings:
@@ -301,7 +435,13 @@ class Settings:
     @property
     def secrets(self) -> list[str]:
         """Values that must never appear in a log line or a response."""
-        found = [self.openai_api_key, self.anthropic_api_key, self.google_api_key, self.secret_key, self.graphql_api_key]
+        found = [
+            self.openai_api_key,
+            self.anthropic_api_key,
+            self.google_api_key,
+            self.secret_key,
+            self.graphql_api_key,
+        ]
         return [s for s in (*found, *self.api_keys) if s]
 
 

@@ -23,7 +23,8 @@ class EventBus:
         event.setdefault("timestamp", time.time())
         self.storage.publish(subject, event)
 
-    def subscribe(self, subject: str, handler: Callable[[str, dict], None],
-                  on_gap: Callable[[], None] | None = None) -> Subscription:
+    def subscribe(
+        self, subject: str, handler: Callable[[str, dict], None], on_gap: Callable[[], None] | None = None
+    ) -> Subscription:
         """See :meth:`cb.storage.Storage.subscribe`: ``on_gap`` hears that events may have been missed."""
         return self.storage.subscribe(subject, handler, on_gap)

@@ -44,7 +44,9 @@ def parse_filter(spec: str, level_override: str | None = None) -> tuple[int, dic
             continue
         module, _, level = part.rpartition("=")
         if level.lower() not in LEVELS:
-            raise ValueError(f"RUST_LOG={spec!r} is invalid: unknown level {level!r} (use trace, debug, info, warn, error, off)")
+            raise ValueError(
+                f"RUST_LOG={spec!r} is invalid: unknown level {level!r} (use trace, debug, info, warn, error, off)"
+            )
         if module:
             per_module[module.replace("::", ".")] = LEVELS[level.lower()]
         else:
@@ -139,7 +141,7 @@ def _redact_match(match: re.Match) -> str:
     if "secret" not in match.re.groupindex:
         return "[REDACTED]"
     start, end = match.span("secret")
-    return match.string[match.start():start] + "[REDACTED]" + match.string[end:match.end()]
+    return match.string[match.start() : start] + "[REDACTED]" + match.string[end : match.end()]
 
 
 redactor = Redactor()
@@ -149,8 +151,14 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log collectors."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return self.line(record.created, record.levelname, record.name, record.getMessage(),
-                         getattr(record, "request_id", None), getattr(record, "fields", None))
+        return self.line(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            getattr(record, "request_id", None),
+            getattr(record, "fields", None),
+        )
 
     @staticmethod
     def line(created: float, level: str, name: str, message: str, rid: str | None, fields: dict | None) -> str:
@@ -171,8 +179,14 @@ class TextFormatter(logging.Formatter):
     """Readable lines for a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return self.line(record.created, record.levelname, record.name, record.getMessage(),
-                         getattr(record, "request_id", None), getattr(record, "fields", None))
+        return self.line(
+            record.created,
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            getattr(record, "request_id", None),
+            getattr(record, "fields", None),
+        )
 
     @staticmethod
     def line(created: float, level: str, name: str, message: str, rid: str | None, fields: dict | None) -> str:
@@ -197,8 +211,14 @@ def info_line(logger: logging.Logger, message: str, rid: str | None, fields: dic
     if handler is None or len(handler.filters) != 2 or not _only_handler(logger, handler):
         logger.info(message, extra={"request_id": rid, "fields": fields})
         return
-    line = handler.formatter.line(time.time(), "INFO", logger.name, redactor.redact(message),
-                                  rid or request_id.get(), redactor.redact_fields(fields))
+    line = handler.formatter.line(
+        time.time(),
+        "INFO",
+        logger.name,
+        redactor.redact(message),
+        rid or request_id.get(),
+        redactor.redact_fields(fields),
+    )
     try:
         with handler.lock:
             handler.stream.write(line + handler.terminator)

@@ -95,27 +95,36 @@ _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 _OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 http_requests = Counter("cb_http_requests_total", "HTTP requests", ["port", "route", "status"])
-http_latency = Histogram("cb_http_request_duration_seconds", "HTTP request latency", ["port", "route"],
-                         buckets=_LATENCY)
+http_latency = Histogram(
+    "cb_http_request_duration_seconds", "HTTP request latency", ["port", "route"], buckets=_LATENCY
+)
 in_flight = Gauge("cb_http_requests_in_flight", "Requests being served", ["port"], multiprocess_mode="livesum")
 open_streams = Gauge("cb_open_streams", "SSE streams open to clients", multiprocess_mode="livesum")
 
-upstream_latency = Histogram("cb_upstream_latency_seconds", "Provider response time", ["provider", "model"],
-                             buckets=_LATENCY)
-upstream_ttft = Histogram("cb_upstream_time_to_first_token_seconds", "Provider time to first token",
-                          ["provider", "model"], buckets=_LATENCY)
-gateway_overhead = Histogram("cb_gateway_overhead_seconds", "Time spent in the gateway itself (total - upstream)",
-                             buckets=_OVERHEAD)
-llm_tokens = Counter("cb_llm_tokens_total", "Tokens by provider, model and kind (prompt|completion)",
-                     ["provider", "model", "kind"])
+upstream_latency = Histogram(
+    "cb_upstream_latency_seconds", "Provider response time", ["provider", "model"], buckets=_LATENCY
+)
+upstream_ttft = Histogram(
+    "cb_upstream_time_to_first_token_seconds", "Provider time to first token", ["provider", "model"], buckets=_LATENCY
+)
+gateway_overhead = Histogram(
+    "cb_gateway_overhead_seconds", "Time spent in the gateway itself (total - upstream)", buckets=_OVERHEAD
+)
+llm_tokens = Counter(
+    "cb_llm_tokens_total", "Tokens by provider, model and kind (prompt|completion)", ["provider", "model", "kind"]
+)
 llm_cost = Counter("cb_llm_cost_usd_total", "Cost in USD by provider and model", ["provider", "model"])
 fallbacks = Counter("cb_router_fallbacks_total", "Requests served by a fallback model or deployment")
 subscriptions_fell_behind = Counter(
     "cb_subscriptions_fell_behind_total", "GraphQL subscriptions ended because the subscriber fell behind"
 )
 retries = Counter("cb_router_retries_total", "Upstream attempts retried on another deployment")
-breaker_state = Gauge("cb_circuit_breaker_state", "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open",
-                      ["deployment"], multiprocess_mode="livemax")
+breaker_state = Gauge(
+    "cb_circuit_breaker_state",
+    "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open",
+    ["deployment"],
+    multiprocess_mode="livemax",
+)
 rate_limited = Counter("cb_rate_limited_total", "Requests refused by a rate limit", ["limit"])
 budget_refused = Counter("cb_budget_refused_total", "Requests refused by an exhausted budget")
 tokens_created = Counter("cb_workflow_tokens_created_total", "Workflow tokens created", ["workflow"])
@@ -156,8 +165,9 @@ def _child(metric, *labels: str):
     return child
 
 
-def observe_attempt(provider: str, model: str, ok: bool, latency_ms: float, ttft_ms: float | None,
-                    deployment: str, breaker: str) -> None:
+def observe_attempt(
+    provider: str, model: str, ok: bool, latency_ms: float, ttft_ms: float | None, deployment: str, breaker: str
+) -> None:
     """One upstream attempt finished: its latency and TTFT (successes only) and the breaker it left."""
     if ok:
         _child(upstream_latency, provider, model).observe(latency_ms / 1000)
@@ -166,8 +176,9 @@ def observe_attempt(provider: str, model: str, ok: bool, latency_ms: float, ttft
     _child(breaker_state, deployment).set(_BREAKER_VALUES.get(breaker, 0))
 
 
-def observe_usage(provider: str | None, model: str, prompt_tokens: int, completion_tokens: int,
-                  cost_usd: float) -> None:
+def observe_usage(
+    provider: str | None, model: str, prompt_tokens: int, completion_tokens: int, cost_usd: float
+) -> None:
     """One request's usage record was written."""
     provider = provider or "none"
     if prompt_tokens:

@@ -54,7 +54,7 @@ class SecretBox:
         if self._fernet is None:
             raise SecretUnavailable("a stored secret is encrypted but CB_SECRET_KEY is not set")
         try:
-            plain = self._fernet.decrypt(stored[len(PREFIX):].encode()).decode()
+            plain = self._fernet.decrypt(stored[len(PREFIX) :].encode()).decode()
         except InvalidToken:
             raise SecretUnavailable("a stored secret was encrypted with a different CB_SECRET_KEY") from None
         redactor.add(plain)

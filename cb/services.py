@@ -39,7 +39,9 @@ class Services:
     security: Security | None = None
     workflows: WorkflowEngine | None = None
     version: str = __version__
-    discovery: Any = None  # [cb.llm.discovery.ModelDiscovery]: refresh the model lists endpoints report (one per interval)
+    discovery: Any = (
+        None  # [cb.llm.discovery.ModelDiscovery]: refresh the model lists endpoints report (one per interval)
+    )
     # the LLM side, built by cb.llm.services.llm_services
     catalog: Catalog | None = None
     router: Router | None = None

@@ -40,20 +40,31 @@ def check_storage(settings: Settings) -> tuple[object | None, list[Check]]:
     """The services (None if storage cannot be reached) and what was found."""
     if settings.storage_backend == "memory":
         return operator().services(shared=False), [
-            Check("storage", "ok", "memory: each process keeps its own state (nothing shared to reach)")]
+            Check("storage", "ok", "memory: each process keeps its own state (nothing shared to reach)")
+        ]
     try:
         services = operator().services()
         status = services.storage.status()
     except CircuitBreakerError as exc:
         return None, [Check("storage", "fail", exc.message)]
-    found = [Check("storage", "ok", f"NATS {status['server_version']} at {status['url']}, JetStream enabled, "
-                                    f"prefix {status['prefix']}")]
+    found = [
+        Check(
+            "storage",
+            "ok",
+            f"NATS {status['server_version']} at {status['url']}, JetStream enabled, prefix {status['prefix']}",
+        )
+    ]
     for name, store in status["stores"].items():
         if store is None:
             found.append(Check(f"bucket {name}", "ok", "not created yet (created on first use)"))
         else:
-            found.append(Check(f"bucket {name}", "ok", f"{store['stream']}, {store['replicas']} replica(s), "
-                                                        f"{store['messages']} message(s)"))
+            found.append(
+                Check(
+                    f"bucket {name}",
+                    "ok",
+                    f"{store['stream']}, {store['replicas']} replica(s), {store['messages']} message(s)",
+                )
+            )
     return services, found
 
 
@@ -141,4 +152,3 @@ def check(as_json: bool) -> None:
 
 def register(group: click.Group) -> None:
     group.add_command(check)
-

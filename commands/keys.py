@@ -15,9 +15,16 @@ DAY = 86400.0
 def public(record: ApiKey) -> dict:
     """A key's record as shown: never the key, nor its hash."""
     return {
-        "id": record.id, "name": record.name, "prefix": record.prefix, "rpm_limit": record.rpm_limit,
-        "tpm_limit": record.tpm_limit, "allowed_models": record.allowed_models, "created_at": iso(record.created_at),
-        "last_used_at": iso(record.last_used_at), "expires_at": iso(record.expires_at), "revoked": record.revoked,
+        "id": record.id,
+        "name": record.name,
+        "prefix": record.prefix,
+        "rpm_limit": record.rpm_limit,
+        "tpm_limit": record.tpm_limit,
+        "allowed_models": record.allowed_models,
+        "created_at": iso(record.created_at),
+        "last_used_at": iso(record.last_used_at),
+        "expires_at": iso(record.expires_at),
+        "revoked": record.revoked,
     }
 
 
@@ -37,11 +44,16 @@ def keys() -> None:
 @click.option("--rpm", type=click.IntRange(min=1), help="Requests per minute (default: RATE_LIMIT_RPM).")
 @click.option("--tpm", type=click.IntRange(min=1), help="Tokens per minute (default: RATE_LIMIT_TPM).")
 @click.option("--models", metavar="A,B", help="Models the key may use, comma-separated (default: every model).")
-@click.option("--expires-in", type=click.FloatRange(min=0, min_open=True), metavar="DAYS",
-              help="The key stops working after this many days.")
+@click.option(
+    "--expires-in",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="DAYS",
+    help="The key stops working after this many days.",
+)
 @json_option
-def create(name: str, rpm: int | None, tpm: int | None, models: str | None, expires_in: float | None,
-           as_json: bool) -> None:
+def create(
+    name: str, rpm: int | None, tpm: int | None, models: str | None, expires_in: float | None, as_json: bool
+) -> None:
     """Create a key named NAME and print it (on stdout, alone: KEY=$(flask cb keys create ci))."""
     store = operator().services().security.keys
     expires_at = time.time() + expires_in * DAY if expires_in else None
@@ -52,8 +64,9 @@ def create(name: str, rpm: int | None, tpm: int | None, models: str | None, expi
         print_json({"key": plaintext, "api_key": public(record)})
         return
     click.echo(plaintext)
-    click.echo(f"Created API key {record.id} ({record.name}). It is shown only this once: the server keeps "
-               "its hash.", err=True)
+    click.echo(
+        f"Created API key {record.id} ({record.name}). It is shown only this once: the server keeps its hash.", err=True
+    )
 
 
 @keys.command("list")
@@ -67,11 +80,25 @@ def list_keys(as_json: bool) -> None:
         print_json([public(r) for r in records])
         return
     now = time.time()
-    rows = [[r.id, r.name, r.prefix + "…", r.rpm_limit, r.tpm_limit, ",".join(r.allowed_models or []) or "all",
-             iso(r.created_at), iso(r.last_used_at), iso(r.expires_at), _status(r, now)] for r in records]
+    rows = [
+        [
+            r.id,
+            r.name,
+            r.prefix + "…",
+            r.rpm_limit,
+            r.tpm_limit,
+            ",".join(r.allowed_models or []) or "all",
+            iso(r.created_at),
+            iso(r.last_used_at),
+            iso(r.expires_at),
+            _status(r, now),
+        ]
+        for r in records
+    ]
     if rows:
-        for line in table(rows, ["ID", "NAME", "PREFIX", "RPM", "TPM", "MODELS", "CREATED", "LAST USED", "EXPIRES",
-                                 "STATUS"]):
+        for line in table(
+            rows, ["ID", "NAME", "PREFIX", "RPM", "TPM", "MODELS", "CREATED", "LAST USED", "EXPIRES", "STATUS"]
+        ):
             click.echo(line)
     else:
         click.echo("No API keys stored.")

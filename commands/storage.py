@@ -39,11 +39,15 @@ def verify(as_json: bool) -> None:
         click.echo(f"NATS {status.get('server_version')} at {status.get('url')}, prefix {status.get('prefix')}")
         for kind, versions in layout.items():
             stored = versions["stored"]
-            click.echo(f"{kind} layout: {'v' + str(stored) if stored else 'not written yet'} "
-                       f"(this version: v{versions['expected']})")
+            click.echo(
+                f"{kind} layout: {'v' + str(stored) if stored else 'not written yet'} "
+                f"(this version: v{versions['expected']})"
+            )
         click.echo("")
-        rows = [[name, *(("-", "not created yet", "-") if s is None else (s["stream"], s["messages"], s["replicas"]))]
-                for name, s in status["stores"].items()]
+        rows = [
+            [name, *(("-", "not created yet", "-") if s is None else (s["stream"], s["messages"], s["replicas"]))]
+            for name, s in status["stores"].items()
+        ]
         for line in table(rows, ["STORE", "STREAM", "MESSAGES", "REPLICAS"]):
             click.echo(line)
     if problems:
@@ -59,8 +63,10 @@ def migrate(as_json: bool) -> None:
     if as_json:
         print_json({"indexed": indexed, "layout": services.layout()})
         return
-    click.echo(f"Indexed {indexed['tokens']} token(s) and {indexed['executions']} agent execution(s); "
-               "the layout is the one this version expects.")
+    click.echo(
+        f"Indexed {indexed['tokens']} token(s) and {indexed['executions']} agent execution(s); "
+        "the layout is the one this version expects."
+    )
 
 
 def register(group: click.Group) -> None:

@@ -36,9 +36,11 @@ def summary(since: str | None, until: str | None, as_json: bool) -> None:
         print_json(report)
         return
     click.echo(f"Usage from {report['period_start'] or 'the first record'} to {report['period_end'] or 'the last'}")
-    click.echo(f"Total: {money(report['total_cost'])}, {report['total_requests']} request(s), "
-               f"{report['total_tokens']} tokens ({report['prompt_tokens']} prompt, "
-               f"{report['completion_tokens']} completion)")
+    click.echo(
+        f"Total: {money(report['total_cost'])}, {report['total_requests']} request(s), "
+        f"{report['total_tokens']} tokens ({report['prompt_tokens']} prompt, "
+        f"{report['completion_tokens']} completion)"
+    )
     if not report["total_requests"]:
         return
     for title, groups in (

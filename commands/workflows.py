@@ -48,14 +48,17 @@ def show_workflow(workflow_id: str, as_json: bool) -> None:
     click.echo(f"Workflow {workflow.id}: {workflow.name}")
     if workflow.description:
         click.echo(workflow.description)
-    click.echo(f"Created {workflow.created_at}, initial place {workflow.initial_place}, "
-               f"{sum(counts.values())} token(s)")
+    click.echo(
+        f"Created {workflow.created_at}, initial place {workflow.initial_place}, {sum(counts.values())} token(s)"
+    )
     click.echo("")
     for line in table([[p, counts.get(p, 0)] for p in workflow.places], ["PLACE", "TOKENS"]):
         click.echo(line)
     click.echo("")
-    rows = [[t.id, " | ".join(t.from_places) + " -> " + t.to_place, "; ".join(t.conditions) or "-"]
-            for t in workflow.transitions]
+    rows = [
+        [t.id, " | ".join(t.from_places) + " -> " + t.to_place, "; ".join(t.conditions) or "-"]
+        for t in workflow.transitions
+    ]
     for line in table(rows, ["TRANSITION", "ARC", "CONDITIONS"]):
         click.echo(line)
 
@@ -86,8 +89,10 @@ def show_token(token_id: str, as_json: bool) -> None:
         click.echo("History: none (still where it was created)")
         return
     click.echo("History:")
-    rows = [[h.timestamp, h.transition, f"{h.from_place} -> {h.to_place}", _compact(h.data) if h.data else ""]
-            for h in token.history]
+    rows = [
+        [h.timestamp, h.transition, f"{h.from_place} -> {h.to_place}", _compact(h.data) if h.data else ""]
+        for h in token.history
+    ]
     for line in table(rows, ["TIME", "TRANSITION", "MOVE", "DATA"]):
         click.echo("  " + line)
 

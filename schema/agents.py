@@ -76,8 +76,9 @@ def resolve_remove_place_agent(_, info, workflow_id, place):
 
 @mutation.field("runAgent")
 def resolve_run_agent(_, info, input):
-    return _agents(info).runner.run_manual(input["agent_id"], input["token_id"], input.get("output_key"),
-                                           bool(input.get("parse_json")))
+    return _agents(info).runner.run_manual(
+        input["agent_id"], input["token_id"], input.get("output_key"), bool(input.get("parse_json"))
+    )
 
 
 @mutation.field("cancelExecution")

@@ -34,15 +34,21 @@ class QueryLimitsRule(ValidationRule):
             depth = self._depth(node.selection_set, 0, frozenset())
         except _TooBig:
             self.report_error(
-                GraphQLError(f"Query selects more than {MAX_FIELDS} fields; split it into smaller queries.", node,
-                             extensions={"code": "QUERY_TOO_COMPLEX"})
+                GraphQLError(
+                    f"Query selects more than {MAX_FIELDS} fields; split it into smaller queries.",
+                    node,
+                    extensions={"code": "QUERY_TOO_COMPLEX"},
+                )
             )
             return
         if depth > MAX_DEPTH:
             name = f"'{node.name.value}' " if node.name else ""
             self.report_error(
-                GraphQLError(f"Query {name}is too deep: depth {depth} exceeds the maximum of {MAX_DEPTH}.", node,
-                             extensions={"code": "QUERY_TOO_COMPLEX"})
+                GraphQLError(
+                    f"Query {name}is too deep: depth {depth} exceeds the maximum of {MAX_DEPTH}.",
+                    node,
+                    extensions={"code": "QUERY_TOO_COMPLEX"},
+                )
             )
 
     def _depth(self, selection_set: SelectionSetNode | None, depth: int, seen: frozenset) -> int:

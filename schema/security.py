@@ -44,7 +44,10 @@ def resolve_api_keys(_, info) -> list[ApiKey]:
 @mutation.field("createApiKey")
 def resolve_create_api_key(_, info, input: dict) -> dict:
     record, plaintext = _security(info).keys.create(
-        input["name"], input.get("rpm_limit"), input.get("tpm_limit"), input.get("allowed_models"),
+        input["name"],
+        input.get("rpm_limit"),
+        input.get("tpm_limit"),
+        input.get("allowed_models"),
         parse_iso(input.get("expires_at")),
     )
     return {"key": plaintext, "api_key": record}

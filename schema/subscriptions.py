@@ -160,8 +160,13 @@ class LiveSubscription:
     subscription ends with SUBSCRIPTION_INTERRUPTED.
     """
 
-    def __init__(self, operation: Operation, services: Any, emit: Callable[[dict], None],
-                 fail: Callable[[list[dict]], None] | None = None):
+    def __init__(
+        self,
+        operation: Operation,
+        services: Any,
+        emit: Callable[[dict], None],
+        fail: Callable[[list[dict]], None] | None = None,
+    ):
         self.operation, self.services, self.emit, self.fail = operation, services, emit, fail
         self.source = SOURCES[operation.field]
         self.queue: Queue = Queue(QUEUE_LIMIT + 1)
@@ -215,8 +220,10 @@ class LiveSubscription:
             self.subscription = None
         metrics.subscriptions_fell_behind.inc()
         log.warning("subscription %s fell behind by %d event(s); ended", self.operation.field, missed)
-        message = (f"subscription fell behind: {missed} event(s) could not be delivered in order "
-                   f"(more than {QUEUE_LIMIT} were waiting); subscribe again")
+        message = (
+            f"subscription fell behind: {missed} event(s) could not be delivered in order "
+            f"(more than {QUEUE_LIMIT} were waiting); subscribe again"
+        )
         if self.fail is not None:
             self.fail([_error(message, "SUBSCRIPTION_FELL_BEHIND")])
 
@@ -226,8 +233,15 @@ class LiveSubscription:
             self.subscription = None
         log.warning("subscription %s interrupted: the event bus lost its NATS connection; ended", self.operation.field)
         if self.fail is not None:
-            self.fail([_error("subscription interrupted: the connection to NATS was lost and events may have "
-                              "been missed; subscribe again", "SUBSCRIPTION_INTERRUPTED")])
+            self.fail(
+                [
+                    _error(
+                        "subscription interrupted: the connection to NATS was lost and events may have "
+                        "been missed; subscribe again",
+                        "SUBSCRIPTION_INTERRUPTED",
+                    )
+                ]
+            )
 
     def close(self) -> None:
         if self.subscription is not None:

@@ -71,7 +71,9 @@ def resolve_create_workflow(_, info, input):
 
 @mutation.field("createToken")
 def resolve_create_token(_, info, input):
-    return _engine(info).create_token(input["workflow_id"], input.get("place"), input.get("data"), input.get("metadata"))
+    return _engine(info).create_token(
+        input["workflow_id"], input.get("place"), input.get("data"), input.get("metadata")
+    )
 
 
 @mutation.field("fireTransition")

@@ -27,6 +27,7 @@ def main(mode: str, url: str, prefix: str, subject: str, count: str = "1") -> No
     storage.connect()
     bus = EventBus(storage)
     if mode == "subscribe":
+
         def show(name, event):
             print(json.dumps({"subject": name, "event": event}), flush=True)
 

@@ -27,13 +27,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.harness import Server  # noqa: E402
 from tests.upstreams.openai_server import API_KEY, OpenAIUpstream  # noqa: E402
 
-OPENAI_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/messages/count_tokens",
-                "/v1/responses")
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/messages/count_tokens", "/v1/responses")
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
-GRAPHQL = {"query": "mutation($i: CreateTokenInput!) { createToken(input: $i) { id data } }",
-           "variables": {"i": {"workflow_id": "document_review", "data": {"title": "x"}}}}
-WEIRD = [float("nan"), float("inf"), -float("inf"), 10**400, -(10**400), 1e308, "\x00", "\ud800", "é" * 10, None,
-         True, [], {}, "x" * 100_000, -1, 0, 2**63, [[[]]], {"a": {"b": {}}}]
+GRAPHQL = {
+    "query": "mutation($i: CreateTokenInput!) { createToken(input: $i) { id data } }",
+    "variables": {"i": {"workflow_id": "document_review", "data": {"title": "x"}}},
+}
+WEIRD = [
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    10**400,
+    -(10**400),
+    1e308,
+    "\x00",
+    "\ud800",
+    "é" * 10,
+    None,
+    True,
+    [],
+    {},
+    "x" * 100_000,
+    -1,
+    0,
+    2**63,
+    [[[]]],
+    {"a": {"b": {}}},
+]
 
 
 def deep(depth: int, rng: random.Random) -> str:
@@ -48,8 +68,20 @@ def raw_json(value) -> bytes:
 
 def mutate(base: dict, rng: random.Random) -> tuple[str, bytes]:
     """One hostile body derived from ``base``; returns (generator name, bytes)."""
-    kind = rng.choice(["deep", "weird_value", "wrong_type", "invalid_utf8", "nul", "long_string",
-                       "duplicate_keys", "truncated", "not_an_object", "huge_number"])
+    kind = rng.choice(
+        [
+            "deep",
+            "weird_value",
+            "wrong_type",
+            "invalid_utf8",
+            "nul",
+            "long_string",
+            "duplicate_keys",
+            "truncated",
+            "not_an_object",
+            "huge_number",
+        ]
+    )
     body = json.loads(json.dumps(base))
     keys = list(body)
     if kind == "deep":
@@ -105,8 +137,11 @@ def slow_body(host: str, port: int, path: str, seconds: float) -> str | None:
     """Send headers and half a body, then nothing for ``seconds``: the server must answer or close."""
     with socket.create_connection((host, port), timeout=seconds + 30) as sock:
         body = json.dumps(CHAT).encode()
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body[: len(body) // 2])
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[: len(body) // 2]
+        )
         answer = b""
         try:
             while chunk := sock.recv(65536):
@@ -127,8 +162,15 @@ def main() -> int:
     findings: list[str] = []
     counts: collections.Counter = collections.Counter()
     with tempfile.TemporaryDirectory() as tmp, OpenAIUpstream() as upstream:
-        server = Server(Path(tmp), env={"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.base_url,
-                                        "REQUEST_BODY_TIMEOUT": "2", "RUST_LOG": "warn"})
+        server = Server(
+            Path(tmp),
+            env={
+                "OPENAI_API_KEY": API_KEY,
+                "OPENAI_BASE_URL": upstream.base_url,
+                "REQUEST_BODY_TIMEOUT": "2",
+                "RUST_LOG": "warn",
+            },
+        )
         server.start()
         try:
             session = requests.Session()
@@ -143,15 +185,18 @@ def main() -> int:
                     findings.append(f"openai {path} {kind}: {found}")
             for _ in range(cases):
                 kind, data = mutate(GRAPHQL, rng) if rng.random() < 0.5 else mutate(GRAPHQL["variables"]["i"], rng)
-                if not data.startswith(b"{\"query"):
+                if not data.startswith(b'{"query'):
                     data = raw_json({"query": GRAPHQL["query"], "variables": {"i": "PLACEHOLDER"}}).replace(
-                        b'"PLACEHOLDER"', data or b"null")
+                        b'"PLACEHOLDER"', data or b"null"
+                    )
                 found = check(session.post(server.graphql_url + "/graphql", data=data, headers=headers, timeout=60))
                 counts["graphql", kind] += 1
                 if found:
                     findings.append(f"graphql {kind}: {found} body={data[:300]!r}")
-            for port, path in ((int(server.env["OPENAI_PORT"]), "/v1/chat/completions"),
-                               (int(server.env["GRAPHQL_PORT"]), "/graphql")):
+            for port, path in (
+                (int(server.env["OPENAI_PORT"]), "/v1/chat/completions"),
+                (int(server.env["GRAPHQL_PORT"]), "/graphql"),
+            ):
                 for _ in range(3):
                     found = slow_body("127.0.0.1", port, path, 2.0)
                     counts["openai" if path.startswith("/v1") else "graphql", "slow_body"] += 1
@@ -166,7 +211,9 @@ def main() -> int:
         total = sum(n for (a, _), n in counts.items() if a == api)
         detail = ", ".join(f"{kind} {n}" for (a, kind), n in sorted(counts.items()) if a == api)
         print(f"{api}: {total} hostile cases ({detail})")
-    print(f"{len(findings)} findings (5xx or non-JSON answers) in {elapsed:.0f} s; server healthy afterwards: {healthy}")
+    print(
+        f"{len(findings)} findings (5xx or non-JSON answers) in {elapsed:.0f} s; server healthy afterwards: {healthy}"
+    )
     for finding in findings[:20]:
         print("  " + finding)
     return 0 if healthy and not findings else 1

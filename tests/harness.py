@@ -148,7 +148,9 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.endswith("_BASE_URL")}
         env.update(self.env)
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.command(), cwd=self.workdir_for_run(), env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.command(), cwd=self.workdir_for_run(), env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
         if wait:
             self.wait_healthy()
 
@@ -181,7 +183,10 @@ class Server:
 
     def graphql(self, query: str, variables: dict | None = None, headers: dict | None = None) -> dict:
         response = requests.post(
-            self.graphql_url + "/graphql", json={"query": query, "variables": variables or {}}, headers=headers, timeout=30
+            self.graphql_url + "/graphql",
+            json={"query": query, "variables": variables or {}},
+            headers=headers,
+            timeout=30,
         )
         return response.json()
 
@@ -237,10 +242,28 @@ class NatsCluster:
     def start_node(self, node: NatsNode, wait: bool = True) -> None:
         routes = ",".join(f"nats://127.0.0.1:{other.route_port}" for other in self.nodes if other is not node)
         node.proc = subprocess.Popen(
-            [nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", str(node.port), "-m", str(node.monitor_port),
-             "--name", node.name, "--cluster_name", self.name, "--cluster", f"nats://127.0.0.1:{node.route_port}",
-             "--routes", routes, "-sd", str(node.store)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                nats_server_binary(),
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(node.port),
+                "-m",
+                str(node.monitor_port),
+                "--name",
+                node.name,
+                "--cluster_name",
+                self.name,
+                "--cluster",
+                f"nats://127.0.0.1:{node.route_port}",
+                "--routes",
+                routes,
+                "-sd",
+                str(node.store),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for_port(node.port)
         if wait:

@@ -24,8 +24,15 @@ OUT = ROOT / "docs" / "dashboard.png"
 TRAFFIC = [("gpt-4o-mini", 6), ("gpt-4o", 3), ("claude-3-5-haiku", 4), ("claude-3-5-sonnet", 2)]
 # per workflow, the transitions each new token fires
 TOKENS = {
-    "document_review": [(), (), ("submit",), ("submit",), ("submit", "review"), ("submit", "review", "approve"),
-                        ("submit", "review", "reject")],
+    "document_review": [
+        (),
+        (),
+        ("submit",),
+        ("submit",),
+        ("submit", "review"),
+        ("submit", "review", "approve"),
+        ("submit", "review", "reject"),
+    ],
     "software_deployment": [(), (), ()],
 }
 
@@ -37,7 +44,7 @@ def make_traffic(server: Server) -> None:
                 client.chat.completions.create(
                     model=model, max_tokens=64, messages=[{"role": "user", "content": f"Summarise report {i}."}]
                 )
-    server.graphql('mutation { setBudget(input: {scope: GLOBAL, limit_usd: 0.05, period: DAILY}) { scope } }')
+    server.graphql("mutation { setBudget(input: {scope: GLOBAL, limit_usd: 0.05, period: DAILY}) { scope } }")
     server.graphql('mutation { setBudget(input: {scope: USER, scope_id: "alice", limit_usd: 10}) { scope } }')
     for workflow, paths in TOKENS.items():
         for path in paths:
@@ -56,10 +63,15 @@ def main(out: Path = OUT) -> Path:
     if binary is None:
         sys.exit("chromium is not installed (apt-get install chromium)")
     with OpenAIUpstream() as gpt, AnthropicUpstream() as claude, tempfile.TemporaryDirectory() as work:
-        server = Server(Path(work), env={
-            "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": gpt.base_url,
-            "ANTHROPIC_API_KEY": ANTHROPIC_KEY, "ANTHROPIC_BASE_URL": claude.url,
-        })
+        server = Server(
+            Path(work),
+            env={
+                "OPENAI_API_KEY": API_KEY,
+                "OPENAI_BASE_URL": gpt.base_url,
+                "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+                "ANTHROPIC_BASE_URL": claude.url,
+            },
+        )
         server.start()
         browser = Browser(binary, width=1400, height=1000)
         try:
@@ -69,10 +81,13 @@ def main(out: Path = OUT) -> Path:
             page.wait_for("document.body.dataset.loads >= 1", what="the dashboard's data")
             page.wait_for("document.getElementById('live').dataset.state === 'connected'", what="the live subscription")
             server.graphql(  # one event arrives live, so "Latest transitions" is not empty
-                "mutation { createToken(input: {workflow_id: \"document_review\"}) { id } }"
+                'mutation { createToken(input: {workflow_id: "document_review"}) { id } }'
             )
-            page.wait_for("document.querySelectorAll('#transitions tr').length > 1 "
-                          "&& !document.querySelector('#transitions .empty')", what="a live event")
+            page.wait_for(
+                "document.querySelectorAll('#transitions tr').length > 1 "
+                "&& !document.querySelector('#transitions .empty')",
+                what="a live event",
+            )
             height = page.evaluate("document.documentElement.scrollHeight")
             out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(out, width=1400, height=height)

@@ -76,23 +76,44 @@ def review_workflow(server: Server) -> str:
         {"id": "review", "from_places": ["pending_review"], "to_place": "reviewed"},
         {"id": "escalate", "from_places": ["pending_review"], "to_place": "rejected"},
     ]
-    ok(server.graphql(
-        "mutation($i: CreateWorkflowInput!) { createWorkflow(input: $i) { id } }",
-        {"i": {"id": workflow, "name": "Review", "places": ["draft", "pending_review", "reviewed", "rejected"],
-               "initial_place": "draft", "transitions": transitions}},
-    ))
+    ok(
+        server.graphql(
+            "mutation($i: CreateWorkflowInput!) { createWorkflow(input: $i) { id } }",
+            {
+                "i": {
+                    "id": workflow,
+                    "name": "Review",
+                    "places": ["draft", "pending_review", "reviewed", "rejected"],
+                    "initial_place": "draft",
+                    "transitions": transitions,
+                }
+            },
+        )
+    )
     return workflow
 
 
 def new_agent(server: Server, **fields) -> str:
-    spec = {"name": "Reviewer", "llm_provider": {"provider_type": "openai", "model": "gpt-4"},
-            "system_prompt": "You review documents.", "user_template": "Review {{data.title}}", **fields}
+    spec = {
+        "name": "Reviewer",
+        "llm_provider": {"provider_type": "openai", "model": "gpt-4"},
+        "system_prompt": "You review documents.",
+        "user_template": "Review {{data.title}}",
+        **fields,
+    }
     return ok(server.graphql(CREATE_AGENT, {"i": spec}))["createAgent"]["id"]
 
 
 def place_agent(server: Server, workflow: str, agent: str, place: str = "pending_review", **fields) -> dict:
-    spec = {"workflow_id": workflow, "place": place, "agent_id": agent, "output_key": "review",
-            "auto_transition": "review", "retry": {"max_attempts": 1, "backoff_seconds": 0.05}, **fields}
+    spec = {
+        "workflow_id": workflow,
+        "place": place,
+        "agent_id": agent,
+        "output_key": "review",
+        "auto_transition": "review",
+        "retry": {"max_attempts": 1, "backoff_seconds": 0.05},
+        **fields,
+    }
     return ok(server.graphql(CONFIGURE, {"i": spec}))["configurePlaceAgent"]
 
 
@@ -143,9 +164,16 @@ def upstream():
 
 @pytest.fixture(scope="module")
 def memory_server(upstream, tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("agents"), env={
-        "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.base_url, "RUST_LOG": "debug",
-        "BREAKER_FAILURE_THRESHOLD": "100", "BREAKER_MIN_REQUESTS": "100"})
+    server = Server(
+        tmp_path_factory.mktemp("agents"),
+        env={
+            "OPENAI_API_KEY": API_KEY,
+            "OPENAI_BASE_URL": upstream.base_url,
+            "RUST_LOG": "debug",
+            "BREAKER_FAILURE_THRESHOLD": "100",
+            "BREAKER_MIN_REQUESTS": "100",
+        },
+    )
     server.start()
     yield server
     server.stop()
@@ -168,12 +196,18 @@ def api(memory_server, fresh_upstream):
 def test_guide_create_agent_mutation_works_verbatim(api):
     created = ok(api.graphql(GUIDE_CREATE_AGENT))["createAgent"]
     assert created["name"] == "Content Reviewer" and created["status"] == "ACTIVE" and created["id"]
-    shown = ok(api.graphql("query($a: ID!) { agent(id: $a) { description system_prompt "
-                           "llm_provider { provider_type model base_url has_api_key } } }", {"a": created["id"]}))
-    assert shown["agent"] == {"description": "Reviews document content",
-                              "system_prompt": "You are a helpful content reviewer.",
-                              "llm_provider": {"provider_type": "openai", "model": "gpt-4", "base_url": None,
-                                               "has_api_key": True}}
+    shown = ok(
+        api.graphql(
+            "query($a: ID!) { agent(id: $a) { description system_prompt "
+            "llm_provider { provider_type model base_url has_api_key } } }",
+            {"a": created["id"]},
+        )
+    )
+    assert shown["agent"] == {
+        "description": "Reviews document content",
+        "system_prompt": "You are a helpful content reviewer.",
+        "llm_provider": {"provider_type": "openai", "model": "gpt-4", "base_url": None, "has_api_key": True},
+    }
     refused = api.graphql("query($a: ID!) { agent(id: $a) { llm_provider { api_key } } }", {"a": created["id"]})
     assert refused["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
 
@@ -197,10 +231,14 @@ def test_document_moved_to_pending_review_is_reviewed_by_its_agent(api, upstream
     assert execution["usage"]["total_tokens"] > 0 and execution["cost_usd"] > 0
     assert execution["duration_ms"] > 0 and execution["worker"] is None
     sent = upstream.chats()[-1].json
-    assert sent["messages"] == [{"role": "system", "content": "You review documents."},
-                                {"role": "user", "content": "Review My Document"}]
+    assert sent["messages"] == [
+        {"role": "system", "content": "You review documents."},
+        {"role": "user", "content": "Review My Document"},
+    ]
     assert sent["stream"] is True
-    analytics = ok(api.graphql('{ costAnalytics(input: { project_id: "document_review" }) { total_requests total_cost } }'))
+    analytics = ok(
+        api.graphql('{ costAnalytics(input: { project_id: "document_review" }) { total_requests total_cost } }')
+    )
     assert analytics["costAnalytics"]["total_requests"] == 1
     assert analytics["costAnalytics"]["total_cost"] == pytest.approx(execution["cost_usd"])
     assert 'cb_agent_executions_total{status="COMPLETED"} 1.0' in requests.get(api.graphql_url + "/metrics").text
@@ -230,8 +268,9 @@ def test_output_that_is_not_json_fails_clearly_and_fires_the_failure_transition(
 def test_failed_attempts_are_retried_then_failed_with_the_failure_transition(api, upstream):
     upstream.fail_next(500, {"error": {"message": "upstream exploded", "type": "server_error"}}, times=3)
     workflow = review_workflow(api)
-    place_agent(api, workflow, new_agent(api), failure_transition="escalate",
-                retry={"max_attempts": 3, "backoff_seconds": 0.05})
+    place_agent(
+        api, workflow, new_agent(api), failure_transition="escalate", retry={"max_attempts": 3, "backoff_seconds": 0.05}
+    )
     token_id = new_token(api, workflow, "pending_review")
     execution = finished(api, token_id)
     assert execution["status"] == "FAILED" and execution["attempts"] == 3
@@ -253,8 +292,13 @@ def test_a_retry_after_one_failure_completes(api, upstream):
 
 def test_a_missing_template_field_fails_without_calling_the_model(api, upstream):
     workflow = review_workflow(api)
-    place_agent(api, workflow, new_agent(api, user_template="Check {{metadata.author}}: {{data.body}}"),
-                failure_transition="escalate", retry={"max_attempts": 3, "backoff_seconds": 0.05})
+    place_agent(
+        api,
+        workflow,
+        new_agent(api, user_template="Check {{metadata.author}}: {{data.body}}"),
+        failure_transition="escalate",
+        retry={"max_attempts": 3, "backoff_seconds": 0.05},
+    )
     token_id = new_token(api, workflow, "pending_review")
     execution = finished(api, token_id)
     assert execution["status"] == "FAILED" and execution["attempts"] == 0
@@ -265,16 +309,31 @@ def test_a_missing_template_field_fails_without_calling_the_model(api, upstream)
 
 def test_templates_that_could_run_code_are_refused(api):
     for template in ("{{ __import__('os').system('id') }}", "{{data.title", "{{ config.secret }}"):
-        result = api.graphql(CREATE_AGENT, {"i": {"name": "x", "user_template": template,
-                                                  "llm_provider": {"provider_type": "openai", "model": "gpt-4"}}})
+        result = api.graphql(
+            CREATE_AGENT,
+            {
+                "i": {
+                    "name": "x",
+                    "user_template": template,
+                    "llm_provider": {"provider_type": "openai", "model": "gpt-4"},
+                }
+            },
+        )
         assert result["errors"][0]["extensions"]["code"] == "TEMPLATE_ERROR", template
 
 
 def test_agent_key_is_sent_upstream_instead_of_the_server_key_and_never_shown(api, upstream):
     upstream.api_key = BYOK  # the upstream now refuses the server's key
-    created = api.graphql(CREATE_AGENT.replace("{ id }", "{ id llm_provider { has_api_key } }"), {"i": {
-        "name": "Own key", "llm_provider": {"provider_type": "openai", "model": "gpt-4", "api_key": BYOK},
-        "user_template": "Review {{data.title}}"}})
+    created = api.graphql(
+        CREATE_AGENT.replace("{ id }", "{ id llm_provider { has_api_key } }"),
+        {
+            "i": {
+                "name": "Own key",
+                "llm_provider": {"provider_type": "openai", "model": "gpt-4", "api_key": BYOK},
+                "user_template": "Review {{data.title}}",
+            }
+        },
+    )
     agent = ok(created)["createAgent"]["id"]
     workflow = review_workflow(api)
     place_agent(api, workflow, agent)
@@ -284,11 +343,24 @@ def test_agent_key_is_sent_upstream_instead_of_the_server_key_and_never_shown(ap
     assert [r.headers["Authorization"] for r in upstream.chats()] == [f"Bearer {BYOK}"]
 
     seen = [json.dumps(created)]
-    seen.append(json.dumps(api.graphql("{ agents { id name description status system_prompt user_template "
-                                       "llm_provider { provider_type model base_url has_api_key } } }")))
+    seen.append(
+        json.dumps(
+            api.graphql(
+                "{ agents { id name description status system_prompt user_template "
+                "llm_provider { provider_type model base_url has_api_key } } }"
+            )
+        )
+    )
     seen.append(json.dumps(api.graphql(EXECUTIONS, {"t": token_id})))
-    seen.append(json.dumps(api.graphql('mutation($a: ID!) { updateAgent(id: $a, input: { name: "Renamed" }) '
-                                       '{ name llm_provider { has_api_key } } }', {"a": agent})))
+    seen.append(
+        json.dumps(
+            api.graphql(
+                'mutation($a: ID!) { updateAgent(id: $a, input: { name: "Renamed" }) '
+                "{ name llm_provider { has_api_key } } }",
+                {"a": agent},
+            )
+        )
+    )
     assert '"has_api_key": true' in seen[-1]
     for text in seen:
         assert BYOK not in text
@@ -331,14 +403,23 @@ def stream_one_execution(api: Server, upstream: OpenAIUpstream) -> None:
     workflow = review_workflow(api)
     agent = new_agent(api)
     token_id = new_token(api, workflow, "draft")
-    run = ok(api.graphql("mutation($a: ID!, $t: ID!) { runAgent(input: { agent_id: $a, token_id: $t, "
-                         "output_key: \"notes\" }) { id status trigger } }", {"a": agent, "t": token_id}))["runAgent"]
+    run = ok(
+        api.graphql(
+            "mutation($a: ID!, $t: ID!) { runAgent(input: { agent_id: $a, token_id: $t, "
+            'output_key: "notes" }) { id status trigger } }',
+            {"a": agent, "t": token_id},
+        )
+    )["runAgent"]
     assert run["status"] in ("PENDING", "RUNNING") and run["trigger"] == "manual"
     client = WsClient(api)
     try:
         client.init()
-        client.subscribe("s", "subscription($x: ID!) { agentExecutionStream(execution_id: $x) "
-                              "{ execution_id type status delta output error } }", {"x": run["id"]})
+        client.subscribe(
+            "s",
+            "subscription($x: ID!) { agentExecutionStream(execution_id: $x) "
+            "{ execution_id type status delta output error } }",
+            {"x": run["id"]},
+        )
         client.wait_ready()
         events = []
         while not events or events[-1]["type"] != "STATUS" or events[-1]["status"] not in FINAL:
@@ -347,15 +428,22 @@ def stream_one_execution(api: Server, upstream: OpenAIUpstream) -> None:
         client.close()
     deltas = [e["delta"] for e in events if e["type"] == "OUTPUT"]
     assert len(deltas) > 5 and "".join(deltas) == REPLY
-    assert events[-1] == {"execution_id": run["id"], "type": "STATUS", "status": "COMPLETED", "delta": None,
-                          "output": REPLY, "error": None}
+    assert events[-1] == {
+        "execution_id": run["id"],
+        "type": "STATUS",
+        "status": "COMPLETED",
+        "delta": None,
+        "output": REPLY,
+        "error": None,
+    }
     assert token(api, token_id)["data"]["notes"] == REPLY
 
 
 def test_an_agent_with_its_own_base_url_is_served_there(api, upstream):
     with OpenAIUpstream(api_key=BYOK, reply="From the agent's own endpoint.") as own:
-        agent = new_agent(api, llm_provider={"provider_type": "openai", "model": "gpt-4", "base_url": own.base_url,
-                                             "api_key": BYOK})
+        agent = new_agent(
+            api, llm_provider={"provider_type": "openai", "model": "gpt-4", "base_url": own.base_url, "api_key": BYOK}
+        )
         workflow = review_workflow(api)
         place_agent(api, workflow, agent)
         token_id = new_token(api, workflow, "pending_review")
@@ -365,11 +453,19 @@ def test_an_agent_with_its_own_base_url_is_served_there(api, upstream):
 
 def test_agents_can_be_updated_disabled_and_deleted(api, upstream):
     agent = new_agent(api)
-    updated = ok(api.graphql('mutation($a: ID!) { updateAgent(id: $a, input: { status: DISABLED, llm_config: '
-                             '{ temperature: 0.2, max_tokens: 50 } }) { status llm_config { temperature max_tokens } '
-                             'llm_provider { model } } }', {"a": agent}))["updateAgent"]
-    assert updated == {"status": "DISABLED", "llm_config": {"temperature": 0.2, "max_tokens": 50},
-                       "llm_provider": {"model": "gpt-4"}}
+    updated = ok(
+        api.graphql(
+            "mutation($a: ID!) { updateAgent(id: $a, input: { status: DISABLED, llm_config: "
+            "{ temperature: 0.2, max_tokens: 50 } }) { status llm_config { temperature max_tokens } "
+            "llm_provider { model } } }",
+            {"a": agent},
+        )
+    )["updateAgent"]
+    assert updated == {
+        "status": "DISABLED",
+        "llm_config": {"temperature": 0.2, "max_tokens": 50},
+        "llm_provider": {"model": "gpt-4"},
+    }
     workflow = review_workflow(api)
     place_agent(api, workflow, agent)
     token_id = new_token(api, workflow, "pending_review")
@@ -377,8 +473,7 @@ def test_agents_can_be_updated_disabled_and_deleted(api, upstream):
     assert executions(api, token_id) == [] and upstream.chats() == []  # a disabled agent does not run
     refused = api.graphql("mutation($a: ID!) { deleteAgent(id: $a) }", {"a": agent})
     assert refused["errors"][0]["extensions"]["code"] == "VALIDATION_ERROR"  # still on a place
-    ok(api.graphql("mutation($w: ID!) { removePlaceAgent(workflow_id: $w, place: \"pending_review\") }",
-                   {"w": workflow}))
+    ok(api.graphql('mutation($w: ID!) { removePlaceAgent(workflow_id: $w, place: "pending_review") }', {"w": workflow}))
     assert ok(api.graphql("mutation($a: ID!) { deleteAgent(id: $a) }", {"a": agent}))["deleteAgent"] is True
     gone = api.graphql("query($a: ID!) { agent(id: $a) { id } }", {"a": agent})
     assert gone["errors"][0]["extensions"]["code"] == "NOT_FOUND"
@@ -387,8 +482,12 @@ def test_agents_can_be_updated_disabled_and_deleted(api, upstream):
 def test_place_agent_names_are_checked(api):
     workflow = review_workflow(api)
     agent = new_agent(api)
-    for fields, words in (({"place": "nowhere"}, "not a place"), ({"auto_transition": "approve"}, "not a transition"),
-                          ({"auto_transition": "submit"}, "does not start from"), ({"agent_id": "missing"}, "not found")):
+    for fields, words in (
+        ({"place": "nowhere"}, "not a place"),
+        ({"auto_transition": "approve"}, "not a transition"),
+        ({"auto_transition": "submit"}, "does not start from"),
+        ({"agent_id": "missing"}, "not found"),
+    ):
         spec = {"workflow_id": workflow, "place": "pending_review", "agent_id": agent, **fields}
         result = api.graphql(CONFIGURE, {"i": spec})
         assert words in result["errors"][0]["message"], result
@@ -402,11 +501,22 @@ def test_place_agent_names_are_checked(api):
 @pytest.fixture(scope="module")
 def cluster(request, upstream, tmp_path_factory):
     nats_server = request.getfixturevalue("nats_server")
-    server = Server(tmp_path_factory.mktemp("agents-nats"), backend="nats", env={
-        "NATS_URL": nats_server.url, "NATS_PREFIX": Server.fresh_namespace(), "WEB_CONCURRENCY": "2",
-        "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.base_url, "CB_SECRET_KEY": SECRET,
-        "AGENT_LEASE_SECONDS": "1.5", "AGENT_SWEEP_SECONDS": "0.3",
-        "BREAKER_FAILURE_THRESHOLD": "100", "BREAKER_MIN_REQUESTS": "100"})
+    server = Server(
+        tmp_path_factory.mktemp("agents-nats"),
+        backend="nats",
+        env={
+            "NATS_URL": nats_server.url,
+            "NATS_PREFIX": Server.fresh_namespace(),
+            "WEB_CONCURRENCY": "2",
+            "OPENAI_API_KEY": API_KEY,
+            "OPENAI_BASE_URL": upstream.base_url,
+            "CB_SECRET_KEY": SECRET,
+            "AGENT_LEASE_SECONDS": "1.5",
+            "AGENT_SWEEP_SECONDS": "0.3",
+            "BREAKER_FAILURE_THRESHOLD": "100",
+            "BREAKER_MIN_REQUESTS": "100",
+        },
+    )
     server.start()
     yield server, nats_server
     server.stop()
@@ -456,7 +566,7 @@ def test_twenty_tokens_entering_at_once_run_exactly_once_on_two_workers(nats_api
     for t in threads:
         t.join(30)
     assert len(tokens) == 20
-    reviewed = "query($w: ID!) { tokens(workflow_id: $w, place: \"reviewed\") { id } }"
+    reviewed = 'query($w: ID!) { tokens(workflow_id: $w, place: "reviewed") { id } }'
     wait_for(lambda: len(ok(server.graphql(reviewed, {"w": workflow}))["tokens"]) == 20, timeout=30, interval=0.2)
     time.sleep(1.0)  # a few sweeps later, nothing ran again
     assert len(upstream.chats()) == 20

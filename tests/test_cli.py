@@ -55,8 +55,9 @@ class Operator:
         full = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL", "_KEYS"))}
         full.update(self.env, **env)
         full.pop("FLASK_APP", None)  # found through .flaskenv, as an operator's would be
-        return subprocess.run([FLASK, *args], cwd=self.cwd, env=full, input=stdin, capture_output=True, text=True,
-                              timeout=60)
+        return subprocess.run(
+            [FLASK, *args], cwd=self.cwd, env=full, input=stdin, capture_output=True, text=True, timeout=60
+        )
 
     def json(self, *args: str, **env):
         done = self.run(*args, "--json", **env)
@@ -82,10 +83,17 @@ def upstream():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, nats_server, upstream):
-    server = Server(tmp_path_factory.mktemp("cli-server"), backend="nats", env={
-        "NATS_URL": nats_server.url, "NATS_PREFIX": Server.fresh_namespace(), "OPENAI_API_KEY_REQUIRED": "true",
-        "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.base_url,
-    })
+    server = Server(
+        tmp_path_factory.mktemp("cli-server"),
+        backend="nats",
+        env={
+            "NATS_URL": nats_server.url,
+            "NATS_PREFIX": Server.fresh_namespace(),
+            "OPENAI_API_KEY_REQUIRED": "true",
+            "OPENAI_API_KEY": API_KEY,
+            "OPENAI_BASE_URL": upstream.base_url,
+        },
+    )
     server.start()
     yield server
     server.stop()
@@ -115,7 +123,9 @@ def test_key_created_on_the_command_line_authenticates_until_revoked(server, cli
     assert key.startswith("cb-") and "\n" not in key  # stdout is the key alone: KEY=$(flask cb keys create …)
     assert "shown only this once" in created.stderr
 
-    reply = client(server, key).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    reply = client(server, key).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
     assert reply.choices[0].message.content
 
     listed = cli.run("cb", "keys", "list")
@@ -190,7 +200,8 @@ def test_tokens_show_gives_place_data_and_history(server, cli):
     assert shown["place"] == "pending_review"
     assert shown["data"] == {"title": "Q3 report", "reviewer": "ana"}
     assert [(h["transition"], h["from_place"], h["to_place"]) for h in shown["history"]] == [
-        ("submit", "draft", "pending_review")]
+        ("submit", "draft", "pending_review")
+    ]
     assert shown["available_transitions"] == ["review"]
 
     text = cli.run("cb", "tokens", "show", token).stdout
@@ -211,8 +222,16 @@ def test_usage_summary_gives_the_figures_of_cost_analytics(server, cli):
         client(server, key).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     report = server.graphql(REPORT)["data"]["costAnalytics"]
     summary = cli.json("cb", "usage", "summary")
-    for field in ("total_cost", "total_requests", "total_tokens", "prompt_tokens", "completion_tokens",
-                  "daily_usage", "provider_breakdown", "model_breakdown"):
+    for field in (
+        "total_cost",
+        "total_requests",
+        "total_tokens",
+        "prompt_tokens",
+        "completion_tokens",
+        "daily_usage",
+        "provider_breakdown",
+        "model_breakdown",
+    ):
         assert summary[field] == report[field], field
     assert summary["total_requests"] >= 2 and summary["model_breakdown"]["gpt-4o-mini"]["requests"] >= 2
 
@@ -311,13 +330,18 @@ def test_help_needs_neither_settings_nor_storage(cli):
 
 
 def test_shell_has_the_services_and_starts_no_background_jobs(cli):
-    script = "\n".join([
-        "print('workflows:', sorted(w.id for w in workflows.list_workflows()))",
-        "print('runner:', services.agents.runner._sweeper is None, 'discovery:', all(d._greenlet is None for d in services.discovery))",
-        "print('missing:', [n for n in ('app', 'settings', 'gateway', 'router', 'ledger', 'storage') if n not in globals()])",
-        "print('backend:', storage.backend, app.name)",
-        "print('health:', app.test_client().get('/health').json['storage'])",
-    ]) + "\n"
+    script = (
+        "\n".join(
+            [
+                "print('workflows:', sorted(w.id for w in workflows.list_workflows()))",
+                "print('runner:', services.agents.runner._sweeper is None, 'discovery:', all(d._greenlet is None for d in services.discovery))",
+                "print('missing:', [n for n in ('app', 'settings', 'gateway', 'router', 'ledger', 'storage') if n not in globals()])",
+                "print('backend:', storage.backend, app.name)",
+                "print('health:', app.test_client().get('/health').json['storage'])",
+            ]
+        )
+        + "\n"
+    )
     done = cli.run("shell", stdin=script)
     assert done.returncode == 0, done.stderr
     assert "workflows: ['document_review', 'software_deployment']" in done.stdout
@@ -346,8 +370,13 @@ def test_shell_fails_in_one_line_when_nats_is_away(cli):
 
 def test_the_cli_app_serves_no_requests_by_mistake(cli):
     port = free_port()
-    proc = subprocess.Popen([FLASK, "run", "--port", str(port)], cwd=cli.cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, **cli.env})
+    proc = subprocess.Popen(
+        [FLASK, "run", "--port", str(port)],
+        cwd=cli.cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **cli.env},
+    )
     try:
         deadline = time.monotonic() + 15
         while True:

@@ -41,14 +41,16 @@ def test_missing_key_is_401_invalid_api_key(guarded):
 def test_unknown_key_is_401_and_never_reaches_the_upstream(guarded, upstream):
     with pytest.raises(openai.AuthenticationError) as caught:
         client(guarded, "cb-not-a-real-key-000000000000").chat.completions.create(
-            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+        )
     assert caught.value.code == "invalid_api_key"
     assert upstream.chats() == []
 
 
 def test_key_from_cb_api_keys_works_with_the_openai_client(guarded):
     reply = client(guarded, ENV_KEY).chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
     assert reply.choices[0].message.content
 
 
@@ -104,7 +106,8 @@ def test_expired_key_is_refused(guarded):
 
 def test_expiry_in_the_past_is_a_validation_error(guarded):
     result = guarded.graphql(
-        'mutation { createApiKey(input: {name: "x", expires_at: "2001-01-01T00:00:00Z"}) { key } }')
+        'mutation { createApiKey(input: {name: "x", expires_at: "2001-01-01T00:00:00Z"}) { key } }'
+    )
     assert result["errors"][0]["extensions"]["code"] == "VALIDATION_ERROR"
 
 
@@ -117,14 +120,15 @@ def test_model_outside_allowed_models_is_403(guarded, upstream):
 
 
 def test_revocation_reaches_every_worker_within_a_second(server_factory, upstream):
-    server = start_with_upstream(server_factory, upstream, "nats", OPENAI_API_KEY_REQUIRED="true",
-                                 WEB_CONCURRENCY="3")
+    server = start_with_upstream(server_factory, upstream, "nats", OPENAI_API_KEY_REQUIRED="true", WEB_CONCURRENCY="3")
     plaintext, record = create_key(server)
     for _ in range(12):  # warm every worker's cache with "valid"
         assert requests.get(server.openai_url + "/v1/models", headers={"api-key": plaintext}, timeout=5).ok
     server.graphql("mutation($id: ID!) { revokeApiKey(id: $id) { id } }", {"id": record["id"]})
     revoked_at = time.monotonic()
     time.sleep(1.0 - (time.monotonic() - revoked_at))
-    statuses = {requests.get(server.openai_url + "/v1/models", headers={"api-key": plaintext}, timeout=5).status_code
-                for _ in range(24)}
+    statuses = {
+        requests.get(server.openai_url + "/v1/models", headers={"api-key": plaintext}, timeout=5).status_code
+        for _ in range(24)
+    }
     assert statuses == {401}

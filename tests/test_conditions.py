@@ -40,7 +40,7 @@ def test_names_fall_back_to_metadata_and_can_name_either_explicitly():
         ("n > 3 or n < 3", False),
         ("not n == 3", False),
         ("!(n == 3) || n == 3", True),
-        ("n == 3 && name == \"x\"", True),
+        ('n == 3 && name == "x"', True),
         ("ratio >= 0.5", True),
         ("flag == true and nothing == null and off == false", True),
         ("flag == 1", False),
@@ -54,8 +54,17 @@ def test_names_fall_back_to_metadata_and_can_name_either_explicitly():
     ],
 )
 def test_comparisons_and_boolean_operators(source, expected):
-    data = {"n": 3, "name": "x", "ratio": 0.5, "flag": True, "nothing": None, "off": False, "greeting": "hello",
-            "tag": "a", "tags": ["a", "b"]}
+    data = {
+        "n": 3,
+        "name": "x",
+        "ratio": 0.5,
+        "flag": True,
+        "nothing": None,
+        "off": False,
+        "greeting": "hello",
+        "tag": "a",
+        "tags": ["a", "b"],
+    }
     assert holds(source, data) is expected
 
 

@@ -146,11 +146,23 @@ def test_dockerfile_matches_the_guide():
 def test_make_run_serves_health_on_both_ports(tmp_path):
     """`make run`, as the README gives it, serves /health on both ports with memory storage."""
     graphql_port, openai_port = free_port(), free_port()
-    env = dict(os.environ, GRAPHQL_PORT=str(graphql_port), OPENAI_PORT=str(openai_port), GRAPHQL_HOST="127.0.0.1",
-               OPENAI_HOST="127.0.0.1", OLLAMA_BASE_URL="")
+    env = dict(
+        os.environ,
+        GRAPHQL_PORT=str(graphql_port),
+        OPENAI_PORT=str(openai_port),
+        GRAPHQL_HOST="127.0.0.1",
+        OPENAI_HOST="127.0.0.1",
+        OLLAMA_BASE_URL="",
+    )
     env.pop("STORAGE_BACKEND", None)
-    proc = subprocess.Popen(["make", "-s", "run"], cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["make", "-s", "run"],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(openai_port, 30)
         wait_for_port(graphql_port, 30)

@@ -34,8 +34,15 @@ def upstreams():
 
 
 def cluster(server_factory, gpt, claude, **env) -> Server:
-    server = server_factory("nats", WEB_CONCURRENCY="2", OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=gpt.base_url,
-                            ANTHROPIC_API_KEY=ANTHROPIC_KEY, ANTHROPIC_BASE_URL=claude.url, **env)
+    server = server_factory(
+        "nats",
+        WEB_CONCURRENCY="2",
+        OPENAI_API_KEY=API_KEY,
+        OPENAI_BASE_URL=gpt.base_url,
+        ANTHROPIC_API_KEY=ANTHROPIC_KEY,
+        ANTHROPIC_BASE_URL=claude.url,
+        **env,
+    )
     assert len(workers(server)) == 2
     return server
 
@@ -59,9 +66,15 @@ def chat(server: Server, model: str, stream: bool, project: str | None = None) -
     with openai.OpenAI(base_url=server.openai_url + "/v1", api_key="unused", max_retries=0, timeout=30) as client:
         messages = [{"role": "user", "content": f"Hello from {model}"}]
         if stream:
-            chunks = list(client.chat.completions.create(model=model, messages=messages, stream=True,
-                                                         stream_options={"include_usage": True},
-                                                         extra_headers=headers))
+            chunks = list(
+                client.chat.completions.create(
+                    model=model,
+                    messages=messages,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    extra_headers=headers,
+                )
+            )
             usage, served = chunks[-1].usage, chunks[0].model
         else:
             answer = client.chat.completions.create(model=model, messages=messages, extra_headers=headers)
@@ -88,8 +101,9 @@ def expected_totals(calls: list[tuple[str, int, int]]) -> dict:
 
 def test_analytics_equal_the_ledger_to_the_cent_across_two_workers(server_factory, upstreams):
     gpt, claude = upstreams
-    answers = [Answer("Hi there, friend.", prompt_tokens=20_000 + 137 * i, completion_tokens=5_000 + 71 * i)
-               for i in range(12)]
+    answers = [
+        Answer("Hi there, friend.", prompt_tokens=20_000 + 137 * i, completion_tokens=5_000 + 71 * i) for i in range(12)
+    ]
     claude.say(*answers)
     server = cluster(server_factory, gpt, claude)
     jobs = [(model, i % 2 == 1) for model in ("gpt-4o", "gpt-4o-mini", "claude-3-haiku") for i in range(12)]
@@ -145,13 +159,19 @@ def test_budget_warns_then_refuses_across_workers(server_factory, upstreams):
     gpt, claude = upstreams
     claude.say(*[Answer("Fine.", prompt_tokens=1000, completion_tokens=1000) for _ in range(4)])  # $0.0015 each
     server = cluster(server_factory, gpt, claude)
-    result = server.graphql('mutation { setBudget(input: {scope: PROJECT, scope_id: "apollo", limit_usd: 0.004, '
-                            "period: MONTHLY, warning_threshold: 0.5}) { is_warning is_exhausted } }")
+    result = server.graphql(
+        'mutation { setBudget(input: {scope: PROJECT, scope_id: "apollo", limit_usd: 0.004, '
+        "period: MONTHLY, warning_threshold: 0.5}) { is_warning is_exhausted } }"
+    )
     assert result["data"]["setBudget"] == {"is_warning": False, "is_exhausted": False}
 
     def post():
-        return requests.post(server.openai_url + "/v1/chat/completions", headers={"X-CB-Project": "apollo"}, timeout=30,
-                             json={"model": "claude-3-haiku", "messages": [{"role": "user", "content": "Hi"}]})
+        return requests.post(
+            server.openai_url + "/v1/chat/completions",
+            headers={"X-CB-Project": "apollo"},
+            timeout=30,
+            json={"model": "claude-3-haiku", "messages": [{"role": "user", "content": "Hi"}]},
+        )
 
     warnings = [post().headers.get("x-cb-budget-warning") for _ in range(3)]  # spent before each: 0, 0.0015, 0.003
     assert warnings[:2] == [None, None]
@@ -161,7 +181,9 @@ def test_budget_warns_then_refuses_across_workers(server_factory, upstreams):
     error = refused.json()["error"]
     assert error["code"] == "insufficient_quota" and "PROJECT budget 'apollo'" in error["message"]
     assert len(claude.received) == 3
-    status = server.graphql('{ budgetStatus(scope: PROJECT, scope_id: "apollo") { used_usd remaining_usd '
-                            "percentage_used is_warning is_exhausted } }")["data"]["budgetStatus"]
+    status = server.graphql(
+        '{ budgetStatus(scope: PROJECT, scope_id: "apollo") { used_usd remaining_usd '
+        "percentage_used is_warning is_exhausted } }"
+    )["data"]["budgetStatus"]
     assert status["used_usd"] == pytest.approx(0.0045, abs=1e-12)
     assert (status["remaining_usd"], status["is_warning"], status["is_exhausted"]) == (0.0, True, True)

@@ -23,10 +23,30 @@ def ts(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
-def rec(n: int, when: str, cost: float, model="gpt-4o", provider="openai", user=None, project=None, key=None,
-        prompt=10, completion=5) -> UsageRecord:
-    return UsageRecord(id=f"r{n}", timestamp=ts(when), model=model, provider=provider, user=user, project=project,
-                       api_key_id=key, prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost)
+def rec(
+    n: int,
+    when: str,
+    cost: float,
+    model="gpt-4o",
+    provider="openai",
+    user=None,
+    project=None,
+    key=None,
+    prompt=10,
+    completion=5,
+) -> UsageRecord:
+    return UsageRecord(
+        id=f"r{n}",
+        timestamp=ts(when),
+        model=model,
+        provider=provider,
+        user=user,
+        project=project,
+        api_key_id=key,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_usd=cost,
+    )
 
 
 @pytest.fixture
@@ -53,9 +73,14 @@ def test_totals_are_the_sum_of_the_ledger(ledger):
 def test_daily_and_monthly_usage_group_by_utc_day_and_month(ledger):
     report = CostAnalytics(ledger).report()
     assert [(d["date"], d["cost"], d["requests"]) for d in report["daily_usage"]] == [
-        ("2025-01-14", 0.3, 2), ("2025-01-15", 0.3, 1), ("2025-02-01", 0.01, 1)]
+        ("2025-01-14", 0.3, 2),
+        ("2025-01-15", 0.3, 1),
+        ("2025-02-01", 0.01, 1),
+    ]
     assert [(m["month"], m["cost"], m["tokens"]) for m in report["monthly_usage"]] == [
-        ("2025-01", 0.6, 45), ("2025-02", 0.01, 100)]
+        ("2025-01", 0.6, 45),
+        ("2025-02", 0.01, 100),
+    ]
 
 
 def test_breakdowns_and_top_models_rank_by_cost(ledger):
@@ -193,8 +218,15 @@ def registry(storage, secret=None, refresh=0.5):
 def test_configured_key_is_encrypted_at_rest_and_redacted():
     storage = MemoryStorage()
     reg = registry(storage, secret="s3cret-server-key")
-    made = reg.configure({"id": "vllm", "provider_type": "openai_compatible", "base_url": "http://vllm:8000/v1",
-                          "api_key": "sk-managed-abcdef", "models": ["llama3.2"]})
+    made = reg.configure(
+        {
+            "id": "vllm",
+            "provider_type": "openai_compatible",
+            "base_url": "http://vllm:8000/v1",
+            "api_key": "sk-managed-abcdef",
+            "models": ["llama3.2"],
+        }
+    )
     assert made.api_key == "sk-managed-abcdef"
     stored = storage.get(BUCKET, "vllm").value
     assert stored["api_key"].startswith("fernet:") and "sk-managed-abcdef" not in str(stored)
@@ -225,7 +257,12 @@ def test_other_workers_see_a_configured_deployment_after_the_refresh_interval():
 def test_overriding_an_environment_deployment_keeps_its_key_unless_given():
     reg = registry(MemoryStorage())
     updated = reg.configure({"id": "openai", "weight": 3, "priority": 2})
-    assert (updated.api_key, updated.weight, updated.priority, reg.source("openai")) == ("sk-env-key", 3.0, 2, "managed")
+    assert (updated.api_key, updated.weight, updated.priority, reg.source("openai")) == (
+        "sk-env-key",
+        3.0,
+        2,
+        "managed",
+    )
     assert "sk-env-key" not in str(reg.storage.get(BUCKET, "openai").value)
     reg.remove("openai")
     assert reg.get("openai").weight == 1.0
@@ -263,15 +300,29 @@ def test_usage_series_per_day_and_hour_split_by_provider_sums_to_the_totals(ledg
     analytics = CostAnalytics(ledger)
     days = analytics.series(granularity="DAY")
     assert [(d["start"], d["cost"], d["requests"]) for d in days] == [
-        ("2025-01-14T00:00:00Z", 0.3, 2), ("2025-01-15T00:00:00Z", 0.3, 1), ("2025-02-01T00:00:00Z", 0.01, 1)]
+        ("2025-01-14T00:00:00Z", 0.3, 2),
+        ("2025-01-15T00:00:00Z", 0.3, 1),
+        ("2025-02-01T00:00:00Z", 0.01, 1),
+    ]
     uncached = {"cached_tokens": 0, "cache_write_tokens": 0, "unpriced_requests": 0}
     assert days[0]["providers"] == {
-        "anthropic": {"cost": 0.2, "requests": 1, "tokens": 15, "prompt_tokens": 10, "completion_tokens": 5, **uncached},
-        "openai": {"cost": 0.1, "requests": 1, "tokens": 15, "prompt_tokens": 10, "completion_tokens": 5, **uncached}}
+        "anthropic": {
+            "cost": 0.2,
+            "requests": 1,
+            "tokens": 15,
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            **uncached,
+        },
+        "openai": {"cost": 0.1, "requests": 1, "tokens": 15, "prompt_tokens": 10, "completion_tokens": 5, **uncached},
+    }
     flt = AnalyticsFilter.from_input({"start_date": "2025-01-14", "end_date": "2025-01-15"})
     hours = analytics.series(flt, "HOUR")
     assert [(h["start"], h["cost"]) for h in hours] == [
-        ("2025-01-14T10:00:00Z", 0.1), ("2025-01-14T23:00:00Z", 0.2), ("2025-01-15T00:00:00Z", 0.3)]
+        ("2025-01-14T10:00:00Z", 0.1),
+        ("2025-01-14T23:00:00Z", 0.2),
+        ("2025-01-15T00:00:00Z", 0.3),
+    ]
     assert sum(h["requests"] for h in hours) == analytics.report(flt)["total_requests"]
     with pytest.raises(ValidationError):
         analytics.series(granularity="WEEK")

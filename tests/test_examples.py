@@ -121,22 +121,25 @@ def test_tools_example_runs_the_tool_and_sends_its_result_back(api, upstream):
 
 
 def test_anthropic_messages_example_streams_a_gpt_answer(api, upstream):
-    output = python_example("anthropic_messages.py", api, "What is a Petri net?",
-                            CB_ANTHROPIC_URL=api.openai_url)
+    output = python_example("anthropic_messages.py", api, "What is a Petri net?", CB_ANTHROPIC_URL=api.openai_url)
     lines = output.splitlines()
     assert lines[0] == REPLY and lines[1].startswith("-- end_turn, ")
     [chat] = upstream.chats()
-    assert chat.json["messages"] == [{"role": "system", "content": "Be brief."},
-                                     {"role": "user", "content": "What is a Petri net?"}]
+    assert chat.json["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is a Petri net?"},
+    ]
 
 
 def test_responses_example_continues_its_first_response(api, upstream):
     lines = python_example("responses.py", api).splitlines()
     assert lines[0] == REPLY == lines[1] and lines[2].startswith("-- resp_")
     first, second = upstream.chats()
-    assert second.json["messages"] == [{"role": "user", "content": "My name is Ada."},
-                                       {"role": "assistant", "content": REPLY},
-                                       {"role": "user", "content": "What is my name?"}]
+    assert second.json["messages"] == [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": REPLY},
+        {"role": "user", "content": "What is my name?"},
+    ]
 
 
 def test_embeddings_example_prints_vectors_and_similarities(api, upstream):
@@ -311,8 +314,12 @@ def test_readme_lists_every_query_mutation_and_subscription_of_the_schema(api):
 def test_readme_operations_run_in_order_against_the_server(api):
     schema = build_client_schema(api.graphql(get_introspection_query())["data"])
     ids = {"TOKEN_ID": None, "AGENT_ID": None, "EXECUTION_ID": None, "KEY_ID": None}
-    made_by = {"createToken": "TOKEN_ID", "createAgent": "AGENT_ID", "runAgent": "EXECUTION_ID",
-               "createApiKey": "KEY_ID"}
+    made_by = {
+        "createToken": "TOKEN_ID",
+        "createAgent": "AGENT_ID",
+        "runAgent": "EXECUTION_ID",
+        "createApiKey": "KEY_ID",
+    }
     for operation in readme_operations():
         if parse(operation).definitions[0].operation.value == "subscription":
             assert validate(schema, parse(operation.replace("TOKEN_ID", "t").replace("EXECUTION_ID", "e"))) == []

@@ -30,10 +30,17 @@ def cost(usage, price=GPT_4O) -> float:
 
 def start(server_factory, tmp_path, main_url: str, backup: OpenAIUpstream, prices: str = "", **env):
     config = backup_config(tmp_path, backup.base_url, prices)
-    env = {"ROUTING_STRATEGY": "cost_optimized", "BREAKER_FAILURE_THRESHOLD": "100", "BREAKER_MIN_REQUESTS": "100",
-           "UPSTREAM_FIRST_TOKEN_TIMEOUT": "1", "UPSTREAM_READ_TIMEOUT": "1", **env}
-    return server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=main_url, BACKUP_OPENAI_KEY=API_KEY,
-                          CB_CONFIG=str(config), **env)
+    env = {
+        "ROUTING_STRATEGY": "cost_optimized",
+        "BREAKER_FAILURE_THRESHOLD": "100",
+        "BREAKER_MIN_REQUESTS": "100",
+        "UPSTREAM_FIRST_TOKEN_TIMEOUT": "1",
+        "UPSTREAM_READ_TIMEOUT": "1",
+        **env,
+    }
+    return server_factory(
+        OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=main_url, BACKUP_OPENAI_KEY=API_KEY, CB_CONFIG=str(config), **env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +57,20 @@ def served(upstreams, tmp_path_factory):
     main, backup = upstreams
     tmp = tmp_path_factory.mktemp("failover")
     config = backup_config(tmp, backup.base_url)
-    server = Server(tmp, env={
-        "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": main.base_url, "BACKUP_OPENAI_KEY": API_KEY,
-        "CB_CONFIG": str(config), "ROUTING_STRATEGY": "cost_optimized", "BREAKER_FAILURE_THRESHOLD": "100",
-        "BREAKER_MIN_REQUESTS": "100", "UPSTREAM_FIRST_TOKEN_TIMEOUT": "1", "UPSTREAM_READ_TIMEOUT": "1"})
+    server = Server(
+        tmp,
+        env={
+            "OPENAI_API_KEY": API_KEY,
+            "OPENAI_BASE_URL": main.base_url,
+            "BACKUP_OPENAI_KEY": API_KEY,
+            "CB_CONFIG": str(config),
+            "ROUTING_STRATEGY": "cost_optimized",
+            "BREAKER_FAILURE_THRESHOLD": "100",
+            "BREAKER_MIN_REQUESTS": "100",
+            "UPSTREAM_FIRST_TOKEN_TIMEOUT": "1",
+            "UPSTREAM_READ_TIMEOUT": "1",
+        },
+    )
     server.start()
     yield server
     server.stop()
@@ -79,9 +96,13 @@ def ask(server, project: str, stream: bool = False, model: str = "gpt-4o", **kw)
     """A chat through the openai client: (headers, text, usage)."""
     with client_for(server) as client:
         raw = client.chat.completions.with_raw_response.create(
-            model=model, messages=[{"role": "user", "content": "Hello"}], stream=stream,
-            extra_headers={"X-CB-Project": project, **kw.pop("headers", {})}, **kw,
-            **({"stream_options": {"include_usage": True}} if stream else {}))
+            model=model,
+            messages=[{"role": "user", "content": "Hello"}],
+            stream=stream,
+            extra_headers={"X-CB-Project": project, **kw.pop("headers", {})},
+            **kw,
+            **({"stream_options": {"include_usage": True}} if stream else {}),
+        )
         if not stream:
             completion = raw.parse()
             return raw.headers, completion.choices[0].message.content, completion.usage
@@ -151,8 +172,11 @@ def test_stream_broken_after_the_first_chunk_is_an_error_event_not_a_failover(se
     request_id = "broken-" + project
     with client_for(server) as client:
         stream = client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "Hello"}], stream=True,
-            extra_headers={"X-CB-Project": project, "X-Request-ID": request_id})
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "Hello"}],
+            stream=True,
+            extra_headers={"X-CB-Project": project, "X-Request-ID": request_id},
+        )
         with pytest.raises(openai.APIError, match="connection broke"):
             for chunk in stream:
                 received.append(chunk.choices[0].delta.content or "")
@@ -186,7 +210,10 @@ def test_json_request_fails_over_when_the_upstream_hangs(server, upstreams, proj
 def test_first_route_success_reports_one_attempt(server, upstreams, project):
     headers, _, usage = ask(server, project)
     assert (headers["x-cb-attempts"], headers["x-cb-deployment"], headers["x-cb-fallback-used"]) == (
-        "1", "openai", "false")
+        "1",
+        "openai",
+        "false",
+    )
     assert_billed_once(server, project, usage)
 
 
@@ -197,8 +224,12 @@ def test_request_failing_everywhere_writes_one_error_record_and_bills_nothing(se
     backup.fail_next(503, DOWN)
     request_id = f"fails-{stream}-{project}"
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello"}], "stream": stream}
-    response = requests.post(server.openai_url + "/v1/chat/completions", json=body, timeout=20,
-                             headers={"X-CB-Project": project, "X-Request-ID": request_id})
+    response = requests.post(
+        server.openai_url + "/v1/chat/completions",
+        json=body,
+        timeout=20,
+        headers={"X-CB-Project": project, "X-Request-ID": request_id},
+    )
     assert response.status_code == 502 and response.json()["error"]["type"] == "server_error"
     assert response.headers["x-cb-attempts"] == "2"
     lines = usage_log(server, request_id)
@@ -208,8 +239,12 @@ def test_request_failing_everywhere_writes_one_error_record_and_bills_nothing(se
 
 
 def test_unknown_model_is_recorded_as_a_failed_request(server, project):
-    response = requests.post(server.openai_url + "/v1/chat/completions", timeout=20, headers={"X-CB-Project": project},
-                             json={"model": "gpt-17", "messages": [{"role": "user", "content": "Hi"}]})
+    response = requests.post(
+        server.openai_url + "/v1/chat/completions",
+        timeout=20,
+        headers={"X-CB-Project": project},
+        json={"model": "gpt-17", "messages": [{"role": "user", "content": "Hi"}]},
+    )
     assert response.status_code == 404 and response.headers["x-cb-attempts"] == "0"
     assert analytics(server, project)["total_requests"] == 1
 
@@ -233,8 +268,11 @@ def test_429_with_retry_after_fails_over_and_rests_that_deployment(server_factor
     main.reset()
     backup.reset()
     server = start(server_factory, tmp_path, main.base_url, backup)
-    main.fail_next(429, {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}},
-                   headers={"Retry-After": "30"})
+    main.fail_next(
+        429,
+        {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}},
+        headers={"Retry-After": "30"},
+    )
     first, _, _ = ask(server, project)
     assert (first["x-cb-attempts"], first["x-cb-deployment"]) == ("2", "backup")
     second, _, _ = ask(server, project)
@@ -250,12 +288,19 @@ def test_strategies_choose_by_price_and_by_measured_latency(server_factory, tmp_
     main.reset()
     backup.reset()
     cheap = (1.0, 2.0)
-    server = start(server_factory, tmp_path, main.base_url, backup, ROUTING_STRATEGY="reliability_first",
-                   prices='prices = { "gpt-4o" = { input = 1.0, output = 2.0 } }')
+    server = start(
+        server_factory,
+        tmp_path,
+        main.base_url,
+        backup,
+        ROUTING_STRATEGY="reliability_first",
+        prices='prices = { "gpt-4o" = { input = 1.0, output = 2.0 } }',
+    )
     headers, _, usage = ask(server, project)  # reliability_first: equal error rates, so priority: main
     assert (headers["x-cb-deployment"], headers["x-cb-routing-strategy"]) == ("openai", "reliability_first")
-    headers, _, usage = ask(server, "cheap-" + project, extra_body={"circuit_breaker": {
-        "routing_strategy": "cost_optimized"}})
+    headers, _, usage = ask(
+        server, "cheap-" + project, extra_body={"circuit_breaker": {"routing_strategy": "cost_optimized"}}
+    )
     assert (headers["x-cb-deployment"], headers["x-cb-routing-strategy"]) == ("backup", "cost_optimized")
     assert_billed_once(server, "cheap-" + project, usage, cheap)  # billed at the backup's own price
 
@@ -276,15 +321,19 @@ def test_strategies_choose_by_price_and_by_measured_latency(server_factory, tmp_
 def test_virtual_models_skip_an_unreachable_ollama(server_factory, upstreams, project):
     main, _ = upstreams
     main.reset()
-    server = server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=main.base_url,
-                            OLLAMA_BASE_URL=f"http://127.0.0.1:{free_port()}")  # configured, but nobody home
+    server = server_factory(
+        OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=main.base_url, OLLAMA_BASE_URL=f"http://127.0.0.1:{free_port()}"
+    )  # configured, but nobody home
     for virtual in ("auto", "cb:cost-optimal", "cb:fastest"):
         headers, text, _ = ask(server, project, model=virtual)
         assert headers["x-cb-provider"] == "openai" and text == REPLY
     ids = [m["id"] for m in requests.get(server.openai_url + "/v1/models", timeout=5).json()["data"]]
     assert "gpt-4o-mini" in ids and "auto" in ids and "llama3.2" not in ids
-    missing = requests.post(server.openai_url + "/v1/chat/completions", timeout=10,
-                            json={"model": "llama3.2", "messages": [{"role": "user", "content": "Hi"}]})
+    missing = requests.post(
+        server.openai_url + "/v1/chat/completions",
+        timeout=10,
+        json={"model": "llama3.2", "messages": [{"role": "user", "content": "Hi"}]},
+    )
     assert missing.status_code == 404 and "has not listed it" in missing.json()["error"]["message"]
     assert [r.json["model"] for r in main.chats()][:2] == ["gpt-4o-mini", "gpt-4o-mini"]  # auto is balanced
     assert len(main.chats()) == 3
@@ -308,13 +357,16 @@ def test_cost_optimal_reaches_a_reachable_ollama(server_factory, upstreams, proj
 def test_models_list_file_and_graphql_deployments_with_prices(server_factory, tmp_path, upstreams):
     main, backup = upstreams
     config = tmp_path / "models.toml"
-    config.write_text(f'[[deployments]]\nid = "vllm"\ntype = "openai_compatible"\nbase_url = "{backup.base_url}"\n'
-                      'models = ["my-llama"]\nprices = { "my-llama" = { input = 0.2, output = 0.4 } }\n')
+    config.write_text(
+        f'[[deployments]]\nid = "vllm"\ntype = "openai_compatible"\nbase_url = "{backup.base_url}"\n'
+        'models = ["my-llama"]\nprices = { "my-llama" = { input = 0.2, output = 0.4 } }\n'
+    )
     server = server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=main.base_url, CB_CONFIG=str(config))
     added = server.graphql(
         'mutation($url: String, $p: JSON) { configureLlmProvider(input: {id: "lab", provider_type: "openai_compatible",'
         ' base_url: $url, models: ["lab-model"], prices: $p}) { id } }',
-        {"url": backup.base_url, "p": {"lab-model": {"input": 0.5, "output": 1.5}}})
+        {"url": backup.base_url, "p": {"lab-model": {"input": 0.5, "output": 1.5}}},
+    )
     assert added.get("data", {}).get("configureLlmProvider", {}).get("id") == "lab", added
     time.sleep(0.6)  # every worker reloads managed deployments at least every half second
     with client_for(server) as client:
@@ -334,12 +386,21 @@ def test_total_deadline_ends_a_request_whose_upstreams_all_hang_with_504(server_
     main, backup = upstreams
     main.reset()
     backup.reset()
-    server = start(server_factory, tmp_path, main.base_url, backup, ROUTER_DEADLINE_SECONDS="1",
-                   UPSTREAM_READ_TIMEOUT="5", UPSTREAM_FIRST_TOKEN_TIMEOUT="5")
+    server = start(
+        server_factory,
+        tmp_path,
+        main.base_url,
+        backup,
+        ROUTER_DEADLINE_SECONDS="1",
+        UPSTREAM_READ_TIMEOUT="5",
+        UPSTREAM_FIRST_TOKEN_TIMEOUT="5",
+    )
     hello = [{"role": "user", "content": "Hello"}]
-    requests_ = {"json": ("/v1/chat/completions", {"model": "gpt-4o", "messages": hello}),
-                 "stream": ("/v1/chat/completions", {"model": "gpt-4o", "messages": hello, "stream": True}),
-                 "embeddings": ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "Hello"})}
+    requests_ = {
+        "json": ("/v1/chat/completions", {"model": "gpt-4o", "messages": hello}),
+        "stream": ("/v1/chat/completions", {"model": "gpt-4o", "messages": hello, "stream": True}),
+        "embeddings": ("/v1/embeddings", {"model": "text-embedding-3-small", "input": "Hello"}),
+    }
     for kind, (path, body) in requests_.items():
         main.hang_next(10)
         backup.hang_next(10)

@@ -35,15 +35,19 @@ from tests.upstreams.openai_server import API_KEY, OpenAIUpstream
 MAX_EXAMPLES = int(os.environ.get("CB_FUZZ_EXAMPLES", "30"))  # raise for a deeper local run
 TRIED: collections.Counter = collections.Counter()
 FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-WORKFLOWS = "{ workflows { id name description places initial_place created_at updated_at " \
-            "transitions { id name from_places to_place conditions } } }"
+WORKFLOWS = (
+    "{ workflows { id name description places initial_place created_at updated_at "
+    "transitions { id name from_places to_place conditions } } }"
+)
 
 
 @pytest.fixture(scope="module")
 def fuzzed_server(tmp_path_factory):
     with OpenAIUpstream() as upstream:
-        server = Server(tmp_path_factory.mktemp("fuzz"), env={
-            "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.base_url, "MAX_REQUEST_BYTES": "65536"})
+        server = Server(
+            tmp_path_factory.mktemp("fuzz"),
+            env={"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.base_url, "MAX_REQUEST_BYTES": "65536"},
+        )
         server.start()
         yield server
         server.stop()
@@ -61,8 +65,14 @@ def graphql_schema(fuzzed_server):
     return schema.exclude(name_regex=r"(?i)delete|revoke")
 
 
-REST_CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-               response_headers_conformance, negative_data_rejection]
+REST_CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+    negative_data_rejection,
+]
 
 
 def _operations(schema):

@@ -168,7 +168,8 @@ def test_deep_websocket_message_is_a_bad_message(server):
 
 def test_a_graphql_document_with_a_lone_surrogate_is_a_bad_request(server):
     for body in (b'{"query": "\\ud800"}', b'{"query": "{ workflows { i\xed\xa0\x80d } }"}'):
-        answer = requests.post(server.graphql_url + "/graphql", data=body, timeout=10,
-                               headers={"Content-Type": "application/json"})
+        answer = requests.post(
+            server.graphql_url + "/graphql", data=body, timeout=10, headers={"Content-Type": "application/json"}
+        )
         assert answer.status_code == 400, answer.text
         assert answer.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"

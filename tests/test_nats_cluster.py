@@ -58,8 +58,9 @@ class Load:
 
     def graphql(self, session: requests.Session, query: str, variables: dict | None = None) -> dict | None:
         try:
-            response = session.post(self.server.graphql_url + "/graphql", timeout=30,
-                                    json={"query": query, "variables": variables or {}})
+            response = session.post(
+                self.server.graphql_url + "/graphql", timeout=30, json={"query": query, "variables": variables or {}}
+            )
         except requests.RequestException as exc:
             self.failed("graphql", type(exc).__name__, None)
             return None
@@ -91,7 +92,9 @@ class Load:
             try:
                 client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "Hi"}])
             except openai.APIStatusError as exc:
-                self.failed("openai", exc.status_code, (exc.body or {}).get("code") if isinstance(exc.body, dict) else None)
+                self.failed(
+                    "openai", exc.status_code, (exc.body or {}).get("code") if isinstance(exc.body, dict) else None
+                )
                 continue
             except openai.APIConnectionError as exc:
                 self.failed("openai", type(exc).__name__, None)
@@ -125,10 +128,18 @@ def test_existing_streams_with_another_replica_count_are_reported_in_one_line(cl
 
 def test_losing_nodes_one_after_another_loses_nothing_acknowledged(tmp_path, cluster):
     with OpenAIUpstream() as upstream:
-        server = Server(tmp_path, backend="nats", env={
-            "NATS_URL": cluster.url, "NATS_REPLICAS": "3", "NATS_PREFIX": Server.fresh_namespace(),
-            "WEB_CONCURRENCY": "2", "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.base_url,
-        })
+        server = Server(
+            tmp_path,
+            backend="nats",
+            env={
+                "NATS_URL": cluster.url,
+                "NATS_REPLICAS": "3",
+                "NATS_PREFIX": Server.fresh_namespace(),
+                "WEB_CONCURRENCY": "2",
+                "OPENAI_API_KEY": API_KEY,
+                "OPENAI_BASE_URL": upstream.base_url,
+            },
+        )
         server.start()
         try:
             run_failovers(server, cluster)
@@ -140,7 +151,8 @@ def test_losing_nodes_one_after_another_loses_nothing_acknowledged(tmp_path, clu
 def run_failovers(server: Server, cluster: NatsCluster) -> None:
     load = Load(server)
     openai.OpenAI(base_url=server.openai_url + "/v1", api_key="unused").chat.completions.create(
-        model="gpt-4", messages=[{"role": "user", "content": "Hi"}])
+        model="gpt-4", messages=[{"role": "user", "content": "Hi"}]
+    )
     unit_cost = analytics(server)["total_cost"]
     assert unit_cost > 0
     pids = worker_pids(server)
@@ -215,9 +227,11 @@ def run_failovers(server: Server, cluster: NatsCluster) -> None:
     assert not missing or events["ended"], f"{len(missing)} events missing and the subscription did not say so"
 
     spread = (max(load.failure_times) - min(load.failure_times)) if load.failure_times else 0.0
-    print(f"\ntokens acknowledged: {len(load.acknowledged)} ({finished} finished), chats ok: {load.chats_ok}, "
-          f"failures: {dict(load.failures)} over {spread:.1f}s, /health not 200 after a restart: {health_failures}, "
-          f"events missing: {len(missing)}, subscription ended: {events['ended']}")
+    print(
+        f"\ntokens acknowledged: {len(load.acknowledged)} ({finished} finished), chats ok: {load.chats_ok}, "
+        f"failures: {dict(load.failures)} over {spread:.1f}s, /health not 200 after a restart: {health_failures}, "
+        f"events missing: {len(missing)}, subscription ended: {events['ended']}"
+    )
 
 
 def received_events(ws: WsClient) -> dict:

@@ -35,9 +35,11 @@ def _nginx_conf(workdir, openai_port: int, graphql_port: int, listen_openai: int
         "pid /run/nginx-circuit-breaker.pid;": f"pid {workdir}/nginx.pid;",
         "/var/log/nginx/": f"{workdir}/",
         "worker_processes auto;": "worker_processes 1;" + (" user root;" if os.geteuid() == 0 else ""),
-        "http {\n": "http {\n" + "".join(f"    {kind}_temp_path {workdir}/{kind};\n"
-                                        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-                    + f"    proxy_bind {PROXY_ADDRESS};\n",
+        "http {\n": "http {\n"
+        + "".join(
+            f"    {kind}_temp_path {workdir}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        + f"    proxy_bind {PROXY_ADDRESS};\n",
     }
     for old, new in swaps.items():
         assert old in text, old
@@ -51,18 +53,30 @@ def proxied(server_factory, tmp_path):
     if not os.path.exists(NGINX):
         pytest.skip("nginx is not installed (make test installs it)")
     with OpenAIUpstream() as upstream:
-        server = server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.base_url,
-                                TRUSTED_PROXIES=PROXY_ADDRESS, ENVIRONMENT="production")
+        server = server_factory(
+            OPENAI_API_KEY=API_KEY,
+            OPENAI_BASE_URL=upstream.base_url,
+            TRUSTED_PROXIES=PROXY_ADDRESS,
+            ENVIRONMENT="production",
+        )
         listen_openai, listen_graphql = free_port(), free_port()
         conf = tmp_path / "nginx.conf"
         conf.write_text(_nginx_conf(tmp_path, server.openai_port, server.graphql_port, listen_openai, listen_graphql))
-        nginx = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        nginx = subprocess.Popen(
+            [NGINX, "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         try:
             wait_for_port(listen_openai)
             wait_for_port(listen_graphql)
-            yield SimpleNamespace(server=server, upstream=upstream, openai_url=f"http://127.0.0.1:{listen_openai}",
-                                  graphql_url=f"http://127.0.0.1:{listen_graphql}", graphql_port=listen_graphql)
+            yield SimpleNamespace(
+                server=server,
+                upstream=upstream,
+                openai_url=f"http://127.0.0.1:{listen_openai}",
+                graphql_url=f"http://127.0.0.1:{listen_graphql}",
+                graphql_port=listen_graphql,
+            )
         finally:
             nginx.terminate()
             nginx.wait(10)
@@ -92,8 +106,10 @@ def test_subscription_works_through_nginx(proxied):
         assert client.init()["type"] == "connection_ack"
         client.subscribe("1", "subscription($t: ID!) { tokenUpdates(token_id: $t) { place } }", {"t": token_id})
         client.wait_ready(via=server)  # a probe event made the round trip: the subscription is live
-        server.graphql('mutation($t: ID!) { fireTransition(input: {token_id: $t, transition_id: "submit"}) '
-                       "{ place } }", {"t": token_id})
+        server.graphql(
+            'mutation($t: ID!) { fireTransition(input: {token_id: $t, transition_id: "submit"}) { place } }',
+            {"t": token_id},
+        )
         fired = client.result("1", timeout=10)
         assert fired["data"]["tokenUpdates"]["place"] == "pending_review"
     finally:

@@ -85,8 +85,12 @@ def _value(text: str, name: str, **labels) -> float:
 
 def _chat(server, **body) -> requests.Response:
     payload = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}], **body}
-    return requests.post(server.openai_url + "/v1/chat/completions", json=payload, timeout=10,
-                         headers={"X-Request-ID": body.pop("rid", "r-" + str(time.monotonic_ns()))})
+    return requests.post(
+        server.openai_url + "/v1/chat/completions",
+        json=payload,
+        timeout=10,
+        headers={"X-Request-ID": body.pop("rid", "r-" + str(time.monotonic_ns()))},
+    )
 
 
 def test_chat_requests_feed_upstream_token_cost_and_overhead_metrics(server_factory):
@@ -151,8 +155,9 @@ def test_retries_fallbacks_upstream_rate_limits_and_budget_refusals_are_counted(
 
 def test_workflow_tokens_and_transitions_are_counted_by_workflow(server):
     token = server.graphql(WORKFLOW_MUTATIONS, {"wf": "document_review"})["data"]["createToken"]["id"]
-    fired = server.graphql('mutation($t: ID!) { fireTransition(input: {token_id: $t, transition_id: "submit"}) '
-                           "{ place } }", {"t": token})
+    fired = server.graphql(
+        'mutation($t: ID!) { fireTransition(input: {token_id: $t, transition_id: "submit"}) { place } }', {"t": token}
+    )
     assert fired["data"]["fireTransition"]["place"] == "pending_review"
     text = _metrics(server)
     assert _value(text, "cb_workflow_tokens_created_total", workflow="document_review") == 1
@@ -171,14 +176,16 @@ def test_metrics_fold_every_worker_and_report_the_nats_connection(server_factory
         pids = {e["pid"] for e in access if e.get("path") == "/health/live"}
     assert len(pids) == 2, "both workers served requests"
     deadline = time.monotonic() + 5  # a worker's counts reach the shared files within 0.5 s (README, Metrics)
-    while time.monotonic() < deadline and _value(
-            _metrics(server), "cb_http_requests_total", port="openai", route="/health/live", status="200") != sent:
+    while (
+        time.monotonic() < deadline
+        and _value(_metrics(server), "cb_http_requests_total", port="openai", route="/health/live", status="200")
+        != sent
+    ):
         time.sleep(0.1)
     for _ in range(4):  # whichever worker answers the scrape reports the requests of both
         text = _metrics(server)
         assert _value(text, "cb_http_requests_total", port="openai", route="/health/live", status="200") == sent
     assert _value(text, "cb_nats_connected") == 1
-
 
 
 _WORKER_FILE = textwrap.dedent("""
@@ -206,10 +213,17 @@ _WORKER_FILE = textwrap.dedent("""
 
 def test_a_workers_counts_reach_its_file_within_the_flush_interval_and_gauges_at_once(tmp_path):
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    run = subprocess.run([sys.executable, "-c", _WORKER_FILE], cwd=Path(__file__).parent.parent, env=env,
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-c", _WORKER_FILE],
+        cwd=Path(__file__).parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["1.0", "2.0", "3.0"]
+
 
 # -- Kubernetes health forms -----------------------------------------------------------------
 
@@ -227,7 +241,10 @@ def test_live_answers_on_both_ports_and_ready_needs_a_provider(server_factory):
         for url in (configured.openai_url, configured.graphql_url):
             ready = requests.get(url + "/health/ready", timeout=5)
             assert ready.status_code == 200 and ready.json()["checks"] == {
-                "storage": True, "providers": True, "accepting": True}
+                "storage": True,
+                "providers": True,
+                "accepting": True,
+            }
 
 
 def test_ready_fails_when_nats_is_gone_but_live_does_not(server_factory, tmp_path):
@@ -238,8 +255,7 @@ def test_ready_fails_when_nats_is_gone_but_live_does_not(server_factory, tmp_pat
     own.start()
     try:
         with OpenAIUpstream() as upstream:
-            server = server_factory("nats", NATS_URL=own.url, OPENAI_API_KEY=API_KEY,
-                                    OPENAI_BASE_URL=upstream.base_url)
+            server = server_factory("nats", NATS_URL=own.url, OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.base_url)
             assert requests.get(server.openai_url + "/health/ready", timeout=5).status_code == 200
             own.stop()
             deadline = time.monotonic() + 15

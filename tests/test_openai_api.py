@@ -33,9 +33,14 @@ def upstream():
 
 @pytest.fixture(scope="module")
 def api(upstream, tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("openai-api"), env={
-        "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.base_url, "SSE_KEEPALIVE_SECONDS": "0.2",
-    })
+    server = Server(
+        tmp_path_factory.mktemp("openai-api"),
+        env={
+            "OPENAI_API_KEY": API_KEY,
+            "OPENAI_BASE_URL": upstream.base_url,
+            "SSE_KEEPALIVE_SECONDS": "0.2",
+        },
+    )
     server.start()
     yield server
     server.stop()
@@ -73,8 +78,13 @@ def wait_for_log(server: Server, needle: str, timeout: float = 5.0) -> str:
 
 def test_chat_completion_with_the_openai_client(client, upstream):
     raw = client.chat.completions.with_raw_response.create(
-        model="gpt-4", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
-        temperature=0.2, max_tokens=50, seed=7, user="alice")
+        model="gpt-4",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        temperature=0.2,
+        max_tokens=50,
+        seed=7,
+        user="alice",
+    )
     completion = raw.parse()
     assert completion.object == "chat.completion"
     assert completion.id.startswith("chatcmpl-")
@@ -94,9 +104,12 @@ def test_chat_completion_with_the_openai_client(client, upstream):
 
 def test_guide_basic_curl_example(api):
     response = requests.post(
-        api.openai_url + "/v1/chat/completions", headers={"Content-Type": "application/json"},
+        api.openai_url + "/v1/chat/completions",
+        headers={"Content-Type": "application/json"},
         data='{\n    "model": "gpt-4",\n    "messages": [\n      {"role": "user", "content": "Hello, how are you?"}\n'
-             '    ]\n  }', timeout=10)
+        "    ]\n  }",
+        timeout=10,
+    )
     assert response.status_code == 200
     body = response.json()
     assert list(body) == ["id", "object", "created", "model", "choices", "usage"]
@@ -106,9 +119,13 @@ def test_guide_basic_curl_example(api):
 
 def test_guide_streaming_curl_example(api):
     response = requests.post(
-        api.openai_url + "/v1/chat/completions", headers={"Content-Type": "application/json"},
+        api.openai_url + "/v1/chat/completions",
+        headers={"Content-Type": "application/json"},
         data='{\n    "model": "gpt-4",\n    "messages": [\n      {"role": "user", "content": "Write a short poem"}\n'
-             '    ],\n    "stream": true\n  }', stream=True, timeout=10)
+        '    ],\n    "stream": true\n  }',
+        stream=True,
+        timeout=10,
+    )
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
     assert response.headers["Cache-Control"] == "no-cache"
@@ -126,9 +143,14 @@ def test_guide_streaming_curl_example(api):
 
 
 def test_stream_with_include_usage_ends_with_a_usage_chunk(client, upstream):
-    chunks = list(client.chat.completions.create(
-        model="gpt-4", messages=[{"role": "user", "content": "Hi"}], stream=True,
-        stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4",
+            messages=[{"role": "user", "content": "Hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     *content, last = chunks
     assert last.choices == [] and last.usage.total_tokens > 0
     assert all(c.usage is None for c in content)
@@ -137,8 +159,11 @@ def test_stream_with_include_usage_ends_with_a_usage_chunk(client, upstream):
 
 def test_upstream_is_always_asked_for_stream_usage(client, upstream, api):
     stream = client.chat.completions.with_raw_response.create(
-        model="gpt-4", messages=[{"role": "user", "content": "Hi"}], stream=True,
-        extra_headers={"X-Request-ID": "usage-probe-1"})
+        model="gpt-4",
+        messages=[{"role": "user", "content": "Hi"}],
+        stream=True,
+        extra_headers={"X-Request-ID": "usage-probe-1"},
+    )
     assert stream.headers["x-request-id"] == "usage-probe-1"
     list(stream.parse())
     assert upstream.chats()[-1].json["stream_options"] == {"include_usage": True}
@@ -151,8 +176,9 @@ def test_upstream_is_always_asked_for_stream_usage(client, upstream, api):
 
 def test_tool_calls_round_trip(client, upstream):
     messages = [{"role": "user", "content": "Weather in Paris?"}]
-    first = client.chat.completions.create(model="gpt-4", messages=messages, tools=[WEATHER_TOOL],
-                                           tool_choice="auto", parallel_tool_calls=False)
+    first = client.chat.completions.create(
+        model="gpt-4", messages=messages, tools=[WEATHER_TOOL], tool_choice="auto", parallel_tool_calls=False
+    )
     call = first.choices[0].message.tool_calls[0]
     assert first.choices[0].finish_reason == "tool_calls"
     assert call.function.name == "get_weather"
@@ -161,8 +187,10 @@ def test_tool_calls_round_trip(client, upstream):
     assert sent["tools"] == [WEATHER_TOOL] and sent["tool_choice"] == "auto"
     assert sent["parallel_tool_calls"] is False
 
-    messages += [first.choices[0].message.model_dump(exclude_none=True),
-                 {"role": "tool", "tool_call_id": call.id, "content": "18C and sunny"}]
+    messages += [
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "18C and sunny"},
+    ]
     second = client.chat.completions.create(model="gpt-4", messages=messages, tools=[WEATHER_TOOL])
     assert second.choices[0].message.content == "The tool said: 18C and sunny"
     relayed = upstream.chats()[-1].json["messages"]
@@ -171,8 +199,11 @@ def test_tool_calls_round_trip(client, upstream):
 
 
 def test_streamed_tool_call_arguments_arrive_as_deltas(client, upstream):
-    chunks = list(client.chat.completions.create(
-        model="gpt-4", messages=[{"role": "user", "content": "Weather?"}], tools=[WEATHER_TOOL], stream=True))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4", messages=[{"role": "user", "content": "Weather?"}], tools=[WEATHER_TOOL], stream=True
+        )
+    )
     deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
     assert len(deltas) > 2
     assert deltas[0].id.startswith("call_") and deltas[0].function.name == "get_weather"
@@ -182,10 +213,13 @@ def test_streamed_tool_call_arguments_arrive_as_deltas(client, upstream):
 
 
 def test_image_content_parts_reach_the_upstream(client, upstream):
-    parts = [{"type": "text", "text": "What is this?"},
-             {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}}]
-    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": parts}],
-                                   response_format={"type": "json_object"})
+    parts = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
+    ]
+    client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": parts}], response_format={"type": "json_object"}
+    )
     sent = upstream.chats()[-1].json
     assert sent["messages"][0]["content"] == parts
     assert sent["response_format"] == {"type": "json_object"}
@@ -219,15 +253,21 @@ def test_embeddings_in_both_encodings(client, upstream, api):
     assert [d.index for d in result.data] == [0, 1]
     assert result.data[0].embedding == pytest.approx([((5 + k) % 7) / 7.0 for k in range(8)], abs=1e-3)
     assert result.usage.prompt_tokens > 0
-    plain = requests.post(api.openai_url + "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "hey",
-                                                                   "encoding_format": "float", "dimensions": 4},
-                          timeout=5).json()
+    plain = requests.post(
+        api.openai_url + "/v1/embeddings",
+        json={"model": "text-embedding-3-small", "input": "hey", "encoding_format": "float", "dimensions": 4},
+        timeout=5,
+    ).json()
     assert len(plain["data"][0]["embedding"]) == 4 and upstream.received[-1].json["dimensions"] == 4
-    encoded = requests.post(api.openai_url + "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "hey",
-                                                                     "encoding_format": "base64"}, timeout=5).json()
+    encoded = requests.post(
+        api.openai_url + "/v1/embeddings",
+        json={"model": "text-embedding-3-small", "input": "hey", "encoding_format": "base64"},
+        timeout=5,
+    ).json()
     raw = base64.b64decode(encoded["data"][0]["embedding"])
     assert list(struct.unpack(f"<{len(raw) // 4}f", raw)) == pytest.approx(
-        [((3 + k) % 7) / 7.0 for k in range(8)], abs=1e-3)
+        [((3 + k) % 7) / 7.0 for k in range(8)], abs=1e-3
+    )
 
 
 def test_embeddings_refused_for_a_chat_model(client):
@@ -241,8 +281,7 @@ def test_embeddings_refused_for_a_chat_model(client):
 
 def test_wrong_types_name_the_field(client):
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}],
-                                       temperature="hot")
+        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}], temperature="hot")
     assert info.value.param == "temperature"
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": 42}])
@@ -250,8 +289,12 @@ def test_wrong_types_name_the_field(client):
 
 
 def test_invalid_json_and_unknown_paths_answer_in_the_envelope(api):
-    bad = requests.post(api.openai_url + "/v1/chat/completions", data="{not json", timeout=5,
-                        headers={"Content-Type": "application/json"})
+    bad = requests.post(
+        api.openai_url + "/v1/chat/completions",
+        data="{not json",
+        timeout=5,
+        headers={"Content-Type": "application/json"},
+    )
     assert bad.status_code == 400 and set(bad.json()["error"]) == {"message", "type", "param", "code"}
     missing = requests.get(api.openai_url + "/v1/nothing", headers={"X-Request-ID": "abc-123"}, timeout=5)
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
@@ -259,8 +302,9 @@ def test_invalid_json_and_unknown_paths_answer_in_the_envelope(api):
 
 
 def test_upstream_rate_limit_passes_through_with_retry_after(client, upstream):
-    upstream.fail_next(429, openai_error("Rate limit reached for gpt-4", "requests", "rate_limit_exceeded"),
-                       {"retry-after": "2"})
+    upstream.fail_next(
+        429, openai_error("Rate limit reached for gpt-4", "requests", "rate_limit_exceeded"), {"retry-after": "2"}
+    )
     with pytest.raises(openai.RateLimitError) as info:
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}])
     assert info.value.response.headers["retry-after"] == "2"
@@ -274,8 +318,12 @@ def test_upstream_rate_limit_passes_through_with_retry_after(client, upstream):
 
 
 def test_upstream_client_error_keeps_its_status(client, upstream):
-    upstream.fail_next(400, openai_error("This model's maximum context length is 8192 tokens.",
-                                         code="context_length_exceeded", param="messages"))
+    upstream.fail_next(
+        400,
+        openai_error(
+            "This model's maximum context length is 8192 tokens.", code="context_length_exceeded", param="messages"
+        ),
+    )
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}])
     assert "maximum context length" in info.value.message and info.value.code == "context_length_exceeded"
@@ -307,8 +355,12 @@ def test_provider_without_key_names_the_variable(client):
 
 def test_mid_stream_failure_becomes_an_error_event(api, upstream):
     upstream.slow_next(0.0, fail_after_chunks=3)
-    response = requests.post(api.openai_url + "/v1/chat/completions", stream=True, timeout=10,
-                             json={"model": "gpt-4", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+    response = requests.post(
+        api.openai_url + "/v1/chat/completions",
+        stream=True,
+        timeout=10,
+        json={"model": "gpt-4", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+    )
     lines = sse_events(response)  # ends cleanly: iter_lines would raise on a broken chunked body
     assert len(lines) == 5 and lines[-1] == "data: [DONE]"
     error = json.loads(lines[-2][6:])["error"]
@@ -317,8 +369,12 @@ def test_mid_stream_failure_becomes_an_error_event(api, upstream):
 
 def test_keep_alive_comments_while_waiting_for_the_first_token(api, upstream):
     upstream.slow_next(0.0, first_chunk_delay=0.8)
-    response = requests.post(api.openai_url + "/v1/chat/completions", stream=True, timeout=10,
-                             json={"model": "gpt-4", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+    response = requests.post(
+        api.openai_url + "/v1/chat/completions",
+        stream=True,
+        timeout=10,
+        json={"model": "gpt-4", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+    )
     lines = sse_events(response)
     first_data = next(i for i, line in enumerate(lines) if line.startswith("data:"))
     assert first_data >= 1 and all(line == ": keep-alive" for line in lines[:first_data])
@@ -327,9 +383,13 @@ def test_keep_alive_comments_while_waiting_for_the_first_token(api, upstream):
 
 def test_client_disconnect_closes_the_upstream_and_records_usage(api, upstream):
     upstream.slow_next(0.4)
-    response = requests.post(api.openai_url + "/v1/chat/completions", stream=True, timeout=10,
-                             headers={"X-Request-ID": "disconnect-1"},
-                             json={"model": "gpt-4", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+    response = requests.post(
+        api.openai_url + "/v1/chat/completions",
+        stream=True,
+        timeout=10,
+        headers={"X-Request-ID": "disconnect-1"},
+        json={"model": "gpt-4", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+    )
     lines = response.iter_lines()
     seen = [next(lines)]
     while b"Hello!" not in seen[-1]:  # the first words were delivered (keep-alives may come between)
@@ -347,8 +407,7 @@ def test_client_disconnect_closes_the_upstream_and_records_usage(api, upstream):
 
 
 def test_streaming_disabled_is_a_400(server_factory, upstream):
-    server = server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.base_url,
-                            OPENAI_ENABLE_STREAMING="false")
+    server = server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.base_url, OPENAI_ENABLE_STREAMING="false")
     with openai.OpenAI(base_url=server.openai_url + "/v1", api_key="k", max_retries=0) as client:
         with pytest.raises(openai.BadRequestError) as info:
             client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}], stream=True)

@@ -46,7 +46,9 @@ def set_editor(page, selector: str, text: str) -> None:
     editor = f"document.querySelector({json.dumps(selector + ' .CodeMirror')}).CodeMirror"
     page.evaluate(f"{editor}.setValue({json.dumps(text)})")
     # GraphiQL parses the text after a pause; its fetcher picks HTTP or /ws from that parse
-    page.wait_for(f"{editor}.documentAST?.loc?.source?.body === {json.dumps(text)}", what="GraphiQL to parse the editor")
+    page.wait_for(
+        f"{editor}.documentAST?.loc?.source?.body === {json.dumps(text)}", what="GraphiQL to parse the editor"
+    )
 
 
 def response_text(page) -> str:
@@ -72,7 +74,6 @@ def test_graphiql_renders_and_runs_a_query_with_no_network_beyond_the_server(ser
     assert not [p for p in page.problems if "request failed" in p], page.problems
 
 
-
 CREATE_TOKEN = "mutation($w: ID!) { createToken(input: {workflow_id: $w}) { id } }"
 FIRE = "mutation($t: ID!, $x: ID!) { fireTransition(input: {token_id: $t, transition_id: $x}) { place } }"
 GQL_KEY = "graphql-key-for-the-dashboard-0123"
@@ -93,7 +94,11 @@ def until_seen(page, act, expression: str, attempts: int = 6, what: str = "") ->
 
 def test_graphiql_runs_a_subscription_over_our_ws(server, page):
     page.navigate(server.graphql_url + "/")
-    set_editor(page, ".graphiql-query-editor", 'subscription { workflowEvents(workflow_id: "document_review") { type to_place } }')
+    set_editor(
+        page,
+        ".graphiql-query-editor",
+        'subscription { workflowEvents(workflow_id: "document_review") { type to_place } }',
+    )
     page.evaluate("document.querySelector('.graphiql-execute-button').click()")
     until_seen(
         page,
@@ -101,7 +106,9 @@ def test_graphiql_runs_a_subscription_over_our_ws(server, page):
         "(document.querySelector('.graphiql-response .CodeMirror')?.CodeMirror.getValue() || '').includes('token_created')",
         what="a token_created event in GraphiQL's response",
     )
-    assert json.loads(response_text(page)) == {"data": {"workflowEvents": {"type": "token_created", "to_place": "draft"}}}
+    assert json.loads(response_text(page)) == {
+        "data": {"workflowEvents": {"type": "token_created", "to_place": "draft"}}
+    }
 
 
 # --- the dashboard ------------------------------------------------------------------------
@@ -124,7 +131,9 @@ def loads(page) -> int:
 
 
 def place_tokens(page, workflow: str, place: str) -> str:
-    return page.evaluate(f"document.querySelector('[data-workflow={json.dumps(workflow)}] [data-place={json.dumps(place)}]')?.dataset.tokens")
+    return page.evaluate(
+        f"document.querySelector('[data-workflow={json.dumps(workflow)}] [data-place={json.dumps(place)}]')?.dataset.tokens"
+    )
 
 
 def wait_place(page, workflow: str, place: str, count: int) -> None:
@@ -135,7 +144,9 @@ def wait_place(page, workflow: str, place: str, count: int) -> None:
 
 
 def stop_refreshing(page) -> None:
-    page.evaluate("(() => { const s = document.getElementById('refresh'); s.value = '0'; s.dispatchEvent(new Event('change')); })()")
+    page.evaluate(
+        "(() => { const s = document.getElementById('refresh'); s.value = '0'; s.dispatchEvent(new Event('change')); })()"
+    )
 
 
 def table_values(page, table: str, key_column: str) -> dict:
@@ -169,12 +180,16 @@ ANALYTICS = """query($range: CostAnalyticsInput, $g: UsageGranularity) { costAna
 
 def test_dashboard_shows_the_figures_of_cost_analytics_for_the_traffic_made(gateway, page):
     open_dashboard(page, gateway)
-    period = page.evaluate("({start_date: document.getElementById('range-start').value, end_date: document.getElementById('range-end').value})")
+    period = page.evaluate(
+        "({start_date: document.getElementById('range-start').value, end_date: document.getElementById('range-end').value})"
+    )
     expected = gateway.graphql(ANALYTICS, {"range": period, "g": "DAY"})["data"]
     costs = expected["costAnalytics"]
     assert costs["total_requests"] == 4 and costs["total_cost"] > 0
 
-    tiles = page.evaluate("Object.fromEntries([...document.querySelectorAll('#totals .tile')].map(t => [t.dataset.name, [Number(t.dataset.value), t.querySelector('.value').textContent]]))")
+    tiles = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#totals .tile')].map(t => [t.dataset.name, [Number(t.dataset.value), t.querySelector('.value').textContent]]))"
+    )
     assert tiles["total_cost"] == [costs["total_cost"], usd(costs["total_cost"])]
     assert tiles["total_requests"][0] == 4 and tiles["total_tokens"][0] == costs["total_tokens"]
     assert tiles["prompt_tokens"][0] == costs["prompt_tokens"]
@@ -182,26 +197,39 @@ def test_dashboard_shows_the_figures_of_cost_analytics_for_the_traffic_made(gate
 
     models = table_values(page, "models", "model")
     assert models == {
-        model: {"requests": v["requests"], "prompt tokens": v["prompt_tokens"], "completion tokens": v["completion_tokens"],
-                "tokens": v["tokens"], "cost": v["cost"]}
+        model: {
+            "requests": v["requests"],
+            "prompt tokens": v["prompt_tokens"],
+            "completion tokens": v["completion_tokens"],
+            "tokens": v["tokens"],
+            "cost": v["cost"],
+        }
         for model, v in costs["model_breakdown"].items()
     }
     assert set(models) == {"gpt-4o-mini", "gpt-4o"}
 
-    bars = page.evaluate("[...document.querySelectorAll('#cost-chart rect[data-series]')].map(r => [r.parentNode.dataset.start, r.dataset.series, Number(r.dataset.value)])")
+    bars = page.evaluate(
+        "[...document.querySelectorAll('#cost-chart rect[data-series]')].map(r => [r.parentNode.dataset.start, r.dataset.series, Number(r.dataset.value)])"
+    )
     assert bars == [[b["start"], p, v["cost"]] for b in costs["usage_series"] for p, v in b["providers"].items()]
     assert page.evaluate("document.querySelectorAll('#cost-chart g.bucket').length") == 7  # every day of the range
 
-    budgets = page.evaluate("[...document.querySelectorAll('#budgets .budget')].map(b => [b.dataset.scope, Number(b.dataset.used)])")
+    budgets = page.evaluate(
+        "[...document.querySelectorAll('#budgets .budget')].map(b => [b.dataset.scope, Number(b.dataset.used)])"
+    )
     assert budgets == [[b["scope"], b["used_usd"]] for b in expected["budgets"]] == [["GLOBAL", costs["total_cost"]]]
     openai_row = page.evaluate("document.querySelector('#deployments tr[data-deployment=\"openai\"]').textContent")
     assert "healthy" in openai_row and "closed" in openai_row
 
     before = loads(page)
-    page.evaluate("(() => { const g = document.getElementById('granularity'); g.value = 'hour'; g.dispatchEvent(new Event('change')); })()")
+    page.evaluate(
+        "(() => { const g = document.getElementById('granularity'); g.value = 'hour'; g.dispatchEvent(new Event('change')); })()"
+    )
     page.wait_for(f"Number(document.body.dataset.loads) > {before}", what="the hourly view")
     hourly = gateway.graphql(ANALYTICS, {"range": period, "g": "HOUR"})["data"]["costAnalytics"]["usage_series"]
-    bars = page.evaluate("[...document.querySelectorAll('#cost-chart rect[data-series]')].map(r => [r.parentNode.dataset.start, Number(r.dataset.value)])")
+    bars = page.evaluate(
+        "[...document.querySelectorAll('#cost-chart rect[data-series]')].map(r => [r.parentNode.dataset.start, Number(r.dataset.value)])"
+    )
     assert bars == [[b["start"], b["providers"]["openai"]["cost"]] for b in hourly]
     assert page.evaluate("document.querySelectorAll('#cost-chart g.bucket').length") == 7 * 24
 
@@ -213,7 +241,9 @@ def test_dashboard_shows_the_figures_of_cost_analytics_for_the_traffic_made(gate
 def test_a_place_count_on_the_dashboard_follows_create_token_and_fire_transition(server, page):
     open_dashboard(page, server)
     stop_refreshing(page)
-    page.wait_for("document.getElementById('live').dataset.state === 'connected'", what="the workflowEvents subscription")
+    page.wait_for(
+        "document.getElementById('live').dataset.state === 'connected'", what="the workflowEvents subscription"
+    )
     assert place_tokens(page, "document_review", "draft") == "0"
     made = []
     until_seen(
@@ -228,7 +258,10 @@ def test_a_place_count_on_the_dashboard_follows_create_token_and_fire_transition
     assert server.graphql(FIRE, {"t": made[0], "x": "submit"})["data"]["fireTransition"]["place"] == "pending_review"
     wait_place(page, "document_review", "pending_review", 1)
     wait_place(page, "document_review", "draft", len(made) - 1)
-    page.wait_for("[...document.querySelectorAll('#transitions td')].some(td => td.textContent === 'submit')", what="the firing in Latest transitions")
+    page.wait_for(
+        "[...document.querySelectorAll('#transitions td')].some(td => td.textContent === 'submit')",
+        what="the firing in Latest transitions",
+    )
     assert loads(page) == loaded  # moved by the subscription, not by reloading the page's data
     assert page.problems == []
 
@@ -239,7 +272,9 @@ def test_the_dashboard_asks_for_graphql_api_key_and_keeps_it_in_the_tab_only(ser
     page.wait_for("!document.getElementById('key-form').hidden", what="the key form")
     assert page.evaluate("document.getElementById('content').hidden") is True
 
-    enter_key = "(k => { document.getElementById('api-key').value = k; document.getElementById('key-form').requestSubmit(); })"
+    enter_key = (
+        "(k => { document.getElementById('api-key').value = k; document.getElementById('key-form').requestSubmit(); })"
+    )
     page.evaluate(f"{enter_key}('not-the-key')")
     page.wait_for("document.getElementById('key-error').textContent.includes('refused')", what="the wrong key refused")
     page.evaluate(f"{enter_key}({json.dumps(GQL_KEY)})")

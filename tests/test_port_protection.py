@@ -65,9 +65,15 @@ def test_websocket_accepts_the_authorization_header(locked):
 
 def test_openai_port_cors_answers_preflight_for_allowed_origin(server_factory):
     server = server_factory(OPENAI_CORS_ORIGINS="https://app.example.com")
-    preflight = requests.options(server.openai_url + "/v1/chat/completions", timeout=5, headers={
-        "Origin": "https://app.example.com", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization,content-type"})
+    preflight = requests.options(
+        server.openai_url + "/v1/chat/completions",
+        timeout=5,
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
     assert preflight.status_code == 200
     assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
@@ -91,25 +97,40 @@ def test_openai_cors_can_be_disabled(server_factory):
 
 def test_graphql_port_cors_only_for_configured_origins(server_factory):
     server = server_factory(GRAPHQL_CORS_ORIGINS="http://localhost:5173")
-    preflight = requests.options(server.graphql_url + "/graphql", timeout=5, headers={
-        "Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "content-type"})
+    preflight = requests.options(
+        server.graphql_url + "/graphql",
+        timeout=5,
+        headers={
+            "Origin": "http://localhost:5173",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
     assert preflight.headers["Access-Control-Allow-Origin"] == "http://localhost:5173"
-    denied = requests.post(server.graphql_url + "/graphql", json={"query": "{ version }"}, timeout=5,
-                           headers={"Origin": "https://evil.example"})
+    denied = requests.post(
+        server.graphql_url + "/graphql",
+        json={"query": "{ version }"},
+        timeout=5,
+        headers={"Origin": "https://evil.example"},
+    )
     assert "Access-Control-Allow-Origin" not in denied.headers
 
 
 def test_graphql_port_has_no_cors_by_default(server):
-    response = requests.post(server.graphql_url + "/graphql", json={"query": "{ version }"}, timeout=5,
-                             headers={"Origin": "http://localhost:5173"})
+    response = requests.post(
+        server.graphql_url + "/graphql",
+        json={"query": "{ version }"},
+        timeout=5,
+        headers={"Origin": "http://localhost:5173"},
+    )
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
 @pytest.fixture
 def small(server_factory):
-    return server_factory(MAX_REQUEST_BYTES="2048", MAX_MESSAGES="3", GRAPHQL_MAX_QUERY_BYTES="200",
-                          REQUEST_BODY_TIMEOUT="1")
+    return server_factory(
+        MAX_REQUEST_BYTES="2048", MAX_MESSAGES="3", GRAPHQL_MAX_QUERY_BYTES="200", REQUEST_BODY_TIMEOUT="1"
+    )
 
 
 def test_oversized_body_is_413_in_the_envelope(small):
@@ -124,8 +145,12 @@ def test_oversized_chunked_body_is_413_too(small):
         for _ in range(10):
             yield b"x" * 1000
 
-    response = requests.post(small.openai_url + "/v1/chat/completions", data=chunks(), timeout=5,
-                             headers={"Content-Type": "application/json"})
+    response = requests.post(
+        small.openai_url + "/v1/chat/completions",
+        data=chunks(),
+        timeout=5,
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
 
@@ -145,8 +170,9 @@ def test_oversized_graphql_document_is_refused(small):
 
 def test_too_many_messages_is_400(small):
     messages = [{"role": "user", "content": "hi"}] * 4
-    response = requests.post(small.openai_url + "/v1/chat/completions", timeout=5,
-                             json={"model": "gpt-4o-mini", "messages": messages})
+    response = requests.post(
+        small.openai_url + "/v1/chat/completions", timeout=5, json={"model": "gpt-4o-mini", "messages": messages}
+    )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "too_many_messages"
     assert response.json()["error"]["param"] == "messages"
@@ -154,8 +180,10 @@ def test_too_many_messages_is_400(small):
 
 def test_slow_body_is_cut_off_and_does_not_hold_the_worker(small):
     slow = socket.create_connection(("127.0.0.1", small.openai_port), timeout=15)
-    slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 500\r\n\r\n{\"model\":")
+    slow.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 500\r\n\r\n{"model":'
+    )
     # the single worker still serves others while this body trickles
     assert requests.get(small.openai_url + "/health", timeout=5).status_code == 200
     answer = b""

@@ -20,8 +20,11 @@ from tests.upstreams.script import Answer
 
 PROVIDER = AnthropicProvider()
 MODEL = "claude-3-5-sonnet-20241022"
-WEATHER = Tool("get_weather", "Current weather", {"type": "object", "properties": {"city": {"type": "string"}},
-                                                  "required": ["city"]})
+WEATHER = Tool(
+    "get_weather",
+    "Current weather",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +55,7 @@ def body_of(request: ChatRequest) -> dict:
 
 # -- request translation ---------------------------------------------------------------
 
+
 def test_system_messages_are_lifted_to_the_top_level_field():
     body = body_of(ask(Message("system", "Be brief."), Message("user", "Hi"), Message("system", "Be kind.")))
     assert body["system"] == "Be brief.\n\nBe kind."
@@ -70,39 +74,57 @@ def test_sampling_fields_stop_and_user_are_translated():
 
 
 def test_images_become_base64_and_url_sources():
-    parts = [ContentPart("text", text="What is this?"),
-             ContentPart("image_url", image_url="data:image/png;base64,iVBORw0KGgo="),
-             ContentPart("image_url", image_url="https://example.com/cat.jpg")]
+    parts = [
+        ContentPart("text", text="What is this?"),
+        ContentPart("image_url", image_url="data:image/png;base64,iVBORw0KGgo="),
+        ContentPart("image_url", image_url="https://example.com/cat.jpg"),
+    ]
     blocks = body_of(ask(Message("user", parts)))["messages"][0]["content"]
-    assert blocks[1] == {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                                     "data": "iVBORw0KGgo="}}
+    assert blocks[1] == {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+    }
     assert blocks[2] == {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}
 
 
 def test_tool_calls_and_results_become_tool_use_and_merged_tool_result_turns():
     calls = [ToolCall("toolu_1", "get_weather", '{"city": "Paris"}'), ToolCall("toolu_2", "get_weather", "{}")]
-    body = body_of(ask(Message("user", "Weather?"), Message("assistant", None, calls),
-                       Message("tool", "18C", tool_call_id="toolu_1"), Message("tool", "20C", tool_call_id="toolu_2"),
-                       Message("user", "Thanks")))
+    body = body_of(
+        ask(
+            Message("user", "Weather?"),
+            Message("assistant", None, calls),
+            Message("tool", "18C", tool_call_id="toolu_1"),
+            Message("tool", "20C", tool_call_id="toolu_2"),
+            Message("user", "Thanks"),
+        )
+    )
     assistant, results = body["messages"][1], body["messages"][2]
-    assert assistant["content"][0] == {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
-                                       "input": {"city": "Paris"}}
+    assert assistant["content"][0] == {
+        "type": "tool_use",
+        "id": "toolu_1",
+        "name": "get_weather",
+        "input": {"city": "Paris"},
+    }
     assert [b["type"] for b in results["content"]] == ["tool_result", "tool_result", "text"]
     assert results["content"][1] == {"type": "tool_result", "tool_use_id": "toolu_2", "content": "20C"}
     assert len(body["messages"]) == 3
 
 
-@pytest.mark.parametrize("choice, expected", [
-    ("auto", {"type": "auto"}),
-    ("required", {"type": "any"}),
-    ("none", {"type": "none"}),
-    ({"type": "function", "function": {"name": "get_weather"}}, {"type": "tool", "name": "get_weather"}),
-])
+@pytest.mark.parametrize(
+    "choice, expected",
+    [
+        ("auto", {"type": "auto"}),
+        ("required", {"type": "any"}),
+        ("none", {"type": "none"}),
+        ({"type": "function", "function": {"name": "get_weather"}}, {"type": "tool", "name": "get_weather"}),
+    ],
+)
 def test_tool_choice_is_translated(choice, expected):
     body = body_of(ask(Message("user", "Hi"), tools=[WEATHER], tool_choice=choice))
     assert body["tool_choice"] == expected
-    assert body["tools"] == [{"name": "get_weather", "description": "Current weather",
-                              "input_schema": WEATHER.parameters}]
+    assert body["tools"] == [
+        {"name": "get_weather", "description": "Current weather", "input_schema": WEATHER.parameters}
+    ]
 
 
 def test_parallel_tool_calls_false_disables_parallel_tool_use():
@@ -112,13 +134,18 @@ def test_parallel_tool_calls_false_disables_parallel_tool_use():
 
 def test_json_schema_response_format_is_emulated_with_a_system_instruction():
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
-    body = body_of(ask(Message("user", "Hi"), response_format={"type": "json_schema",
-                                                               "json_schema": {"name": "a", "schema": schema}}))
+    body = body_of(
+        ask(
+            Message("user", "Hi"),
+            response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema}},
+        )
+    )
     assert "JSON" in body["system"] and json.dumps(schema, separators=(",", ":")) in body["system"]
 
 
-@pytest.mark.parametrize("field, value", [("seed", 7), ("presence_penalty", 0.5), ("frequency_penalty", 0.5),
-                                          ("n", 2), ("logprobs", True)])
+@pytest.mark.parametrize(
+    "field, value", [("seed", 7), ("presence_penalty", 0.5), ("frequency_penalty", 0.5), ("n", 2), ("logprobs", True)]
+)
 def test_fields_without_an_anthropic_equivalent_are_refused_by_name(field, value):
     with pytest.raises(UnsupportedParameter) as caught:
         PROVIDER.check(ask(Message("user", "Hi"), **{field: value}))
@@ -131,6 +158,7 @@ def test_tool_arguments_that_are_not_json_are_a_client_error():
 
 
 # -- against the local Anthropic -------------------------------------------------------
+
 
 def test_sends_key_and_version_headers_to_v1_messages(anthropic, deployment):
     chat(PROVIDER, deployment, ask(Message("user", "Hi")))
@@ -147,8 +175,9 @@ def test_text_answer_parses_content_usage_and_stop(anthropic, deployment):
     assert (response.usage.prompt_tokens, response.usage.completion_tokens) == (21, 4)
 
 
-@pytest.mark.parametrize("stop_reason, finish", [("max_tokens", "length"), ("stop_sequence", "stop"),
-                                                 ("end_turn", "stop")])
+@pytest.mark.parametrize(
+    "stop_reason, finish", [("max_tokens", "length"), ("stop_sequence", "stop"), ("end_turn", "stop")]
+)
 def test_stop_reasons_map_to_finish_reasons(anthropic, deployment, stop_reason, finish):
     anthropic.say(Answer("cut", finish=stop_reason))
     assert chat(PROVIDER, deployment, ask(Message("user", "Hi"))).choices[0].finish_reason == finish
@@ -165,11 +194,21 @@ def test_tool_use_answer_becomes_tool_calls(anthropic, deployment):
 
 def test_a_full_tool_round_trip_is_accepted_by_anthropic(anthropic, deployment):
     anthropic.say(Answer("", tool_calls=[("get_weather", {"city": "Paris"})]), Answer("It is 18C in Paris."))
-    first = chat(PROVIDER, deployment, ask(Message("system", "Be brief."), Message("user", "Weather?"), tools=[WEATHER]))
+    first = chat(
+        PROVIDER, deployment, ask(Message("system", "Be brief."), Message("user", "Weather?"), tools=[WEATHER])
+    )
     call = first.choices[0].message.tool_calls[0]
-    second = chat(PROVIDER, deployment, ask(Message("system", "Be brief."), Message("user", "Weather?"),
-                                            Message("assistant", None, [call]),
-                                            Message("tool", '{"temp": 18}', tool_call_id=call.id), tools=[WEATHER]))
+    second = chat(
+        PROVIDER,
+        deployment,
+        ask(
+            Message("system", "Be brief."),
+            Message("user", "Weather?"),
+            Message("assistant", None, [call]),
+            Message("tool", '{"temp": 18}', tool_call_id=call.id),
+            tools=[WEATHER],
+        ),
+    )
     assert second.choices[0].message.content == "It is 18C in Paris."
 
 
@@ -207,9 +246,14 @@ def test_error_event_mid_stream_raises_upstream_error(anthropic, deployment):
 
 
 def test_stream_cut_before_message_stop_is_an_error():
-    lines = [b"event: message_start", b'data: {"type":"message_start","message":{"usage":{"input_tokens":3}}}', b"",
-             b"event: content_block_delta",
-             b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}', b""]
+    lines = [
+        b"event: message_start",
+        b'data: {"type":"message_start","message":{"usage":{"input_tokens":3}}}',
+        b"",
+        b"event: content_block_delta",
+        b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}',
+        b"",
+    ]
     with pytest.raises(UpstreamError):
         list(PROVIDER.parse_stream(lines, MODEL))
 
@@ -235,10 +279,13 @@ def _lines(anthropic, deployment):
 
 # -- end to end: the official openai client, the real server, the local Anthropic --------------
 
+
 @pytest.fixture(scope="module")
 def gateway(upstream, tmp_path_factory):
     with serving(tmp_path_factory.mktemp("anthropic"), ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=upstream.url) as (
-            server, client):
+        server,
+        client,
+    ):
         yield server, client
 
 
@@ -250,8 +297,10 @@ def client(gateway):
 def test_openai_client_chats_with_claude(client, anthropic):
     anthropic.say(Answer("Hello from Claude.", prompt_tokens=11, completion_tokens=5))
     response = client.chat.completions.create(
-        model="claude-3-5-sonnet", messages=[{"role": "system", "content": "Be brief."},
-                                             {"role": "user", "content": "Hi"}], max_completion_tokens=64)
+        model="claude-3-5-sonnet",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        max_completion_tokens=64,
+    )
     assert response.choices[0].message.content == "Hello from Claude."
     assert response.choices[0].finish_reason == "stop"
     assert (response.usage.prompt_tokens, response.usage.completion_tokens, response.usage.total_tokens) == (11, 5, 16)
@@ -262,9 +311,14 @@ def test_openai_client_chats_with_claude(client, anthropic):
 
 def test_openai_client_streams_claude_with_usage(client, anthropic):
     anthropic.say(Answer("Streaming from Claude", prompt_tokens=8, completion_tokens=3))
-    chunks = list(client.chat.completions.create(model="claude-3-5-sonnet", stream=True,
-                                                 stream_options={"include_usage": True},
-                                                 messages=[{"role": "user", "content": "Hi"}]))
+    chunks = list(
+        client.chat.completions.create(
+            model="claude-3-5-sonnet",
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "Hi"}],
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Streaming from Claude"
@@ -281,8 +335,10 @@ def test_tool_calls_work_both_ways_through_the_gateway(client, anthropic):
     assert first.choices[0].finish_reason == "tool_calls"
     call = first.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
-    messages += [first.choices[0].message.model_dump(exclude_none=True),
-                 {"role": "tool", "tool_call_id": call.id, "content": "18C"}]
+    messages += [
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "18C"},
+    ]
     second = client.chat.completions.create(model="claude-3-5-sonnet", messages=messages, tools=tools)
     assert second.choices[0].message.content == "18C and sunny."
     result = anthropic.received[-1].json["messages"][-1]["content"][0]
@@ -291,9 +347,14 @@ def test_tool_calls_work_both_ways_through_the_gateway(client, anthropic):
 
 def test_streamed_tool_call_argument_deltas_reach_the_client(client, anthropic):
     anthropic.say(Answer("", tool_calls=[("get_weather", {"city": "Paris", "unit": "celsius"})]))
-    chunks = list(client.chat.completions.create(
-        model="claude-3-5-sonnet", stream=True, messages=[{"role": "user", "content": "Weather?"}],
-        tools=[{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER.parameters}}]))
+    chunks = list(
+        client.chat.completions.create(
+            model="claude-3-5-sonnet",
+            stream=True,
+            messages=[{"role": "user", "content": "Weather?"}],
+            tools=[{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER.parameters}}],
+        )
+    )
     deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or []]
     assert deltas[0].id and deltas[0].function.name == "get_weather"
     assert len(deltas) > 2
@@ -317,8 +378,11 @@ def test_overloaded_529_becomes_a_502_naming_anthropic(client, anthropic):
 
 
 def test_rate_limit_429_is_a_rate_limit_error_with_retry_after(client, anthropic):
-    anthropic.fail_next(429, error_body("rate_limit_error", "Number of request tokens has exceeded your rate limit"),
-                        {"retry-after": "1"})
+    anthropic.fail_next(
+        429,
+        error_body("rate_limit_error", "Number of request tokens has exceeded your rate limit"),
+        {"retry-after": "1"},
+    )
     with pytest.raises(openai.RateLimitError) as caught:
         client.chat.completions.create(model="claude-3-5-sonnet", messages=[{"role": "user", "content": "Hi"}])
     assert caught.value.response.headers.get("retry-after") == "1"
@@ -329,8 +393,9 @@ def test_error_event_mid_stream_ends_the_stream_with_an_error(client, anthropic)
     anthropic.say(Answer("a b c d", error_after=2))
     received = []
     with pytest.raises(openai.APIError) as caught:
-        for chunk in client.chat.completions.create(model="claude-3-5-sonnet", stream=True,
-                                                    messages=[{"role": "user", "content": "Hi"}]):
+        for chunk in client.chat.completions.create(
+            model="claude-3-5-sonnet", stream=True, messages=[{"role": "user", "content": "Hi"}]
+        ):
             received.append(chunk)
     assert "".join(c.choices[0].delta.content or "" for c in received if c.choices) == "a b"
     assert "Overloaded" in caught.value.message
@@ -339,8 +404,9 @@ def test_error_event_mid_stream_ends_the_stream_with_an_error(client, anthropic)
 def test_client_leaving_a_stream_closes_the_anthropic_connection(client, anthropic):
     anthropic.say(Answer(" ".join(["word"] * 50)))
     anthropic.slow_next(0.2)
-    stream = client.chat.completions.create(model="claude-3-5-sonnet", stream=True,
-                                            messages=[{"role": "user", "content": "Talk"}])
+    stream = client.chat.completions.create(
+        model="claude-3-5-sonnet", stream=True, messages=[{"role": "user", "content": "Talk"}]
+    )
     first = next(iter(stream))
     assert first.choices[0].delta.role == "assistant"
     stream.close()
@@ -349,12 +415,19 @@ def test_client_leaving_a_stream_closes_the_anthropic_connection(client, anthrop
 
 def test_prompt_cache_reads_and_writes_reach_the_client_and_are_priced_at_their_rates(gateway, anthropic):
     server, client = gateway
-    anthropic.say(Answer("Cached.", prompt_tokens=2000, completion_tokens=10, cache_write_tokens=1800),
-                  Answer("Cached.", prompt_tokens=2000, completion_tokens=10, cached_tokens=1800))
+    anthropic.say(
+        Answer("Cached.", prompt_tokens=2000, completion_tokens=10, cache_write_tokens=1800),
+        Answer("Cached.", prompt_tokens=2000, completion_tokens=10, cached_tokens=1800),
+    )
     first = client.chat.completions.create(model="claude-3-haiku", messages=[{"role": "user", "content": "Hi"}])
-    chunks = list(client.chat.completions.create(model="claude-3-haiku", stream=True,
-                                                 stream_options={"include_usage": True},
-                                                 messages=[{"role": "user", "content": "Hi"}]))
+    chunks = list(
+        client.chat.completions.create(
+            model="claude-3-haiku",
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "Hi"}],
+        )
+    )
     assert first.usage.prompt_tokens == 2000  # OpenAI's prompt tokens include the cached ones
     assert first.usage.prompt_tokens_details.cached_tokens is None
     assert first.usage.prompt_tokens_details.cache_write_tokens == 1800  # ours: OpenAI has no such field

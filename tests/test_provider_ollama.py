@@ -58,34 +58,65 @@ def body_of(request: ChatRequest) -> dict:
 
 # -- request translation ---------------------------------------------------------------
 
+
 def test_sampling_fields_become_options_and_streaming_is_explicit():
-    body = body_of(ask(Message("user", "Hi"), temperature=0.1, top_p=0.5, max_tokens=20, stop=["\n"], seed=3,
-                       presence_penalty=0.2, frequency_penalty=0.4))
-    assert body["options"] == {"temperature": 0.1, "top_p": 0.5, "num_predict": 20, "stop": ["\n"], "seed": 3,
-                               "presence_penalty": 0.2, "frequency_penalty": 0.4}
+    body = body_of(
+        ask(
+            Message("user", "Hi"),
+            temperature=0.1,
+            top_p=0.5,
+            max_tokens=20,
+            stop=["\n"],
+            seed=3,
+            presence_penalty=0.2,
+            frequency_penalty=0.4,
+        )
+    )
+    assert body["options"] == {
+        "temperature": 0.1,
+        "top_p": 0.5,
+        "num_predict": 20,
+        "stop": ["\n"],
+        "seed": 3,
+        "presence_penalty": 0.2,
+        "frequency_penalty": 0.4,
+    }
     assert body["stream"] is False  # Ollama would stream by default
 
 
 def test_response_format_becomes_format():
     assert body_of(ask(Message("user", "Hi"), response_format={"type": "json_object"}))["format"] == "json"
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
-    body = body_of(ask(Message("user", "Hi"), response_format={"type": "json_schema",
-                                                               "json_schema": {"name": "n", "schema": schema}}))
+    body = body_of(
+        ask(
+            Message("user", "Hi"),
+            response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": schema}},
+        )
+    )
     assert body["format"] == schema
 
 
 def test_inline_images_are_sent_as_base64_and_links_are_refused():
     parts = [ContentPart("text", text="What?"), ContentPart("image_url", image_url="data:image/png;base64,iVBORw0=")]
-    assert body_of(ask(Message("user", parts)))["messages"][0] == {"role": "user", "content": "What?",
-                                                                   "images": ["iVBORw0="]}
+    assert body_of(ask(Message("user", parts)))["messages"][0] == {
+        "role": "user",
+        "content": "What?",
+        "images": ["iVBORw0="],
+    }
     with pytest.raises(InvalidRequest) as caught:
         body_of(ask(Message("user", [ContentPart("image_url", image_url="https://example.com/a.png")])))
     assert caught.value.param == "messages"
 
 
 def test_tool_calls_send_argument_objects_and_results_name_their_function():
-    body = body_of(ask(Message("user", "?"), Message("assistant", None, [ToolCall("call_1", "get_weather", '{"city": "Oslo"}')]),
-                       Message("tool", "-3C", tool_call_id="call_1"), tools=[WEATHER]))
+    body = body_of(
+        ask(
+            Message("user", "?"),
+            Message("assistant", None, [ToolCall("call_1", "get_weather", '{"city": "Oslo"}')]),
+            Message("tool", "-3C", tool_call_id="call_1"),
+            tools=[WEATHER],
+        )
+    )
     assert body["messages"][1]["tool_calls"] == [{"function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]
     assert body["messages"][2] == {"role": "tool", "content": "-3C", "tool_name": "get_weather"}
     assert body["tools"][0]["function"]["name"] == "get_weather"
@@ -95,8 +126,9 @@ def test_tool_choice_none_sends_no_tools():
     assert "tools" not in body_of(ask(Message("user", "Hi"), tools=[WEATHER], tool_choice="none"))
 
 
-@pytest.mark.parametrize("field, value", [("n", 3), ("logprobs", True), ("parallel_tool_calls", False),
-                                          ("tool_choice", "required")])
+@pytest.mark.parametrize(
+    "field, value", [("n", 3), ("logprobs", True), ("parallel_tool_calls", False), ("tool_choice", "required")]
+)
 def test_fields_ollama_cannot_honour_are_refused_by_name(field, value):
     with pytest.raises(UnsupportedParameter) as caught:
         PROVIDER.check(ask(Message("user", "Hi"), tools=[WEATHER], **{field: value}))
@@ -104,6 +136,7 @@ def test_fields_ollama_cannot_honour_are_refused_by_name(field, value):
 
 
 # -- against the local Ollama ------------------------------------------------------------
+
 
 def test_text_answer_parses_content_usage_and_finish(ollama, deployment):
     ollama.say(Answer("Hei!", prompt_tokens=26, completion_tokens=3))
@@ -190,10 +223,13 @@ def test_discovery_survives_an_unreachable_ollama():
 
 # -- end to end: the official openai client, the real server, the local Ollama ----------------
 
+
 @pytest.fixture(scope="module")
 def served(upstream, tmp_path_factory):
     with serving(tmp_path_factory.mktemp("ollama"), OLLAMA_BASE_URL=upstream.url, OLLAMA_REFRESH_SECONDS="0.3") as (
-            server, client):
+        server,
+        client,
+    ):
         yield server, client
 
 
@@ -204,8 +240,9 @@ def client(served, ollama):
 
 def test_openai_client_chats_with_ollama(client, ollama):
     ollama.say(Answer("Hello from Llama.", prompt_tokens=10, completion_tokens=4))
-    response = client.chat.completions.create(model="llama3.2", temperature=0.2,
-                                              messages=[{"role": "user", "content": "Hi"}])
+    response = client.chat.completions.create(
+        model="llama3.2", temperature=0.2, messages=[{"role": "user", "content": "Hi"}]
+    )
     assert response.choices[0].message.content == "Hello from Llama."
     assert response.usage.prompt_tokens == 10 and response.usage.completion_tokens == 4
     assert ollama.chats()[-1].json["options"] == {"temperature": 0.2}
@@ -213,17 +250,28 @@ def test_openai_client_chats_with_ollama(client, ollama):
 
 def test_openai_client_streams_ollama(client, ollama):
     ollama.say(Answer("Streaming from Llama", prompt_tokens=10, completion_tokens=3))
-    chunks = list(client.chat.completions.create(model="llama3.2", stream=True, stream_options={"include_usage": True},
-                                                 messages=[{"role": "user", "content": "Hi"}]))
+    chunks = list(
+        client.chat.completions.create(
+            model="llama3.2",
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "Hi"}],
+        )
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Streaming from Llama"
     assert chunks[-1].usage.completion_tokens == 3
 
 
 def test_streamed_tool_calls_reach_the_client_from_ollama(client, ollama):
     ollama.say(Answer("", tool_calls=[("get_weather", {"city": "Oslo"})]))
-    chunks = list(client.chat.completions.create(
-        model="llama3.2", stream=True, messages=[{"role": "user", "content": "?"}],
-        tools=[{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER.parameters}}]))
+    chunks = list(
+        client.chat.completions.create(
+            model="llama3.2",
+            stream=True,
+            messages=[{"role": "user", "content": "?"}],
+            tools=[{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER.parameters}}],
+        )
+    )
     deltas = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or []]
     assert deltas[0].id and deltas[0].function.name == "get_weather"
     assert json.loads("".join(d.function.arguments or "" for d in deltas)) == {"city": "Oslo"}

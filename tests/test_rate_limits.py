@@ -20,8 +20,7 @@ def upstream():
 
 
 def test_successful_responses_carry_the_ratelimit_headers(server_factory, upstream):
-    server = start_with_upstream(server_factory, upstream, CB_API_KEYS=KEY, RATE_LIMIT_RPM="10",
-                                 RATE_LIMIT_TPM="10000")
+    server = start_with_upstream(server_factory, upstream, CB_API_KEYS=KEY, RATE_LIMIT_RPM="10", RATE_LIMIT_TPM="10000")
     response = chat(server, KEY)
     assert response.status_code == 200
     assert response.headers["x-ratelimit-limit-requests"] == "10"
@@ -75,10 +74,18 @@ def test_tokens_are_settled_with_the_real_usage(server_factory, upstream):
 
 def test_streamed_tokens_are_settled_too(server_factory, upstream):
     server = start_with_upstream(server_factory, upstream, CB_API_KEYS=KEY, RATE_LIMIT_TPM="5000")
-    with requests.post(server.openai_url + "/v1/chat/completions", stream=True, timeout=30,
-                       headers={"Authorization": f"Bearer {KEY}"},
-                       json={"model": "gpt-4o-mini", "stream": True, "max_tokens": 3000,
-                             "messages": [{"role": "user", "content": "Hello"}]}) as response:
+    with requests.post(
+        server.openai_url + "/v1/chat/completions",
+        stream=True,
+        timeout=30,
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={
+            "model": "gpt-4o-mini",
+            "stream": True,
+            "max_tokens": 3000,
+            "messages": [{"role": "user", "content": "Hello"}],
+        },
+    ) as response:
         assert response.status_code == 200
         assert response.headers["x-ratelimit-limit-tokens"] == "5000"
         b"".join(response.iter_content())
@@ -87,8 +94,9 @@ def test_streamed_tokens_are_settled_too(server_factory, upstream):
 
 
 def test_sixty_rpm_across_four_nats_workers_admits_exactly_sixty_of_a_hundred(server_factory, upstream):
-    server = start_with_upstream(server_factory, upstream, "nats", WEB_CONCURRENCY="4", CB_API_KEYS=KEY,
-                                 RATE_LIMIT_RPM="60")
+    server = start_with_upstream(
+        server_factory, upstream, "nats", WEB_CONCURRENCY="4", CB_API_KEYS=KEY, RATE_LIMIT_RPM="60"
+    )
     with ThreadPoolExecutor(100) as pool:
         statuses = list(pool.map(lambda _: chat(server, KEY).status_code, range(100)))
     assert statuses.count(200) == 60, statuses

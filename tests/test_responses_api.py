@@ -19,24 +19,32 @@ from tests.upstreams.openai_server import API_KEY as OPENAI_KEY
 from tests.upstreams.openai_server import REPLY, OpenAIUpstream
 from tests.upstreams.script import Answer
 
-WEATHER = {"type": "function", "name": "get_weather", "description": "Current weather",
-           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Current weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
 MODELS = ["gpt-4o-mini", "claude-3-5-sonnet", "gemini-1.5-flash", "llama3.2"]
 
 
 @pytest.fixture(scope="module")
 def upstreams():
-    with AnthropicUpstream() as claude, OpenAIUpstream() as gpt, GeminiUpstream() as gemini, \
-            OllamaUpstream() as ollama:
+    with AnthropicUpstream() as claude, OpenAIUpstream() as gpt, GeminiUpstream() as gemini, OllamaUpstream() as ollama:
         yield {"anthropic": claude, "openai": gpt, "google": gemini, "ollama": ollama}
 
 
 @pytest.fixture(scope="module")
 def served(upstreams, tmp_path_factory):
-    env = {"ANTHROPIC_API_KEY": ANTHROPIC_KEY, "ANTHROPIC_BASE_URL": upstreams["anthropic"].url,
-           "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": upstreams["openai"].base_url,
-           "GOOGLE_API_KEY": GEMINI_KEY, "GOOGLE_BASE_URL": upstreams["google"].url,
-           "OLLAMA_BASE_URL": upstreams["ollama"].url}
+    env = {
+        "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+        "ANTHROPIC_BASE_URL": upstreams["anthropic"].url,
+        "OPENAI_API_KEY": OPENAI_KEY,
+        "OPENAI_BASE_URL": upstreams["openai"].base_url,
+        "GOOGLE_API_KEY": GEMINI_KEY,
+        "GOOGLE_BASE_URL": upstreams["google"].url,
+        "OLLAMA_BASE_URL": upstreams["ollama"].url,
+    }
     with serving(tmp_path_factory.mktemp("responses"), **env) as (server, client):
         yield server, client
 
@@ -76,30 +84,42 @@ def test_every_provider_answers_a_response(client, upstreams, model):
 
 def test_instructions_and_input_items_reach_openai_as_chat_messages(client, upstreams):
     response = client.responses.create(
-        model="gpt-4o-mini", instructions="Be brief.", max_output_tokens=40, temperature=0.3,
-        input=[{"role": "developer", "content": "Answer in French."},
-               {"role": "user", "content": [{"type": "input_text", "text": "Hi"}]}])
+        model="gpt-4o-mini",
+        instructions="Be brief.",
+        max_output_tokens=40,
+        temperature=0.3,
+        input=[
+            {"role": "developer", "content": "Answer in French."},
+            {"role": "user", "content": [{"type": "input_text", "text": "Hi"}]},
+        ],
+    )
     assert response.output_text == REPLY
     sent = upstreams["openai"].chats()[-1].json
-    assert sent["messages"] == [{"role": "system", "content": "Be brief."},
-                                {"role": "system", "content": "Answer in French."},
-                                {"role": "user", "content": "Hi"}]
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": "Hi"},
+    ]
     assert sent["max_tokens"] == 40 and sent["temperature"] == 0.3
 
 
 def test_json_schema_text_format_becomes_the_providers_json_mode(client, upstreams):
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
-    client.responses.create(model="gpt-4o-mini", input="Hi",
-                            text={"format": {"type": "json_schema", "name": "answer", "schema": schema}})
+    client.responses.create(
+        model="gpt-4o-mini", input="Hi", text={"format": {"type": "json_schema", "name": "answer", "schema": schema}}
+    )
     assert upstreams["openai"].chats()[-1].json["response_format"] == {
-        "type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": schema},
+    }
 
 
 def test_a_response_is_billed_like_a_chat_completion(client, upstreams, gateway):
     upstreams["anthropic"].say(Answer("Billed.", prompt_tokens=1000, completion_tokens=500))
     client.responses.create(model="claude-3-5-sonnet", input="Hi", extra_headers={"X-CB-Project": "responses-bill"})
-    report = gateway.graphql('{ costAnalytics(input: { project_id: "responses-bill" }) '
-                             '{ total_requests total_tokens total_cost } }')["data"]["costAnalytics"]
+    report = gateway.graphql(
+        '{ costAnalytics(input: { project_id: "responses-bill" }) { total_requests total_tokens total_cost } }'
+    )["data"]["costAnalytics"]
     assert report["total_requests"] == 1 and report["total_tokens"] == 1500 and report["total_cost"] > 0
 
 
@@ -108,17 +128,23 @@ def test_a_response_is_billed_like_a_chat_completion(client, upstreams, gateway)
 
 @pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-3-5-sonnet"])
 def test_function_calls_and_their_outputs_round_trip(client, upstreams, model):
-    upstreams["anthropic"].say(Answer("", tool_calls=[("get_weather", {"city": "Paris", "unit": "celsius"})]),
-                               Answer("The tool said: 18C"))
+    upstreams["anthropic"].say(
+        Answer("", tool_calls=[("get_weather", {"city": "Paris", "unit": "celsius"})]), Answer("The tool said: 18C")
+    )
     first = client.responses.create(model=model, input="Weather in Paris?", tools=[WEATHER], store=False)
     call = first.output[-1]
     assert call.type == "function_call" and call.name == "get_weather"
     assert json.loads(call.arguments) == {"city": "Paris", "unit": "celsius"}
     second = client.responses.create(
-        model=model, tools=[WEATHER], store=False,
-        input=[{"role": "user", "content": "Weather in Paris?"},
-               {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
-               {"type": "function_call_output", "call_id": call.call_id, "output": "18C"}])
+        model=model,
+        tools=[WEATHER],
+        store=False,
+        input=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+            {"type": "function_call_output", "call_id": call.call_id, "output": "18C"},
+        ],
+    )
     assert second.output_text == "The tool said: 18C"
 
 
@@ -140,8 +166,7 @@ def test_missing_input_names_the_field(client):
 def test_previous_response_id_continues_a_stored_conversation(client, upstreams):
     upstreams["anthropic"].say(Answer("Nice to meet you, Ada."), Answer("Your name is Ada."))
     first = client.responses.create(model="claude-3-5-sonnet", instructions="Be brief.", input="I am Ada.")
-    second = client.responses.create(model="claude-3-5-sonnet", previous_response_id=first.id,
-                                     input="What is my name?")
+    second = client.responses.create(model="claude-3-5-sonnet", previous_response_id=first.id, input="What is my name?")
     assert second.output_text == "Your name is Ada." and second.previous_response_id == first.id
     sent = upstreams["anthropic"].received[-1].json
     assert "system" not in sent  # instructions are not carried over, as in OpenAI's API
@@ -152,9 +177,12 @@ def test_previous_response_id_continues_a_stored_conversation(client, upstreams)
 def test_a_function_call_output_continues_the_response_that_asked_for_it(client, upstreams):
     first = client.responses.create(model="gpt-4o-mini", input="Weather in Paris?", tools=[WEATHER])
     call = first.output[-1]
-    second = client.responses.create(model="gpt-4o-mini", previous_response_id=first.id, tools=[WEATHER],
-                                     input=[{"type": "function_call_output", "call_id": call.call_id,
-                                             "output": "18C"}])
+    second = client.responses.create(
+        model="gpt-4o-mini",
+        previous_response_id=first.id,
+        tools=[WEATHER],
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18C"}],
+    )
     assert second.output_text == "The tool said: 18C"
     tail = upstreams["openai"].chats()[-1].json["messages"][-2:]
     assert tail[0]["tool_calls"][0]["id"] == call.call_id and tail[1]["tool_call_id"] == call.call_id
@@ -225,8 +253,12 @@ def test_a_streamed_response_is_stored_and_can_be_continued(client, upstreams):
 
 def test_an_error_mid_stream_is_response_failed(gateway, upstreams):
     upstreams["anthropic"].say(Answer("a b c d", error_after=2))
-    with requests.post(gateway.openai_url + "/v1/responses", stream=True, timeout=10,
-                       json={"model": "claude-3-5-sonnet", "input": "Hi", "stream": True}) as response:
+    with requests.post(
+        gateway.openai_url + "/v1/responses",
+        stream=True,
+        timeout=10,
+        json={"model": "claude-3-5-sonnet", "input": "Hi", "stream": True},
+    ) as response:
         events = [json.loads(line[5:]) for line in response.iter_lines() if line.startswith(b"data:")]
     assert events[-1]["type"] == "response.failed"
     assert "Overloaded" in events[-1]["response"]["error"]["message"]
@@ -244,8 +276,12 @@ def test_client_leaving_a_stream_closes_the_upstream(client, upstreams):
 
 
 def test_responses_of_one_client_key_are_hidden_from_another(server_factory, upstreams):
-    server = server_factory(OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=upstreams["openai"].base_url,
-                            OPENAI_API_KEY_REQUIRED="true", CB_API_KEYS="key-one-0123456789,key-two-0123456789")
+    server = server_factory(
+        OPENAI_API_KEY=OPENAI_KEY,
+        OPENAI_BASE_URL=upstreams["openai"].base_url,
+        OPENAI_API_KEY_REQUIRED="true",
+        CB_API_KEYS="key-one-0123456789,key-two-0123456789",
+    )
     one = openai.OpenAI(base_url=server.openai_url + "/v1", api_key="key-one-0123456789", max_retries=0)
     two = openai.OpenAI(base_url=server.openai_url + "/v1", api_key="key-two-0123456789", max_retries=0)
     created = one.responses.create(model="gpt-4o-mini", input="Hi")
@@ -262,9 +298,12 @@ def test_stored_responses_live_in_nats_for_every_worker(server_factory, upstream
     first = client.responses.create(model="gpt-4o-mini", input="Weather in Paris?", tools=[WEATHER])
     call = first.output[-1]
     for _ in range(4):  # whichever worker answers, it finds the stored conversation
-        again = client.responses.create(model="gpt-4o-mini", previous_response_id=first.id, tools=[WEATHER],
-                                        input=[{"type": "function_call_output", "call_id": call.call_id,
-                                                "output": "18C"}])
+        again = client.responses.create(
+            model="gpt-4o-mini",
+            previous_response_id=first.id,
+            tools=[WEATHER],
+            input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18C"}],
+        )
         assert again.output_text == "The tool said: 18C"
         assert client.responses.retrieve(again.id).previous_response_id == first.id
     client.close()

@@ -77,8 +77,9 @@ def test_own_key_makes_an_unconfigured_provider_usable():
     assert pairs(routes) == [("anthropic", "claude-3-haiku-20240307")]
 
 
-@pytest.mark.parametrize("virtual", ["auto", "cb:cost-optimal", "cb:fastest", "cb:smart-chat", "cb:coding",
-                                     "cb:analysis", "cb:creative"])
+@pytest.mark.parametrize(
+    "virtual", ["auto", "cb:cost-optimal", "cb:fastest", "cb:smart-chat", "cb:coding", "cb:analysis", "cb:creative"]
+)
 def test_virtual_models_resolve_only_to_configured_providers(virtual):
     routes = make_router(ANTHROPIC_API_KEY="sk-ant", ROUTER_MAX_ATTEMPTS="10").routes(virtual, RequestContext())
     assert routes
@@ -121,8 +122,9 @@ def test_bare_model_of_an_unreachable_ollama_is_not_found_naming_it():
 
 
 def test_virtual_models_skip_deployments_with_an_open_breaker():
-    router = make_router(OPENAI_API_KEY="sk-o", ANTHROPIC_API_KEY="sk-a", BREAKER_FAILURE_THRESHOLD="1",
-                         ROUTER_MAX_ATTEMPTS="20")
+    router = make_router(
+        OPENAI_API_KEY="sk-o", ANTHROPIC_API_KEY="sk-a", BREAKER_FAILURE_THRESHOLD="1", ROUTER_MAX_ATTEMPTS="20"
+    )
     router.health["openai"].acquire()
     router.health["openai"].record(False, 5)
     assert {r.deployment.id for r in router.routes("auto", RequestContext())} == {"anthropic"}
@@ -202,8 +204,9 @@ def test_load_balanced_splits_sequential_traffic_by_weight():
 
 
 def test_reliability_first_prefers_lowest_recent_error_rate():
-    router = make_router([proxy(priority=5)], OPENAI_API_KEY="sk-o", BREAKER_FAILURE_THRESHOLD="100",
-                         BREAKER_MIN_REQUESTS="100")
+    router = make_router(
+        [proxy(priority=5)], OPENAI_API_KEY="sk-o", BREAKER_FAILURE_THRESHOLD="100", BREAKER_MIN_REQUESTS="100"
+    )
     for ok in (True, False, True, False):
         router.health["openai"].acquire()
         router.health["openai"].record(ok, 10)
@@ -275,7 +278,10 @@ def test_fallback_models_come_after_the_primary_marked_fallback():
     router = make_router([proxy()], OPENAI_API_KEY="sk-o", ANTHROPIC_API_KEY="sk-a")
     routes = router.routes("gpt-4o", RequestContext(fallback_models=["claude-3-haiku", "gemini-1.5-pro"]))
     assert [(r.deployment.id, r.model.id, r.fallback) for r in routes] == [
-        ("openai", "gpt-4o", False), ("proxy", "gpt-4o", False), ("anthropic", "claude-3-haiku-20240307", True)]
+        ("openai", "gpt-4o", False),
+        ("proxy", "gpt-4o", False),
+        ("anthropic", "claude-3-haiku-20240307", True),
+    ]
 
 
 def test_attempts_are_bounded_by_max_attempts():
@@ -366,8 +372,9 @@ def test_failed_probe_opens_the_breaker_for_another_cooldown():
 
 
 def test_error_rate_over_the_window_opens_the_breaker():
-    health = DeploymentHealth(BreakerPolicy(failure_threshold=100, error_rate_threshold=0.5, min_requests=4,
-                                            window_seconds=60))
+    health = DeploymentHealth(
+        BreakerPolicy(failure_threshold=100, error_rate_threshold=0.5, min_requests=4, window_seconds=60)
+    )
     succeed(health, 0)
     fail(health, 1)
     succeed(health, 2)
@@ -415,7 +422,12 @@ def test_example_config_loads(monkeypatch):
     config = load_config(str(ROOT / "examples" / "circuit-breaker.toml"))
     vllm = next(d for d in config.deployments if d.id == "vllm-gpu")
     assert (vllm.provider_type, vllm.base_url, vllm.api_key, vllm.models, vllm.weight) == (
-        "openai_compatible", "http://gpu-box:8000/v1", "sk-vllm-test", ["llama3.2"], 2.0)
+        "openai_compatible",
+        "http://gpu-box:8000/v1",
+        "sk-vllm-test",
+        ["llama3.2"],
+        2.0,
+    )
     assert config.fallbacks["gpt-4o"] == ["claude-3-5-sonnet", "gemini-1.5-pro"]
     assert config.default_strategy == "balanced" and config.max_attempts == 4
 
@@ -441,8 +453,10 @@ def test_config_prices_fallbacks_and_strategy_drive_the_router(tmp_path):
 
 def test_config_deployment_prices_are_read(tmp_path):
     path = tmp_path / "cb.toml"
-    path.write_text('[[deployments]]\nid = "cheap"\ntype = "openai"\nbase_url = "http://127.0.0.1:1/v1"\n'
-                    'prices = { "gpt-4o" = { input = 1.0, output = 4.0 } }\n')
+    path.write_text(
+        '[[deployments]]\nid = "cheap"\ntype = "openai"\nbase_url = "http://127.0.0.1:1/v1"\n'
+        'prices = { "gpt-4o" = { input = 1.0, output = 4.0 } }\n'
+    )
     assert load_config(str(path)).deployments[0].prices == {"gpt-4o": [1.0, 4.0]}
 
 

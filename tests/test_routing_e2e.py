@@ -27,8 +27,9 @@ def chat(server, model="gpt-4o", **extra):
 
 def start_two(server_factory, tmp_path, main, backup, **env):
     config = backup_config(tmp_path, backup.base_url)
-    return server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=main.base_url, BACKUP_OPENAI_KEY=API_KEY,
-                          CB_CONFIG=str(config), **env)
+    return server_factory(
+        OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=main.base_url, BACKUP_OPENAI_KEY=API_KEY, CB_CONFIG=str(config), **env
+    )
 
 
 def test_failover_to_the_next_deployment_bills_once(server_factory, tmp_path, upstreams):
@@ -70,8 +71,12 @@ def test_client_errors_do_not_fail_over(server_factory, tmp_path, upstreams):
 
 def test_breaker_opens_probes_once_after_cooldown_and_closes(server_factory, upstreams):
     main, _ = upstreams
-    server = server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=main.base_url,
-                            BREAKER_FAILURE_THRESHOLD="2", BREAKER_COOLDOWN_SECONDS="1")
+    server = server_factory(
+        OPENAI_API_KEY=API_KEY,
+        OPENAI_BASE_URL=main.base_url,
+        BREAKER_FAILURE_THRESHOLD="2",
+        BREAKER_COOLDOWN_SECONDS="1",
+    )
     main.fail_next(500, {"error": {"message": "down", "type": "server_error"}}, times=3)
     assert chat(server).status_code == 502
     assert server.graphql(HEALTH)["data"]["llmProvider"]["health"]["circuit_state"] == "closed"
@@ -97,15 +102,25 @@ def test_breaker_opens_probes_once_after_cooldown_and_closes(server_factory, ups
 def test_exhausted_budget_refuses_with_insufficient_quota(server_factory, upstreams):
     main, _ = upstreams
     server = server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=main.base_url)
-    result = server.graphql('mutation { setBudget(input: {scope: PROJECT, scope_id: "apollo", limit_usd: 0.0001, '
-                            "period: DAILY, warning_threshold: 0.5}) { is_exhausted } }")
+    result = server.graphql(
+        'mutation { setBudget(input: {scope: PROJECT, scope_id: "apollo", limit_usd: 0.0001, '
+        "period: DAILY, warning_threshold: 0.5}) { is_exhausted } }"
+    )
     assert result["data"]["setBudget"]["is_exhausted"] is False
     headers = {"X-CB-Project": "apollo"}
-    first = requests.post(server.openai_url + "/v1/chat/completions", headers=headers, timeout=30, json={
-        "model": "gpt-4", "messages": [{"role": "user", "content": "Hello"}]})
+    first = requests.post(
+        server.openai_url + "/v1/chat/completions",
+        headers=headers,
+        timeout=30,
+        json={"model": "gpt-4", "messages": [{"role": "user", "content": "Hello"}]},
+    )
     assert first.status_code == 200 and "x-cb-budget-warning" not in first.headers
-    refused = requests.post(server.openai_url + "/v1/chat/completions", headers=headers, timeout=30, json={
-        "model": "gpt-4", "messages": [{"role": "user", "content": "Hello"}]})
+    refused = requests.post(
+        server.openai_url + "/v1/chat/completions",
+        headers=headers,
+        timeout=30,
+        json={"model": "gpt-4", "messages": [{"role": "user", "content": "Hello"}]},
+    )
     assert refused.status_code == 429
     error = refused.json()["error"]
     assert error["code"] == "insufficient_quota" and "PROJECT budget 'apollo'" in error["message"]

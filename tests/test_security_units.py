@@ -80,22 +80,29 @@ def test_settling_replaces_the_estimate_with_real_usage():
 
 
 def test_estimate_counts_prompt_characters_and_max_tokens():
-    body = {"messages": [{"role": "user", "content": "x" * 400}, {"role": "user", "content": [{"text": "y" * 40}]}],
-            "max_tokens": 50}
+    body = {
+        "messages": [{"role": "user", "content": "x" * 400}, {"role": "user", "content": [{"text": "y" * 40}]}],
+        "max_tokens": 50,
+    }
     assert estimate_tokens(body) == 110 + 50
 
 
-@pytest.mark.parametrize("body", [{"messages": True}, {"messages": [None, 3]}, {"input": {"a": 1}}, {"max_tokens": "9"}])
+@pytest.mark.parametrize(
+    "body", [{"messages": True}, {"messages": [None, 3]}, {"input": {"a": 1}}, {"max_tokens": "9"}]
+)
 def test_estimate_survives_malformed_bodies(body):
     assert estimate_tokens(body) == 0
 
 
-@pytest.mark.parametrize("text", [
-    "Authorization: Bearer abcdefgh12345678",
-    '{"headers": {"api-key": "hunter2hunter2"}}',
-    "Incorrect API key provided: sk-proj-abcdefghijkl",
-    "https://generativelanguage.googleapis.com/v1beta/models?key=AIzaSyABCDEFGHIJKLMNOP",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Authorization: Bearer abcdefgh12345678",
+        '{"headers": {"api-key": "hunter2hunter2"}}',
+        "Incorrect API key provided: sk-proj-abcdefghijkl",
+        "https://generativelanguage.googleapis.com/v1beta/models?key=AIzaSyABCDEFGHIJKLMNOP",
+    ],
+)
 def test_scrub_removes_key_shaped_strings(text):
     assert "[REDACTED]" in scrub(text)
     for secret in ("abcdefgh12345678", "hunter2hunter2", "sk-proj-abcdefghijkl", "AIzaSyABCDEFGHIJKLMNOP"):

@@ -47,8 +47,9 @@ def wait_until(check, timeout: float = 10.0):
 
 
 def analytics(server) -> dict:
-    answer = server.graphql("{ costAnalytics { total_cost total_requests prompt_tokens cached_tokens "
-                            "unpriced_requests model_breakdown } }")
+    answer = server.graphql(
+        "{ costAnalytics { total_cost total_requests prompt_tokens cached_tokens unpriced_requests model_breakdown } }"
+    )
     assert "errors" not in answer, answer
     return answer["data"]["costAnalytics"]
 
@@ -96,8 +97,9 @@ def test_the_messages_and_responses_apis_accept_the_bare_and_the_prefixed_name(s
     claude_client = anthropic.Anthropic(base_url=server.openai_url, api_key="unused", max_retries=0)
     with client_for(server) as client:
         for name in (LLAMA, f"openai/{LLAMA}"):
-            message = claude_client.messages.create(model=name, max_tokens=50,
-                                                    messages=[{"role": "user", "content": "Hi"}])
+            message = claude_client.messages.create(
+                model=name, max_tokens=50, messages=[{"role": "user", "content": "Hi"}]
+            )
             assert message.content[0].text == vllm.reply
             response = client.responses.create(model=name, input="Hi", store=False)
             assert response.output_text == vllm.reply
@@ -105,8 +107,10 @@ def test_the_messages_and_responses_apis_accept_the_bare_and_the_prefixed_name(s
 
 
 def test_embeddings_of_a_listed_embedding_model_under_both_names(server_factory):
-    with VLLMUpstream(models={"BAAI/bge-small-en-v1.5": 512}) as vllm, \
-            client_for(server_factory(OPENAI_BASE_URL=vllm.base_url)) as client:
+    with (
+        VLLMUpstream(models={"BAAI/bge-small-en-v1.5": 512}) as vllm,
+        client_for(server_factory(OPENAI_BASE_URL=vllm.base_url)) as client,
+    ):
         for name in ("BAAI/bge-small-en-v1.5", "openai/BAAI/bge-small-en-v1.5"):
             answer = client.embeddings.create(model=name, input=["a token", "a place"])
             assert len(answer.data) == 2 and answer.data[0].embedding
@@ -134,7 +138,8 @@ def test_virtual_models_route_only_to_served_models_and_cost_nothing(server_fact
     with client_for(server) as client:
         for name in ("auto", "cb:cost-optimal", "cb:fastest"):
             answer = client.chat.completions.with_raw_response.create(
-                model=name, messages=[{"role": "user", "content": "Hi"}])
+                model=name, messages=[{"role": "user", "content": "Hi"}]
+            )
             assert answer.headers["x-cb-model"] == LLAMA
     assert {c.json["model"] for c in vllm.chats()} == {LLAMA}
     report = analytics(server)
@@ -165,8 +170,14 @@ def test_cached_tokens_reach_the_client_in_json_and_streams(server_factory, vllm
     with client_for(server) as client:
         first = client.chat.completions.create(model=LLAMA, messages=conversation("What is a token?"))
         second = client.chat.completions.create(model=LLAMA, messages=conversation("What is a place?"))
-        chunks = list(client.chat.completions.create(model=LLAMA, messages=conversation("And a transition?"),
-                                                     stream=True, stream_options={"include_usage": True}))
+        chunks = list(
+            client.chat.completions.create(
+                model=LLAMA,
+                messages=conversation("And a transition?"),
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
     assert first.usage.prompt_tokens_details.cached_tokens == 0
     cached = second.usage.prompt_tokens_details.cached_tokens
     assert cached > 0 and cached % 16 == 0 and cached < second.usage.prompt_tokens
@@ -181,13 +192,25 @@ def test_configured_prices_apply_to_discovered_models_with_their_cached_rate(ser
     config.write_text(f'[prices]\n"{LLAMA}" = {{ input = 1.0, output = 2.0, cached_input = 0.25 }}\n')
     server = server_factory(OPENAI_BASE_URL=vllm.base_url, CB_CONFIG=str(config))
     entry = listed(server)[LLAMA]
-    assert (entry["priced"], entry["input_price_per_million"], entry["cached_input_price_per_million"]) == \
-        (True, 1.0, 0.25)
+    assert (entry["priced"], entry["input_price_per_million"], entry["cached_input_price_per_million"]) == (
+        True,
+        1.0,
+        0.25,
+    )
     with client_for(server) as client:
-        usages = [client.chat.completions.create(model="auto", messages=conversation(q)).usage
-                  for q in ("What is a token?", "What is a place?")]
-    expected = sum((u.prompt_tokens - u.prompt_tokens_details.cached_tokens) * 1.0
-                   + u.prompt_tokens_details.cached_tokens * 0.25 + u.completion_tokens * 2.0 for u in usages) / 1e6
+        usages = [
+            client.chat.completions.create(model="auto", messages=conversation(q)).usage
+            for q in ("What is a token?", "What is a place?")
+        ]
+    expected = (
+        sum(
+            (u.prompt_tokens - u.prompt_tokens_details.cached_tokens) * 1.0
+            + u.prompt_tokens_details.cached_tokens * 0.25
+            + u.completion_tokens * 2.0
+            for u in usages
+        )
+        / 1e6
+    )
     report = analytics(server)
     assert usages[1].prompt_tokens_details.cached_tokens > 0
     assert report["total_cost"] == pytest.approx(expected, abs=1e-10)
@@ -209,10 +232,14 @@ def test_llama_cpp_chats_and_streams_with_cached_tokens_of_its_slot(server_facto
     server = server_factory(OPENAI_BASE_URL=llama_cpp.base_url)
     with client_for(server) as client:
         first = client.chat.completions.create(model="auto", messages=conversation("Hello"))
-        chunks = list(client.chat.completions.create(
-            model=f"openai/{llama_cpp.alias}", messages=conversation("Hello", first.choices[0].message.content,
-                                                                     "Tell me more"),
-            stream=True, stream_options={"include_usage": True}))
+        chunks = list(
+            client.chat.completions.create(
+                model=f"openai/{llama_cpp.alias}",
+                messages=conversation("Hello", first.choices[0].message.content, "Tell me more"),
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
     assert first.choices[0].message.content == llama_cpp.reply
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == llama_cpp.reply
     usage = chunks[-1].usage
@@ -225,7 +252,8 @@ def test_a_deployment_added_over_graphql_is_discovered_and_priced(server_factory
     added = server.graphql(
         'mutation($url: String, $p: JSON) { configureLlmProvider(input: {id: "laptop", provider_type: '
         '"openai_compatible", base_url: $url, prices: $p}) { id } }',
-        {"url": llama_cpp.base_url, "p": {llama_cpp.alias: {"input": 0.1, "output": 0.3}}})
+        {"url": llama_cpp.base_url, "p": {llama_cpp.alias: {"input": 0.1, "output": 0.3}}},
+    )
     assert added.get("data", {}).get("configureLlmProvider", {}).get("id") == "laptop", added
     name = f"laptop/{llama_cpp.alias}"
     entry = wait_until(lambda: listed(server).get(name))

@@ -100,6 +100,10 @@ def test_flask_shell_has_settings_and_services(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "app", "shell"],
         input="print(type(settings).__name__, services.storage.backend)\n",
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
     )
     assert "Settings memory" in result.stdout

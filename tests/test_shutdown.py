@@ -22,8 +22,9 @@ def _read_stream(url: str, rid: str, results: dict, started: threading.Semaphore
     body = {"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
     frames: list[str] = []
     try:
-        with requests.post(url + "/v1/chat/completions", json=body, stream=True, timeout=30,
-                           headers={"X-Request-ID": rid}) as response:
+        with requests.post(
+            url + "/v1/chat/completions", json=body, stream=True, timeout=30, headers={"X-Request-ID": rid}
+        ) as response:
             for line in response.iter_lines():
                 if line.startswith(b"data: "):
                     if not frames:
@@ -52,8 +53,10 @@ def _usage_records(nats_url: str, prefix: str) -> list[dict]:
         try:
             js = client.jetstream()
             info = await js.stream_info(f"{prefix}_usage")
-            return [json.loads((await js.get_msg(f"{prefix}_usage", seq)).data)
-                    for seq in range(info.state.first_seq, info.state.last_seq + 1)]
+            return [
+                json.loads((await js.get_msg(f"{prefix}_usage", seq)).data)
+                for seq in range(info.state.first_seq, info.state.last_seq + 1)
+            ]
         finally:
             await client.close()
 
@@ -64,13 +67,21 @@ def test_sigterm_finishes_or_cleanly_ends_every_stream_and_keeps_every_usage_rec
     with OpenAIUpstream() as upstream:
         for i in range(STREAMS):  # half finish within the grace period, half cannot
             upstream.slow_next(0.05 if i % 2 == 0 else 1.0)
-        server = server_factory("nats", WEB_CONCURRENCY=2, GRACEFUL_TIMEOUT=GRACE, OPENAI_API_KEY=API_KEY,
-                                OPENAI_BASE_URL=upstream.base_url, ENVIRONMENT="production")
+        server = server_factory(
+            "nats",
+            WEB_CONCURRENCY=2,
+            GRACEFUL_TIMEOUT=GRACE,
+            OPENAI_API_KEY=API_KEY,
+            OPENAI_BASE_URL=upstream.base_url,
+            ENVIRONMENT="production",
+        )
         prefix = server.env["NATS_PREFIX"]
         results: dict[str, list[str]] = {}
         started = threading.Semaphore(0)
-        clients = [threading.Thread(target=_read_stream, args=(server.openai_url, f"drain-{i}", results, started))
-                   for i in range(STREAMS)]
+        clients = [
+            threading.Thread(target=_read_stream, args=(server.openai_url, f"drain-{i}", results, started))
+            for i in range(STREAMS)
+        ]
         for client in clients:
             client.start()
         for _ in range(STREAMS):

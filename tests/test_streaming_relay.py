@@ -22,11 +22,20 @@ from tests.upstreams.openai_server import API_KEY, REPLY, OpenAIUpstream
 ID = "chatcmpl-abc123"
 
 
-def upstream_events(model: str = "gpt-4o-mini-2024-07-18", usage_null: bool = True, compact: bool = True) -> list[bytes]:
+def upstream_events(
+    model: str = "gpt-4o-mini-2024-07-18", usage_null: bool = True, compact: bool = True
+) -> list[bytes]:
     """An OpenAI stream as OpenAI sends it when asked for include_usage."""
+
     def event(choices, **extra):
-        body = {"id": ID, "object": "chat.completion.chunk", "created": 1700000000, "model": model,
-                "system_fingerprint": "fp_1", "choices": choices}
+        body = {
+            "id": ID,
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": model,
+            "system_fingerprint": "fp_1",
+            "choices": choices,
+        }
         if usage_null:
             body["usage"] = None
         body.update(extra)
@@ -35,10 +44,13 @@ def upstream_events(model: str = "gpt-4o-mini-2024-07-18", usage_null: bool = Tr
     def delta(d, finish=None):
         return [{"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}]
 
-    return [event(delta({"role": "assistant", "content": "", "refusal": None})),
-            event(delta({"content": "Grüße"})), event(delta({"content": " \"model\":\"x\""})),
-            event(delta({}, "stop")),
-            event([], usage={"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12})]
+    return [
+        event(delta({"role": "assistant", "content": "", "refusal": None})),
+        event(delta({"content": "Grüße"})),
+        event(delta({"content": ' "model":"x"'})),
+        event(delta({}, "stop")),
+        event([], usage={"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}),
+    ]
 
 
 def client_sees(model: str, include_usage: bool, events: list[bytes]) -> tuple[list[dict], list[bytes], object]:
@@ -88,7 +100,10 @@ def test_without_include_usage_no_chunk_carries_usage():
 def test_an_upstream_that_serialises_differently_gets_the_same_chunks_by_rendering(events):
     rendered, _, _ = client_sees("openai/gpt-4", True, events)
     assert [c["choices"][0]["delta"].get("content") for c in rendered[:3]] == ["", "Grüße", ' "model":"x"']
-    assert rendered[0]["choices"][0]["delta"]["role"] == "assistant" and rendered[3]["choices"][0]["finish_reason"] == "stop"
+    assert (
+        rendered[0]["choices"][0]["delta"]["role"] == "assistant"
+        and rendered[3]["choices"][0]["finish_reason"] == "stop"
+    )
     assert {c["model"] for c in rendered} == {"openai/gpt-4"}
     assert all(c["usage"] is None for c in rendered[:-1]) and rendered[-1]["usage"]["total_tokens"] == 12
 
@@ -117,8 +132,9 @@ def upstream():
 
 @pytest.fixture(scope="module")
 def api(upstream, tmp_path_factory):
-    server = Server(tmp_path_factory.mktemp("relay"), env={"OPENAI_API_KEY": API_KEY,
-                                                            "OPENAI_BASE_URL": upstream.base_url})
+    server = Server(
+        tmp_path_factory.mktemp("relay"), env={"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstream.base_url}
+    )
     server.start()
     yield server
     server.stop()
@@ -126,8 +142,14 @@ def api(upstream, tmp_path_factory):
 
 def test_a_relayed_stream_reads_as_the_model_the_client_named(api, upstream):
     client = openai.OpenAI(base_url=api.openai_url + "/v1", api_key="unused")
-    chunks = list(client.chat.completions.create(model="openai/gpt-4", messages=[{"role": "user", "content": "Hi"}],
-                                                 stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="openai/gpt-4",
+            messages=[{"role": "user", "content": "Hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert upstream.chats()[-1].json["model"] == "gpt-4"
     assert {c.model for c in chunks} == {"openai/gpt-4"}
     assert len({c.id for c in chunks}) == 1
@@ -136,9 +158,13 @@ def test_a_relayed_stream_reads_as_the_model_the_client_named(api, upstream):
 
 
 def test_a_relayed_stream_is_billed_with_the_upstreams_usage(api, upstream):
-    response = requests.post(api.openai_url + "/v1/chat/completions", timeout=10, stream=True,
-                             headers={"X-Request-ID": "relay-usage-1"},
-                             json={"model": "gpt-4", "stream": True, "messages": [{"role": "user", "content": "Hi"}]})
+    response = requests.post(
+        api.openai_url + "/v1/chat/completions",
+        timeout=10,
+        stream=True,
+        headers={"X-Request-ID": "relay-usage-1"},
+        json={"model": "gpt-4", "stream": True, "messages": [{"role": "user", "content": "Hi"}]},
+    )
     body = response.content
     assert b'"usage"' not in body and body.endswith(b"data: [DONE]\n\n")
     line = next(x for x in api.logs().splitlines() if "usage_status=" in x and "relay-usage-1" in x)

@@ -64,8 +64,9 @@ def client(memory_api):
 
 
 def new_token(api: Server, workflow: str = "document_review", **fields) -> str:
-    result = api.graphql("mutation($i: CreateTokenInput!) { createToken(input: $i) { id } }",
-                         {"i": {"workflow_id": workflow, **fields}})
+    result = api.graphql(
+        "mutation($i: CreateTokenInput!) { createToken(input: $i) { id } }", {"i": {"workflow_id": workflow, **fields}}
+    )
     return result["data"]["createToken"]["id"]
 
 
@@ -79,8 +80,8 @@ def fire(api: Server, token: str, transition: str) -> dict:
 def new_workflow(api: Server) -> str:
     workflow = "w_" + uuid.uuid4().hex[:8]
     api.graphql(
-        "mutation($w: ID!) { createWorkflow(input: { id: $w, name: \"W\", places: [\"a\", \"b\"], initial_place: \"a\", "
-        "transitions: [{ id: \"go\", from_places: [\"a\"], to_place: \"b\" }] }) { id } }",
+        'mutation($w: ID!) { createWorkflow(input: { id: $w, name: "W", places: ["a", "b"], initial_place: "a", '
+        'transitions: [{ id: "go", from_places: ["a"], to_place: "b" }] }) { id } }',
         {"w": workflow},
     )
     return workflow
@@ -129,7 +130,12 @@ def test_token_updates_reach_a_gql_client_over_graphql_transport_ws(api):
             return first, second
 
     first, second = asyncio.run(scenario())
-    assert first == {"id": token, "place": "pending_review", "data": {"title": "Live"}, "history": [{"transition": "submit"}]}
+    assert first == {
+        "id": token,
+        "place": "pending_review",
+        "data": {"title": "Live"},
+        "history": [{"transition": "submit"}],
+    }
     assert second["place"] == "reviewed"
     assert [h["transition"] for h in second["history"]] == ["submit", "review"]
 
@@ -148,8 +154,12 @@ def test_workflow_events_reach_a_legacy_graphql_ws_client(api):
         fire(api, token, "go")
         moved = ws.result("events")["data"]["workflowEvents"]
         assert {k: moved[k] for k in ("type", "workflow_id", "token_id", "transition", "from_place", "to_place")} == {
-            "type": "token_transitioned", "workflow_id": workflow, "token_id": token, "transition": "go",
-            "from_place": "a", "to_place": "b",
+            "type": "token_transitioned",
+            "workflow_id": workflow,
+            "token_id": token,
+            "transition": "go",
+            "from_place": "a",
+            "to_place": "b",
         }
         assert moved["timestamp"].endswith("Z")
         ws.stop("events")
@@ -187,7 +197,7 @@ def test_ping_gets_pong_with_its_payload(client):
 
 def test_a_query_over_the_socket_gets_next_then_complete(client):
     ws = client()
-    ws.subscribe("q", "{ workflow(id: \"document_review\") { name } }")
+    ws.subscribe("q", '{ workflow(id: "document_review") { name } }')
     assert ws.result("q") == {"data": {"workflow": {"name": "Document Review Process"}}}
     assert ws.expect("complete", "q") == {"type": "complete", "id": "q"}
 
@@ -201,7 +211,7 @@ def test_an_invalid_document_errors_one_operation_and_spares_the_others(client, 
     assert error["payload"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
     ws.subscribe("syntax", "subscription {")
     assert "Syntax Error" in ws.expect("error", "syntax")["payload"][0]["message"]
-    ws.subscribe("badarg", "subscription { workflowEvents(workflow_id: \"a.>\") { type } }")
+    ws.subscribe("badarg", 'subscription { workflowEvents(workflow_id: "a.>") { type } }')
     assert ws.expect("error", "badarg")["payload"][0]["extensions"]["code"] == "VALIDATION_ERROR"
     new_token(memory_api, workflow)
     assert ws.result("good")["data"]["workflowEvents"]["type"] == "token_created"
@@ -333,7 +343,7 @@ def test_legacy_start_before_init_is_an_error(client):
 
 def test_legacy_query_gets_data_then_complete(client):
     ws = client(LEGACY_WS)
-    ws.subscribe("q", "{ workflow(id: \"software_deployment\") { initial_place } }")
+    ws.subscribe("q", '{ workflow(id: "software_deployment") { initial_place } }')
     assert ws.result("q") == {"data": {"workflow": {"initial_place": "development"}}}
     assert ws.expect("complete", "q")["id"] == "q"
 
@@ -345,6 +355,7 @@ def test_legacy_connection_terminate_closes(client):
 
 
 # -- a subscriber that falls behind: every event in order, or an end that says how many it missed --
+
 
 def _blocked_subscription(emitted: list, failures: list):
     """A workflowEvents subscription on a memory bus whose client takes nothing until released."""
@@ -373,8 +384,10 @@ def _publish(bus, first: int, count: int) -> None:
     from cb.workflow import event_subject
 
     for n in range(first, first + count):
-        bus.publish(event_subject("w1", f"t{n}"), {"type": "token_created", "workflow_id": "w1", "token_id": f"t{n}",
-                                                "timestamp": "2026-01-01T00:00:00Z"})
+        bus.publish(
+            event_subject("w1", f"t{n}"),
+            {"type": "token_created", "workflow_id": "w1", "token_id": f"t{n}", "timestamp": "2026-01-01T00:00:00Z"},
+        )
     gevent.sleep(0.05)  # the bus hands the events over
 
 

@@ -56,8 +56,9 @@ def transport(**env) -> Transport:
 
 def chat(t: Transport, base_url: str, stream: bool = False) -> str:
     deployment = Deployment("openai", "openai", base_url, API_KEY)
-    call = OPENAI.chat_call(deployment, ChatRequest(model="gpt-4", messages=[Message("user", "Hi")], stream=stream),
-                            "gpt-4")
+    call = OPENAI.chat_call(
+        deployment, ChatRequest(model="gpt-4", messages=[Message("user", "Hi")], stream=stream), "gpt-4"
+    )
     if not stream:
         return t.json(deployment, call, OPENAI)["choices"][0]["message"]["content"]
     response = t.open(deployment, call, OPENAI)
@@ -67,10 +68,12 @@ def chat(t: Transport, base_url: str, stream: bool = False) -> str:
 # -- through the gateway, as a user sees it ----------------------------------------------
 
 
-def test_an_https_provider_signed_by_a_private_ca_is_trusted_through_requests_ca_bundle(server_factory, ca,
-                                                                                      tls_upstream):
-    server = server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=tls_upstream.base_url,
-                            REQUESTS_CA_BUNDLE=str(ca.ca_path))
+def test_an_https_provider_signed_by_a_private_ca_is_trusted_through_requests_ca_bundle(
+    server_factory, ca, tls_upstream
+):
+    server = server_factory(
+        OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=tls_upstream.base_url, REQUESTS_CA_BUNDLE=str(ca.ca_path)
+    )
     client = openai.OpenAI(base_url=server.openai_url + "/v1", api_key="unused")
     answer = client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "Hi"}])
     assert answer.choices[0].message.content == REPLY
@@ -79,12 +82,17 @@ def test_an_https_provider_signed_by_a_private_ca_is_trusted_through_requests_ca
 
 
 def test_https_to_a_provider_goes_through_the_proxy_tunnel_from_https_proxy(server_factory, ca, tls_upstream, proxy):
-    server = server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=tls_upstream.base_url,
-                            REQUESTS_CA_BUNDLE=str(ca.ca_path), HTTPS_PROXY=proxy.url)
+    server = server_factory(
+        OPENAI_API_KEY=API_KEY,
+        OPENAI_BASE_URL=tls_upstream.base_url,
+        REQUESTS_CA_BUNDLE=str(ca.ca_path),
+        HTTPS_PROXY=proxy.url,
+    )
     client = openai.OpenAI(base_url=server.openai_url + "/v1", api_key="unused")
     for stream in (False, True, False, True, False):
-        answer = client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "Hi"}],
-                                                stream=stream)
+        answer = client.chat.completions.create(
+            model="gpt-4", messages=[{"role": "user", "content": "Hi"}], stream=stream
+        )
         if stream:
             assert "".join(c.choices[0].delta.content or "" for c in answer if c.choices) == REPLY
         else:
@@ -115,8 +123,10 @@ def test_requests_ca_bundle_wins_over_ssl_cert_file(ca, tls_upstream, tmp_path):
     other = TestCA(tmp_path, "another CA")
     with pytest.raises(UpstreamError, match="could not reach"):
         chat(transport(REQUESTS_CA_BUNDLE=str(other.ca_path), SSL_CERT_FILE=str(ca.ca_path)), tls_upstream.base_url)
-    assert chat(transport(REQUESTS_CA_BUNDLE=str(ca.ca_path), SSL_CERT_FILE=str(other.ca_path)),
-                tls_upstream.base_url) == REPLY
+    assert (
+        chat(transport(REQUESTS_CA_BUNDLE=str(ca.ca_path), SSL_CERT_FILE=str(other.ca_path)), tls_upstream.base_url)
+        == REPLY
+    )
 
 
 def test_http_is_forwarded_by_http_proxy_with_its_credentials(upstream):
@@ -160,8 +170,9 @@ def test_connections_are_kept_alive_between_calls(ca, tls_upstream, proxy):
 def test_a_stream_closed_early_does_not_return_its_connection_half_read(upstream):
     t = transport()
     deployment = Deployment("openai", "openai", upstream.base_url, API_KEY)
-    call = OPENAI.chat_call(deployment, ChatRequest(model="gpt-4", messages=[Message("user", "Hi")], stream=True),
-                            "gpt-4")
+    call = OPENAI.chat_call(
+        deployment, ChatRequest(model="gpt-4", messages=[Message("user", "Hi")], stream=True), "gpt-4"
+    )
     response = t.open(deployment, call, OPENAI)
     lines = t.lines(response, OPENAI)
     next(lines)
@@ -191,12 +202,15 @@ def test_the_connect_time_guard_checks_the_address_actually_reached(upstream, mo
     assert upstream.received == []
 
 
-@pytest.mark.parametrize("env, named", [
-    ({"HTTPS_PROXY": "socks5://127.0.0.1:1080"}, "HTTPS_PROXY"),
-    ({"http_proxy": "http://"}, "http_proxy"),
-    ({"REQUESTS_CA_BUNDLE": "/nonexistent/ca.pem"}, "REQUESTS_CA_BUNDLE"),
-    ({"SSL_CERT_FILE": "/nonexistent/ca.pem"}, "SSL_CERT_FILE"),
-])
+@pytest.mark.parametrize(
+    "env, named",
+    [
+        ({"HTTPS_PROXY": "socks5://127.0.0.1:1080"}, "HTTPS_PROXY"),
+        ({"http_proxy": "http://"}, "http_proxy"),
+        ({"REQUESTS_CA_BUNDLE": "/nonexistent/ca.pem"}, "REQUESTS_CA_BUNDLE"),
+        ({"SSL_CERT_FILE": "/nonexistent/ca.pem"}, "SSL_CERT_FILE"),
+    ],
+)
 def test_bad_proxy_or_ca_settings_stop_start_up_with_one_line(env, named):
     with pytest.raises(ConfigError, match=named):
         Settings.from_env(env, dotenv=None)

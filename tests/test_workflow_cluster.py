@@ -35,8 +35,11 @@ def test_fifty_clients_racing_approve_and_reject_leave_exactly_one_winner(server
             with requests.Session() as session:
                 session.post(server.graphql_url + "/health", timeout=10)  # connect before the race
                 barrier.wait()
-                body = session.post(server.graphql_url + "/graphql", timeout=30,
-                                    json={"query": FIRE, "variables": {"t": token, "x": transition}}).json()
+                body = session.post(
+                    server.graphql_url + "/graphql",
+                    timeout=30,
+                    json={"query": FIRE, "variables": {"t": token, "x": transition}},
+                ).json()
             if body.get("errors"):
                 outcomes.append((transition, body["errors"][0]["extensions"]["code"]))
             else:

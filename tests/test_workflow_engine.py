@@ -32,8 +32,15 @@ def engine():
     storage = RacingStorage()
     engine = WorkflowEngine(storage, EventBus(storage))
     engine.load_defaults()
-    engine.create_workflow(Workflow(id="loop", name="Loop", places=("a",), initial_place="a",
-                                    transitions=(Transition("touch", "Touch", ("a",), "a"),)))
+    engine.create_workflow(
+        Workflow(
+            id="loop",
+            name="Loop",
+            places=("a",),
+            initial_place="a",
+            transitions=(Transition("touch", "Touch", ("a",), "a"),),
+        )
+    )
     return engine
 
 

@@ -29,11 +29,25 @@ def ok(body: dict) -> dict:
 def line_workflow(server: Server, steps: int = 1) -> str:
     workflow_id = f"line-{uuid.uuid4().hex[:8]}"
     places = [f"p{i}" for i in range(steps + 1)]
-    transitions = [{"id": "go" if i == 0 else f"go{i}", "name": "go", "from_places": [places[i]], "to_place": places[i + 1]}
-                   for i in range(steps)]
+    transitions = [
+        {"id": "go" if i == 0 else f"go{i}", "name": "go", "from_places": [places[i]], "to_place": places[i + 1]}
+        for i in range(steps)
+    ]
     query = "mutation($i: CreateWorkflowInput!) { createWorkflow(input: $i) { id } }"
-    ok(server.graphql(query, {"i": {"id": workflow_id, "name": workflow_id, "places": places,
-                                    "initial_place": "p0", "transitions": transitions}}))
+    ok(
+        server.graphql(
+            query,
+            {
+                "i": {
+                    "id": workflow_id,
+                    "name": workflow_id,
+                    "places": places,
+                    "initial_place": "p0",
+                    "transitions": transitions,
+                }
+            },
+        )
+    )
     return workflow_id
 
 
@@ -45,8 +59,11 @@ def new_tokens(server: Server, workflow_id: str, count: int) -> list[str]:
 def two_workers(request, tmp_path_factory):
     nats = request.getfixturevalue("nats_server")
     prefix = Server.fresh_namespace()
-    server = Server(tmp_path_factory.mktemp("scale"), backend="nats",
-                    env={"NATS_URL": nats.url, "NATS_PREFIX": prefix, "WEB_CONCURRENCY": "2"})
+    server = Server(
+        tmp_path_factory.mktemp("scale"),
+        backend="nats",
+        env={"NATS_URL": nats.url, "NATS_PREFIX": prefix, "WEB_CONCURRENCY": "2"},
+    )
     server.start()
     yield server
     server.stop()
@@ -117,14 +134,21 @@ def test_tokens_stored_before_the_index_existed_are_listed_after_an_upgrade(nats
     old = NatsStorage(nats_server.url, prefix=prefix)  # write tokens exactly as the previous version did
     old.connect()
     try:
-        stored = [Token(id=str(uuid.uuid4()), workflow_id="document_review", place="draft", data={"n": i})
-                  for i in range(5)]
+        stored = [
+            Token(id=str(uuid.uuid4()), workflow_id="document_review", place="draft", data={"n": i}) for i in range(5)
+        ]
         for token in stored:
             old.create("tokens", token.id, token.to_dict())
     finally:
         old.close()
-    servers = [Server(tmp_path / f"s{i}", backend="nats", env={"NATS_URL": nats_server.url, "NATS_PREFIX": prefix,
-                                                              "WEB_CONCURRENCY": "2"}) for i in range(2)]
+    servers = [
+        Server(
+            tmp_path / f"s{i}",
+            backend="nats",
+            env={"NATS_URL": nats_server.url, "NATS_PREFIX": prefix, "WEB_CONCURRENCY": "2"},
+        )
+        for i in range(2)
+    ]
     for server in servers:  # two servers (four workers) migrate at once
         (tmp_path / server.workdir.name).mkdir(exist_ok=True)
         server.start(wait=False)
@@ -133,8 +157,12 @@ def test_tokens_stored_before_the_index_existed_are_listed_after_an_upgrade(nats
             server.wait_healthy()
         listed = ok(servers[0].graphql(TOKENS, {"w": "document_review", "p": "draft"}))["tokens"]
         assert sorted(t["id"] for t in listed) == sorted(t.id for t in stored)
-        moved = ok(servers[1].graphql('mutation($t: ID!) { fireTransition(input: {token_id: $t, '
-                                      'transition_id: "submit"}) { place } }', {"t": stored[0].id}))
+        moved = ok(
+            servers[1].graphql(
+                'mutation($t: ID!) { fireTransition(input: {token_id: $t, transition_id: "submit"}) { place } }',
+                {"t": stored[0].id},
+            )
+        )
         assert moved["fireTransition"]["place"] == "pending_review"
         assert len(ok(servers[0].graphql(TOKENS, {"w": "document_review", "p": "draft"}))["tokens"]) == 4
     finally:
@@ -184,8 +212,14 @@ def test_the_newest_executions_come_with_last_still_oldest_first(storage):
     store = ExecutionStore(storage, EventBus(storage))
     made = []
     for i in range(5):
-        execution = Execution(id=f"x{i}-{uuid.uuid4().hex[:6]}", agent_id="a", workflow_id="w", place="p",
-                              token_id=f"t{i % 2}", created_at=f"2026-01-01T00:00:0{i}.000Z")
+        execution = Execution(
+            id=f"x{i}-{uuid.uuid4().hex[:6]}",
+            agent_id="a",
+            workflow_id="w",
+            place="p",
+            token_id=f"t{i % 2}",
+            created_at=f"2026-01-01T00:00:0{i}.000Z",
+        )
         assert store.create(execution)
         made.append(execution.id)
     assert [x.id for x in store.list(last=2)] == made[3:]
@@ -225,8 +259,15 @@ def test_a_workflow_deleted_and_created_again_elsewhere_is_fired_by_its_new_defi
         mine, theirs = WorkflowEngine(here, EventBus(here)), WorkflowEngine(there, EventBus(there))
 
         def define(engine: WorkflowEngine, transition: str, to_place: str) -> None:
-            engine.create_workflow(Workflow(id="again", name="again", places=("start", to_place), initial_place="start",
-                                            transitions=(Transition(transition, transition, ("start",), to_place),)))
+            engine.create_workflow(
+                Workflow(
+                    id="again",
+                    name="again",
+                    places=("start", to_place),
+                    initial_place="start",
+                    transitions=(Transition(transition, transition, ("start",), to_place),),
+                )
+            )
 
         define(theirs, "go", "done")
         assert mine.fire(mine.create_token("again").id, "go").place == "done"  # this worker keeps the definition

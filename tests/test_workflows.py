@@ -131,8 +131,12 @@ def test_guide_create_token_stores_the_decoded_json_object(api):
 
 
 def test_guide_examples_work_over_curl_style_raw_json(api):
-    response = requests.post(api.graphql_url + "/graphql", data='{"query": "{ workflows { id } }"}',
-                             headers={"Content-Type": "application/json"}, timeout=10)
+    response = requests.post(
+        api.graphql_url + "/graphql",
+        data='{"query": "{ workflows { id } }"}',
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
     assert response.status_code == 200
     assert {"id": "document_review"} in response.json()["data"]["workflows"]
 
@@ -176,8 +180,9 @@ def test_firing_from_the_wrong_place_says_where_the_token_is(api):
     assert codes(result) == ["TRANSITION_NOT_ENABLED"]
     message = result["errors"][0]["message"]
     assert "'draft'" in message and "'reviewed'" in message
-    assert data_of(api.graphql("query($id: ID!) { token(id: $id) { place history { transition } } }",
-                               {"id": token["id"]}))["token"] == {"place": "draft", "history": []}
+    assert data_of(
+        api.graphql("query($id: ID!) { token(id: $id) { place history { transition } } }", {"id": token["id"]})
+    )["token"] == {"place": "draft", "history": []}
 
 
 def test_a_failed_guard_names_the_condition_and_leaves_the_token(api):
@@ -198,11 +203,27 @@ def test_a_guard_sees_the_data_given_with_the_firing(api):
 
 def test_a_guard_can_read_metadata(api):
     workflow = unique("guarded")
-    data_of(api.graphql(CREATE_WORKFLOW, {"input": {
-        "id": workflow, "name": "Guarded", "places": ["a", "b"], "initial_place": "a",
-        "transitions": [{"id": "go", "from_places": ["a"], "to_place": "b",
-                         "conditions": ["metadata.owner == 'ops' and priority >= 2"]}],
-    }}))
+    data_of(
+        api.graphql(
+            CREATE_WORKFLOW,
+            {
+                "input": {
+                    "id": workflow,
+                    "name": "Guarded",
+                    "places": ["a", "b"],
+                    "initial_place": "a",
+                    "transitions": [
+                        {
+                            "id": "go",
+                            "from_places": ["a"],
+                            "to_place": "b",
+                            "conditions": ["metadata.owner == 'ops' and priority >= 2"],
+                        }
+                    ],
+                }
+            },
+        )
+    )
     blocked = new_token(api, workflow, data={"priority": 3}, metadata={"owner": "dev"})
     assert codes(fire(api, blocked["id"], "go")) == ["CONDITION_FAILED"]
     allowed = new_token(api, workflow, data={"priority": 3}, metadata={"owner": "ops"})
@@ -211,7 +232,9 @@ def test_a_guard_can_read_metadata(api):
 
 def test_available_transitions_follow_place_and_guards(api):
     token = new_token(api, "software_deployment")
-    query = "query($id: ID!) { availableTransitions(token_id: $id) { id } token(id: $id) { available_transitions { id } } }"
+    query = (
+        "query($id: ID!) { availableTransitions(token_id: $id) { id } token(id: $id) { available_transitions { id } } }"
+    )
     result = data_of(api.graphql(query, {"id": token["id"]}))
     assert result == {"availableTransitions": [], "token": {"available_transitions": []}}
     ready = new_token(api, "software_deployment", data={"tests_passed": True})
@@ -221,10 +244,20 @@ def test_available_transitions_follow_place_and_guards(api):
 
 def test_tokens_can_be_listed_by_workflow_and_place(api):
     workflow = unique("listing")
-    data_of(api.graphql(CREATE_WORKFLOW, {"input": {
-        "id": workflow, "name": "Listing", "places": ["a", "b"], "initial_place": "a",
-        "transitions": [{"id": "go", "from_places": ["a"], "to_place": "b"}],
-    }}))
+    data_of(
+        api.graphql(
+            CREATE_WORKFLOW,
+            {
+                "input": {
+                    "id": workflow,
+                    "name": "Listing",
+                    "places": ["a", "b"],
+                    "initial_place": "a",
+                    "transitions": [{"id": "go", "from_places": ["a"], "to_place": "b"}],
+                }
+            },
+        )
+    )
     first, second = new_token(api, workflow), new_token(api, workflow)
     fire(api, second["id"], "go")
     query = "query($w: ID, $p: String) { tokens(workflow_id: $w, place: $p) { id place } }"
@@ -245,12 +278,18 @@ def test_token_data_must_be_an_object(api):
 
 def test_deleting_a_token_then_its_workflow(api):
     workflow = unique("doomed")
-    data_of(api.graphql(CREATE_WORKFLOW, {"input": {
-        "id": workflow, "name": "Doomed", "places": ["a"], "initial_place": "a", "transitions": []}}))
+    data_of(
+        api.graphql(
+            CREATE_WORKFLOW,
+            {"input": {"id": workflow, "name": "Doomed", "places": ["a"], "initial_place": "a", "transitions": []}},
+        )
+    )
     token = new_token(api, workflow)
     refused = api.graphql("mutation($id: ID!) { deleteWorkflow(id: $id) }", {"id": workflow})
     assert codes(refused) == ["VALIDATION_ERROR"]
-    assert data_of(api.graphql("mutation($id: ID!) { deleteToken(id: $id) }", {"id": token["id"]})) == {"deleteToken": True}
+    assert data_of(api.graphql("mutation($id: ID!) { deleteToken(id: $id) }", {"id": token["id"]})) == {
+        "deleteToken": True
+    }
     assert codes(api.graphql("query($id: ID!) { token(id: $id) { id } }", {"id": token["id"]})) == ["NOT_FOUND"]
     assert data_of(api.graphql("mutation($id: ID!) { deleteWorkflow(id: $id) }", {"id": workflow})) == {
         "deleteWorkflow": True
@@ -263,17 +302,38 @@ def test_deleting_a_token_then_its_workflow(api):
 
 def test_create_workflow_returns_it_with_its_analysis(api):
     workflow = unique("net")
-    created = data_of(api.graphql(CREATE_WORKFLOW, {"input": {
-        "id": workflow, "name": "Net", "places": ["start", "middle", "end", "island"], "initial_place": "start",
-        "transitions": [
-            {"id": "t1", "name": "First", "from_places": ["start"], "to_place": "middle", "conditions": ["ok"]},
-            {"id": "t2", "from_places": ["middle", "start"], "to_place": "end"},
-            {"id": "stuck", "from_places": ["island"], "to_place": "start"},
-        ],
-    }}))["createWorkflow"]
+    created = data_of(
+        api.graphql(
+            CREATE_WORKFLOW,
+            {
+                "input": {
+                    "id": workflow,
+                    "name": "Net",
+                    "places": ["start", "middle", "end", "island"],
+                    "initial_place": "start",
+                    "transitions": [
+                        {
+                            "id": "t1",
+                            "name": "First",
+                            "from_places": ["start"],
+                            "to_place": "middle",
+                            "conditions": ["ok"],
+                        },
+                        {"id": "t2", "from_places": ["middle", "start"], "to_place": "end"},
+                        {"id": "stuck", "from_places": ["island"], "to_place": "start"},
+                    ],
+                }
+            },
+        )
+    )["createWorkflow"]
     assert created["id"] == workflow
-    assert created["transitions"][0] == {"id": "t1", "name": "First", "from_places": ["start"], "to_place": "middle",
-                                         "conditions": ["ok"]}
+    assert created["transitions"][0] == {
+        "id": "t1",
+        "name": "First",
+        "from_places": ["start"],
+        "to_place": "middle",
+        "conditions": ["ok"],
+    }
     assert created["transitions"][1]["name"] == "t2"
     assert created["analysis"] == {
         "reachable_places": ["start", "middle", "end"],
@@ -286,14 +346,19 @@ def test_create_workflow_returns_it_with_its_analysis(api):
 
 
 def test_a_workflow_without_id_gets_one(api):
-    created = data_of(api.graphql(CREATE_WORKFLOW, {"input": {
-        "name": "Anonymous", "places": ["a"], "initial_place": "a", "transitions": []}}))["createWorkflow"]
+    created = data_of(
+        api.graphql(
+            CREATE_WORKFLOW, {"input": {"name": "Anonymous", "places": ["a"], "initial_place": "a", "transitions": []}}
+        )
+    )["createWorkflow"]
     assert len(created["id"]) >= 8
 
 
 def test_a_taken_workflow_id_conflicts(api):
-    result = api.graphql(CREATE_WORKFLOW, {"input": {
-        "id": "document_review", "name": "Again", "places": ["a"], "initial_place": "a", "transitions": []}})
+    result = api.graphql(
+        CREATE_WORKFLOW,
+        {"input": {"id": "document_review", "name": "Again", "places": ["a"], "initial_place": "a", "transitions": []}},
+    )
     assert codes(result) == ["CONFLICT"]
 
 
@@ -308,8 +373,10 @@ def test_a_taken_workflow_id_conflicts(api):
         ({"transitions": [{"id": "t", "from_places": ["q"], "to_place": "b"}]}, "unknown place 'q'"),
         ({"transitions": [{"id": "t", "from_places": [], "to_place": "b"}]}, "no from_places"),
         ({"transitions": [{"id": "t", "from_places": ["a"], "to_place": "b"}] * 2}, "used twice"),
-        ({"transitions": [{"id": "t", "from_places": ["a"], "to_place": "b", "conditions": ["ok and"]}]},
-         "at position 6"),
+        (
+            {"transitions": [{"id": "t", "from_places": ["a"], "to_place": "b", "conditions": ["ok and"]}]},
+            "at position 6",
+        ),
         ({"id": "has.dot"}, "workflow id"),
         ({"name": ""}, "name must not be empty"),
     ],
@@ -356,9 +423,17 @@ def test_a_too_deep_query_is_refused(api):
 
 
 def test_fragments_count_towards_depth(api):
-    query = "query Q { workflows { ...W } } fragment W on Workflow { transitions { ...T } } fragment T on Transition { id }"
+    query = (
+        "query Q { workflows { ...W } } fragment W on Workflow { transitions { ...T } } fragment T on Transition { id }"
+    )
     assert "errors" not in api.graphql(query)
-    deep = "query Q { workflows { ...W } } fragment W on Workflow { transitions { " + "x { " * 11 + "y" + " }" * 11 + " } }"
+    deep = (
+        "query Q { workflows { ...W } } fragment W on Workflow { transitions { "
+        + "x { " * 11
+        + "y"
+        + " }" * 11
+        + " } }"
+    )
     assert "QUERY_TOO_COMPLEX" in codes(api.graphql(deep))
 
 
@@ -376,8 +451,9 @@ def test_graphiql_introspection_is_not_limited(api):
 
 def test_malformed_json_and_missing_query_get_400_graphql_errors(api):
     for body in ("{not json", '{"variables": {}}', "[]"):
-        response = requests.post(api.graphql_url + "/graphql", data=body,
-                                 headers={"Content-Type": "application/json"}, timeout=10)
+        response = requests.post(
+            api.graphql_url + "/graphql", data=body, headers={"Content-Type": "application/json"}, timeout=10
+        )
         assert response.status_code == 400
         [error] = response.json()["errors"]
         assert error["message"] and error["extensions"]["code"]
@@ -387,8 +463,9 @@ def test_graphiql_is_served_at_root_and_to_browsers_at_graphql(api):
     root = requests.get(api.graphql_url + "/", timeout=10)
     assert root.status_code == 200 and "text/html" in root.headers["Content-Type"]
     assert "graphiql" in root.text.lower()
-    browser = requests.get(api.graphql_url + "/graphql", headers={"Accept": "text/html,application/xhtml+xml"},
-                           timeout=10)
+    browser = requests.get(
+        api.graphql_url + "/graphql", headers={"Accept": "text/html,application/xhtml+xml"}, timeout=10
+    )
     assert browser.status_code == 200 and "graphiql" in browser.text.lower()
     query = requests.get(api.graphql_url + "/graphql", params={"query": "{ workflows { id } }"}, timeout=10)
     assert query.json()["data"]["workflows"]

@@ -99,8 +99,8 @@ class WsClient:
         via = via or self.server
         workflow = "probe_" + uuid.uuid4().hex[:8]
         via.graphql(
-            "mutation($w: ID!) { createWorkflow(input: { id: $w, name: \"probe\", places: [\"p\"], "
-            "initial_place: \"p\", transitions: [] }) { id } }",
+            'mutation($w: ID!) { createWorkflow(input: { id: $w, name: "probe", places: ["p"], '
+            'initial_place: "p", transitions: [] }) { id } }',
             {"w": workflow},
         )
         probe = "probe-" + workflow

@@ -15,8 +15,18 @@ from cb.agents.registry import AgentRegistry, public_view
 from cb.agents.runner import AgentRunner
 from cb.secrets import SecretBox
 
-__all__ = ["Agent", "AgentRegistry", "AgentRunner", "Agents", "Execution", "ExecutionStore", "PlaceAgent",
-           "build_agents", "execution_subject", "public_view"]
+__all__ = [
+    "Agent",
+    "AgentRegistry",
+    "AgentRunner",
+    "Agents",
+    "Execution",
+    "ExecutionStore",
+    "PlaceAgent",
+    "build_agents",
+    "execution_subject",
+    "public_view",
+]
 
 
 @dataclass
@@ -41,7 +51,13 @@ def build_agents(services) -> Agents:
     registry = AgentRegistry(services.storage, services.workflows, SecretBox(settings.secret_key))
     executions = ExecutionStore(services.storage, services.bus)
     caller = AgentCaller(services.gateway, services.budgets)
-    runner = AgentRunner(registry, executions, services.workflows, caller,
-                         settings.agent_lease_seconds, settings.agent_sweep_seconds,
-                         settings.agent_execution_retention_seconds)
+    runner = AgentRunner(
+        registry,
+        executions,
+        services.workflows,
+        caller,
+        settings.agent_lease_seconds,
+        settings.agent_sweep_seconds,
+        settings.agent_execution_retention_seconds,
+    )
     return Agents(registry, executions, runner)

@@ -32,18 +32,30 @@ class CallResult:
     provider: str
 
     def usage(self) -> dict:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens, "estimated": self.estimated,
-                "model": self.model, "provider": self.provider}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "estimated": self.estimated,
+            "model": self.model,
+            "provider": self.provider,
+        }
 
 
 def chat_request(agent: Agent, model: str, prompt: str) -> ChatRequest:
     messages = [Message("system", agent.system_prompt)] if agent.system_prompt else []
     messages.append(Message("user", prompt))
     config = agent.llm_config
-    return ChatRequest(model=model, messages=messages, stream=True, include_usage=True,
-                       temperature=config.temperature, max_tokens=config.max_tokens, top_p=config.top_p,
-                       stop=list(config.stop) if config.stop else None)
+    return ChatRequest(
+        model=model,
+        messages=messages,
+        stream=True,
+        include_usage=True,
+        temperature=config.temperature,
+        max_tokens=config.max_tokens,
+        top_p=config.top_p,
+        stop=list(config.stop) if config.stop else None,
+    )
 
 
 class AgentCaller:
@@ -77,14 +89,22 @@ class AgentCaller:
         gateway = self._own.get(key)
         if gateway is None:
             base = self.gateway
-            deployment = Deployment(self._deployment_id(agent), normalize_type(spec.provider_type), spec.base_url,
-                                    None, None, f"agent {agent.name}", models=[spec.model])
+            deployment = Deployment(
+                self._deployment_id(agent),
+                normalize_type(spec.provider_type),
+                spec.base_url,
+                None,
+                None,
+                f"agent {agent.name}",
+                models=[spec.model],
+            )
             router = Router(base.settings, base.catalog, [deployment], RouterConfig())
             gateway = self._own[key] = Gateway(base.settings, router, base.ledger, base.transport, base.catalog)
         return gateway
 
-    def call(self, agent: Agent, prompt: str, api_key: str | None, project: str,
-             on_text: Callable[[str], None]) -> CallResult:
+    def call(
+        self, agent: Agent, prompt: str, api_key: str | None, project: str, on_text: Callable[[str], None]
+    ) -> CallResult:
         """Stream the answer, handing each piece of text to ``on_text``; raises LLMError."""
         gateway = self._gateway(agent)
         request = chat_request(agent, self.model_name(agent), prompt)
@@ -102,7 +122,12 @@ class AgentCaller:
             stream.close()
         usage = stream.final_usage()
         info = stream.route.model
-        return CallResult("".join(pieces), usage.prompt_tokens, usage.completion_tokens, usage.estimated,
-                          info.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
-                                    usage.cache_write_tokens), info.id,
-                          stream.route.deployment.provider_type)
+        return CallResult(
+            "".join(pieces),
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.estimated,
+            info.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens),
+            info.id,
+            stream.route.deployment.provider_type,
+        )

@@ -80,8 +80,14 @@ class ExecutionStore:
             raise NotFound(f"agent execution {execution_id!r} not found")
         return Execution.from_dict(entry.value, entry.revision)
 
-    def list(self, token_id: str | None = None, agent_id: str | None = None, first: int | None = None,
-             after: str | None = None, last: int | None = None) -> list[Execution]:
+    def list(
+        self,
+        token_id: str | None = None,
+        agent_id: str | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+    ) -> list[Execution]:
         """Executions oldest first (of one token or agent when given), at most ``first``, after ``after``;
         with ``last``, only the newest ``last`` of those."""
         first = page_size(first)
@@ -314,4 +320,3 @@ class Lease:
     @property
     def expires_in(self) -> float:
         return self.execution.lease_until - time.time()
-

@@ -15,7 +15,13 @@ from cb.workflow.model import now
 
 AGENT_STATUSES = ("ACTIVE", "DISABLED")
 PENDING, RUNNING, COMPLETED, FAILED, TIMEOUT, CANCELLED = (
-    "PENDING", "RUNNING", "COMPLETED", "FAILED", "TIMEOUT", "CANCELLED")
+    "PENDING",
+    "RUNNING",
+    "COMPLETED",
+    "FAILED",
+    "TIMEOUT",
+    "CANCELLED",
+)
 FINAL_STATUSES = (COMPLETED, FAILED, TIMEOUT, CANCELLED)
 
 
@@ -124,8 +130,14 @@ class Plan:
 
     @classmethod
     def of(cls, place_agent: PlaceAgent) -> Plan:
-        return cls(place_agent.output_key, place_agent.parse_json, place_agent.auto_transition,
-                   place_agent.failure_transition, place_agent.retry, place_agent.timeout_seconds)
+        return cls(
+            place_agent.output_key,
+            place_agent.parse_json,
+            place_agent.auto_transition,
+            place_agent.failure_transition,
+            place_agent.retry,
+            place_agent.timeout_seconds,
+        )
 
     @classmethod
     def from_dict(cls, value: dict) -> Plan:

@@ -39,8 +39,10 @@ def _text(value, name: str, required: bool = False) -> str | None:
 
 
 def _provider(spec: dict, old: LlmProvider | None, box: SecretBox) -> LlmProvider:
-    merged = {**({} if old is None else {k: getattr(old, k) for k in ("provider_type", "model", "base_url")}),
-              **{k: v for k, v in spec.items() if k != "api_key" and v is not None}}
+    merged = {
+        **({} if old is None else {k: getattr(old, k) for k in ("provider_type", "model", "base_url")}),
+        **{k: v for k, v in spec.items() if k != "api_key" and v is not None},
+    }
     provider_type = _text(merged.get("provider_type"), "llm_provider.provider_type", True).strip().lower()
     if provider_type not in _PROVIDER_TYPES:
         raise ValidationError(f"llm_provider.provider_type {provider_type!r} is not one of {', '.join(PROVIDER_TYPES)}")
@@ -204,9 +206,14 @@ class AgentRegistry:
             raise ValidationError("timeout_seconds must be more than 0")
         output_key = _text(spec.get("output_key"), "output_key") or "agent_output"
         place_agent = PlaceAgent(
-            workflow_id=workflow.id, place=place, agent_id=spec["agent_id"], output_key=output_key,
-            parse_json=bool(spec.get("parse_json")), auto_transition=spec.get("auto_transition") or None,
-            failure_transition=spec.get("failure_transition") or None, retry=retry,
+            workflow_id=workflow.id,
+            place=place,
+            agent_id=spec["agent_id"],
+            output_key=output_key,
+            parse_json=bool(spec.get("parse_json")),
+            auto_transition=spec.get("auto_transition") or None,
+            failure_transition=spec.get("failure_transition") or None,
+            retry=retry,
             timeout_seconds=float(timeout) if timeout is not None else 120.0,
             enabled=spec.get("enabled") is not False,
             created_at=old.created_at if old else now(),
@@ -220,4 +227,3 @@ class AgentRegistry:
         except NotFound:
             raise NotFound(f"no agent is configured on {workflow_id}/{place}") from None
         return True
-

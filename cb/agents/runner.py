@@ -72,9 +72,16 @@ EXPIRY_SECONDS = 60.0  # how often a worker deletes executions past their retent
 class AgentRunner:
     """Runs this worker's share of the executions."""
 
-    def __init__(self, registry: AgentRegistry, store: ExecutionStore, workflows: WorkflowEngine,
-                 caller: AgentCaller, lease_seconds: float = 15.0, sweep_seconds: float = 5.0,
-                 retention_seconds: float = 604800.0):
+    def __init__(
+        self,
+        registry: AgentRegistry,
+        store: ExecutionStore,
+        workflows: WorkflowEngine,
+        caller: AgentCaller,
+        lease_seconds: float = 15.0,
+        sweep_seconds: float = 5.0,
+        retention_seconds: float = 604800.0,
+    ):
         self.registry, self.store, self.workflows, self.caller = registry, store, workflows, caller
         self.lease_seconds = lease_seconds
         self.sweep_seconds = sweep_seconds
@@ -89,8 +96,10 @@ class AgentRunner:
 
     def start(self) -> None:
         bus = self.store.bus
-        self._subscriptions = [bus.subscribe("events.>", self._on_token_event),
-                               bus.subscribe("agents.control", self._on_control)]
+        self._subscriptions = [
+            bus.subscribe("events.>", self._on_token_event),
+            bus.subscribe("agents.control", self._on_control),
+        ]
         self._sweeper = gevent.spawn(self._sweep_forever)
 
     def stop(self) -> None:
@@ -126,28 +135,43 @@ class AgentRunner:
             return None
         entry = len(token.history)
         execution = Execution(
-            id=str(uuid.uuid5(EXECUTION_IDS, f"{token.id}/{entry}")), agent_id=place_agent.agent_id,
-            token_id=token.id, workflow_id=token.workflow_id, place=token.place, plan=Plan.of(place_agent),
+            id=str(uuid.uuid5(EXECUTION_IDS, f"{token.id}/{entry}")),
+            agent_id=place_agent.agent_id,
+            token_id=token.id,
+            workflow_id=token.workflow_id,
+            place=token.place,
+            plan=Plan.of(place_agent),
             entry=entry,
         )
         if self.store.create(execution):
-            log.info("execution %s created: agent %s on token %s in %s", execution.id, execution.agent_id,
-                     token.id, token.place)
+            log.info(
+                "execution %s created: agent %s on token %s in %s",
+                execution.id,
+                execution.agent_id,
+                token.id,
+                token.place,
+            )
         else:
             execution = self.store.get(execution.id)
         self._claim(execution)
         return execution
 
-    def run_manual(self, agent_id: str, token_id: str, output_key: str | None = None,
-                   parse_json: bool = False) -> Execution:
+    def run_manual(
+        self, agent_id: str, token_id: str, output_key: str | None = None, parse_json: bool = False
+    ) -> Execution:
         """runAgent: run an agent on a token now; returns at once, the execution proceeds in the background."""
         agent = self.registry.get(agent_id)
         if agent.status != "ACTIVE":
             raise ValidationError(f"agent {agent_id!r} is {agent.status}")
         token = self.workflows.get_token(token_id)
         execution = Execution(
-            id=str(uuid.uuid4()), agent_id=agent_id, token_id=token.id, workflow_id=token.workflow_id,
-            place=token.place, plan=Plan(output_key=output_key or None, parse_json=parse_json), trigger="manual",
+            id=str(uuid.uuid4()),
+            agent_id=agent_id,
+            token_id=token.id,
+            workflow_id=token.workflow_id,
+            place=token.place,
+            plan=Plan(output_key=output_key or None, parse_json=parse_json),
+            trigger="manual",
             entry=len(token.history),
         )
         self.store.create(execution)
@@ -276,8 +300,13 @@ class AgentRunner:
             execution = lease.write(lambda x: setattr(x, "attempts", x.attempts + 1))
             try:
                 key = self.registry.api_key(agent)
-                result = self.caller.call(agent, prompt, key, execution.workflow_id,
-                                          lambda text: self.store.publish_output(lease.execution, text))
+                result = self.caller.call(
+                    agent,
+                    prompt,
+                    key,
+                    execution.workflow_id,
+                    lambda text: self.store.publish_output(lease.execution, text),
+                )
                 output = self._parse(result.text, execution.plan.parse_json)
             except (LLMError, OutputNotJSON, CircuitBreakerError) as exc:
                 message = getattr(exc, "message", str(exc))
@@ -304,11 +333,19 @@ class AgentRunner:
         try:
             return json.loads(stripped)
         except ValueError as exc:
-            raise OutputNotJSON(f"the output is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
-                                f"{text[:200]!r}") from None
+            raise OutputNotJSON(
+                f"the output is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): {text[:200]!r}"
+            ) from None
 
-    def _outcome(self, lease: Lease, outcome: str, error: str | None = None, output=None,
-                 usage: dict | None = None, cost: float = 0.0) -> None:
+    def _outcome(
+        self,
+        lease: Lease,
+        outcome: str,
+        error: str | None = None,
+        output=None,
+        usage: dict | None = None,
+        cost: float = 0.0,
+    ) -> None:
         def record(x: Execution) -> None:
             x.outcome, x.error, x.output = outcome, error, output
             if usage is not None:
@@ -338,8 +375,14 @@ class AgentRunner:
 
         execution = lease.write(final)
         metrics.agent_executions.labels(execution.status).inc()
-        log.info("execution %s %s after %d attempt(s) on %s%s", execution.id, execution.status, execution.attempts,
-                 self.worker, f": {execution.error}" if execution.error else "")
+        log.info(
+            "execution %s %s after %d attempt(s) on %s%s",
+            execution.id,
+            execution.status,
+            execution.attempts,
+            self.worker,
+            f": {execution.error}" if execution.error else "",
+        )
         self.store.publish_status(execution)
 
     def _store_output(self, execution: Execution) -> str | None:
@@ -385,4 +428,3 @@ class AgentRunner:
                 self._finish(lease)
         except Exception:  # the lease will run out; another worker retries
             log.warning("execution %s could not be marked FAILED", lease.execution.id)
-

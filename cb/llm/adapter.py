@@ -66,8 +66,9 @@ class UpstreamNetwork:
 
     @classmethod
     def from_settings(cls, settings) -> UpstreamNetwork:
-        return cls(settings.http_proxy, settings.https_proxy, settings.no_proxy,
-                   settings.ca_bundle or settings.ssl_cert_file)
+        return cls(
+            settings.http_proxy, settings.https_proxy, settings.no_proxy, settings.ca_bundle or settings.ssl_cert_file
+        )
 
     def tls_context(self) -> ssl.SSLContext:
         """The one TLS context of a worker's provider connections: verified against the CA bundle."""
@@ -194,8 +195,15 @@ class PoolAdapter(BaseAdapter):
         self._routes: dict[str, _Route] = {}
         self._timeouts: dict[object, Timeout] = {}
 
-    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout=None, verify=True, cert=None,
-             proxies=None) -> requests.Response:
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout=None,
+        verify=True,
+        cert=None,
+        proxies=None,
+    ) -> requests.Response:
         route = self._routes.get(request.url)
         if route is None or route.pool.pool is None:  # new, or its pool was closed
             route = self._route(request.url)
@@ -204,8 +212,16 @@ class PoolAdapter(BaseAdapter):
             headers = {**headers, **route.proxy_headers}
         try:
             raw = route.pool.urlopen(
-                request.method, route.target, body=request.body, headers=headers, retries=False, redirect=False,
-                assert_same_host=False, preload_content=False, decode_content=False, timeout=self._timeout(timeout),
+                request.method,
+                route.target,
+                body=request.body,
+                headers=headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=False,
+                decode_content=False,
+                timeout=self._timeout(timeout),
                 chunked=request.body is not None and "Content-Length" not in request.headers,
             )
         except ProxyError as exc:
@@ -272,9 +288,14 @@ class PoolAdapter(BaseAdapter):
                 user, _, password = parts.auth.partition(":")
                 headers = make_headers(proxy_basic_auth=f"{unquote(user)}:{unquote(password)}")
             plain = parts._replace(auth=None).url
-            manager = urllib3.ProxyManager(plain, num_pools=64, proxy_headers=headers, ssl_context=self._tls,
-                                           proxy_ssl_context=self._tls if parts.scheme == "https" else None,
-                                           **self._options)
+            manager = urllib3.ProxyManager(
+                plain,
+                num_pools=64,
+                proxy_headers=headers,
+                ssl_context=self._tls,
+                proxy_ssl_context=self._tls if parts.scheme == "https" else None,
+                **self._options,
+            )
             manager.pool_classes_by_scheme = _GUARDED_POOLS
             self._proxied[proxy] = manager
         return manager

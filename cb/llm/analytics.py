@@ -88,8 +88,17 @@ def _iso(ts: float | None) -> str | None:
 class _Sum:
     """Cost, requests and tokens of a group of records, and when the first and last were made."""
 
-    __slots__ = ("cost_exact", "requests", "prompt_tokens", "completion_tokens", "cached_tokens",
-                 "cache_write_tokens", "unpriced_requests", "first", "last")
+    __slots__ = (
+        "cost_exact",
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "cache_write_tokens",
+        "unpriced_requests",
+        "first",
+        "last",
+    )
 
     def __init__(self) -> None:
         self.cost_exact = Fraction(0)
@@ -186,8 +195,9 @@ class CostAnalytics:
             "daily_usage": [{"date": k, **v.as_dict()} for k, v in sorted(days.items())],
             "monthly_usage": [{"month": k, **v.as_dict()} for k, v in sorted(months.items())],
             "provider_breakdown": {k: v.as_dict() for k, v in sorted(providers.items())},
-            "model_breakdown": {k: v.as_dict() | {"priced": v.unpriced_requests < v.requests}
-                                for k, v in sorted(models.items())},
+            "model_breakdown": {
+                k: v.as_dict() | {"priced": v.unpriced_requests < v.requests} for k, v in sorted(models.items())
+            },
             "top_models": [{"model": k, **v.as_dict()} for k, v in ranked[:TOP_MODELS]],
             "period_start": _iso(flt.start if flt.start is not None else total.first),
             "period_end": _iso(flt.end if flt.end is not None else total.last),

@@ -61,8 +61,11 @@ def period_label(period: str, ts: float) -> str:
 
 def _scopes_of(record_or_ctx) -> list[tuple[str, str | None]]:
     found = [("GLOBAL", None)]
-    for scope, value in (("API_KEY", record_or_ctx.api_key_id), ("USER", record_or_ctx.user),
-                         ("PROJECT", record_or_ctx.project)):
+    for scope, value in (
+        ("API_KEY", record_or_ctx.api_key_id),
+        ("USER", record_or_ctx.user),
+        ("PROJECT", record_or_ctx.project),
+    ):
         if value:
             found.append((scope, value))
     return found

@@ -38,19 +38,29 @@ class ModelInfo:
         """This model at a configured price ``[input, output, cached_input, cache_write]`` (the
         last two may be None or missing: the catalog's cached rates then apply)."""
         inp, out, cached, written = (list(price) + [None, None])[:4]
-        return replace(self, input_price=float(inp), output_price=float(out), priced=True,
-                       cached_input_price=self.cached_input_price if cached is None else float(cached),
-                       cache_write_price=self.cache_write_price if written is None else float(written))
+        return replace(
+            self,
+            input_price=float(inp),
+            output_price=float(out),
+            priced=True,
+            cached_input_price=self.cached_input_price if cached is None else float(cached),
+            cache_write_price=self.cache_write_price if written is None else float(written),
+        )
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0,
-             cache_write_tokens: int = 0) -> float:
+    def cost(
+        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
+    ) -> float:
         """USD for a request; ``cached_tokens`` and ``cache_write_tokens`` are part of ``prompt_tokens``."""
         cached = min(cached_tokens, prompt_tokens)
         written = min(cache_write_tokens, prompt_tokens - cached)
         read_price = self.input_price if self.cached_input_price is None else self.cached_input_price
         write_price = self.input_price if self.cache_write_price is None else self.cache_write_price
-        total = ((prompt_tokens - cached - written) * self.input_price + cached * read_price
-                 + written * write_price + completion_tokens * self.output_price)
+        total = (
+            (prompt_tokens - cached - written) * self.input_price
+            + cached * read_price
+            + written * write_price
+            + completion_tokens * self.output_price
+        )
         return total / 1_000_000
 
 
@@ -62,48 +72,160 @@ MODELS: tuple[ModelInfo, ...] = (
     # OpenAI
     _m("gpt-4", "openai", 8192, 30.0, 60.0, tags=("chat", "analysis", "smart")),
     _m("gpt-4-turbo", "openai", 128000, 10.0, 30.0, supports_vision=True, tags=("chat", "coding", "analysis", "smart")),
-    _m("gpt-4o", "openai", 128000, 2.5, 10.0, supports_vision=True, cached_input_price=1.25,
-       tags=("chat", "coding", "analysis", "creative", "smart")),
-    _m("gpt-4o-mini", "openai", 128000, 0.15, 0.6, supports_vision=True, cached_input_price=0.075,
-       tags=("chat", "coding", "fast")),
+    _m(
+        "gpt-4o",
+        "openai",
+        128000,
+        2.5,
+        10.0,
+        supports_vision=True,
+        cached_input_price=1.25,
+        tags=("chat", "coding", "analysis", "creative", "smart"),
+    ),
+    _m(
+        "gpt-4o-mini",
+        "openai",
+        128000,
+        0.15,
+        0.6,
+        supports_vision=True,
+        cached_input_price=0.075,
+        tags=("chat", "coding", "fast"),
+    ),
     _m("gpt-3.5-turbo", "openai", 16385, 0.5, 1.5, tags=("chat", "fast")),
-    _m("o1-mini", "openai", 128000, 3.0, 12.0, supports_tools=False, cached_input_price=1.5,
-       tags=("coding", "analysis")),
-    _m("text-embedding-3-small", "openai", 8191, 0.02, 0.0, embeddings=True, supports_streaming=False,
-       supports_tools=False),
-    _m("text-embedding-3-large", "openai", 8191, 0.13, 0.0, embeddings=True, supports_streaming=False,
-       supports_tools=False),
-    _m("text-embedding-ada-002", "openai", 8191, 0.1, 0.0, embeddings=True, supports_streaming=False,
-       supports_tools=False),
+    _m(
+        "o1-mini",
+        "openai",
+        128000,
+        3.0,
+        12.0,
+        supports_tools=False,
+        cached_input_price=1.5,
+        tags=("coding", "analysis"),
+    ),
+    _m(
+        "text-embedding-3-small",
+        "openai",
+        8191,
+        0.02,
+        0.0,
+        embeddings=True,
+        supports_streaming=False,
+        supports_tools=False,
+    ),
+    _m(
+        "text-embedding-3-large",
+        "openai",
+        8191,
+        0.13,
+        0.0,
+        embeddings=True,
+        supports_streaming=False,
+        supports_tools=False,
+    ),
+    _m(
+        "text-embedding-ada-002",
+        "openai",
+        8191,
+        0.1,
+        0.0,
+        embeddings=True,
+        supports_streaming=False,
+        supports_tools=False,
+    ),
     # Anthropic
-    _m("claude-3-opus-20240229", "anthropic", 200000, 15.0, 75.0, supports_vision=True, cached_input_price=1.5,
-       cache_write_price=18.75,
-       aliases=("claude-3-opus", "claude-3-opus-latest"), tags=("chat", "analysis", "creative", "smart")),
-    _m("claude-3-5-sonnet-20241022", "anthropic", 200000, 3.0, 15.0, supports_vision=True, cached_input_price=0.3,
-       cache_write_price=3.75,
-       aliases=("claude-3-5-sonnet", "claude-3-5-sonnet-latest"),
-       tags=("chat", "coding", "analysis", "creative", "smart")),
-    _m("claude-3-sonnet-20240229", "anthropic", 200000, 3.0, 15.0, supports_vision=True,
-       aliases=("claude-3-sonnet",), tags=("chat", "analysis")),
-    _m("claude-3-5-haiku-20241022", "anthropic", 200000, 0.8, 4.0, aliases=("claude-3-5-haiku",),
-       cached_input_price=0.08, cache_write_price=1.0,
-       tags=("chat", "coding", "fast")),
-    _m("claude-3-haiku-20240307", "anthropic", 200000, 0.25, 1.25, supports_vision=True, cached_input_price=0.03,
-       cache_write_price=0.3,
-       aliases=("claude-3-haiku",), tags=("chat", "fast")),
+    _m(
+        "claude-3-opus-20240229",
+        "anthropic",
+        200000,
+        15.0,
+        75.0,
+        supports_vision=True,
+        cached_input_price=1.5,
+        cache_write_price=18.75,
+        aliases=("claude-3-opus", "claude-3-opus-latest"),
+        tags=("chat", "analysis", "creative", "smart"),
+    ),
+    _m(
+        "claude-3-5-sonnet-20241022",
+        "anthropic",
+        200000,
+        3.0,
+        15.0,
+        supports_vision=True,
+        cached_input_price=0.3,
+        cache_write_price=3.75,
+        aliases=("claude-3-5-sonnet", "claude-3-5-sonnet-latest"),
+        tags=("chat", "coding", "analysis", "creative", "smart"),
+    ),
+    _m(
+        "claude-3-sonnet-20240229",
+        "anthropic",
+        200000,
+        3.0,
+        15.0,
+        supports_vision=True,
+        aliases=("claude-3-sonnet",),
+        tags=("chat", "analysis"),
+    ),
+    _m(
+        "claude-3-5-haiku-20241022",
+        "anthropic",
+        200000,
+        0.8,
+        4.0,
+        aliases=("claude-3-5-haiku",),
+        cached_input_price=0.08,
+        cache_write_price=1.0,
+        tags=("chat", "coding", "fast"),
+    ),
+    _m(
+        "claude-3-haiku-20240307",
+        "anthropic",
+        200000,
+        0.25,
+        1.25,
+        supports_vision=True,
+        cached_input_price=0.03,
+        cache_write_price=0.3,
+        aliases=("claude-3-haiku",),
+        tags=("chat", "fast"),
+    ),
     # Google
-    _m("gemini-1.5-pro", "google", 2097152, 1.25, 5.0, supports_vision=True, cached_input_price=0.3125,
-       tags=("chat", "coding", "analysis", "creative", "smart")),
-    _m("gemini-1.5-flash", "google", 1048576, 0.075, 0.3, supports_vision=True, cached_input_price=0.01875,
-       tags=("chat", "fast")),
-    _m("gemini-2.0-flash", "google", 1048576, 0.1, 0.4, supports_vision=True, cached_input_price=0.025,
-       tags=("chat", "coding", "fast")),
-    _m("text-embedding-004", "google", 2048, 0.0, 0.0, embeddings=True, supports_streaming=False,
-       supports_tools=False),
+    _m(
+        "gemini-1.5-pro",
+        "google",
+        2097152,
+        1.25,
+        5.0,
+        supports_vision=True,
+        cached_input_price=0.3125,
+        tags=("chat", "coding", "analysis", "creative", "smart"),
+    ),
+    _m(
+        "gemini-1.5-flash",
+        "google",
+        1048576,
+        0.075,
+        0.3,
+        supports_vision=True,
+        cached_input_price=0.01875,
+        tags=("chat", "fast"),
+    ),
+    _m(
+        "gemini-2.0-flash",
+        "google",
+        1048576,
+        0.1,
+        0.4,
+        supports_vision=True,
+        cached_input_price=0.025,
+        tags=("chat", "coding", "fast"),
+    ),
+    _m("text-embedding-004", "google", 2048, 0.0, 0.0, embeddings=True, supports_streaming=False, supports_tools=False),
     # Ollama (local, free); more are discovered from the server's /api/tags
     _m("llama3.2", "ollama", 131072, 0.0, 0.0, tags=("chat", "fast")),
-    _m("nomic-embed-text", "ollama", 8192, 0.0, 0.0, embeddings=True, supports_streaming=False,
-       supports_tools=False),
+    _m("nomic-embed-text", "ollama", 8192, 0.0, 0.0, embeddings=True, supports_streaming=False, supports_tools=False),
 )
 
 #: virtual models: resolved by the router with a strategy, among configured healthy models
@@ -157,7 +279,8 @@ class Catalog:
         known = self.get(model_id)
         if known and (known.priced or not context_window or known.context_window == context_window):
             return known
-        model = ModelInfo(model_id, provider, context_window or 8192, 0.0, 0.0, tags=("chat",), priced=False,
-                          catalogued=False)
+        model = ModelInfo(
+            model_id, provider, context_window or 8192, 0.0, 0.0, tags=("chat",), priced=False, catalogued=False
+        )
         self.add(model)
         return model

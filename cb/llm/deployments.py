@@ -55,11 +55,24 @@ def env_deployments(settings: Settings) -> list[Deployment]:
     """The four standard providers as configured in the environment (configured or not)."""
     return [
         Deployment("openai", "openai", settings.openai_base_url, settings.openai_api_key, "OPENAI_API_KEY", "OpenAI"),
-        Deployment("anthropic", "anthropic", settings.anthropic_base_url, settings.anthropic_api_key,
-                   "ANTHROPIC_API_KEY", "Anthropic"),
+        Deployment(
+            "anthropic",
+            "anthropic",
+            settings.anthropic_base_url,
+            settings.anthropic_api_key,
+            "ANTHROPIC_API_KEY",
+            "Anthropic",
+        ),
         Deployment("google", "google", settings.google_base_url, settings.google_api_key, "GOOGLE_API_KEY", "Google"),
-        Deployment("ollama", "ollama", settings.ollama_base_url or "", None, "OLLAMA_BASE_URL", "Ollama",
-                   enabled=bool(settings.ollama_base_url)),
+        Deployment(
+            "ollama",
+            "ollama",
+            settings.ollama_base_url or "",
+            None,
+            "OLLAMA_BASE_URL",
+            "Ollama",
+            enabled=bool(settings.ollama_base_url),
+        ),
     ]
 
 
@@ -68,7 +81,8 @@ def needs_key(deployment: Deployment) -> bool:
     protocol (``openai_compatible``, or ``openai`` anywhere but OpenAI's own API, such as a vLLM at
     OPENAI_BASE_URL) only when the config names a key variable of its own."""
     if deployment.provider_type == "openai_compatible" or (
-            deployment.provider_type == "openai" and not is_openai_api(deployment.base_url)):
+        deployment.provider_type == "openai" and not is_openai_api(deployment.base_url)
+    ):
         return bool(deployment.key_variable) and deployment.key_variable not in KEY_VARIABLES.values()
     return deployment.provider_type in KEYED_TYPES
 
@@ -217,8 +231,14 @@ def _check_id(value: str) -> str:
 class DeploymentRegistry:
     """Every deployment this worker routes with: environment + file, overridden by storage."""
 
-    def __init__(self, env: list[Deployment], config: list[Deployment], storage: Storage, box: SecretBox,
-                 refresh_seconds: float = 0.5):
+    def __init__(
+        self,
+        env: list[Deployment],
+        config: list[Deployment],
+        storage: Storage,
+        box: SecretBox,
+        refresh_seconds: float = 0.5,
+    ):
         self.env_ids = {d.id for d in env}
         self.base = {d.id: d for d in (*env, *config)}
         self.storage = storage
@@ -310,9 +330,10 @@ class DeploymentRegistry:
             try:
                 updated.prices = parse_prices(spec["prices"])
             except (KeyError, TypeError, ValueError, AttributeError):
-                raise ValidationError('prices must map model names to {"input": USD, "output": USD} per 1M tokens '
-                                      '(and optionally "cached_input", "cache_write")') \
-                    from None
+                raise ValidationError(
+                    'prices must map model names to {"input": USD, "output": USD} per 1M tokens '
+                    '(and optionally "cached_input", "cache_write")'
+                ) from None
         if not updated.base_url:
             raise ValidationError("base_url is required for an openai_compatible deployment")
         stored = asdict(updated)

@@ -32,9 +32,15 @@ FIRST_ROUND_SECONDS = 2.0
 class ModelDiscovery:
     """Keeps the catalog in step with the models the deployments report."""
 
-    def __init__(self, catalog: Catalog, deployments: list[Deployment] | Callable[[], list[Deployment]],
-                 providers: Mapping[str, Provider], transport: Any, interval: float,
-                 found: dict[str, list[str]] | None = None):
+    def __init__(
+        self,
+        catalog: Catalog,
+        deployments: list[Deployment] | Callable[[], list[Deployment]],
+        providers: Mapping[str, Provider],
+        transport: Any,
+        interval: float,
+        found: dict[str, list[str]] | None = None,
+    ):
         self.catalog = catalog
         self.deployments = deployments if callable(deployments) else (lambda: deployments)
         self.providers = providers
@@ -60,8 +66,9 @@ class ModelDiscovery:
                 dropped = not provider.keeps_listing_on_failure and self.found.pop(deployment.id, None) is not None
                 if dropped or deployment.id not in self._warned:
                     kept = " (keeping its last list)" if deployment.id in self.found else ""
-                    log.warning("could not list the models of %s: %s%s", deployment.id,
-                                getattr(exc, "message", exc), kept)
+                    log.warning(
+                        "could not list the models of %s: %s%s", deployment.id, getattr(exc, "message", exc), kept
+                    )
                 self._warned.add(deployment.id)
                 continue
             if names is None:  # it does not list its models (OpenAI's own API: the catalog's)
@@ -118,7 +125,18 @@ def build_discovery(gateway: Any, settings: Any) -> list[ModelDiscovery]:
     def listing(types: tuple[str, ...]) -> Callable[[], list[Deployment]]:
         return lambda: [d for d in router.deployments if d.provider_type in types]
 
-    rounds = [(("ollama",), settings.ollama_refresh_seconds),
-              (("openai", "openai_compatible"), settings.openai_models_refresh_seconds)]
-    return [ModelDiscovery(gateway.catalog, listing(types), PROVIDERS, gateway.transport, interval,
-                           found=getattr(router, "discovered", None)) for types, interval in rounds]
+    rounds = [
+        (("ollama",), settings.ollama_refresh_seconds),
+        (("openai", "openai_compatible"), settings.openai_models_refresh_seconds),
+    ]
+    return [
+        ModelDiscovery(
+            gateway.catalog,
+            listing(types),
+            PROVIDERS,
+            gateway.transport,
+            interval,
+            found=getattr(router, "discovered", None),
+        )
+        for types, interval in rounds
+    ]

@@ -69,8 +69,15 @@ class UpstreamError(LLMError):
     code = "UPSTREAM_ERROR"
     openai_code = "upstream_error"
 
-    def __init__(self, provider: str, message: str, status: int = 502, retryable: bool = False,
-                 retry_after: float | None = None, upstream_status: int | None = None):
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        status: int = 502,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        upstream_status: int | None = None,
+    ):
         super().__init__(f"{provider}: {message}")
         self.provider = provider
         self.http_status = status

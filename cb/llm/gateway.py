@@ -77,22 +77,44 @@ class Gateway:
             return replace(route.deployment, api_key=ctx.provider_key)
         return route.deployment
 
-    def record(self, ctx: RequestContext, model: str, route: Route | None, usage: Usage, status: str,
-               streamed: bool = False, ttft_ms: float | None = None) -> UsageRecord:
+    def record(
+        self,
+        ctx: RequestContext,
+        model: str,
+        route: Route | None,
+        usage: Usage,
+        status: str,
+        streamed: bool = False,
+        ttft_ms: float | None = None,
+    ) -> UsageRecord:
         """Write the request's one usage record (never raises: accounting must not break serving)."""
         info = route.model if route else None
         record = UsageRecord(
-            id=ctx.request_id, timestamp=time.time(), model=info.id if info else model,
+            id=ctx.request_id,
+            timestamp=time.time(),
+            model=info.id if info else model,
             provider=route.deployment.provider_type if route else None,
             deployment=route.deployment.id if route else None,
-            api_key_id=ctx.api_key_id, user=ctx.user, project=ctx.project,
-            prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            cached_tokens=usage.cached_tokens, cache_write_tokens=usage.cache_write_tokens,
-            cost_usd=info.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens,
-                               usage.cache_write_tokens) if info else 0.0,
+            api_key_id=ctx.api_key_id,
+            user=ctx.user,
+            project=ctx.project,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            cost_usd=info.cost(
+                usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens
+            )
+            if info
+            else 0.0,
             priced=info.priced if info else True,
-            latency_ms=round(elapsed_ms(ctx.started), 3), ttft_ms=ttft_ms, status=status, streamed=streamed,
-            fallback_used=bool(route and route.fallback), estimated=usage.estimated, request_id=ctx.request_id,
+            latency_ms=round(elapsed_ms(ctx.started), 3),
+            ttft_ms=ttft_ms,
+            status=status,
+            streamed=streamed,
+            fallback_used=bool(route and route.fallback),
+            estimated=usage.estimated,
+            request_id=ctx.request_id,
             attempts=ctx.attempts,
         )
         try:
@@ -101,13 +123,21 @@ class Gateway:
             log.exception("could not record usage")
         if ctx.settle_tokens is not None:
             ctx.settle_tokens(usage.prompt_tokens + usage.completion_tokens)
-        metrics.observe_usage(record.provider, record.model, record.prompt_tokens, record.completion_tokens,
-                              record.cost_usd)
+        metrics.observe_usage(
+            record.provider, record.model, record.prompt_tokens, record.completion_tokens, record.cost_usd
+        )
         if status == "success" and route is not None and (route.fallback or ctx.attempts > 1):
             metrics.fallbacks.inc()  # served by a fallback model, or not by the first route tried
-        fields = {"provider": record.provider, "model": record.model, "prompt_tokens": record.prompt_tokens,
-                  "completion_tokens": record.completion_tokens, "cost_usd": round(record.cost_usd, 8),
-                  "streamed": streamed, "estimated": record.estimated, "attempts": ctx.attempts}
+        fields = {
+            "provider": record.provider,
+            "model": record.model,
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+            "cost_usd": round(record.cost_usd, 8),
+            "streamed": streamed,
+            "estimated": record.estimated,
+            "attempts": ctx.attempts,
+        }
         if ctx.annotate is not None:  # one line per request: the access line carries the usage
             ctx.annotate(**fields, usage_status=status)
         else:
@@ -147,9 +177,14 @@ class Gateway:
         return time.monotonic()
 
     # -- JSON requests: try each route, failing over --------------------------------------
-    def _serve(self, model: str, ctx: RequestContext, plan: Callable[[], list[tuple[Route, Provider]]],
-               build: Callable[[Provider, Deployment, Route], UpstreamCall],
-               parse: Callable[[Provider, dict, Route], T]) -> tuple[Route, T, float]:
+    def _serve(
+        self,
+        model: str,
+        ctx: RequestContext,
+        plan: Callable[[], list[tuple[Route, Provider]]],
+        build: Callable[[Provider, Deployment, Route], UpstreamCall],
+        parse: Callable[[Provider, dict, Route], T],
+    ) -> tuple[Route, T, float]:
         """Try the routes of ``plan()`` in order until one answers: (route, parsed answer, upstream ms).
 
         Each attempt builds its call, claims the route, sends within the request's deadline and
@@ -176,8 +211,10 @@ class Gateway:
                     self.router.finished(route, False, elapsed_ms(started), error=exc)
                     last = exc
                     if exc.retryable:
-                        log.warning("attempt failed, trying the next route", extra={"fields": {
-                            "deployment": route.deployment.id, "error": exc.message}})
+                        log.warning(
+                            "attempt failed, trying the next route",
+                            extra={"fields": {"deployment": route.deployment.id, "error": exc.message}},
+                        )
                         continue
                     break
                 upstream_ms = elapsed_ms(started)
@@ -192,12 +229,16 @@ class Gateway:
     def complete(self, request: ChatRequest, ctx: RequestContext) -> Completion:
         """A non-streamed chat completion, failing over between routes."""
         route, response, upstream_ms = self._serve(
-            request.model, ctx, lambda: self.plan(request.model, request, ctx),
+            request.model,
+            ctx,
+            lambda: self.plan(request.model, request, ctx),
             lambda provider, deployment, route: provider.chat_call(deployment, request, route.upstream_model),
-            lambda provider, body, route: provider.parse_chat(body, route.upstream_model))
+            lambda provider, body, route: provider.parse_chat(body, route.upstream_model),
+        )
         if response.usage.estimated or not response.usage.total_tokens:
-            chars = sum(len(c.message.text()) + sum(len(t.arguments) for t in c.message.tool_calls)
-                        for c in response.choices)
+            chars = sum(
+                len(c.message.text()) + sum(len(t.arguments) for t in c.message.tool_calls) for c in response.choices
+            )
             response.usage = Usage(estimate_prompt(request), estimate_tokens(chars), estimated=True)
         self.record(ctx, request.model, route, response.usage, "success")
         return Completion(response, route, upstream_ms)
@@ -225,25 +266,32 @@ class Gateway:
                 if count is not None:
                     return count, False
             except UpstreamError as exc:
-                log.warning("could not count tokens upstream, estimating", extra={"fields": {
-                    "deployment": route.deployment.id, "error": exc.message}})
+                log.warning(
+                    "could not count tokens upstream, estimating",
+                    extra={"fields": {"deployment": route.deployment.id, "error": exc.message}},
+                )
         tools = json.dumps([t.__dict__ for t in request.tools or []])
         return estimate_prompt(request) + (estimate_tokens(len(tools)) if request.tools else 0), True
 
     # -- embeddings --------------------------------------------------------------------
     def embed(self, request: EmbeddingRequest, ctx: RequestContext) -> Embeddings:
         """Embeddings, failing over between routes of a model that makes them."""
+
         def plan() -> list[tuple[Route, Provider]]:
             pairs = self.plan(request.model, None, ctx)
             if not pairs[0][0].model.embeddings and pairs[0][0].model.catalogued:
-                raise InvalidRequest(f"The model '{request.model}' does not create embeddings", "model",
-                                     "model_not_supported")
+                raise InvalidRequest(
+                    f"The model '{request.model}' does not create embeddings", "model", "model_not_supported"
+                )
             return pairs
 
         route, response, upstream_ms = self._serve(
-            request.model, ctx, plan,
+            request.model,
+            ctx,
+            plan,
             lambda provider, deployment, route: provider.embeddings_call(deployment, request, route.upstream_model),
-            lambda provider, body, route: provider.parse_embeddings(body, route.upstream_model))
+            lambda provider, body, route: provider.parse_embeddings(body, route.upstream_model),
+        )
         if response.usage.estimated:
             response.usage = Usage(estimate_tokens(sum(len(s) for s in request.input)), 0, estimated=True)
         self.record(ctx, request.model, route, response.usage, "success")
@@ -274,9 +322,19 @@ class Gateway:
                     entry["deployments"].append(deployment.id)
         models = list(listed.values())
         for name, spec in VIRTUAL_MODELS.items():
-            models.append({"id": name, "object": "model", "created": CREATED, "owned_by": "circuit-breaker",
-                           "provider": "circuit-breaker", "context_window": None, "supports_streaming": True,
-                           "virtual": True, "description": spec.get("description")})
+            models.append(
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": CREATED,
+                    "owned_by": "circuit-breaker",
+                    "provider": "circuit-breaker",
+                    "context_window": None,
+                    "supports_streaming": True,
+                    "virtual": True,
+                    "description": spec.get("description"),
+                }
+            )
         return models
 
     def probe(self, deployment: Deployment) -> int | None:
@@ -303,13 +361,21 @@ class Gateway:
 
 def describe_model(info: ModelInfo) -> dict:
     return {
-        "id": info.id, "object": "model", "created": CREATED, "owned_by": "circuit-breaker",
-        "provider": info.provider, "context_window": info.context_window,
+        "id": info.id,
+        "object": "model",
+        "created": CREATED,
+        "owned_by": "circuit-breaker",
+        "provider": info.provider,
+        "context_window": info.context_window,
         "supports_streaming": info.supports_streaming,
-        "input_price_per_million": info.input_price, "output_price_per_million": info.output_price,
-        "cached_input_price_per_million": info.cached_input_price, "priced": info.priced,
-        "supports_tools": info.supports_tools, "supports_vision": info.supports_vision,
-        "embeddings": info.embeddings, "aliases": list(info.aliases),
+        "input_price_per_million": info.input_price,
+        "output_price_per_million": info.output_price,
+        "cached_input_price_per_million": info.cached_input_price,
+        "priced": info.priced,
+        "supports_tools": info.supports_tools,
+        "supports_vision": info.supports_vision,
+        "embeddings": info.embeddings,
+        "aliases": list(info.aliases),
     }
 
 

@@ -107,8 +107,14 @@ class DeploymentHealth:
 
     # -- outcomes ----------------------------------------------------------------
 
-    def record(self, ok: bool, latency_ms: float, ttft_ms: float | None = None, error: Exception | None = None,
-               now: float | None = None) -> None:
+    def record(
+        self,
+        ok: bool,
+        latency_ms: float,
+        ttft_ms: float | None = None,
+        error: Exception | None = None,
+        now: float | None = None,
+    ) -> None:
         """Fold one finished attempt into the breaker and the measurements."""
         now = time.monotonic() if now is None else now
         self.in_flight = max(0, self.in_flight - 1)
@@ -149,7 +155,9 @@ class DeploymentHealth:
 
     def _measure(self, latency_ms: float, ttft_ms: float | None) -> None:
         alpha = self.policy.ewma_alpha
-        self.latency_ewma = latency_ms if self.latency_ewma is None else alpha * latency_ms + (1 - alpha) * self.latency_ewma
+        self.latency_ewma = (
+            latency_ms if self.latency_ewma is None else alpha * latency_ms + (1 - alpha) * self.latency_ewma
+        )
         if ttft_ms is not None:
             self.ttft_ewma = ttft_ms if self.ttft_ewma is None else alpha * ttft_ms + (1 - alpha) * self.ttft_ewma
 

@@ -36,8 +36,13 @@ ERROR_TYPES = {
     529: "overloaded_error",
 }
 
-STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
-                "content_filter": "refusal"}
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
 
 #: blocks of earlier assistant turns that only Anthropic can read back; dropped for other providers
 ANTHROPIC_ONLY_BLOCKS = ("thinking", "redacted_thinking")
@@ -153,8 +158,11 @@ def _turn(raw: Any, i: int) -> list[Message]:
         elif kind in ANTHROPIC_ONLY_BLOCKS and role == "assistant":
             continue
         else:
-            raise _fail(f"{where}.type", f"block type {kind!r} is not supported in a {role} turn (supported: text, "
-                        "image, " + ("tool_use, thinking" if role == "assistant" else "tool_result") + ")")
+            raise _fail(
+                f"{where}.type",
+                f"block type {kind!r} is not supported in a {role} turn (supported: text, "
+                "image, " + ("tool_use, thinking" if role == "assistant" else "tool_result") + ")",
+            )
     messages = results
     if parts or calls or not results:
         if len(parts) == 1 and parts[0].type == "text":
@@ -214,8 +222,11 @@ def _tools(raw: Any) -> list[Tool] | None:
         if not isinstance(tool, dict):
             raise _fail(at, "Input should be an object with 'name' and 'input_schema'")
         if tool.get("type") not in (None, "custom"):
-            raise _fail(f"{at}.type", f"tool type {tool.get('type')!r} is not supported by this gateway; only "
-                        "client tools ({name, description, input_schema}) are")
+            raise _fail(
+                f"{at}.type",
+                f"tool type {tool.get('type')!r} is not supported by this gateway; only "
+                "client tools ({name, description, input_schema}) are",
+            )
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise _fail(f"{at}.name", "Field required")
         schema = tool.get("input_schema")
@@ -289,8 +300,9 @@ def render_message(response: ChatResponse, model: str) -> dict:
     if text or not choice.message.tool_calls:
         content.append({"type": "text", "text": text})
     for call in choice.message.tool_calls:
-        content.append({"type": "tool_use", "id": call.id or new_tool_use_id(), "name": call.name,
-                        "input": _input(call.arguments)})
+        content.append(
+            {"type": "tool_use", "id": call.id or new_tool_use_id(), "name": call.name, "input": _input(call.arguments)}
+        )
     return {
         "id": response.id if response.id.startswith("msg_") else new_message_id(),
         "type": "message",
@@ -320,9 +332,16 @@ class MessageEvents:
         self._finish: str | None = None
 
     def start(self) -> list[tuple[str, dict]]:
-        message = {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-                   "stop_reason": None, "stop_sequence": None,
-                   "usage": {"input_tokens": self.input_tokens, "output_tokens": 0}}
+        message = {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": self.input_tokens, "output_tokens": 0},
+        }
         return [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
 
     def _close(self) -> list[tuple[str, dict]]:
@@ -335,8 +354,9 @@ class MessageEvents:
         events = self._close()
         self._open = (block["type"], self._blocks)
         self._blocks += 1
-        return events + [("content_block_start", {"type": "content_block_start", "index": self._open[1],
-                                                  "content_block": block})]
+        return events + [
+            ("content_block_start", {"type": "content_block_start", "index": self._open[1], "content_block": block})
+        ]
 
     def _delta(self, index: int, delta: dict) -> tuple[str, dict]:
         return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
@@ -349,12 +369,14 @@ class MessageEvents:
             events.append(self._delta(self._open[1], {"type": "text_delta", "text": chunk.content}))
         for call in chunk.tool_calls:
             if call.index not in self._tools:
-                events += self._begin({"type": "tool_use", "id": call.id or new_tool_use_id(), "name": call.name or "",
-                                       "input": {}})
+                events += self._begin(
+                    {"type": "tool_use", "id": call.id or new_tool_use_id(), "name": call.name or "", "input": {}}
+                )
                 self._tools[call.index] = self._open[1]
             if call.arguments:
-                events.append(self._delta(self._tools[call.index],
-                                          {"type": "input_json_delta", "partial_json": call.arguments}))
+                events.append(
+                    self._delta(self._tools[call.index], {"type": "input_json_delta", "partial_json": call.arguments})
+                )
         if chunk.finish_reason:
             self._finish = chunk.finish_reason
         return events

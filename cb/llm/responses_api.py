@@ -70,8 +70,10 @@ def parse_request(body: Any) -> ResponsesRequest:
         raise InvalidRequest("The request body must be a JSON object.", None)
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise _fail("Missing required parameter: 'model'." if model is None else
-                    "Invalid type for 'model': expected a string.", "model")
+        raise _fail(
+            "Missing required parameter: 'model'." if model is None else "Invalid type for 'model': expected a string.",
+            "model",
+        )
     if body.get("input") is None:
         raise _fail("Missing required parameter: 'input'.", "input")
     messages = _input(body["input"])
@@ -93,10 +95,28 @@ def parse_request(body: Any) -> ResponsesRequest:
         response_format=_text_format(body.get("text")),
         routing=_typed(body, "circuit_breaker", dict, "an object") or {},
     )
-    echo = {name: body.get(name) for name in ("tools", "tool_choice", "text", "temperature", "top_p",
-                                              "max_output_tokens", "parallel_tool_calls", "user")}
-    return ResponsesRequest(chat, messages, instructions, previous, True if store is None else store,
-                            _typed(body, "metadata", dict, "an object") or {}, echo)
+    echo = {
+        name: body.get(name)
+        for name in (
+            "tools",
+            "tool_choice",
+            "text",
+            "temperature",
+            "top_p",
+            "max_output_tokens",
+            "parallel_tool_calls",
+            "user",
+        )
+    }
+    return ResponsesRequest(
+        chat,
+        messages,
+        instructions,
+        previous,
+        True if store is None else store,
+        _typed(body, "metadata", dict, "an object") or {},
+        echo,
+    )
 
 
 def _content(raw: Any, at: str) -> str | list[ContentPart]:
@@ -115,8 +135,11 @@ def _content(raw: Any, at: str) -> str | list[ContentPart]:
         elif kind == "input_image" and isinstance(part.get("image_url"), str):
             parts.append(ContentPart("image_url", image_url=part["image_url"], detail=part.get("detail")))
         else:
-            raise _fail(f"Invalid '{at}[{i}].type': {kind!r} is not supported here (supported: input_text, "
-                        "output_text, input_image with an image_url).", f"{at}[{i}].type")
+            raise _fail(
+                f"Invalid '{at}[{i}].type': {kind!r} is not supported here (supported: input_text, "
+                "output_text, input_image with an image_url).",
+                f"{at}[{i}].type",
+            )
     if len(parts) == 1 and parts[0].type == "text":
         return parts[0].text or ""
     return parts
@@ -136,8 +159,11 @@ def _input(raw: Any) -> list[Message]:
         if kind == "message":
             role = ROLES.get(item.get("role"))
             if role is None:
-                raise _fail(f"Invalid value for '{at}.role': {item.get('role')!r} (supported: user, assistant, "
-                            "system, developer).", f"{at}.role")
+                raise _fail(
+                    f"Invalid value for '{at}.role': {item.get('role')!r} (supported: user, assistant, "
+                    "system, developer).",
+                    f"{at}.role",
+                )
             messages.append(Message(role, _content(item.get("content"), f"{at}.content")))
         elif kind == "function_call":
             if not isinstance(item.get("call_id"), str) or not isinstance(item.get("name"), str):
@@ -158,8 +184,11 @@ def _input(raw: Any) -> list[Message]:
         elif kind == "reasoning":
             continue
         else:
-            raise _fail(f"Invalid '{at}.type': {kind!r} is not supported (supported: message, function_call, "
-                        "function_call_output).", f"{at}.type")
+            raise _fail(
+                f"Invalid '{at}.type': {kind!r} is not supported (supported: message, function_call, "
+                "function_call_output).",
+                f"{at}.type",
+            )
     return messages
 
 
@@ -173,8 +202,11 @@ def _tools(raw: Any) -> list[Tool] | None:
         at = f"tools[{i}]"
         kind = tool.get("type") if isinstance(tool, dict) else None
         if kind != "function":
-            raise _fail(f"Tool type {kind!r} is not supported by this gateway: only 'function' tools are "
-                        f"({at}.type).", f"{at}.type", "unsupported_tool_type")
+            raise _fail(
+                f"Tool type {kind!r} is not supported by this gateway: only 'function' tools are ({at}.type).",
+                f"{at}.type",
+                "unsupported_tool_type",
+            )
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise _fail(f"Missing '{at}.name'.", f"{at}.name")
         parameters = tool.get("parameters")
@@ -189,8 +221,9 @@ def _tool_choice(raw: Any) -> str | dict | None:
         return raw
     if isinstance(raw, dict) and raw.get("type") == "function" and isinstance(raw.get("name"), str):
         return {"type": "function", "function": {"name": raw["name"]}}
-    raise _fail("Invalid 'tool_choice': expected 'none', 'auto', 'required' or {type: 'function', name}.",
-                "tool_choice")
+    raise _fail(
+        "Invalid 'tool_choice': expected 'none', 'auto', 'required' or {type: 'function', name}.", "tool_choice"
+    )
 
 
 def _text_format(raw: Any) -> dict | None:
@@ -207,28 +240,44 @@ def _text_format(raw: Any) -> dict | None:
         if spec.get("strict") is not None:
             schema["strict"] = spec["strict"]
         return {"type": "json_schema", "json_schema": schema}
-    raise _fail("Invalid 'text.format': type must be 'text', 'json_object' or 'json_schema' (with a 'schema').",
-                "text.format")
+    raise _fail(
+        "Invalid 'text.format': type must be 'text', 'json_object' or 'json_schema' (with a 'schema').", "text.format"
+    )
 
 
 # -- answers ------------------------------------------------------------------------------------
 
 
 def render_usage(usage: Usage) -> dict:
-    return {"input_tokens": usage.prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": usage.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": usage.total_tokens}
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": usage.total_tokens,
+    }
 
 
 def message_item(text: str, status: str = "completed", item_id: str | None = None) -> dict:
     content = [{"type": "output_text", "text": text, "annotations": []}] if status == "completed" else []
-    return {"type": "message", "id": item_id or new_id("msg"), "status": status, "role": "assistant",
-            "content": content}
+    return {
+        "type": "message",
+        "id": item_id or new_id("msg"),
+        "status": status,
+        "role": "assistant",
+        "content": content,
+    }
 
 
 def function_call_item(call: ToolCall, status: str = "completed", item_id: str | None = None) -> dict:
-    return {"type": "function_call", "id": item_id or new_id("fc"), "call_id": call.id or new_id("call"),
-            "name": call.name, "arguments": call.arguments, "status": status}
+    return {
+        "type": "function_call",
+        "id": item_id or new_id("fc"),
+        "call_id": call.id or new_id("call"),
+        "name": call.name,
+        "arguments": call.arguments,
+        "status": status,
+    }
 
 
 def output_items(message: Message) -> list[dict]:
@@ -243,22 +292,40 @@ def answer_of(items: list[dict]) -> Message:
     return Message("assistant", text or None, calls)
 
 
-def render_response(req: ResponsesRequest, response_id: str, created_at: int, output: list[dict],
-                    usage: Usage | None, status: str = "completed", error: dict | None = None) -> dict:
+def render_response(
+    req: ResponsesRequest,
+    response_id: str,
+    created_at: int,
+    output: list[dict],
+    usage: Usage | None,
+    status: str = "completed",
+    error: dict | None = None,
+) -> dict:
     """The ``response`` object, named after the model the client asked for."""
     echo = req.echo
     text = echo.get("text") if isinstance(echo.get("text"), dict) else {"format": {"type": "text"}}
     return {
-        "id": response_id, "object": "response", "created_at": created_at, "status": status,
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": status,
         "error": error,
         "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
-        "instructions": req.instructions, "max_output_tokens": echo.get("max_output_tokens"),
-        "model": req.chat.model, "output": output,
+        "instructions": req.instructions,
+        "max_output_tokens": echo.get("max_output_tokens"),
+        "model": req.chat.model,
+        "output": output,
         "parallel_tool_calls": echo.get("parallel_tool_calls") is not False,
-        "previous_response_id": req.previous_response_id, "store": req.store,
-        "temperature": echo.get("temperature"), "top_p": echo.get("top_p"),
-        "text": text, "tool_choice": echo.get("tool_choice") or "auto", "tools": echo.get("tools") or [],
-        "truncation": "disabled", "usage": render_usage(usage) if usage else None, "user": echo.get("user"),
+        "previous_response_id": req.previous_response_id,
+        "store": req.store,
+        "temperature": echo.get("temperature"),
+        "top_p": echo.get("top_p"),
+        "text": text,
+        "tool_choice": echo.get("tool_choice") or "auto",
+        "tools": echo.get("tools") or [],
+        "truncation": "disabled",
+        "usage": render_usage(usage) if usage else None,
+        "user": echo.get("user"),
         "metadata": req.metadata,
     }
 
@@ -266,8 +333,7 @@ def render_response(req: ResponsesRequest, response_id: str, created_at: int, ou
 def render(req: ResponsesRequest, response: ChatResponse) -> dict:
     choice = response.choices[0]
     status = "incomplete" if choice.finish_reason == "length" else "completed"
-    return render_response(req, new_id("resp"), int(time.time()), output_items(choice.message), response.usage,
-                           status)
+    return render_response(req, new_id("resp"), int(time.time()), output_items(choice.message), response.usage, status)
 
 
 class ResponseEvents:
@@ -300,8 +366,10 @@ class ResponseEvents:
         return render_response(self.req, self.id, self.created_at, output, usage, status, error)
 
     def start(self) -> list[tuple[str, dict]]:
-        return [self._event("response.created", response=self._snapshot("in_progress")),
-                self._event("response.in_progress", response=self._snapshot("in_progress"))]
+        return [
+            self._event("response.created", response=self._snapshot("in_progress")),
+            self._event("response.in_progress", response=self._snapshot("in_progress")),
+        ]
 
     def _close(self, index: int) -> list[tuple[str, dict]]:
         if index in self._done:
@@ -312,21 +380,42 @@ class ResponseEvents:
         if item["type"] == "message":
             self._open_message = None
             part = item["content"][0]
-            events += [self._event("response.output_text.done", item_id=item["id"], output_index=index,
-                                   content_index=0, text=part["text"], logprobs=[]),
-                       self._event("response.content_part.done", item_id=item["id"], output_index=index,
-                                   content_index=0, part=part)]
+            events += [
+                self._event(
+                    "response.output_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    text=part["text"],
+                    logprobs=[],
+                ),
+                self._event(
+                    "response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part
+                ),
+            ]
         else:
-            events.append(self._event("response.function_call_arguments.done", item_id=item["id"],
-                                      output_index=index, name=item["name"], arguments=item["arguments"]))
+            events.append(
+                self._event(
+                    "response.function_call_arguments.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    name=item["name"],
+                    arguments=item["arguments"],
+                )
+            )
         item["status"] = "completed"
         return events + [self._event("response.output_item.done", output_index=index, item=item)]
 
     def _add(self, item: dict) -> tuple[int, list[tuple[str, dict]]]:
         index = len(self._items)
         self._items.append(item)
-        return index, [self._event("response.output_item.added", output_index=index, item=dict(item, content=[])
-                                   if item["type"] == "message" else dict(item))]
+        return index, [
+            self._event(
+                "response.output_item.added",
+                output_index=index,
+                item=dict(item, content=[]) if item["type"] == "message" else dict(item),
+            )
+        ]
 
     def chunk(self, chunk: StreamChunk) -> list[tuple[str, dict]]:
         events: list[tuple[str, dict]] = []
@@ -336,27 +425,48 @@ class ResponseEvents:
                 item = self._items[self._open_message]
                 part = {"type": "output_text", "text": "", "annotations": []}
                 item["content"] = [part]
-                events.append(self._event("response.content_part.added", item_id=item["id"],
-                                          output_index=self._open_message, content_index=0, part=dict(part)))
+                events.append(
+                    self._event(
+                        "response.content_part.added",
+                        item_id=item["id"],
+                        output_index=self._open_message,
+                        content_index=0,
+                        part=dict(part),
+                    )
+                )
             item = self._items[self._open_message]
             item["content"][0]["text"] += chunk.content
-            events.append(self._event("response.output_text.delta", item_id=item["id"],
-                                      output_index=self._open_message, content_index=0, delta=chunk.content,
-                                      logprobs=[]))
+            events.append(
+                self._event(
+                    "response.output_text.delta",
+                    item_id=item["id"],
+                    output_index=self._open_message,
+                    content_index=0,
+                    delta=chunk.content,
+                    logprobs=[],
+                )
+            )
         for call in chunk.tool_calls:
             if call.index not in self._calls:
                 if self._open_message is not None:
                     events += self._close(self._open_message)
-                index, added = self._add(function_call_item(ToolCall(call.id or "", call.name or "", ""),
-                                                            "in_progress"))
+                index, added = self._add(
+                    function_call_item(ToolCall(call.id or "", call.name or "", ""), "in_progress")
+                )
                 self._calls[call.index] = index
                 events += added
             index = self._calls[call.index]
             if call.arguments:
                 item = self._items[index]
                 item["arguments"] += call.arguments
-                events.append(self._event("response.function_call_arguments.delta", item_id=item["id"],
-                                          output_index=index, delta=call.arguments))
+                events.append(
+                    self._event(
+                        "response.function_call_arguments.delta",
+                        item_id=item["id"],
+                        output_index=index,
+                        delta=call.arguments,
+                    )
+                )
         if chunk.finish_reason:
             self._finish = chunk.finish_reason
         return events

@@ -43,8 +43,15 @@ def load_messages(raw: list[dict]) -> list[Message]:
         content = m.get("content")
         if isinstance(content, list):
             content = [ContentPart(**p) for p in content]
-        messages.append(Message(m["role"], content, [ToolCall(**c) for c in m.get("tool_calls") or []],
-                                m.get("tool_call_id"), m.get("name")))
+        messages.append(
+            Message(
+                m["role"],
+                content,
+                [ToolCall(**c) for c in m.get("tool_calls") or []],
+                m.get("tool_call_id"),
+                m.get("name"),
+            )
+        )
     return messages
 
 
@@ -59,8 +66,11 @@ class ResponseStore:
     def save(self, response: dict, history: list[Message], api_key_id: str | None) -> None:
         expires = time.time() + self.retention
         self.storage.index_add(INDEX, (_hour(expires), response["id"]))
-        self.storage.put(BUCKET, response["id"], {"response": response, "history": dump_messages(history),
-                                                  "api_key_id": api_key_id, "expires_at": expires})
+        self.storage.put(
+            BUCKET,
+            response["id"],
+            {"response": response, "history": dump_messages(history), "api_key_id": api_key_id, "expires_at": expires},
+        )
         if time.monotonic() - self._expired_at > EXPIRY_EVERY_SECONDS:
             self._expired_at = time.monotonic()
             try:

@@ -68,8 +68,10 @@ class ModelNotServed(ModelNotFound):
 
     def __init__(self, model: str, where: str):
         super().__init__(model)
-        self.message = (f"The model '{model}' is not available: {where} has not listed it "
-                        "(is the server reachable and the model pulled?)")
+        self.message = (
+            f"The model '{model}' is not available: {where} has not listed it "
+            "(is the server reachable and the model pulled?)"
+        )
         self.args = (self.message,)
 
 
@@ -109,8 +111,14 @@ class _Fixed:
 class Router:
     """Chooses routes for a request and hears how each one went."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, deployments=None, config: RouterConfig | None = None,
-                 health: HealthBook | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        deployments=None,
+        config: RouterConfig | None = None,
+        health: HealthBook | None = None,
+    ):
         from cb.llm.deployments import env_deployments
 
         self.settings = settings
@@ -158,13 +166,15 @@ class Router:
         if model in VIRTUAL_MODELS:
             primary = self._virtual_candidates(VIRTUAL_MODELS[model]["tag"], deployments)
             if not primary:
-                raise ProviderNotConfigured("any", "OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY or OLLAMA_BASE_URL",
-                                            model)
+                raise ProviderNotConfigured(
+                    "any", "OPENAI_API_KEY, ANTHROPIC_API_KEY, GOOGLE_API_KEY or OLLAMA_BASE_URL", model
+                )
             fallback_names = list(ctx.fallback_models)
         else:
             info, primary = self._model_candidates(model, ctx, deployments)
-            fallback_names = list(ctx.fallback_models) or self.config.fallbacks.get(model) or \
-                self.config.fallbacks.get(info.id, [])
+            fallback_names = (
+                list(ctx.fallback_models) or self.config.fallbacks.get(model) or self.config.fallbacks.get(info.id, [])
+            )
         ranked = self._rank(primary, strategy, ctx, now)
         seen = {(r.deployment.id, r.model.id) for r in ranked}
         for name in fallback_names:
@@ -208,7 +218,9 @@ class Router:
                 "circuit_breaker.max_cost_per_1k_tokens",
             )
         states = ", ".join(f"{c.route.deployment.id} ({c.health.circuit_state(now)})" for c in waiting)
-        retry = [max(c.health.opened_at + c.health.policy.cooldown_seconds, c.health.retry_until) - now for c in waiting]
+        retry = [
+            max(c.health.opened_at + c.health.policy.cooldown_seconds, c.health.retry_until) - now for c in waiting
+        ]
         retry_after = max(0.0, min(retry)) if retry else None
         if waiting and all(now < c.health.retry_until and c.health.circuit_state(now) == "closed" for c in waiting):
             metrics.rate_limited.labels("upstream").inc()
@@ -238,8 +250,9 @@ class Router:
         names = deployment.models or self.listed(deployment)
         if names is None:
             return [self._priced(deployment, m) for m in self.catalog.for_provider(deployment.provider_type)]
-        return [self._priced(deployment, self.catalog.get(n) or self._unlisted(n, deployment.provider_type))
-                for n in names]
+        return [
+            self._priced(deployment, self.catalog.get(n) or self._unlisted(n, deployment.provider_type)) for n in names
+        ]
 
     def _priced(self, deployment: Deployment, info: ModelInfo) -> ModelInfo:
         """``info`` at the deployment's own price for it, if it sets one, else at CB_CONFIG's
@@ -257,8 +270,9 @@ class Router:
     def _candidate(self, deployment: Deployment, info: ModelInfo, upstream: str) -> Candidate:
         return Candidate(Route(deployment, self._priced(deployment, info), upstream), self.health[deployment.id])
 
-    def _model_candidates(self, model: str, ctx: RequestContext,
-                          deployments: list[Deployment]) -> tuple[ModelInfo, list[Candidate]]:
+    def _model_candidates(
+        self, model: str, ctx: RequestContext, deployments: list[Deployment]
+    ) -> tuple[ModelInfo, list[Candidate]]:
         pinned, name = self.pinned(model, deployments)
         if pinned:
             info = self.catalog.get(name) or self._unlisted(name, pinned[0].provider_type)
@@ -275,8 +289,14 @@ class Router:
                 info = self._unlisted(model, listing.provider_type)
             serving = [d for d in deployments if self._serves(d, info, model)]
         usable = [d for d in serving if self.usable(d, ctx)]
-        silent = [d for d in (pinned or deployments) if (pinned or d.provider_type == info.provider)
-                  and not d.models and self.listed(d) is not None and is_configured(d)]
+        silent = [
+            d
+            for d in (pinned or deployments)
+            if (pinned or d.provider_type == info.provider)
+            and not d.models
+            and self.listed(d) is not None
+            and is_configured(d)
+        ]
         if not usable and silent:
             raise ModelNotServed(model, ", ".join(f"{d.name or d.id} at {d.base_url}" for d in silent))
         if not usable:
@@ -318,13 +338,21 @@ class Router:
         """A request is about to be sent on ``route``. False: skip it (its breaker lets nothing through)."""
         return self.health[route.deployment.id].acquire()
 
-    def finished(self, route: Route, ok: bool, latency_ms: float, ttft_ms: float | None = None,
-                 error: Exception | None = None) -> None:
+    def finished(
+        self, route: Route, ok: bool, latency_ms: float, ttft_ms: float | None = None, error: Exception | None = None
+    ) -> None:
         """How the attempt on ``route`` went (feeds the breaker, latency and error rate)."""
         health = self.health[route.deployment.id]
         health.record(ok, latency_ms, ttft_ms, error)
-        metrics.observe_attempt(route.deployment.provider_type, route.model.id, ok, latency_ms, ttft_ms,
-                                route.deployment.id, health.circuit_state())
+        metrics.observe_attempt(
+            route.deployment.provider_type,
+            route.model.id,
+            ok,
+            latency_ms,
+            ttft_ms,
+            route.deployment.id,
+            health.circuit_state(),
+        )
 
     def abandoned(self, route: Route) -> None:
         """An attempt on ``route`` stopped by us before any outcome (the client left): no verdict."""

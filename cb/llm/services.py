@@ -17,7 +17,9 @@ def llm_services(settings: Settings, storage: Storage) -> dict:
     """The LLM services as keyword arguments of :class:`cb.services.Services`."""
     config = load_config(settings.config_file)
     catalog = Catalog.default()
-    registry = DeploymentRegistry(env_deployments(settings), config.deployments, storage, SecretBox(settings.secret_key))
+    registry = DeploymentRegistry(
+        env_deployments(settings), config.deployments, storage, SecretBox(settings.secret_key)
+    )
     ledger = UsageLedger(storage)
     return {
         "catalog": catalog,

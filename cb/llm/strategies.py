@@ -80,7 +80,12 @@ def load_balanced(candidates: list[Candidate]) -> list[Candidate]:
 def reliability_first(candidates: list[Candidate]) -> list[Candidate]:
     return sorted(
         candidates,
-        key=lambda c: (c.health.error_rate(), c.route.deployment.priority, c.health.consecutive_failures, c.tie_break()),
+        key=lambda c: (
+            c.health.error_rate(),
+            c.route.deployment.priority,
+            c.health.consecutive_failures,
+            c.tie_break(),
+        ),
     )
 
 

@@ -54,7 +54,9 @@ class StreamStalled(UpstreamTimeout):
     """The upstream sent nothing for UPSTREAM_STREAM_IDLE_TIMEOUT in the middle of a stream."""
 
     def __init__(self, provider: str, seconds: float):
-        super().__init__(provider, f"the stream stalled: nothing for {seconds:g} seconds (UPSTREAM_STREAM_IDLE_TIMEOUT)")
+        super().__init__(
+            provider, f"the stream stalled: nothing for {seconds:g} seconds (UPSTREAM_STREAM_IDLE_TIMEOUT)"
+        )
         self.retryable = False
 
 
@@ -121,8 +123,10 @@ class ChatStream:
                 waited += elapsed_ms(started)
                 self.gateway.router.finished(route, False, elapsed_ms(started), error=exc)
                 last = exc
-                log.warning("stream attempt failed before its first chunk, trying the next route",
-                            extra={"fields": {"deployment": route.deployment.id, "error": exc.message}})
+                log.warning(
+                    "stream attempt failed before its first chunk, trying the next route",
+                    extra={"fields": {"deployment": route.deployment.id, "error": exc.message}},
+                )
                 continue
             self.upstream_open_ms = waited + elapsed_ms(started)
             return held
@@ -232,5 +236,6 @@ class ChatStream:
                 self.gateway.router.abandoned(self.route)
             else:
                 self.gateway.router.finished(self.route, error is None, elapsed_ms(self.started), self.ttft_ms, error)
-        self.gateway.record(self.ctx, self.request.model, self.route, self.final_usage(), status,
-                            streamed=True, ttft_ms=self.ttft_ms)
+        self.gateway.record(
+            self.ctx, self.request.model, self.route, self.final_usage(), status, streamed=True, ttft_ms=self.ttft_ms
+        )

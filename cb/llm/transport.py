@@ -109,7 +109,9 @@ class Transport:
             response.history = history
         return response
 
-    def _prepare(self, session: requests.Session, deployment: Deployment, call: UpstreamCall) -> requests.PreparedRequest:
+    def _prepare(
+        self, session: requests.Session, deployment: Deployment, call: UpstreamCall
+    ) -> requests.PreparedRequest:
         """``call`` as ``session.request`` would prepare it, from a cached template plus the body."""
         key = (deployment.id, call.method, call.url, tuple(call.headers.items()))
         template = self._templates.get(key)
@@ -123,8 +125,9 @@ class Transport:
         prepared.headers = template.headers.copy()
         if call.json is not None:
             try:
-                prepared.body = json.dumps(call.json, separators=(",", ":"), ensure_ascii=False,
-                                           allow_nan=False).encode()
+                prepared.body = json.dumps(
+                    call.json, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+                ).encode()
             except ValueError:
                 raise InvalidRequest("The request holds a number JSON cannot carry (NaN or Infinity).", None) from None
             prepared.headers["Content-Length"] = str(len(prepared.body))

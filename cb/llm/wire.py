@@ -112,7 +112,9 @@ def _tool_calls(raw: Any, where: str) -> list[ToolCall]:
             raise _fail(f"Invalid '{at}': expected {{id, type: 'function', function: {{name, arguments}}}}.", at)
         arguments = function.get("arguments", "")
         if not isinstance(arguments, str):
-            raise _fail(f"Invalid type for '{at}.function.arguments': expected a JSON string.", f"{at}.function.arguments")
+            raise _fail(
+                f"Invalid type for '{at}.function.arguments': expected a JSON string.", f"{at}.function.arguments"
+            )
         calls.append(ToolCall(str(call.get("id") or ""), function["name"], arguments))
     return calls
 
@@ -128,8 +130,9 @@ def _message(raw: Any, i: int) -> Message:
     if isinstance(content, list):
         content = _parts(content, f"{at}.content")
     elif content is not None and not isinstance(content, str):
-        raise _fail(f"Invalid type for '{at}.content': expected a string or an array of content parts.",
-                    f"{at}.content")
+        raise _fail(
+            f"Invalid type for '{at}.content': expected a string or an array of content parts.", f"{at}.content"
+        )
     if role == "developer":
         role = "system"
     if role == "function":  # the legacy form of a tool result
@@ -138,8 +141,13 @@ def _message(raw: Any, i: int) -> Message:
     if role == "tool" and not isinstance(tool_call_id, str):
         raise _fail(f"Missing '{at}.tool_call_id': a tool message answers one tool call.", f"{at}.tool_call_id")
     name = raw.get("name")
-    return Message(role, content, _tool_calls(raw.get("tool_calls"), f"{at}.tool_calls"), tool_call_id,
-                   name if isinstance(name, str) else None)
+    return Message(
+        role,
+        content,
+        _tool_calls(raw.get("tool_calls"), f"{at}.tool_calls"),
+        tool_call_id,
+        name if isinstance(name, str) else None,
+    )
 
 
 def _tools(raw: Any) -> list[Tool] | None:
@@ -157,7 +165,9 @@ def _tools(raw: Any) -> list[Tool] | None:
             raise _fail(f"Missing '{at}.function.name'.", f"{at}.function.name")
         parameters = function.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
-            raise _fail(f"Invalid type for '{at}.function.parameters': expected an object.", f"{at}.function.parameters")
+            raise _fail(
+                f"Invalid type for '{at}.function.parameters': expected an object.", f"{at}.function.parameters"
+            )
         tools.append(Tool(function["name"], function.get("description"), parameters, function.get("strict")))
     return tools
 
@@ -167,16 +177,19 @@ def _tool_choice(raw: Any) -> str | dict | None:
         return raw
     if isinstance(raw, dict) and isinstance((raw.get("function") or {}).get("name"), str):
         return {"type": "function", "function": {"name": raw["function"]["name"]}}
-    raise _fail("Invalid 'tool_choice': expected 'none', 'auto', 'required' or "
-                "{type: 'function', function: {name}}.", "tool_choice")
+    raise _fail(
+        "Invalid 'tool_choice': expected 'none', 'auto', 'required' or {type: 'function', function: {name}}.",
+        "tool_choice",
+    )
 
 
 def _response_format(raw: Any) -> dict | None:
     if raw is None:
         return None
     if not isinstance(raw, dict) or raw.get("type") not in RESPONSE_FORMATS:
-        raise _fail("Invalid 'response_format': type must be 'text', 'json_object' or 'json_schema'.",
-                    "response_format")
+        raise _fail(
+            "Invalid 'response_format': type must be 'text', 'json_object' or 'json_schema'.", "response_format"
+        )
     if raw["type"] == "json_schema" and not isinstance(raw.get("json_schema"), dict):
         raise _fail("Missing 'response_format.json_schema' for type 'json_schema'.", "response_format.json_schema")
     return None if raw["type"] == "text" else raw
@@ -198,18 +211,25 @@ def parse_chat_request(body: Any) -> ChatRequest:
         raise InvalidRequest("The request body must be a JSON object.", None)
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise _fail("Missing required parameter: 'model'." if model is None else
-                    "Invalid type for 'model': expected a string.", "model")
+        raise _fail(
+            "Missing required parameter: 'model'." if model is None else "Invalid type for 'model': expected a string.",
+            "model",
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise _fail("Missing required parameter: 'messages'." if messages is None else
-                    "Invalid 'messages': expected a non-empty array of messages.", "messages")
+        raise _fail(
+            "Missing required parameter: 'messages'."
+            if messages is None
+            else "Invalid 'messages': expected a non-empty array of messages.",
+            "messages",
+        )
     stream = bool(_typed(body, "stream", bool, "a boolean"))
     options = _typed(body, "stream_options", dict, "an object") or {}
     include_usage = options.get("include_usage", False)
     if not isinstance(include_usage, bool):
-        raise _fail("Invalid type for 'stream_options.include_usage': expected a boolean.",
-                    "stream_options.include_usage")
+        raise _fail(
+            "Invalid type for 'stream_options.include_usage': expected a boolean.", "stream_options.include_usage"
+        )
     max_tokens = _integer(body, "max_completion_tokens", 1)
     if max_tokens is None:
         max_tokens = _integer(body, "max_tokens", 1)
@@ -244,8 +264,10 @@ def apply_routing(ctx: RequestContext, routing: dict, headers: Mapping[str, str]
     headers = headers if headers is not None else {}
     strategy = routing.get("routing_strategy") or headers.get("x-cb-routing-strategy")
     if strategy is not None and not isinstance(strategy, str):
-        raise _fail("Invalid type for 'circuit_breaker.routing_strategy': expected a string.",
-                    "circuit_breaker.routing_strategy")
+        raise _fail(
+            "Invalid type for 'circuit_breaker.routing_strategy': expected a string.",
+            "circuit_breaker.routing_strategy",
+        )
     ctx.strategy = strategy or ctx.strategy
     for name in ("max_cost_per_1k_tokens", "max_latency_ms"):
         value = routing.get(name, headers.get("x-cb-" + name.replace("_", "-")))
@@ -265,8 +287,9 @@ def apply_routing(ctx: RequestContext, routing: dict, headers: Mapping[str, str]
         if value is None:
             continue
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise _fail(f"Invalid type for 'circuit_breaker.{name}': expected an array of strings.",
-                        f"circuit_breaker.{name}")
+            raise _fail(
+                f"Invalid type for 'circuit_breaker.{name}': expected an array of strings.", f"circuit_breaker.{name}"
+            )
         setattr(ctx, name, value)
 
 
@@ -287,7 +310,9 @@ def parse_embedding_request(body: Any) -> tuple[EmbeddingRequest, str]:
     encoding = body.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
         raise _fail("Invalid 'encoding_format': expected 'float' or 'base64'.", "encoding_format")
-    return EmbeddingRequest(model, inputs, _integer(body, "dimensions", 1), _typed(body, "user", str, "a string")), encoding
+    return EmbeddingRequest(
+        model, inputs, _integer(body, "dimensions", 1), _typed(body, "user", str, "a string")
+    ), encoding
 
 
 # -- rendering -------------------------------------------------------------------------
@@ -298,8 +323,11 @@ def new_completion_id() -> str:
 
 
 def render_usage(usage: Usage) -> dict:
-    rendered = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens}
+    rendered = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
     if usage.prompt_details:
         rendered["prompt_tokens_details"] = dict(usage.prompt_details)
     if usage.completion_details:
@@ -317,8 +345,14 @@ def render_response(response: ChatResponse, model: str) -> dict:
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                 for c in choice.message.tool_calls
             ]
-        choices.append({"index": choice.index, "message": message, "logprobs": choice.logprobs,
-                        "finish_reason": choice.finish_reason})
+        choices.append(
+            {
+                "index": choice.index,
+                "message": message,
+                "logprobs": choice.logprobs,
+                "finish_reason": choice.finish_reason,
+            }
+        )
     return {
         "id": response.id if response.id.startswith("chatcmpl-") else new_completion_id(),
         "object": "chat.completion",
@@ -364,15 +398,24 @@ class ChunkRenderer:
 
     def _relay(self, chunk: StreamChunk) -> bytes | None:
         wire = chunk.wire
-        if not self._started and isinstance(wire.id, str) and wire.id.startswith("chatcmpl-") \
-                and isinstance(wire.created, int):
+        if (
+            not self._started
+            and isinstance(wire.id, str)
+            and wire.id.startswith("chatcmpl-")
+            and isinstance(wire.created, int)
+        ):
             self.id, self.created = wire.id, wire.created
         if wire.id != self.id or wire.created != self.created or not isinstance(wire.model, str):
             return None
         if chunk.index not in self._role_sent and chunk.role != "assistant":
             return None
-        if chunk.content is None and not chunk.tool_calls and chunk.finish_reason is None and chunk.logprobs is None \
-                and chunk.role is None:
+        if (
+            chunk.content is None
+            and not chunk.tool_calls
+            and chunk.finish_reason is None
+            and chunk.logprobs is None
+            and chunk.role is None
+        ):
             return None  # nothing for the client: rendering drops it
         data = wire.data
         if self.include_usage:
@@ -396,8 +439,13 @@ class ChunkRenderer:
         return data
 
     def _envelope(self, choices: list) -> dict:
-        data = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": choices}
+        data = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
         if self.include_usage:
             data["usage"] = None
         return data
@@ -426,8 +474,9 @@ class ChunkRenderer:
         if not delta and chunk.finish_reason is None and chunk.logprobs is None:
             return None
         self._started = True
-        return self._envelope([{"index": chunk.index, "delta": delta, "logprobs": chunk.logprobs,
-                                "finish_reason": chunk.finish_reason}])
+        return self._envelope(
+            [{"index": chunk.index, "delta": delta, "logprobs": chunk.logprobs, "finish_reason": chunk.finish_reason}]
+        )
 
     def usage(self, usage: Usage) -> dict:
         """The final ``include_usage`` chunk: no choices, the totals."""
@@ -444,5 +493,9 @@ def render_embeddings(response: EmbeddingResponse, model: str, encoding: str) ->
             embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         data.append({"object": "embedding", "index": i, "embedding": embedding})
     usage = response.usage
-    return {"object": "list", "data": data, "model": model,
-            "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens}}
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
+    }

@@ -18,8 +18,17 @@ from cb.security.redaction import protect, scrub
 from cb.storage import Storage
 
 __all__ = [
-    "ApiKey", "InvalidApiKey", "KeyStore", "ModelNotAllowed", "RateLimited", "RateLimiter", "Reservation",
-    "Security", "estimate_tokens", "protect", "scrub",
+    "ApiKey",
+    "InvalidApiKey",
+    "KeyStore",
+    "ModelNotAllowed",
+    "RateLimited",
+    "RateLimiter",
+    "Reservation",
+    "Security",
+    "estimate_tokens",
+    "protect",
+    "scrub",
 ]
 
 ANONYMOUS = "anonymous"
@@ -63,7 +72,8 @@ class Security:
         if isinstance(messages, list) and len(messages) > self.settings.max_messages:
             raise InvalidRequest(
                 f"Too many messages: {len(messages)} (this server accepts at most {self.settings.max_messages}).",
-                "messages", "too_many_messages",
+                "messages",
+                "too_many_messages",
             )
 
     def graphql_authorized(self, presented: str | None) -> bool:

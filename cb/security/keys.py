@@ -73,15 +73,27 @@ class KeyStore:
         self.storage = storage
         self.clock = clock
         self._env = {
-            hash_key(k): ApiKey(id=f"env-{i + 1}", name=f"CB_API_KEYS[{i}]", prefix=k[:6], key_hash=hash_key(k),
-                                created_at=0.0, from_settings=True)
+            hash_key(k): ApiKey(
+                id=f"env-{i + 1}",
+                name=f"CB_API_KEYS[{i}]",
+                prefix=k[:6],
+                key_hash=hash_key(k),
+                created_at=0.0,
+                from_settings=True,
+            )
             for i, k in enumerate(env_keys)
         }
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
         self._touched: dict[str, float] = {}
 
-    def create(self, name: str, rpm_limit: int | None = None, tpm_limit: int | None = None,
-               allowed_models: list[str] | None = None, expires_at: float | None = None) -> tuple[ApiKey, str]:
+    def create(
+        self,
+        name: str,
+        rpm_limit: int | None = None,
+        tpm_limit: int | None = None,
+        allowed_models: list[str] | None = None,
+        expires_at: float | None = None,
+    ) -> tuple[ApiKey, str]:
         """A new key: its record and the plaintext, which is never available again."""
         name = (name or "").strip()
         if not name or len(name) > 200:
@@ -93,9 +105,17 @@ class KeyStore:
             raise ValidationError("expires_at must be in the future")
         models = [m.strip() for m in allowed_models or [] if m and m.strip()] or None
         plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
-        record = ApiKey(id="key_" + secrets.token_hex(8), name=name, prefix=plaintext[:10], key_hash=hash_key(plaintext),
-                        rpm_limit=rpm_limit, tpm_limit=tpm_limit, allowed_models=models, created_at=self.clock(),
-                        expires_at=expires_at)
+        record = ApiKey(
+            id="key_" + secrets.token_hex(8),
+            name=name,
+            prefix=plaintext[:10],
+            key_hash=hash_key(plaintext),
+            rpm_limit=rpm_limit,
+            tpm_limit=tpm_limit,
+            allowed_models=models,
+            created_at=self.clock(),
+            expires_at=expires_at,
+        )
         self.storage.create(BUCKET, record.key_hash, record.to_dict())
         return record, plaintext
 
@@ -123,7 +143,9 @@ class KeyStore:
     def authenticate(self, plaintext: str | None) -> ApiKey:
         """The key's record, or :class:`InvalidApiKey` (missing, unknown, revoked, expired)."""
         if not plaintext:
-            raise InvalidApiKey("Missing API key. Send it in the Authorization header (Bearer scheme) or in the api-key header.")
+            raise InvalidApiKey(
+                "Missing API key. Send it in the Authorization header (Bearer scheme) or in the api-key header."
+            )
         digest = hash_key(plaintext)
         record = self._lookup(digest)
         if record is None:

@@ -16,8 +16,11 @@ from cb.logs import redactor
 # substrings one of which every match contains (any case), so text holding none is skipped.
 PATTERNS = (
     (r"(?i)\b(?:bearer|basic)\s+(?P<secret>[A-Za-z0-9._~+/=\-]{8,})", ("bearer", "basic")),
-    (r"(?i)(?:api-key|x-api-key|authorization|x-goog-api-key)[\"']?\s*[:=]\s*[\"']?(?!(?:bearer|basic)\s)"
-     r"(?P<secret>[^\s\"',;]+)", ("api-key", "authorization")),
+    (
+        r"(?i)(?:api-key|x-api-key|authorization|x-goog-api-key)[\"']?\s*[:=]\s*[\"']?(?!(?:bearer|basic)\s)"
+        r"(?P<secret>[^\s\"',;]+)",
+        ("api-key", "authorization"),
+    ),
     (r"\bsk-[A-Za-z0-9_\-*]{8,}", ("sk-",)),
     (r"\bcb-[A-Za-z0-9_\-]{20,}", ("cb-",)),
     (r"\bAIza[A-Za-z0-9_\-]{10,}", ("aiza",)),

@@ -167,7 +167,11 @@ def stream_names(prefix: str) -> dict[str, str]:
     """The JetStream stream behind each bucket, log and the index, by our name for it."""
     from cb.storage import BUCKETS, LOGS
 
-    return {**{b: f"KV_{prefix}_{b}" for b in BUCKETS}, **{g: f"{prefix}_{g}" for g in LOGS}, "index": f"{prefix}_index"}
+    return {
+        **{b: f"KV_{prefix}_{b}" for b in BUCKETS},
+        **{g: f"{prefix}_{g}" for g in LOGS},
+        "index": f"{prefix}_index",
+    }
 
 
 def replica_report(url: str, prefix: str, replicas: int) -> str | None:
@@ -191,13 +195,19 @@ def replica_report(url: str, prefix: str, replicas: int) -> str | None:
         finally:
             await client.close()
         if replicas > 1 and not clustered:
-            return (f"NATS_REPLICAS={replicas} but the NATS server at {url} is not part of a cluster: "
-                    "buckets and streams cannot be created (set NATS_REPLICAS=1, or run a JetStream cluster)")
-        differ = [f"{name} has {count}" for name, count in zip(names, found, strict=True) if count not in (None, replicas)]
+            return (
+                f"NATS_REPLICAS={replicas} but the NATS server at {url} is not part of a cluster: "
+                "buckets and streams cannot be created (set NATS_REPLICAS=1, or run a JetStream cluster)"
+            )
+        differ = [
+            f"{name} has {count}" for name, count in zip(names, found, strict=True) if count not in (None, replicas)
+        ]
         if not differ:
             return None
-        return (f"NATS_REPLICAS={replicas} but existing streams keep their replica count: {', '.join(differ)} "
-                f"(change one with `nats stream edit <name> --replicas {replicas}`)")
+        return (
+            f"NATS_REPLICAS={replicas} but existing streams keep their replica count: {', '.join(differ)} "
+            f"(change one with `nats stream edit <name> --replicas {replicas}`)"
+        )
 
     try:
         return _run_once(attempt())
@@ -370,14 +380,24 @@ class NatsStorage:
                 info = await self._js.stream_info(name)
             except nats.js.errors.NotFoundError:
                 return None
-            return {"stream": name, "replicas": info.config.num_replicas or 1, "messages": info.state.messages,
-                    "bytes": info.state.bytes}
+            return {
+                "stream": name,
+                "replicas": info.config.num_replicas or 1,
+                "messages": info.state.messages,
+                "bytes": info.state.bytes,
+            }
 
         names = stream_names(self.prefix)
         found = await asyncio.gather(*(stream(n) for n in names.values()))
         info = self._nc._server_info or {}
-        return {"backend": "nats", "url": self.url, "prefix": self.prefix, "server_version": info.get("version"),
-                "jetstream": bool(info.get("jetstream", True)), "stores": dict(zip(names, found, strict=True))}
+        return {
+            "backend": "nats",
+            "url": self.url,
+            "prefix": self.prefix,
+            "server_version": info.get("version"),
+            "jetstream": bool(info.get("jetstream", True)),
+            "stores": dict(zip(names, found, strict=True)),
+        }
 
     def status(self) -> dict:
         """The server's version and, per bucket, log and index, its JetStream stream (None where
@@ -397,7 +417,10 @@ class NatsStorage:
             except nats.js.errors.BucketNotFoundError:
                 try:
                     kv = await self._js.create_key_value(
-                        bucket=name, history=1, storage=StorageType.FILE, direct=self.replicas == 1,
+                        bucket=name,
+                        history=1,
+                        storage=StorageType.FILE,
+                        direct=self.replicas == 1,
                         replicas=self.replicas,
                     )
                 except nats.js.errors.BadRequestError:  # created concurrently by another worker
@@ -526,7 +549,10 @@ class NatsStorage:
         stream = f"{self.prefix}_index"
         if stream not in self._streams:
             config = StreamConfig(
-                name=stream, subjects=[f"{self.prefix}_idx.>"], storage=StorageType.FILE, max_msgs_per_subject=1,
+                name=stream,
+                subjects=[f"{self.prefix}_idx.>"],
+                storage=StorageType.FILE,
+                max_msgs_per_subject=1,
                 num_replicas=self.replicas,
             )
             try:

@@ -116,7 +116,9 @@ class _Parser:
 
     def _expect(self, text: str) -> None:
         if not self._is(text):
-            raise ConditionSyntaxError(f"expected {text!r}, found {self._describe(self.current)}", self.current.position)
+            raise ConditionSyntaxError(
+                f"expected {text!r}, found {self._describe(self.current)}", self.current.position
+            )
         self._take()
 
     @staticmethod
@@ -272,7 +274,10 @@ def _compare(op: str, left: Any, right: Any) -> bool:
         return found if op == "in" else not found
     numbers = (int, float)
     comparable = (
-        isinstance(left, numbers) and isinstance(right, numbers) and not isinstance(left, bool) and not isinstance(right, bool)
+        isinstance(left, numbers)
+        and isinstance(right, numbers)
+        and not isinstance(left, bool)
+        and not isinstance(right, bool)
     ) or (isinstance(left, str) and isinstance(right, str))
     if not comparable:
         return False

@@ -6,8 +6,13 @@ from cb.workflow.model import Transition, Workflow
 
 
 def _t(id: str, from_place: str, to_place: str, *conditions: str, name: str | None = None) -> Transition:
-    return Transition(id=id, name=name or id.replace("_", " ").capitalize(), from_places=(from_place,),
-                      to_place=to_place, conditions=conditions)
+    return Transition(
+        id=id,
+        name=name or id.replace("_", " ").capitalize(),
+        from_places=(from_place,),
+        to_place=to_place,
+        conditions=conditions,
+    )
 
 
 def default_workflows() -> list[Workflow]:

@@ -257,9 +257,7 @@ class WorkflowEngine:
             raise NotFound(f"token {token_id!r} not found")
         return Token.from_dict(entry.value, entry.revision)
 
-    def create_token(
-        self, workflow_id: str, place: str | None = None, data: Any = None, metadata: Any = None
-    ) -> Token:
+    def create_token(self, workflow_id: str, place: str | None = None, data: Any = None, metadata: Any = None) -> Token:
         """A new token in ``place`` (default: the workflow's initial place)."""
         workflow = self.get_workflow(workflow_id)
         place = place or workflow.initial_place
@@ -384,7 +382,7 @@ class WorkflowEngine:
     ) -> None:
         try:
             self.bus.publish(
-            event_subject(token.workflow_id, token.id),
+                event_subject(token.workflow_id, token.id),
                 {
                     "type": kind,
                     "workflow_id": token.workflow_id,

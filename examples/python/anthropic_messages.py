@@ -20,8 +20,9 @@ MODEL = os.environ.get("CB_MODEL", "gpt-4")
 def main() -> None:
     question = " ".join(sys.argv[1:]) or "Hello, how are you?"
     with anthropic.Anthropic(base_url=BASE_URL, api_key=os.environ.get("CB_API_KEY", "not-needed")) as client:
-        with client.messages.stream(model=MODEL, max_tokens=512, system="Be brief.",
-                                    messages=[{"role": "user", "content": question}]) as stream:
+        with client.messages.stream(
+            model=MODEL, max_tokens=512, system="Be brief.", messages=[{"role": "user", "content": question}]
+        ) as stream:
             for text in stream.text_stream:
                 print(text, end="", flush=True)
             message = stream.get_final_message()

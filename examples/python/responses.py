@@ -28,8 +28,10 @@ def main() -> None:
                     print(event.delta, end="", flush=True)
             second = stream.get_final_response()
     print()
-    print(f"-- {first.id} then {second.id}, {second.usage.input_tokens} input + "
-          f"{second.usage.output_tokens} output tokens")
+    print(
+        f"-- {first.id} then {second.id}, {second.usage.input_tokens} input + "
+        f"{second.usage.output_tokens} output tokens"
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ class AnthropicUpstream(Scripted, UpstreamServer):
             return reply.sse(stream_events(request.json["model"], answer), done=False, event_names=True)
         reply.json(message(request.json["model"], answer, (request.json.get("stop_sequences") or ["END"])[0]))
 
-
     @staticmethod
     def count_tokens(body: dict | None, reply: Reply) -> None:
         if not isinstance(body, dict) or "messages" not in body or "model" not in body:
@@ -73,7 +72,7 @@ def validate(body: dict | None) -> str | None:
     for i, turn in enumerate(body["messages"]):
         role = turn.get("role")
         if role not in ("user", "assistant"):
-            return f'messages.{i}.role: Input should be \'user\' or \'assistant\' (got "{role}")'
+            return f"messages.{i}.role: Input should be 'user' or 'assistant' (got \"{role}\")"
         if previous and previous["role"] == role:
             return f'messages: roles must alternate between "user" and "assistant", but found multiple "{role}" roles in a row'
         content = turn.get("content")
@@ -82,12 +81,17 @@ def validate(body: dict | None) -> str | None:
             if block.get("type") == "text" and not block.get("text"):
                 return f"messages.{i}: text content blocks must be non-empty"
             if block.get("type") == "tool_result":
-                asked = [b.get("id") for b in (previous or {}).get("content") or [] if isinstance(b, dict)
-                         and b.get("type") == "tool_use"]
+                asked = [
+                    b.get("id")
+                    for b in (previous or {}).get("content") or []
+                    if isinstance(b, dict) and b.get("type") == "tool_use"
+                ]
                 if block.get("tool_use_id") not in asked:
-                    return (f"messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks: "
-                            f"{block.get('tool_use_id')}. Each `tool_result` block must have a corresponding "
-                            "`tool_use` block in the previous message.")
+                    return (
+                        f"messages.{i}.content: unexpected `tool_use_id` found in `tool_result` blocks: "
+                        f"{block.get('tool_use_id')}. Each `tool_result` block must have a corresponding "
+                        "`tool_use` block in the previous message."
+                    )
         previous = turn
     return None
 
@@ -117,9 +121,12 @@ def message(model: str, answer: Answer, stop_sequence: str | None = None) -> dic
 
 def _usage(answer: Answer, output_tokens: int) -> dict:
     """Anthropic counts cache reads and writes apart from ``input_tokens``."""
-    return {"input_tokens": answer.prompt_tokens - answer.cached_tokens - answer.cache_write_tokens,
-            "cache_creation_input_tokens": answer.cache_write_tokens,
-            "cache_read_input_tokens": answer.cached_tokens, "output_tokens": output_tokens}
+    return {
+        "input_tokens": answer.prompt_tokens - answer.cached_tokens - answer.cache_write_tokens,
+        "cache_creation_input_tokens": answer.cache_write_tokens,
+        "cache_read_input_tokens": answer.cached_tokens,
+        "output_tokens": output_tokens,
+    }
 
 
 def stream_events(model: str, answer: Answer):
@@ -130,27 +137,47 @@ def stream_events(model: str, answer: Answer):
     yield "message_start", {"type": "message_start", "message": start}
     index = 0
     if answer.text:
-        yield "content_block_start", {"type": "content_block_start", "index": 0,
-                                      "content_block": {"type": "text", "text": ""}}
+        yield (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
         yield "ping", {"type": "ping"}
         for sent, piece in enumerate(answer.text_pieces()):
             if answer.error_after is not None and sent == answer.error_after:
                 yield "error", OVERLOADED
                 return
-            yield "content_block_delta", {"type": "content_block_delta", "index": 0,
-                                          "delta": {"type": "text_delta", "text": piece}}
+            yield (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+            )
         yield "content_block_stop", {"type": "content_block_stop", "index": 0}
         index = 1
     for name, args in answer.tool_calls:
-        yield "content_block_start", {"type": "content_block_start", "index": index,
-                                      "content_block": {"type": "tool_use", "id": _tool_id(), "name": name,
-                                                        "input": {}}}
+        yield (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": {"type": "tool_use", "id": _tool_id(), "name": name, "input": {}},
+            },
+        )
         for piece in ["", *split_json(json.dumps(args))]:
-            yield "content_block_delta", {"type": "content_block_delta", "index": index,
-                                          "delta": {"type": "input_json_delta", "partial_json": piece}}
+            yield (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": piece},
+                },
+            )
         yield "content_block_stop", {"type": "content_block_stop", "index": index}
         index += 1
-    yield "message_delta", {"type": "message_delta",
-                            "delta": {"stop_reason": _stop_reason(answer), "stop_sequence": None},
-                            "usage": {"output_tokens": answer.completion_tokens}}
+    yield (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": _stop_reason(answer), "stop_sequence": None},
+            "usage": {"output_tokens": answer.completion_tokens},
+        },
+    )
     yield "message_stop", {"type": "message_stop"}

@@ -212,8 +212,9 @@ class UpstreamServer:
         self._httpd = Server(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         if self.tls is not None:  # the handshake happens in the request's thread, on its first read
-            self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True,
-                                                      do_handshake_on_connect=False)
+            self._httpd.socket = self.tls.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
         return self

@@ -20,8 +20,7 @@ from tests.harness import Server
 
 
 def send(call: UpstreamCall) -> requests.Response:
-    return requests.request(call.method, call.url, headers=call.headers, json=call.json, stream=call.stream,
-                            timeout=10)
+    return requests.request(call.method, call.url, headers=call.headers, json=call.json, stream=call.stream, timeout=10)
 
 
 def _checked(provider: Provider, response: requests.Response) -> requests.Response:
@@ -36,8 +35,9 @@ def chat(provider: Provider, deployment: Deployment, request: ChatRequest, model
     return provider.parse_chat(response.json(), model)
 
 
-def stream(provider: Provider, deployment: Deployment, request: ChatRequest,
-           model: str | None = None) -> list[StreamChunk]:
+def stream(
+    provider: Provider, deployment: Deployment, request: ChatRequest, model: str | None = None
+) -> list[StreamChunk]:
     model = model or request.model
     request.stream = True
     with send(provider.chat_call(deployment, request, model)) as response:

@@ -17,8 +17,14 @@ from tests.upstreams.script import Answer, Scripted
 
 KEY = "AIza-test-gemini-key"
 PATH = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<action>\w+)$")
-STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
-          500: "INTERNAL", 503: "UNAVAILABLE"}
+STATUS = {
+    400: "INVALID_ARGUMENT",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
 
 
 def error_body(code: int, message: str) -> dict:
@@ -37,9 +43,15 @@ class GeminiUpstream(Scripted, UpstreamServer):
         headers = {k.lower(): v for k, v in request.headers.items()}
         key = headers.get("x-goog-api-key") or (request.query.get("key") or [None])[0]
         if not key:
-            return reply.json(error_body(403, "Method doesn't allow unregistered callers (callers without established "
-                                         "identity). Please use API Key or other form of API consumer identity "
-                                         "to call this API."), 403)
+            return reply.json(
+                error_body(
+                    403,
+                    "Method doesn't allow unregistered callers (callers without established "
+                    "identity). Please use API Key or other form of API consumer identity "
+                    "to call this API.",
+                ),
+                403,
+            )
         if key != KEY:
             return reply.json(error_body(400, "API key not valid. Please pass a valid API key."), 400)
         model, action = match["model"], match["action"]
@@ -107,12 +119,14 @@ def _usage(answer: Answer, final: bool = True) -> dict:
 
 def response(model: str, answer: Answer) -> dict:
     return {
-        "candidates": [{
-            "content": {"parts": _parts(answer), "role": "model"},
-            "finishReason": answer.finish or "STOP",
-            "index": 0,
-            "safetyRatings": [{"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"}],
-        }],
+        "candidates": [
+            {
+                "content": {"parts": _parts(answer), "role": "model"},
+                "finishReason": answer.finish or "STOP",
+                "index": 0,
+                "safetyRatings": [{"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"}],
+            }
+        ],
         "usageMetadata": _usage(answer),
         "modelVersion": model + "-002",
         "responseId": uuid.uuid4().hex[:22],
@@ -126,9 +140,17 @@ def stream_events(model: str, answer: Answer):
         if answer.error_after is not None and sent == answer.error_after:
             yield error_body(503, "The model is overloaded. Please try again later.")
             return
-        yield {"candidates": [{"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}],
-               "usageMetadata": _usage(answer, final=False), "modelVersion": model + "-002"}
-    last = {"content": {"parts": [{"functionCall": {"name": n, "args": a}} for n, a in answer.tool_calls] or
-                        [{"text": ""}], "role": "model"},
-            "finishReason": answer.finish or "STOP", "index": 0}
+        yield {
+            "candidates": [{"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0}],
+            "usageMetadata": _usage(answer, final=False),
+            "modelVersion": model + "-002",
+        }
+    last = {
+        "content": {
+            "parts": [{"functionCall": {"name": n, "args": a}} for n, a in answer.tool_calls] or [{"text": ""}],
+            "role": "model",
+        },
+        "finishReason": answer.finish or "STOP",
+        "index": 0,
+    }
     yield {"candidates": [last], "usageMetadata": _usage(answer), "modelVersion": model + "-002"}

@@ -18,10 +18,19 @@ from tests.upstreams.script import Answer, Scripted
 
 def _tag(name: str) -> dict:
     return {
-        "name": name, "model": name, "modified_at": "2024-10-01T12:00:00.000000000Z", "size": 2019393189,
+        "name": name,
+        "model": name,
+        "modified_at": "2024-10-01T12:00:00.000000000Z",
+        "size": 2019393189,
         "digest": "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72",
-        "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
-                    "parameter_size": "3.2B", "quantization_level": "Q4_K_M"},
+        "details": {
+            "parent_model": "",
+            "format": "gguf",
+            "family": "llama",
+            "families": ["llama"],
+            "parameter_size": "3.2B",
+            "quantization_level": "Q4_K_M",
+        },
     }
 
 
@@ -67,8 +76,15 @@ class OllamaUpstream(Scripted, UpstreamServer):
         texts = body["input"] if isinstance(body.get("input"), list) else [body.get("input", "")]
         size = body.get("dimensions") or 6
         vectors = [[round((len(t) + d) / 50, 4) for d in range(size)] for t in texts]
-        reply.json({"model": body["model"], "embeddings": vectors, "total_duration": 14143917,
-                    "load_duration": 1019500, "prompt_eval_count": sum(len(t.split()) for t in texts)})
+        reply.json(
+            {
+                "model": body["model"],
+                "embeddings": vectors,
+                "total_duration": 14143917,
+                "load_duration": 1019500,
+                "prompt_eval_count": sum(len(t.split()) for t in texts),
+            }
+        )
 
 
 def validate(body: dict) -> str | None:
@@ -95,10 +111,17 @@ def final(model: str, answer: Answer, content: str, tool_calls: list) -> dict:
     if tool_calls:
         message["tool_calls"] = _calls(tool_calls)
     return {
-        "model": model, "created_at": _now(), "message": message, "done": True,
-        "done_reason": answer.finish or "stop", "total_duration": 5191566416, "load_duration": 2154458,
-        "prompt_eval_count": answer.prompt_tokens, "prompt_eval_duration": 383809000,
-        "eval_count": answer.completion_tokens, "eval_duration": 4799921000,
+        "model": model,
+        "created_at": _now(),
+        "message": message,
+        "done": True,
+        "done_reason": answer.finish or "stop",
+        "total_duration": 5191566416,
+        "load_duration": 2154458,
+        "prompt_eval_count": answer.prompt_tokens,
+        "prompt_eval_duration": 383809000,
+        "eval_count": answer.completion_tokens,
+        "eval_duration": 4799921000,
     }
 
 
@@ -109,6 +132,10 @@ def stream_objects(model: str, answer: Answer):
             return
         yield {"model": model, "created_at": _now(), "message": {"role": "assistant", "content": piece}, "done": False}
     if answer.tool_calls:
-        yield {"model": model, "created_at": _now(),
-               "message": {"role": "assistant", "content": "", "tool_calls": _calls(answer.tool_calls)}, "done": False}
+        yield {
+            "model": model,
+            "created_at": _now(),
+            "message": {"role": "assistant", "content": "", "tool_calls": _calls(answer.tool_calls)},
+            "done": False,
+        }
     yield final(model, answer, "", [])

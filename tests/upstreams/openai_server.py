@@ -21,14 +21,23 @@ from tests.upstreams.base import Received, Reply, UpstreamServer
 API_KEY = "sk-test-upstream-key-0123456789"
 #: what GET /v1/models lists, as OpenAI's API does (a subset of its real list: the models
 #: these tests use, with the ``owned_by`` values OpenAI gives them)
-MODELS = (("gpt-4", "openai"), ("gpt-4-turbo", "system"), ("gpt-4o", "system"), ("gpt-4o-mini", "system"),
-          ("gpt-3.5-turbo", "openai"), ("o1-mini", "system"), ("text-embedding-3-small", "system"),
-          ("text-embedding-3-large", "system"), ("text-embedding-ada-002", "openai-internal"))
+MODELS = (
+    ("gpt-4", "openai"),
+    ("gpt-4-turbo", "system"),
+    ("gpt-4o", "system"),
+    ("gpt-4o-mini", "system"),
+    ("gpt-3.5-turbo", "openai"),
+    ("o1-mini", "system"),
+    ("text-embedding-3-small", "system"),
+    ("text-embedding-3-large", "system"),
+    ("text-embedding-ada-002", "openai-internal"),
+)
 REPLY = "Hello! I'm doing well, thank you for asking. How can I assist you today?"
 
 
-def openai_error(message: str, kind: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None) -> dict:
+def openai_error(
+    message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None
+) -> dict:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
@@ -58,16 +67,29 @@ class OpenAIUpstream(UpstreamServer):
 
     def handle(self, request: Received, reply: Reply) -> None:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            reply.json(openai_error("Incorrect API key provided: sk-wr*****. You can find your API key at "
-                                    "https://platform.openai.com/account/api-keys.", code="invalid_api_key"), 401)
+            reply.json(
+                openai_error(
+                    "Incorrect API key provided: sk-wr*****. You can find your API key at "
+                    "https://platform.openai.com/account/api-keys.",
+                    code="invalid_api_key",
+                ),
+                401,
+            )
             return
         if request.method == "POST" and request.path == "/v1/chat/completions":
             self.chat(request, reply)
         elif request.method == "POST" and request.path == "/v1/embeddings":
             self.embeddings(request, reply)
         elif request.method == "GET" and request.path == "/v1/models":
-            reply.json({"object": "list", "data": [{"id": name, "object": "model", "created": 1687882411,
-                                                    "owned_by": owner} for name, owner in MODELS]})
+            reply.json(
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": name, "object": "model", "created": 1687882411, "owned_by": owner}
+                        for name, owner in MODELS
+                    ],
+                }
+            )
         else:
             reply.json(openai_error(f"Invalid URL ({request.method} {request.path})"), 404)
 
@@ -86,14 +108,21 @@ class OpenAIUpstream(UpstreamServer):
     @staticmethod
     def _usage(body: dict, completion_tokens: int) -> dict:
         prompt = max(1, len(json.dumps(body.get("messages"))) // 4)
-        return {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
-                "total_tokens": prompt + completion_tokens}
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt + completion_tokens,
+        }
 
     def chat(self, request: Received, reply: Reply) -> None:
         body = request.json or {}
         if not isinstance(body.get("messages"), list):
-            reply.json(openai_error("Missing required parameter: 'messages'.", param="messages",
-                                    code="missing_required_parameter"), 400)
+            reply.json(
+                openai_error(
+                    "Missing required parameter: 'messages'.", param="messages", code="missing_required_parameter"
+                ),
+                400,
+            )
             return
         text, call = self._answer(body)
         ident, created, model = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time()), body.get("model")
@@ -102,31 +131,66 @@ class OpenAIUpstream(UpstreamServer):
             return
         message: dict = {"role": "assistant", "content": text, "refusal": None}
         if call:
-            message["tool_calls"] = [{"id": call["id"], "type": "function",
-                                      "function": {"name": call["name"], "arguments": call["arguments"]}}]
+            message["tool_calls"] = [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": call["arguments"]},
+                }
+            ]
         completion = len(_pieces(text or call["arguments"]))
-        reply.json({
-            "id": ident, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": "tool_calls" if call else "stop"}],
-            "usage": self._usage(body, completion), "system_fingerprint": "fp_test",
-        })
+        reply.json(
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": "tool_calls" if call else "stop",
+                    }
+                ],
+                "usage": self._usage(body, completion),
+                "system_fingerprint": "fp_test",
+            }
+        )
 
     def _stream(self, body, reply: Reply, ident, created, model, text, call) -> None:
         def chunk(delta: dict, finish=None) -> dict:
-            data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "system_fingerprint": "fp_test",
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            data = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_test",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
             if (body.get("stream_options") or {}).get("include_usage"):
                 data["usage"] = None
             return data
 
         events = []
         if call:
-            events.append(chunk({"role": "assistant", "content": None, "tool_calls": [
-                {"index": 0, "id": call["id"], "type": "function",
-                 "function": {"name": call["name"], "arguments": ""}}]}))
-            pieces = [call["arguments"][i:i + 8] for i in range(0, len(call["arguments"]), 8)]
+            events.append(
+                chunk(
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": call["id"],
+                                "type": "function",
+                                "function": {"name": call["name"], "arguments": ""},
+                            }
+                        ],
+                    }
+                )
+            )
+            pieces = [call["arguments"][i : i + 8] for i in range(0, len(call["arguments"]), 8)]
             events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in pieces]
             events.append(chunk({}, "tool_calls"))
         else:
@@ -135,8 +199,17 @@ class OpenAIUpstream(UpstreamServer):
             events += [chunk({"content": p}) for p in pieces]
             events.append(chunk({}, "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
-            events.append({"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                           "system_fingerprint": "fp_test", "choices": [], "usage": self._usage(body, len(pieces))})
+            events.append(
+                {
+                    "id": ident,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "system_fingerprint": "fp_test",
+                    "choices": [],
+                    "usage": self._usage(body, len(pieces)),
+                }
+            )
         reply.sse([json.dumps(e, separators=(",", ":")) for e in events])  # compact, as OpenAI sends them
 
     # -- embeddings ------------------------------------------------------------------------
@@ -145,12 +218,23 @@ class OpenAIUpstream(UpstreamServer):
         inputs = body.get("input")
         inputs = [inputs] if isinstance(inputs, str) else inputs
         size = body.get("dimensions") or 8
-        data = [{"object": "embedding", "index": i,
-                 "embedding": [round(((len(text) + k) % 7) / 7.0, 4) for k in range(size)]}
-                for i, text in enumerate(inputs)]
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": [round(((len(text) + k) % 7) / 7.0, 4) for k in range(size)],
+            }
+            for i, text in enumerate(inputs)
+        ]
         tokens = sum(max(1, len(t) // 4) for t in inputs)
-        reply.json({"object": "list", "data": data, "model": body.get("model"),
-                    "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        reply.json(
+            {
+                "object": "list",
+                "data": data,
+                "model": body.get("model"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
 
 if __name__ == "__main__":

@@ -54,4 +54,4 @@ class Scripted:
 
 def split_json(arguments: str, size: int = 7) -> list[str]:
     """A JSON text cut into pieces, the way providers stream tool arguments."""
-    return [arguments[i:i + size] for i in range(0, len(arguments), size)]
+    return [arguments[i : i + size] for i in range(0, len(arguments), size)]

@@ -58,8 +58,17 @@ class _SelfHosted(OpenAIUpstream):
             return
         if request.method == "GET" and request.path == "/v1/models":
             if self.listing_down:
-                reply.json({"error": {"message": "Service Unavailable", "type": "ServiceUnavailableError",
-                                      "param": None, "code": 503}}, 503)
+                reply.json(
+                    {
+                        "error": {
+                            "message": "Service Unavailable",
+                            "type": "ServiceUnavailableError",
+                            "param": None,
+                            "code": 503,
+                        }
+                    },
+                    503,
+                )
             else:
                 reply.json(self.model_list())
         elif request.method == "POST" and request.path == "/v1/chat/completions":
@@ -95,8 +104,12 @@ class _SelfHosted(OpenAIUpstream):
         tokens = max(1, len(prompt) // 4)
         cached = min(self.cached(prompt), tokens)
         self._last_prompt = prompt
-        return {"prompt_tokens": tokens, "total_tokens": tokens + completion_tokens,
-                "completion_tokens": completion_tokens, "prompt_tokens_details": {"cached_tokens": cached}}
+        return {
+            "prompt_tokens": tokens,
+            "total_tokens": tokens + completion_tokens,
+            "completion_tokens": completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
 
 
 class VLLMUpstream(_SelfHosted):
@@ -112,22 +125,46 @@ class VLLMUpstream(_SelfHosted):
         created = int(time.time())
         cards = []
         for ident, length in self.models.items():
-            cards.append({
-                "id": ident, "object": "model", "created": created, "owned_by": "vllm", "root": ident,
-                "parent": None, "max_model_len": length,
-                "permission": [{"id": f"modelperm-{abs(hash(ident)) % 10**12:012d}", "object": "model_permission",
-                                "created": created, "allow_create_engine": False, "allow_sampling": True,
-                                "allow_logprobs": True, "allow_search_indices": False, "allow_view": True,
-                                "allow_fine_tuning": False, "organization": "*", "group": None,
-                                "is_blocking": False}],
-            })
+            cards.append(
+                {
+                    "id": ident,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "vllm",
+                    "root": ident,
+                    "parent": None,
+                    "max_model_len": length,
+                    "permission": [
+                        {
+                            "id": f"modelperm-{abs(hash(ident)) % 10**12:012d}",
+                            "object": "model_permission",
+                            "created": created,
+                            "allow_create_engine": False,
+                            "allow_sampling": True,
+                            "allow_logprobs": True,
+                            "allow_search_indices": False,
+                            "allow_view": True,
+                            "allow_fine_tuning": False,
+                            "organization": "*",
+                            "group": None,
+                            "is_blocking": False,
+                        }
+                    ],
+                }
+            )
         return {"object": "list", "data": cards}
 
     def refuse(self, body: dict) -> tuple[dict, int] | None:
         model = body.get("model")
         if model not in self.models:
-            return {"error": {"message": f"The model `{model}` does not exist.", "type": "NotFoundError",
-                              "param": None, "code": 404}}, 404
+            return {
+                "error": {
+                    "message": f"The model `{model}` does not exist.",
+                    "type": "NotFoundError",
+                    "param": None,
+                    "code": 404,
+                }
+            }, 404
         return None
 
     def cached(self, prompt: str) -> int:
@@ -147,29 +184,71 @@ class LlamaCppUpstream(_SelfHosted):
 
     def model_list(self) -> dict:
         return {
-            "models": [{"name": self.alias, "model": self.alias, "modified_at": "", "size": "", "digest": "",
-                        "type": "model", "description": "", "tags": [""], "capabilities": ["completion"],
-                        "parameters": "", "details": {"parent_model": "", "format": "gguf", "family": "",
-                                                      "families": [""], "parameter_size": "",
-                                                      "quantization_level": ""}}],
+            "models": [
+                {
+                    "name": self.alias,
+                    "model": self.alias,
+                    "modified_at": "",
+                    "size": "",
+                    "digest": "",
+                    "type": "model",
+                    "description": "",
+                    "tags": [""],
+                    "capabilities": ["completion"],
+                    "parameters": "",
+                    "details": {
+                        "parent_model": "",
+                        "format": "gguf",
+                        "family": "",
+                        "families": [""],
+                        "parameter_size": "",
+                        "quantization_level": "",
+                    },
+                }
+            ],
             "object": "list",
-            "data": [{"id": self.alias, "object": "model", "created": int(time.time()), "owned_by": "llamacpp",
-                      "meta": {"vocab_type": 2, "n_vocab": 49152, "n_ctx_train": self.n_ctx_train, "n_embd": 576,
-                               "n_params": 134515008, "size": 143835136}}],
+            "data": [
+                {
+                    "id": self.alias,
+                    "object": "model",
+                    "created": int(time.time()),
+                    "owned_by": "llamacpp",
+                    "meta": {
+                        "vocab_type": 2,
+                        "n_vocab": 49152,
+                        "n_ctx_train": self.n_ctx_train,
+                        "n_embd": 576,
+                        "n_params": 134515008,
+                        "size": 143835136,
+                    },
+                }
+            ],
         }
 
     def other(self, request: Received, reply: Reply) -> None:
         if request.method == "GET" and request.path == "/props":
-            reply.json({
-                "default_generation_settings": {
-                    "id": 0, "id_task": -1, "n_ctx": self.n_ctx, "speculative": False, "is_processing": False,
-                    "params": {"n_predict": -1, "seed": 4294967295, "temperature": 0.8, "top_k": 40, "top_p": 0.95},
-                    "prompt": "", "next_token": {"has_next_token": True, "n_remain": -1, "n_decoded": 0},
-                },
-                "total_slots": 1, "model_alias": self.alias, "model_path": f"/models/{self.alias}.gguf",
-                "modalities": {"vision": False, "audio": False}, "chat_template": "{{ messages }}",
-                "bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "build_info": "b6123-4d3a2b1c",
-            })
+            reply.json(
+                {
+                    "default_generation_settings": {
+                        "id": 0,
+                        "id_task": -1,
+                        "n_ctx": self.n_ctx,
+                        "speculative": False,
+                        "is_processing": False,
+                        "params": {"n_predict": -1, "seed": 4294967295, "temperature": 0.8, "top_k": 40, "top_p": 0.95},
+                        "prompt": "",
+                        "next_token": {"has_next_token": True, "n_remain": -1, "n_decoded": 0},
+                    },
+                    "total_slots": 1,
+                    "model_alias": self.alias,
+                    "model_path": f"/models/{self.alias}.gguf",
+                    "modalities": {"vision": False, "audio": False},
+                    "chat_template": "{{ messages }}",
+                    "bos_token": "<|im_start|>",
+                    "eos_token": "<|im_end|>",
+                    "build_info": "b6123-4d3a2b1c",
+                }
+            )
         elif request.method == "GET" and request.path == "/health":
             reply.json({"status": "ok"})
         else:

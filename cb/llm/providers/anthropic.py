@@ -71,16 +71,18 @@ class AnthropicProvider(Provider):
     def chat_call(self, deployment: Deployment, request: ChatRequest, model: str) -> UpstreamCall:
         self.check(request)
         body = self._native_body(request, model) if request.anthropic_body is not None else self._body(request, model)
-        return UpstreamCall("POST", join_url(deployment.base_url, "/v1/messages"), _headers(deployment), body,
-                            request.stream)
+        return UpstreamCall(
+            "POST", join_url(deployment.base_url, "/v1/messages"), _headers(deployment), body, request.stream
+        )
 
     def count_tokens_call(self, deployment: Deployment, request: ChatRequest, model: str) -> UpstreamCall:
         """Anthropic's own count of a request's input tokens (``POST /v1/messages/count_tokens``)."""
         body = self._native_body(request, model) if request.anthropic_body is not None else self._body(request, model)
         for name in ("max_tokens", "stream", "temperature", "top_p", "top_k", "stop_sequences", "metadata"):
             body.pop(name, None)
-        return UpstreamCall("POST", join_url(deployment.base_url, "/v1/messages/count_tokens"), _headers(deployment),
-                            body)
+        return UpstreamCall(
+            "POST", join_url(deployment.base_url, "/v1/messages/count_tokens"), _headers(deployment), body
+        )
 
     def parse_count(self, body: dict) -> int | None:
         count = body.get("input_tokens")
@@ -103,15 +105,22 @@ class AnthropicProvider(Provider):
         system = _system_text(request)
         if system:
             body["system"] = system
-        for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"),
-                             ("stop", "stop_sequences")):
+        for ours, theirs in (
+            ("temperature", "temperature"),
+            ("top_p", "top_p"),
+            ("top_k", "top_k"),
+            ("stop", "stop_sequences"),
+        ):
             value = getattr(request, ours)
             if value is not None:
                 body[theirs] = value
         if request.tools:
             body["tools"] = [
-                {"name": t.name, "description": t.description or "",
-                 "input_schema": t.parameters or {"type": "object", "properties": {}}}
+                {
+                    "name": t.name,
+                    "description": t.description or "",
+                    "input_schema": t.parameters or {"type": "object", "properties": {}},
+                }
                 for t in request.tools
             ]
             choice = _tool_choice(request)
@@ -207,8 +216,10 @@ def _json_instruction(response_format: dict | None) -> str | None:
     if kind == "json_schema":
         spec = response_format.get("json_schema") or {}
         schema = json.dumps(spec.get("schema") or {}, separators=(",", ":"))
-        return ("Respond with a single valid JSON value that conforms to this JSON Schema, and nothing else "
-                f"(no prose, no code fences): {schema}")
+        return (
+            "Respond with a single valid JSON value that conforms to this JSON Schema, and nothing else "
+            f"(no prose, no code fences): {schema}"
+        )
     return None
 
 
@@ -286,5 +297,10 @@ def _usage(usage: dict) -> Usage:
 def _stream_error(error: dict) -> UpstreamError:
     kind = error.get("type") or "error"
     message = f"{error.get('message') or 'stream failed'} ({kind})"
-    return UpstreamError(LABEL, message, 502, retryable=kind in RETRYABLE_ERRORS,
-                         upstream_status=529 if kind == "overloaded_error" else None)
+    return UpstreamError(
+        LABEL,
+        message,
+        502,
+        retryable=kind in RETRYABLE_ERRORS,
+        upstream_status=529 if kind == "overloaded_error" else None,
+    )

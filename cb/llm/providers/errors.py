@@ -15,8 +15,13 @@ from cb.llm.errors import UpstreamError
 
 CLIENT_STATUSES = frozenset({400, 404, 413, 422, 429})
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-LABELS = {"openai": "OpenAI", "anthropic": "Anthropic", "google": "Google", "ollama": "Ollama",
-          "openai_compatible": "OpenAI-compatible"}
+LABELS = {
+    "openai": "OpenAI",
+    "anthropic": "Anthropic",
+    "google": "Google",
+    "ollama": "Ollama",
+    "openai_compatible": "OpenAI-compatible",
+}
 MESSAGE_LIMIT = 500  # characters of the provider's own message passed on to clients
 
 # things that look like credentials: OpenAI/Anthropic sk-..., Google AIza..., bearer tokens
@@ -75,13 +80,20 @@ def map_http_error(provider: str, status: int, body: bytes, headers: dict[str, s
     label = provider_label(provider)
     retryable = status in RETRYABLE_STATUSES or status >= 500
     if status in CLIENT_STATUSES:
-        error = UpstreamError(label, message, status=status, retryable=retryable,
-                              retry_after=_retry_after(headers) if status == 429 else None, upstream_status=status)
+        error = UpstreamError(
+            label,
+            message,
+            status=status,
+            retryable=retryable,
+            retry_after=_retry_after(headers) if status == 429 else None,
+            upstream_status=status,
+        )
         if code:
             error.openai_code = code
         return error
     if status in (401, 403):
         text = f"the provider rejected the server's credentials (HTTP {status}): {message}"
         return UpstreamError(label, text, status=502, retryable=True, upstream_status=status)
-    return UpstreamError(label, f"upstream error (HTTP {status}): {message}", status=502, retryable=retryable,
-                         upstream_status=status)
+    return UpstreamError(
+        label, f"upstream error (HTTP {status}): {message}", status=502, retryable=retryable, upstream_status=status
+    )

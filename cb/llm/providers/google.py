@@ -61,9 +61,28 @@ FINISH_REASONS = {
 
 #: the Schema fields Gemini accepts (an OpenAPI 3.0 subset)
 SCHEMA_FIELDS = {
-    "type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems", "properties",
-    "required", "minProperties", "maxProperties", "minLength", "maxLength", "pattern", "example", "anyOf",
-    "propertyOrdering", "default", "items", "minimum", "maximum",
+    "type",
+    "format",
+    "title",
+    "description",
+    "nullable",
+    "enum",
+    "maxItems",
+    "minItems",
+    "properties",
+    "required",
+    "minProperties",
+    "maxProperties",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "example",
+    "anyOf",
+    "propertyOrdering",
+    "default",
+    "items",
+    "minimum",
+    "maximum",
 }
 
 
@@ -138,8 +157,11 @@ class GoogleProvider(Provider):
         for event in sse_data(lines, LABEL):
             if "error" in event:
                 error = event["error"] or {}
-                raise UpstreamError(LABEL, f"{error.get('message') or 'stream failed'} ({error.get('status')})",
-                                    retryable=error.get("code") in (429, 500, 503))
+                raise UpstreamError(
+                    LABEL,
+                    f"{error.get('message') or 'stream failed'} ({error.get('status')})",
+                    retryable=error.get("code") in (429, 500, 503),
+                )
             if event.get("usageMetadata"):
                 usage = _usage(event["usageMetadata"])
             candidates = event.get("candidates") or []
@@ -210,8 +232,9 @@ def _parts(message: Message, names: dict[str, str]) -> list[dict]:
                 if inline:
                     parts.append({"inlineData": {"mimeType": inline[0], "data": inline[1]}})
                 else:
-                    parts.append({"fileData": {"mimeType": guess_media_type(part.image_url),
-                                               "fileUri": part.image_url}})
+                    parts.append(
+                        {"fileData": {"mimeType": guess_media_type(part.image_url), "fileUri": part.image_url}}
+                    )
     elif message.content:
         parts.append({"text": message.content})
     for call in message.tool_calls:
@@ -270,9 +293,17 @@ def _function_calling_config(choice: str | dict | None) -> dict | None:
 
 def _generation_config(request: ChatRequest) -> dict:
     config: dict[str, Any] = {}
-    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("top_k", "topK"), ("max_tokens", "maxOutputTokens"),
-                         ("stop", "stopSequences"), ("n", "candidateCount"), ("seed", "seed"),
-                         ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
+    for ours, theirs in (
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("top_k", "topK"),
+        ("max_tokens", "maxOutputTokens"),
+        ("stop", "stopSequences"),
+        ("n", "candidateCount"),
+        ("seed", "seed"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ):
         value = getattr(request, ours)
         if value is not None:
             config[theirs] = value
@@ -299,8 +330,9 @@ def _candidate_parts(candidate: dict) -> tuple[str, list[ToolCall]]:
             text.append(part["text"])
         elif "functionCall" in part:
             call = part["functionCall"]
-            calls.append(ToolCall(call.get("id") or new_call_id(), call.get("name", ""),
-                                  json.dumps(call.get("args") or {})))
+            calls.append(
+                ToolCall(call.get("id") or new_call_id(), call.get("name", ""), json.dumps(call.get("args") or {}))
+            )
     return "".join(text), calls
 
 
@@ -319,9 +351,12 @@ def _usage(metadata: dict) -> Usage:
     thoughts = metadata.get("thoughtsTokenCount") or 0
     completion = (metadata.get("candidatesTokenCount") or 0) + thoughts
     cached = metadata.get("cachedContentTokenCount") or 0
-    return Usage(metadata.get("promptTokenCount") or 0, completion,
-                 prompt_details={"cached_tokens": cached} if cached else None,
-                 completion_details={"reasoning_tokens": thoughts} if thoughts else None)
+    return Usage(
+        metadata.get("promptTokenCount") or 0,
+        completion,
+        prompt_details={"cached_tokens": cached} if cached else None,
+        completion_details={"reasoning_tokens": thoughts} if thoughts else None,
+    )
 
 
 def _logprobs(result: dict | None) -> dict | None:
@@ -332,11 +367,15 @@ def _logprobs(result: dict | None) -> dict | None:
     content = []
     for position, chosen in enumerate(result.get("chosenCandidates") or []):
         alternatives = tops[position].get("candidates", []) if position < len(tops) else []
-        content.append({
-            "token": chosen.get("token", ""),
-            "logprob": chosen.get("logProbability", 0.0),
-            "bytes": None,
-            "top_logprobs": [{"token": a.get("token", ""), "logprob": a.get("logProbability", 0.0), "bytes": None}
-                             for a in alternatives],
-        })
+        content.append(
+            {
+                "token": chosen.get("token", ""),
+                "logprob": chosen.get("logProbability", 0.0),
+                "bytes": None,
+                "top_logprobs": [
+                    {"token": a.get("token", ""), "logprob": a.get("logProbability", 0.0), "bytes": None}
+                    for a in alternatives
+                ],
+            }
+        )
     return {"content": content}

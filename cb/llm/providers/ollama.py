@@ -50,8 +50,16 @@ from cb.llm.types import (
 
 LABEL = "Ollama"  # how errors name this provider
 
-OPTIONS = (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"), ("max_tokens", "num_predict"),
-           ("stop", "stop"), ("seed", "seed"), ("presence_penalty", "presence_penalty"), ("frequency_penalty", "frequency_penalty"))
+OPTIONS = (
+    ("temperature", "temperature"),
+    ("top_p", "top_p"),
+    ("top_k", "top_k"),
+    ("max_tokens", "num_predict"),
+    ("stop", "stop"),
+    ("seed", "seed"),
+    ("presence_penalty", "presence_penalty"),
+    ("frequency_penalty", "frequency_penalty"),
+)
 
 
 class OllamaProvider(Provider):
@@ -83,8 +91,14 @@ class OllamaProvider(Provider):
             body["options"] = options
         if request.tools and request.tool_choice != "none":
             body["tools"] = [
-                {"type": "function", "function": {"name": t.name, "description": t.description or "",
-                                                  "parameters": t.parameters or {"type": "object", "properties": {}}}}
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description or "",
+                        "parameters": t.parameters or {"type": "object", "properties": {}},
+                    },
+                }
                 for t in request.tools
             ]
         kind = (request.response_format or {}).get("type")
@@ -92,8 +106,9 @@ class OllamaProvider(Provider):
             body["format"] = "json"
         elif kind == "json_schema":
             body["format"] = (request.response_format.get("json_schema") or {}).get("schema") or "json"
-        return UpstreamCall("POST", join_url(deployment.base_url, "/api/chat"), _headers(deployment), body,
-                            request.stream)
+        return UpstreamCall(
+            "POST", join_url(deployment.base_url, "/api/chat"), _headers(deployment), body, request.stream
+        )
 
     def embeddings_call(self, deployment: Deployment, request: EmbeddingRequest, model: str) -> UpstreamCall:
         body: dict[str, Any] = {"model": model, "input": request.input}
@@ -181,8 +196,9 @@ def _message(message: Message, names: dict[str, str]) -> dict:
         if images:
             out["images"] = images
     if message.tool_calls:
-        out["tool_calls"] = [{"function": {"name": c.name, "arguments": parse_arguments(c.arguments)}}
-                             for c in message.tool_calls]
+        out["tool_calls"] = [
+            {"function": {"name": c.name, "arguments": parse_arguments(c.arguments)}} for c in message.tool_calls
+        ]
     if message.role == "tool":
         name = message.name or names.get(message.tool_call_id or "")
         if name:

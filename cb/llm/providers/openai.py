@@ -74,9 +74,12 @@ def _details(data) -> dict | None:
 def _usage(data: dict | None) -> Usage | None:
     if not isinstance(data, dict):
         return None
-    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0),
-                 prompt_details=_details(data.get("prompt_tokens_details")),
-                 completion_details=_details(data.get("completion_tokens_details")))
+    return Usage(
+        int(data.get("prompt_tokens") or 0),
+        int(data.get("completion_tokens") or 0),
+        prompt_details=_details(data.get("prompt_tokens_details")),
+        completion_details=_details(data.get("completion_tokens_details")),
+    )
 
 
 def is_openai_api(base_url: str) -> bool:
@@ -88,8 +91,13 @@ def _context_length(entry: dict) -> int | None:
     """The context length a ``/v1/models`` entry reports: vLLM's ``max_model_len``, llama.cpp's
     ``meta.n_ctx`` / ``meta.n_ctx_train``, LM Studio's and OpenRouter's ``context_length``."""
     meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
-    for value in (entry.get("max_model_len"), meta.get("n_ctx"), meta.get("n_ctx_train"),
-                  entry.get("context_length"), entry.get("max_context_length")):
+    for value in (
+        entry.get("max_model_len"),
+        meta.get("n_ctx"),
+        meta.get("n_ctx_train"),
+        entry.get("context_length"),
+        entry.get("max_context_length"),
+    ):
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
@@ -112,7 +120,6 @@ class OpenAIProvider(Provider):
         if deployment.api_key:
             headers["Authorization"] = f"Bearer {deployment.api_key}"
         return headers
-
 
     def chat_call(self, deployment: Deployment, request: ChatRequest, model: str) -> UpstreamCall:
         body: dict = {"model": model, "messages": [wire_message(m) for m in request.messages]}
@@ -157,14 +164,19 @@ class OpenAIProvider(Provider):
         for raw in body.get("choices") or []:
             msg = raw.get("message") or {}
             calls = [
-                ToolCall(c.get("id") or "", (c.get("function") or {}).get("name") or "",
-                         (c.get("function") or {}).get("arguments") or "")
+                ToolCall(
+                    c.get("id") or "",
+                    (c.get("function") or {}).get("name") or "",
+                    (c.get("function") or {}).get("arguments") or "",
+                )
                 for c in msg.get("tool_calls") or []
             ]
             message = Message(msg.get("role") or "assistant", msg.get("content"), calls)
             choices.append(Choice(int(raw.get("index") or 0), message, raw.get("finish_reason"), raw.get("logprobs")))
         usage = _usage(body.get("usage")) or Usage(estimated=True)
-        return ChatResponse(body.get("id") or "", body.get("model") or model, choices, usage, int(body.get("created") or 0))
+        return ChatResponse(
+            body.get("id") or "", body.get("model") or model, choices, usage, int(body.get("created") or 0)
+        )
 
     def parse_stream(self, lines: Iterable[bytes], model: str) -> Iterator[StreamChunk]:
         for line in lines:
@@ -196,8 +208,11 @@ class OpenAIProvider(Provider):
         calls = []
         for c in delta.get("tool_calls") or []:
             function = c.get("function") or {}
-            calls.append(ToolCallDelta(int(c.get("index") or 0), c.get("id"), function.get("name"),
-                                       function.get("arguments") or ""))
+            calls.append(
+                ToolCallDelta(
+                    int(c.get("index") or 0), c.get("id"), function.get("name"), function.get("arguments") or ""
+                )
+            )
         return StreamChunk(
             index=int(raw.get("index") or 0),
             role=delta.get("role"),
