@@ -147,8 +147,8 @@ def _redact_match(match: re.Match) -> str:
 redactor = Redactor()
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log collectors."""
+class _LineFormatter(logging.Formatter):
+    """A record's line is ``line(...)`` of its parts, which :func:`info_line` calls without a record."""
 
     def format(self, record: logging.LogRecord) -> str:
         return self.line(
@@ -159,6 +159,14 @@ class JsonFormatter(logging.Formatter):
             getattr(record, "request_id", None),
             getattr(record, "fields", None),
         )
+
+    @staticmethod
+    def line(created: float, level: str, name: str, message: str, rid: str | None, fields: dict | None) -> str:
+        raise NotImplementedError
+
+
+class JsonFormatter(_LineFormatter):
+    """One JSON object per line, for log collectors."""
 
     @staticmethod
     def line(created: float, level: str, name: str, message: str, rid: str | None, fields: dict | None) -> str:
@@ -175,18 +183,8 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(_LineFormatter):
     """Readable lines for a terminal."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return self.line(
-            record.created,
-            record.levelname,
-            record.name,
-            record.getMessage(),
-            getattr(record, "request_id", None),
-            getattr(record, "fields", None),
-        )
 
     @staticmethod
     def line(created: float, level: str, name: str, message: str, rid: str | None, fields: dict | None) -> str:
