@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -9,6 +10,8 @@ import time
 from pathlib import Path
 
 import requests
+
+from tests.ws_client import WsClient
 
 
 def test_request_id_is_echoed_when_valid_and_generated_otherwise(server):
@@ -48,6 +51,23 @@ def _sample(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def test_a_websocket_session_is_logged_and_stops_counting_as_in_flight_when_it_ends(server):
+    def in_flight() -> float:  # the scrape itself is in flight while it is answered
+        return _value(_metrics(server), "cb_http_requests_in_flight", port="graphql")
+
+    before = in_flight()
+    ws = WsClient(server)
+    ws.init()
+    assert in_flight() == before + 1
+    ws.close()
+    for _ in range(50):
+        if in_flight() == before:
+            break
+        time.sleep(0.1)
+    assert in_flight() == before
+    assert re.search(r"GET /ws \d{3}", server.logs())
 
 
 def test_metrics_count_requests_by_port_route_and_status(server):
