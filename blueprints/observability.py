@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 
 from flask import Flask, Request, Response, current_app, g, request
@@ -43,10 +42,6 @@ def client_address(req: Request) -> str:
     """The client's address: X-Forwarded-For is believed only from a trusted proxy."""
     proxies: TrustedProxies = current_app.extensions["cb_trusted_proxies"]
     return proxies.client(req.remote_addr or "", req.headers.get("X-Forwarded-For"))
-
-
-def current_request_id() -> str:
-    return getattr(g, "cb_request_id", None) or request_id.get() or uuid.uuid4().hex
 
 
 class AccessLog:
@@ -109,7 +104,7 @@ class AccessLog:
         return response
 
 
-def install(app: Flask, port_name: str) -> AccessLog:
+def install(app: Flask, port_name: str) -> None:
     """Give every request of ``app`` an id, a metrics sample and an access-log line."""
     access = AccessLog(app, port_name)
 
@@ -120,5 +115,3 @@ def install(app: Flask, port_name: str) -> AccessLog:
     @app.after_request
     def finish_response(response: Response) -> Response:
         return access.finish(response, request._get_current_object(), g._get_current_object())
-
-    return access
