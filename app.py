@@ -32,8 +32,23 @@ class PortDispatcher:
         return self.graphql_app(environ, start_response)
 
 
+class _App(Flask):
+    """Flask, asking once per view or hook whether it is a coroutine function (Flask asks again
+    on every call: three times for each request on the OpenAI port)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sync: dict = {}
+
+    def ensure_sync(self, func):
+        sync = self._sync.get(func)
+        if sync is None:
+            sync = self._sync[func] = super().ensure_sync(func)
+        return sync
+
+
 def _flask_app(name: str, settings: Settings, services: Services) -> Flask:
-    app = Flask(name)
+    app = _App(name)
     app.extensions["circuit_breaker"] = services
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False

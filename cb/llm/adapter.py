@@ -21,8 +21,11 @@ link-local address is refused before the proxy is asked for it.
 
 from __future__ import annotations
 
+import email.parser
+import http.client
 import ipaddress
 import os.path
+import re
 import select
 import socket
 import ssl
@@ -51,6 +54,7 @@ from urllib3.util.ssl_ import create_urllib3_context
 from cb.network import forbidden_address
 
 ROUTES_KEPT = 256  # URLs whose pool is remembered per adapter (Gemini puts the model in the path)
+COALESCE_LIMIT = 1 << 20  # a body up to this size goes out in the same write as the head
 
 _poll = get_original("select", "poll")
 
@@ -112,10 +116,56 @@ class UpstreamNetwork:
         return False
 
 
+# -- reading a response's head ----------------------------------------------------------
+
+_HEADER_LINE = re.compile(rb"([!-9;-~]+):[ \t]*([^\r\n]*)\r?\n")
+
+
+def _parse_headers(fp, _class=http.client.HTTPMessage):
+    """``http.client.parse_headers``, without the email parser for a plain head (every line
+    ``Name: value``): the same message, about six times faster. Any other head (folded lines,
+    a stray CR, a line that is not a header) goes through the email parser as before, so it
+    gets the same message and defects."""
+    lines = http.client._read_headers(fp)
+    message = _class()
+    for line in lines[:-1]:
+        match = _HEADER_LINE.fullmatch(line)
+        if match is None:
+            return email.parser.Parser(_class=_class).parsestr(b"".join(lines).decode("iso-8859-1"))
+        message.set_raw(match[1].decode("ascii"), match[2].decode("iso-8859-1"))
+    return message
+
+
+# every response read through http.client (urllib3's, so ours) gets its head read this way
+http.client.parse_headers = _parse_headers
+
+
 # -- connections that refuse link-local peers --------------------------------------------
 
 
 class _GuardedConnection(HTTPConnection):
+    _holding = False  # sending a request whose head waits to go out with its body
+    _head: bytes | None = None
+
+    def request(self, method, url, body=None, headers=None, **options):
+        """urllib3's ``request``, with the head and a body of bytes sent in one write: one
+        packet for the upstream to read instead of two, and one system call fewer."""
+        self._holding = type(body) is bytes and len(body) <= COALESCE_LIMIT
+        try:
+            super().request(method, url, body=body, headers=headers, **options)
+            if self._head is not None:  # no body followed after all
+                super().send(self._head)
+        finally:
+            self._holding, self._head = False, None
+
+    def send(self, data):
+        if self._holding:
+            if self._head is None:
+                self._head = data
+                return
+            data, self._head, self._holding = self._head + data, None, False
+        super().send(data)
+
     @property
     def is_connected(self) -> bool:
         """Asked before a pooled connection is reused: a zero-timeout poll of the socket, made

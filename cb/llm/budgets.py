@@ -10,6 +10,7 @@ for the ``x-cb-budget-warning`` header.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -55,8 +56,13 @@ class Budget:
 
 
 def period_label(period: str, ts: float) -> str:
-    moment = datetime.fromtimestamp(ts, UTC)
-    return moment.strftime("%Y-%m-%d") if period == "DAILY" else moment.strftime("%Y-%m")
+    day = _day_label(int(ts // 86400))  # a UTC day is 86,400 s of POSIX time
+    return day if period == "DAILY" else day[:7]
+
+
+@functools.lru_cache(maxsize=64)
+def _day_label(day: int) -> str:
+    return datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d")
 
 
 def _scopes_of(record_or_ctx) -> list[tuple[str, str | None]]:

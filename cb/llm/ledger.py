@@ -57,6 +57,15 @@ class UsageLedger:
             return
         if self._pending:
             self.flush()
+        if seq == self._seq + 1 and self._folds and self._lock.acquire(blocking=False):
+            # the record right after the last one folded (this process wrote both): folded now,
+            # from the record in hand, instead of read back from the log by the next catch-up
+            try:
+                if seq == self._seq + 1:
+                    self._fold(record)
+                    self._seq = seq
+            finally:
+                self._lock.release()
         if self._folds and seq - self._seq >= CATCH_UP_EVERY and self._catching_up is None:
             # folds never lag far behind, even where a log keeps only recent records; in the
             # background, so no request waits for it
@@ -110,9 +119,11 @@ class UsageLedger:
         """Read the records appended since the last call and hand each to every fold."""
         with self._lock:
             for count, (seq, data) in enumerate(self.storage.read("usage", after=self._seq), 1):
-                record = UsageRecord.from_dict(data)
-                for fold in self._folds:
-                    fold(record)
+                self._fold(UsageRecord.from_dict(data))
                 self._seq = seq
                 if count % 20 == 0:
                     gevent.sleep(0)  # a long catch-up lets requests run in between
+
+    def _fold(self, record: UsageRecord) -> None:
+        for fold in self._folds:
+            fold(record)

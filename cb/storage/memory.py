@@ -26,6 +26,9 @@ log = get_logger("storage.memory")
 LOG_LIMIT = 20_000
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def _copy(record: dict) -> dict:
     """A copy the caller may change; log records are mostly flat, so copy deeply only what nests."""
     return {k: copy.deepcopy(v) if isinstance(v, (dict, list)) else v for k, v in record.items()}
@@ -82,6 +85,10 @@ class MemoryStorage:
 
     @staticmethod
     def _frozen(value: dict) -> dict:
+        """A copy of ``value`` as JSON would give it back. A flat record of text, numbers and
+        flags (a usage record, on every request) comes back unchanged, so it is only copied."""
+        if all(type(k) is str and type(v) in _SCALARS for k, v in value.items()):
+            return dict(value)
         return json.loads(json.dumps(value))
 
     def get(self, bucket: str, key: str) -> Entry | None:
