@@ -8,6 +8,7 @@ logger; ``circuit_breaker=info,circuit_breaker::api=debug`` sets the level per m
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
 import os
@@ -165,17 +166,38 @@ class _LineFormatter(logging.Formatter):
         raise NotImplementedError
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+@functools.lru_cache(maxsize=4)
+def _local_second(second: int) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(second))
+
+
+_pid = os.getpid()  # this worker's, asked once (and again in a forked child)
+
+
+def _note_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_note_fork)
+
+
 class JsonFormatter(_LineFormatter):
     """One JSON object per line, for log collectors."""
 
     @staticmethod
     def line(created: float, level: str, name: str, message: str, rid: str | None, fields: dict | None) -> str:
         entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z",
+            "ts": _utc_second(int(created)) + f".{int(created % 1 * 1000):03d}Z",
             "level": level.lower(),
             "logger": name,
             "message": message,
-            "pid": os.getpid(),  # which gunicorn worker (record.process is not collected: see setup_logging)
+            "pid": _pid,  # which gunicorn worker (record.process is not collected: see setup_logging)
         }
         if rid:
             entry["request_id"] = rid
@@ -188,7 +210,7 @@ class TextFormatter(_LineFormatter):
 
     @staticmethod
     def line(created: float, level: str, name: str, message: str, rid: str | None, fields: dict | None) -> str:
-        ts = time.strftime("%H:%M:%S", time.localtime(created))
+        ts = _local_second(int(created))
         tail = " ".join(f"{k}={v}" for k, v in (fields or {}).items())
         return " ".join(p for p in (ts, f"{level:<7}", name, f"[{rid}]" if rid else "", message, tail) if p)
 
