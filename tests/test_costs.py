@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import gevent
 import pytest
 
 from cb.errors import NotFound, ValidationError
@@ -252,6 +253,43 @@ def test_other_workers_see_a_configured_deployment_after_the_refresh_interval():
     mine.remove("ollama-2")
     time.sleep(0.25)
     assert [d.id for d in theirs.all()] == ["openai"]
+
+
+class SlowListing(MemoryStorage):
+    """Counts whole-bucket reads, each taking a while (a NATS listing yields to other greenlets)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lists = 0
+
+    def list(self, bucket):
+        self.lists += 1
+        gevent.sleep(0.05)
+        return super().list(bucket)
+
+
+def test_requests_that_find_the_deployments_stale_at_once_reload_them_once():
+    storage = SlowListing()
+    reg = registry(storage, refresh=0.2)
+    reg.all()
+    registry(storage).configure({"id": "ollama-2", "provider_type": "ollama", "base_url": "http://gpu:11434"})
+    time.sleep(0.25)
+    before = storage.lists
+    seen = [g.value for g in gevent.joinall([gevent.spawn(reg.all) for _ in range(32)])]
+    assert storage.lists - before == 1  # not one read of the whole bucket per waiting request
+    assert [d.id for d in reg.all()] == ["openai", "ollama-2"]
+    assert all([d.id for d in ids] in (["openai"], ["openai", "ollama-2"]) for ids in seen)
+
+
+def test_requests_that_find_the_budgets_stale_at_once_reload_them_once():
+    storage = SlowListing()
+    budgets = Budgets(storage, UsageLedger(MemoryStorage()), refresh_seconds=0.2)
+    budgets.set({"scope": "GLOBAL", "limit_usd": 5.0})
+    time.sleep(0.25)
+    before = storage.lists
+    gevent.joinall([gevent.spawn(budgets.get, "GLOBAL", None) for _ in range(32)])
+    assert storage.lists - before == 1
+    assert budgets.get("GLOBAL", None).limit_usd == 5.0
 
 
 def test_overriding_an_environment_deployment_keeps_its_key_unless_given():

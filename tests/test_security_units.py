@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 
+import gevent
 import pytest
 
 from cb.errors import NotFound
 from cb.logs import redactor
 from cb.security import InvalidApiKey, KeyStore, RateLimited, RateLimiter, estimate_tokens, scrub
+from cb.security.keys import CACHE_TTL
 from cb.storage.memory import MemoryStorage
 
 
@@ -44,6 +47,27 @@ def test_revoked_key_fails_after_the_cache_ttl_on_another_store():
     other._cache.clear()  # what CACHE_TTL seconds do on another worker
     with pytest.raises(InvalidApiKey):
         other.authenticate(plaintext)
+
+
+def test_requests_that_find_a_key_stale_at_once_look_it_up_once():
+    class SlowGets(MemoryStorage):
+        gets = 0
+
+        def get(self, bucket, key):
+            SlowGets.gets += 1
+            gevent.sleep(0.05)
+            return super().get(bucket, key)
+
+    storage = SlowGets()
+    store = KeyStore(storage)
+    record, plaintext = store.create("ci")
+    store.authenticate(plaintext)
+    time.sleep(CACHE_TTL + 0.05)
+    store._touched.clear()  # last_used_at is written at most once a minute: not part of this
+    before = SlowGets.gets
+    found = [g.value for g in gevent.joinall([gevent.spawn(store._lookup, record.key_hash) for _ in range(32)])]
+    assert SlowGets.gets - before == 1  # not one storage read per waiting request
+    assert {k.id for k in found} == {record.id}
 
 
 def test_requests_window_admits_exactly_the_limit_then_reopens():

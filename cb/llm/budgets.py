@@ -86,6 +86,7 @@ class Budgets:
         self.refresh_seconds = refresh_seconds
         self._budgets: dict[str, Budget] = {}
         self._loaded_at = float("-inf")
+        self._loading = False
         self._spent: dict[tuple[str, str | None, str], float] = {}
         ledger.add_fold(self._add)
 
@@ -121,8 +122,14 @@ class Budgets:
         return self._current().get(f"{scope}:{(scope_id if scope != 'GLOBAL' else None) or '*'}")
 
     def _current(self) -> dict[str, Budget]:
-        if time.monotonic() - self._loaded_at >= self.refresh_seconds:
-            self._load()
+        if time.monotonic() - self._loaded_at >= self.refresh_seconds and (
+            not self._loading or self._loaded_at == float("-inf")
+        ):
+            self._loading = True  # one request reloads; the others meanwhile check what was loaded last
+            try:
+                self._load()
+            finally:
+                self._loading = False
         return self._budgets
 
     def _load(self) -> None:

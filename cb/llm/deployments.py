@@ -247,11 +247,20 @@ class DeploymentRegistry:
         self._managed_ids: set[str] = set()
         self._merged: list[Deployment] = list(self.base.values())
         self._loaded_at = float("-inf")
+        self._refreshing = False
 
     def all(self) -> list[Deployment]:
         """The current deployments (reloaded from storage when older than ``refresh_seconds``)."""
-        if time.monotonic() - self._loaded_at >= self.refresh_seconds:
-            self.refresh()
+        if time.monotonic() - self._loaded_at >= self.refresh_seconds and (
+            not self._refreshing or self._loaded_at == float("-inf")
+        ):
+            # one request reloads; the others meanwhile route with what was loaded last (they
+            # all saw it age at once, and each reload is a read of the whole bucket)
+            self._refreshing = True
+            try:
+                self.refresh()
+            finally:
+                self._refreshing = False
         return self._merged
 
     def get(self, deployment_id: str) -> Deployment | None:

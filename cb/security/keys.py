@@ -84,6 +84,7 @@ class KeyStore:
             for i, k in enumerate(env_keys)
         }
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+        self._looking_up: set[str] = set()  # digests being read from storage right now
         self._touched: dict[str, float] = {}
 
     def create(
@@ -170,9 +171,13 @@ class KeyStore:
                 return record
         now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached and cached[0] > now:
-            return cached[1]
-        entry = self.storage.get(BUCKET, digest)
+        if cached and (cached[0] > now or digest in self._looking_up):
+            return cached[1]  # fresh, or being looked up again by another request: the last answer meanwhile
+        self._looking_up.add(digest)
+        try:
+            entry = self.storage.get(BUCKET, digest)
+        finally:
+            self._looking_up.discard(digest)
         record = ApiKey.from_dict(entry.value) if entry else None
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
