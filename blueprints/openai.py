@@ -13,7 +13,6 @@ before its first chunk gets a plain error status, like a JSON request.
 
 from __future__ import annotations
 
-import contextvars
 import json
 import socket
 import time
@@ -24,7 +23,7 @@ from flask import Blueprint, Flask, Response, g, has_request_context, jsonify, r
 from werkzeug.exceptions import HTTPException
 
 from blueprints import observability, services
-from cb import lifecycle, metrics
+from cb import lifecycle, metrics, runners
 from cb.errors import CircuitBreakerError
 from cb.llm import messages_api, wire
 from cb.llm.errors import InvalidRequest, LLMError, ModelNotFound, UpstreamError
@@ -292,7 +291,7 @@ class _StreamPump:
     def __init__(self, stream, sock):
         self.stream = stream
         self.queue: gevent.queue.Queue = gevent.queue.Queue()
-        self.producer = gevent.spawn(contextvars.copy_context().run, self._pump)  # logs keep the request id
+        self.producer = runners.run(self._pump)  # in a kept greenlet, with the request's context (logs keep its id)
         self.watcher = _ClientWatch(sock, self._client_gone) if sock is not None else None
         self.cancel_shutdown = lifecycle.on_grace_expired(lambda: self.queue.put(("shutdown", None)))
 
