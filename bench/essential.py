@@ -5,7 +5,7 @@ with the stack's HTTP client, know what the answer cost and say so: this view do
 that and nothing more, on the same gunicorn worker class as our server. Per request it
 parses the JSON body, sends the upstream body through ``requests`` (a prepared request copied
 from a template and handed to a minimal transport adapter on urllib3's pool: the cheapest
-documented way to use requests), parses the answer (JSON) or every event (SSE) for its
+documented way to use requests), parses the answer (JSON) or the event carrying usage (SSE) for its
 usage, prices it, renders the answer under the client's model name (JSON) or relays the
 events, counts one Prometheus sample and writes one log line. No routing, failover, limits,
 keys, budgets, ledger or request id. ``ESSENTIAL_UPSTREAM`` is the upstream's base URL (/v1).
@@ -101,7 +101,7 @@ def chat_completions():
             while data := answer.raw.read1(65536):
                 *events, pending = (pending + data).split(b"\n\n")
                 for event in events:
-                    if event.startswith(b"data: {"):
+                    if event.startswith(b"data: {") and b'"usage":{' in event:  # only the event with usage
                         usage = json.loads(event[6:]).get("usage") or usage
                 yield data
         finally:
