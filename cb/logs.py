@@ -179,6 +179,11 @@ def _local_second(second: int) -> str:
 _pid = os.getpid()  # this worker's, asked once (and again in a forked child)
 
 
+def process_id() -> int:
+    """This process's id, kept rather than asked of the kernel on every line or metric write."""
+    return _pid
+
+
 def _note_fork() -> None:
     global _pid
     _pid = os.getpid()

@@ -19,6 +19,8 @@ import os
 import gevent
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 
+from cb.logs import process_id
+
 FLUSH_SECONDS = 0.5
 _pending: list = []  # counter and histogram values with increments not yet written
 _flush_due = False  # a timed flush is on its way
@@ -47,22 +49,6 @@ def _forget_pending() -> None:
 
 os.register_at_fork(after_in_child=_forget_pending)
 
-_pid = os.getpid()
-
-
-def _process_id() -> int:
-    """This process's id, kept rather than asked of the kernel (prometheus-client asks on every
-    write to tell whether it was forked since: a system call per gauge change)."""
-    return _pid
-
-
-def _note_fork() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_note_fork)
-
 
 def _batched(file_value: type) -> type:
     """``file_value`` (prometheus-client's value backed by the worker's file), with counter and
@@ -90,9 +76,9 @@ def _batched(file_value: type) -> type:
                     gevent.spawn_later(FLUSH_SECONDS, _timed_flush)
 
         def set(self, value, timestamp=None):
-            if timestamp or value != self._value or self._set_by != _pid:
+            if timestamp or value != self._value or self._set_by != process_id():
                 super().set(value, timestamp)
-                self._set_by = _pid
+                self._set_by = process_id()
 
         def get(self):
             return super().get() + self._unwritten
@@ -105,7 +91,8 @@ def _batched(file_value: type) -> type:
 
 
 if values.ValueClass is not values.MutexValue:  # multiprocess mode
-    values.ValueClass = _batched(values.MultiProcessValue(_process_id))
+    # prometheus-client asks for the process id on every write (to notice a fork): the kept one
+    values.ValueClass = _batched(values.MultiProcessValue(process_id))
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
