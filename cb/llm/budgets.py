@@ -21,7 +21,7 @@ from cb.llm.errors import LLMError
 from cb.llm.ledger import UsageLedger
 from cb.llm.routing import RequestContext, UsageRecord
 from cb.logs import get_logger
-from cb.storage import Storage
+from cb.storage import Reloads, Storage
 
 log = get_logger("llm.budgets")
 
@@ -83,10 +83,8 @@ class Budgets:
     def __init__(self, storage: Storage, ledger: UsageLedger, refresh_seconds: float = 0.5):
         self.storage = storage
         self.ledger = ledger
-        self.refresh_seconds = refresh_seconds
         self._budgets: dict[str, Budget] = {}
-        self._loaded_at = float("-inf")
-        self._loading = False
+        self._reloads = Reloads(refresh_seconds)
         self._spent: dict[tuple[str, str | None, str], float] = {}
         ledger.add_fold(self._add)
 
@@ -122,14 +120,7 @@ class Budgets:
         return self._current().get(f"{scope}:{(scope_id if scope != 'GLOBAL' else None) or '*'}")
 
     def _current(self) -> dict[str, Budget]:
-        if time.monotonic() - self._loaded_at >= self.refresh_seconds and (
-            not self._loading or self._loaded_at == float("-inf")
-        ):
-            self._loading = True  # one request reloads; the others meanwhile check what was loaded last
-            try:
-                self._load()
-            finally:
-                self._loading = False
+        self._reloads.when_due(self._load)
         return self._budgets
 
     def _load(self) -> None:
@@ -139,7 +130,7 @@ class Budgets:
             log.warning("could not reload budgets: %s", exc)
         else:
             self._budgets = {e.key: Budget(**e.value) for e in entries}
-        self._loaded_at = time.monotonic()
+        self._reloads.loaded()
 
     # -- spending -----------------------------------------------------------------
 

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import re
-import time
 import tomllib
 import uuid
 from dataclasses import asdict, dataclass, field, replace
@@ -26,7 +25,7 @@ from cb.llm.providers.openai import is_openai_api
 from cb.logs import get_logger, redactor
 from cb.network import check_base_url
 from cb.secrets import SecretBox, SecretUnavailable
-from cb.storage import Storage
+from cb.storage import Reloads, Storage
 
 log = get_logger("llm.deployments")
 
@@ -243,24 +242,13 @@ class DeploymentRegistry:
         self.base = {d.id: d for d in (*env, *config)}
         self.storage = storage
         self.box = box
-        self.refresh_seconds = refresh_seconds
         self._managed_ids: set[str] = set()
         self._merged: list[Deployment] = list(self.base.values())
-        self._loaded_at = float("-inf")
-        self._refreshing = False
+        self._reloads = Reloads(refresh_seconds)
 
     def all(self) -> list[Deployment]:
         """The current deployments (reloaded from storage when older than ``refresh_seconds``)."""
-        if time.monotonic() - self._loaded_at >= self.refresh_seconds and (
-            not self._refreshing or self._loaded_at == float("-inf")
-        ):
-            # one request reloads; the others meanwhile route with what was loaded last (they
-            # all saw it age at once, and each reload is a read of the whole bucket)
-            self._refreshing = True
-            try:
-                self.refresh()
-            finally:
-                self._refreshing = False
+        self._reloads.when_due(self.refresh)
         return self._merged
 
     def get(self, deployment_id: str) -> Deployment | None:
@@ -277,7 +265,7 @@ class DeploymentRegistry:
             entries = self.storage.list(BUCKET)
         except Exception as exc:  # keep routing with what we had
             log.warning("could not reload deployments from storage: %s", exc)
-            self._loaded_at = time.monotonic()
+            self._reloads.loaded()
             return
         stored = {}
         for entry in entries:
@@ -291,7 +279,7 @@ class DeploymentRegistry:
             merged.append(self._inherit_key(override) if override else deployment)
         self._merged = merged + sorted(stored.values(), key=lambda d: d.id)
         self._managed_ids = {e.key for e in entries}
-        self._loaded_at = time.monotonic()
+        self._reloads.loaded()
 
     def _inherit_key(self, deployment: Deployment) -> Deployment:
         base = self.base[deployment.id]

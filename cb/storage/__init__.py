@@ -21,13 +21,23 @@ the NATS thread, and must not modify the event they are given (it may be shared)
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from cb.errors import Conflict, StorageUnavailable
 
-__all__ = ["Conflict", "Entry", "Storage", "StorageUnavailable", "Subscription", "open_storage", "subject_matches"]
+__all__ = [
+    "Conflict",
+    "Entry",
+    "Reloads",
+    "Storage",
+    "StorageUnavailable",
+    "Subscription",
+    "open_storage",
+    "subject_matches",
+]
 
 BUCKETS = (
     "workflows",
@@ -90,6 +100,30 @@ class Storage(Protocol):
         """``handler(subject, event)`` for each event; ``on_gap()`` when events may have been
         missed (the connection to NATS was lost), so a subscriber can say so instead of a silent gap."""
         ...
+
+
+class Reloads:
+    """When a worker's copy of stored data is read again: ``seconds`` after the last load, by one
+    caller; the others go on with the copy they have meanwhile (requests in flight all see it
+    age at once, and each reload may read a whole bucket). Before the first load every caller
+    loads. The load itself calls :meth:`loaded`, also when it is made directly."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._at = float("-inf")
+        self._running = False
+
+    def loaded(self) -> None:
+        self._at = time.monotonic()
+
+    def when_due(self, load: Callable[[], None]) -> None:
+        if time.monotonic() - self._at < self.seconds or (self._running and self._at != float("-inf")):
+            return
+        self._running = True
+        try:
+            load()
+        finally:
+            self._running = False
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
