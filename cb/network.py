@@ -10,6 +10,7 @@ link-local ones (169.254.0.0/16, fe80::/10: cloud metadata services).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from urllib.parse import urlsplit
@@ -40,17 +41,10 @@ class HostCheck:
         self.any = "*" in allowed
         self.names = {h.lower().rstrip(".") for h in allowed if not h.startswith(".")}
         self.domains = tuple(h.lower().rstrip(".") for h in allowed if h.startswith("."))
-        self._answers: dict[str | None, bool] = {}
-
-    def allows(self, host_header: str | None) -> bool:
-        answer = self._answers.get(host_header)
-        if answer is None:
-            if len(self._answers) >= self.REMEMBERED:
-                self._answers.clear()
-            answer = self._answers[host_header] = self._allows(host_header)
-        return answer
+        self.allows = functools.lru_cache(maxsize=self.REMEMBERED)(self._allows)
 
     def _allows(self, host_header: str | None) -> bool:
+        """Whether a request with this Host header is served (``allows``, remembered)."""
         if self.any:
             return True
         host = _hostname(host_header or "")

@@ -58,12 +58,12 @@ class UsageLedger:
         if self._pending:
             self.flush()
         if seq == self._seq + 1 and self._folds and self._lock.acquire(blocking=False):
-            # the record right after the last one folded (this process wrote both): folded now,
-            # from the record in hand, instead of read back from the log by the next catch-up
+            # the record right after the last one folded (this process wrote both), and no
+            # catch-up running: folded now, from the record in hand, instead of read back from
+            # the log by the next catch-up (acquiring without waiting never yields)
             try:
-                if seq == self._seq + 1:
-                    self._fold(record)
-                    self._seq = seq
+                self._fold(record)
+                self._seq = seq
             finally:
                 self._lock.release()
         if self._folds and seq - self._seq >= CATCH_UP_EVERY and self._catching_up is None:
