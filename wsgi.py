@@ -26,7 +26,7 @@ import weakref
 import gevent
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
-from geventwebsocket.handler import Client, WebSocketHandler
+from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
 from gunicorn.workers.ggevent import PyWSGIServer
 
@@ -129,29 +129,6 @@ class Handler(WebSocketHandler):
             return [body]
         return super().upgrade_websocket()
 
-    def _serve_websocket(self):
-        """gevent-websocket's ``run_websocket``, except that the app's answer is closed when the
-        socket ends: its close is where the request's access line is written and it stops
-        counting as in flight."""
-        if getattr(self, "prevent_wsgi_call", False):
-            return
-        if not hasattr(self.server, "clients"):
-            self.server.clients = {}
-        answer = None
-        try:
-            self.server.clients[self.client_address] = Client(self.client_address, self.websocket)
-            answer = self.application(self.environ, lambda status, headers, exc_info=None: [])
-            for _ in answer:
-                pass
-        finally:
-            if hasattr(answer, "close"):
-                answer.close()
-            del self.server.clients[self.client_address]
-            if not self.websocket.closed:
-                self.websocket.close()
-            self.environ.update({"wsgi.websocket": None})
-            self.websocket = None
-
     def upgrade_connection(self):
         result = super().upgrade_connection()
         plain = self.environ.get("wsgi.websocket")
@@ -163,11 +140,26 @@ class Handler(WebSocketHandler):
         return result
 
     def run_websocket(self):
+        """gevent-websocket's, with the app's answer closed when the socket ends (it only
+        iterates it): its close is where the session's access line is written and it stops
+        counting as in flight."""
         global _open_websockets
         _open_websockets += 1
+        app = self.application
+
+        def closing(environ, start_response):
+            answer = app(environ, start_response)
+            try:
+                yield from answer
+            finally:
+                if hasattr(answer, "close"):
+                    answer.close()
+
+        self.application = closing
         try:
-            self._serve_websocket()
+            super().run_websocket()
         finally:
+            self.application = app
             _open_websockets -= 1
 
     def get_environ(self):
