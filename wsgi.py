@@ -30,6 +30,8 @@ from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
 from gunicorn.workers.ggevent import PyWSGIServer
 
+from cb.network import send_all
+
 # gunicorn's own code stops a worker with this exit code when the app cannot load; the
 # master then halts instead of respawning workers forever.
 WORKER_BOOT_ERROR = 3
@@ -180,6 +182,16 @@ class Handler(WebSocketHandler):
                 headers = [*headers, ("Sec-WebSocket-Protocol", protocol)]
                 self.environ["wsgi.websocket_protocol"] = protocol
         return super().start_response(status, headers, exc_info)
+
+    def _sendall(self, data):
+        try:
+            send_all(self.socket, data)  # pywsgi's, without gevent's getsockopt on every write
+        except OSError as ex:
+            self.status = f"socket error: {ex}"
+            if self.code > 0:
+                self.code = -self.code
+            raise
+        self.response_length += len(data)
 
     def log_request(self):
         pass  # the app writes one structured access-log line per request

@@ -126,3 +126,13 @@ def exposure_warnings(settings) -> list[str]:
             "GRAPHQL_HOST=localhost to close it"
         )
     return lines
+
+
+def send_all(sock, data) -> None:
+    """``sock.sendall(data)`` in one system call when the socket's buffer takes it all, as it
+    nearly always does for a request or a response part. gevent's ``sendall`` first asks the
+    kernel for the socket's buffer size (a ``getsockopt`` on every call, for a PyPy copying
+    workaround); ``send`` does not, and waits on a full buffer as ``sendall`` would."""
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])

@@ -29,6 +29,7 @@ import re
 import select
 import socket
 import ssl
+import sys
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -51,7 +52,7 @@ from urllib3.exceptions import (
 from urllib3.util import Timeout, make_headers, parse_url
 from urllib3.util.ssl_ import create_urllib3_context
 
-from cb.network import forbidden_address
+from cb.network import forbidden_address, send_all
 
 ROUTES_KEPT = 256  # URLs whose pool is remembered per adapter (Gemini puts the model in the path)
 COALESCE_LIMIT = 1 << 20  # a body up to this size goes out in the same write as the head
@@ -164,7 +165,11 @@ class _GuardedConnection(HTTPConnection):
                 self._head = data
                 return
             data, self._head, self._holding = self._head + data, None, False
-        super().send(data)
+        if self.sock is not None and type(data) is bytes and data:
+            sys.audit("http.client.send", self, data)  # as http.client's send does
+            send_all(self.sock, data)
+        else:
+            super().send(data)  # connecting first, or a file or iterable body
 
     @property
     def is_connected(self) -> bool:
