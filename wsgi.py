@@ -24,6 +24,7 @@ import time
 import weakref
 
 import gevent
+import gevent.pywsgi
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
@@ -37,6 +38,20 @@ from cb.network import send_all
 WORKER_BOOT_ERROR = 3
 BOOT_PATIENCE = 30.0  # seconds a booting worker keeps trying to reach its storage
 
+
+_format_http_date = gevent.pywsgi.format_date_time
+_date: list = [0, b""]  # the second and its Date header value
+
+
+def _http_date(timestamp: float) -> bytes:
+    """pywsgi's Date header value, formatted once a second instead of for every response."""
+    second = int(timestamp)
+    if _date[0] != second:
+        _date[:] = second, _format_http_date(second)
+    return _date[1]
+
+
+gevent.pywsgi.format_date_time = _http_date  # what pywsgi calls for each response's Date
 
 # handlers waiting for the next request on a keep-alive connection
 _idle: weakref.WeakSet = weakref.WeakSet()

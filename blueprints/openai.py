@@ -174,10 +174,15 @@ def chat_completions():
     )
 
 
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode  # made once: json.dumps with options makes one per call
+
+
 def json_response(body: dict, headers: dict) -> Response:
-    """``jsonify(body)`` with the view's ``headers``, added as they are: none is set yet, so
-    none needs looking for (``Headers.update`` scans every header for each one)."""
-    response = jsonify(body)
+    """An answer's JSON (compact, keys in the order the API documents them, as jsonify writes
+    it but without its provider's options and sorting) with the view's ``headers``, added as
+    they are: none is set yet, so none needs looking for (``Headers.update`` scans every
+    header for each one)."""
+    response = Response(_compact_json(body), mimetype="application/json")
     response.headers.extend(headers)
     return response
 

@@ -31,6 +31,7 @@ import socket
 import ssl
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import unquote
 
 import certifi
@@ -38,7 +39,8 @@ import requests
 import urllib3
 from gevent.monkey import get_original
 from requests.adapters import BaseAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
+from requests.structures import CaseInsensitiveDict
+from urllib3.connection import HTTPConnection, HTTPSConnection, _ResponseOptions
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
@@ -49,7 +51,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
-from urllib3.util import Timeout, make_headers, parse_url
+from urllib3.util import SKIP_HEADER, Retry, Timeout, make_headers, parse_url
 from urllib3.util.ssl_ import create_urllib3_context
 
 from cb.network import forbidden_address, send_all
@@ -58,6 +60,8 @@ ROUTES_KEPT = 256  # URLs whose pool is remembered per adapter (Gemini puts the 
 COALESCE_LIMIT = 1 << 20  # a body up to this size goes out in the same write as the head
 
 _poll = get_original("select", "poll")
+_NO_TIME = timedelta(0)
+_NO_RETRIES = Retry(False, redirect=False)  # what urllib3 makes of retries=False on every call, made once
 
 
 @dataclass(frozen=True)
@@ -122,13 +126,31 @@ class UpstreamNetwork:
 _HEADER_LINE = re.compile(rb"([!-9;-~]+):[ \t]*([^\r\n]*)\r?\n")
 
 
+class _PlainMessage(http.client.HTTPMessage):
+    """A plain head (every line ``Name: value``, read by :func:`_parse_headers`) answering
+    ``get`` and ``items`` without the email policy's per-header work: http.client asks for
+    four headers of every response and urllib3 copies them all. For such a head the policy
+    returns every value unchanged (it rewrites only values with surrogates, which a head
+    decoded from ISO-8859-1 cannot hold), so the answers are the same."""
+
+    def get(self, name, failobj=None):
+        name = name.lower()
+        for key, value in self._headers:
+            if key.lower() == name:
+                return value
+        return failobj
+
+    def items(self):
+        return list(self._headers)
+
+
 def _parse_headers(fp, _class=http.client.HTTPMessage):
     """``http.client.parse_headers``, without the email parser for a plain head (every line
     ``Name: value``): the same message, about six times faster. Any other head (folded lines,
     a stray CR, a line that is not a header) goes through the email parser as before, so it
     gets the same message and defects."""
     lines = http.client._read_headers(fp)
-    message = _class()
+    message = _PlainMessage() if _class is http.client.HTTPMessage else _class()
     for line in lines[:-1]:
         match = _HEADER_LINE.fullmatch(line)
         if match is None:
@@ -144,18 +166,95 @@ http.client.parse_headers = _parse_headers
 # -- connections that refuse link-local peers --------------------------------------------
 
 
+_USER_AGENT = f"User-Agent: {urllib3.connection._get_default_user_agent()}".encode()
+_LINES_KEPT = 1024
+_lines: dict[tuple, bytes] = {}  # (name, value) -> its head line, checked as http.client checks it
+
+
+def _header_line(name, value) -> bytes | None:
+    """``Name: value`` as http.client's ``putheader`` encodes and checks it (ValueError for a
+    name or value it refuses), remembered: a provider's headers repeat on every request. None
+    for urllib3's SKIP_HEADER, which only its own ``putheader`` understands."""
+    line = _lines.get((name, value))
+    if line is None:
+        if value == SKIP_HEADER:
+            return None
+        raw_name = name.encode("ascii") if isinstance(name, str) else name
+        if not http.client._is_legal_header_name(raw_name):
+            raise ValueError(f"Invalid header name {raw_name!r}")
+        if isinstance(value, str):
+            raw_value = value.encode("latin-1")
+        elif isinstance(value, int):
+            raw_value = str(value).encode("ascii")
+        else:
+            raw_value = value
+        if http.client._is_illegal_header_value(raw_value):
+            raise ValueError(f"Invalid header value {raw_value!r}")
+        if len(_lines) >= _LINES_KEPT:
+            _lines.clear()
+        line = _lines[(name, value)] = raw_name + b": " + raw_value
+    return line
+
+
 class _GuardedConnection(HTTPConnection):
     _holding = False  # sending a request whose head waits to go out with its body
     _head: bytes | None = None
 
     def request(self, method, url, body=None, headers=None, **options):
         """urllib3's ``request``, with the head and a body of bytes sent in one write: one
-        packet for the upstream to read instead of two, and one system call fewer."""
+        packet for the upstream to read instead of two, and one system call fewer. A body of
+        bytes with headers urllib3 need not rework (every request the gateway sends) has its
+        head built in one pass (:meth:`_request_bytes`)."""
+        if type(body) is bytes and len(body) <= COALESCE_LIMIT and headers and not options.get("chunked"):
+            lines = self._head_lines(headers, len(body))
+            if lines is not None:
+                return self._request_bytes(method, url, body, lines, **options)
         self._holding = type(body) is bytes and len(body) <= COALESCE_LIMIT
         try:
             super().request(method, url, body=body, headers=headers, **options)
             if self._head is not None:  # no body followed after all
                 super().send(self._head)
+        finally:
+            self._holding, self._head = False, None
+
+    @staticmethod
+    def _head_lines(headers, length: int) -> tuple[list[bytes], bool, bool] | None:
+        """The header lines urllib3's ``request`` would put for a body of ``length`` bytes, and
+        whether Host and Accept-Encoding are given; None when urllib3 must decide (chunked
+        framing, a SKIP_HEADER)."""
+        lines, names = [], set()
+        for name, value in headers.items():
+            line = _header_line(name, value)
+            if line is None:
+                return None
+            lines.append(line)
+            names.add(name.lower())
+        if "transfer-encoding" in names:
+            return None
+        if "user-agent" not in names:
+            lines.insert(0, _USER_AGENT)
+        if "content-length" not in names:
+            lines.insert(0, b"Content-Length: %d" % length)
+        return lines, "host" in names, "accept-encoding" in names
+
+    def _request_bytes(self, method, url, body, head, **options):
+        """urllib3's ``request`` for a body of bytes, with the head lines worked out already."""
+        lines, skip_host, skip_accept_encoding = head
+        if self.sock is not None:
+            self.sock.settimeout(self.timeout)
+        self._response_options = _ResponseOptions(
+            request_method=method,
+            request_url=url,
+            preload_content=options.get("preload_content", True),
+            decode_content=options.get("decode_content", True),
+            enforce_content_length=options.get("enforce_content_length", True),
+        )
+        self.putrequest(method, url, skip_accept_encoding=skip_accept_encoding, skip_host=skip_host)
+        self._buffer.extend(lines)  # what http.client's putheader appends, line by line
+        self._holding = True
+        try:
+            self.endheaders()
+            self.send(body)  # with the head held by endheaders: one write
         finally:
             self._holding, self._head = False, None
 
@@ -225,6 +324,49 @@ def _refuse_link_local_target(host: str) -> None:
 # -- the adapter ------------------------------------------------------------------------
 
 
+class Headers(CaseInsensitiveDict):
+    """requests' case-insensitive headers, copied and iterated without re-inserting or looking
+    up each one: a call's headers are a copy of its template's, and urllib3 copies them again."""
+
+    def copy(self) -> Headers:
+        new = Headers.__new__(Headers)
+        new._store = self._store.copy()
+        return new
+
+    def items(self):
+        return self._store.values()  # (name as given, value) pairs, as the mapping's items
+
+
+class _Response(requests.Response):
+    """requests' Response without the cookie jar each one makes: the sessions keep no cookies,
+    so a jar is made only if something asks for this response's."""
+
+    def __init__(self) -> None:
+        self._content = False
+        self._content_consumed = False
+        self._next = None
+        self.status_code = None
+        self.headers = None
+        self.raw = None
+        self.url = None
+        self.encoding = None
+        self.history = []
+        self.reason = None
+        self.elapsed = _NO_TIME
+        self.request = None
+
+    @property
+    def cookies(self) -> requests.cookies.RequestsCookieJar:
+        jar = self.__dict__.get("_cookie_jar")
+        if jar is None:
+            jar = self.__dict__["_cookie_jar"] = requests.cookies.cookiejar_from_dict({})
+        return jar
+
+    @cookies.setter
+    def cookies(self, jar) -> None:
+        self.__dict__["_cookie_jar"] = jar
+
+
 @dataclass
 class _Route:
     pool: HTTPConnectionPool
@@ -271,7 +413,7 @@ class PoolAdapter(BaseAdapter):
                 route.target,
                 body=request.body,
                 headers=headers,
-                retries=False,
+                retries=_NO_RETRIES,
                 redirect=False,
                 assert_same_host=False,
                 preload_content=False,
@@ -291,7 +433,7 @@ class PoolAdapter(BaseAdapter):
             raise requests.exceptions.SSLError(exc, request=request) from None
         except (ProtocolError, HTTPError, OSError) as exc:
             raise requests.ConnectionError(exc, request=request) from None
-        response = requests.Response()
+        response = _Response()
         response.status_code = raw.status
         response.headers = raw.headers  # urllib3's HTTPHeaderDict: case-insensitive, like requests' own
         response.raw = raw

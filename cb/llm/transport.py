@@ -29,7 +29,7 @@ import urllib3
 from requests.cookies import RequestsCookieJar
 
 from cb.config import Settings
-from cb.llm.adapter import PoolAdapter, UpstreamNetwork
+from cb.llm.adapter import Headers, PoolAdapter, UpstreamNetwork
 from cb.llm.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from cb.llm.providers.base import Deployment, Provider, UpstreamCall
 from cb.llm.providers.errors import provider_label
@@ -119,6 +119,7 @@ class Transport:
             if len(self._templates) >= TEMPLATES_KEPT:
                 self._templates.clear()
             template = session.prepare_request(requests.Request(call.method, call.url, headers=call.headers))
+            template.headers = Headers(template.headers)
             self._templates[key] = template
         prepared = requests.PreparedRequest()  # what template.copy() gives, without copying a cookie jar
         prepared.method, prepared.url, prepared.hooks = template.method, template.url, template.hooks
