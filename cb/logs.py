@@ -216,8 +216,8 @@ class TextFormatter(_LineFormatter):
     @staticmethod
     def line(created: float, level: str, name: str, message: str, rid: str | None, fields: dict | None) -> str:
         ts = _local_second(int(created))
-        tail = " ".join(f"{k}={v}" for k, v in (fields or {}).items())
-        return " ".join(p for p in (ts, f"{level:<7}", name, f"[{rid}]" if rid else "", message, tail) if p)
+        tail = " ".join([f"{k}={v}" for k, v in fields.items()]) if fields else ""
+        return " ".join([p for p in (ts, f"{level:<7}", name, f"[{rid}]" if rid else "", message, tail) if p])
 
 
 _handler: logging.StreamHandler | None = None  # the one setup_logging installed

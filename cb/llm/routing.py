@@ -8,6 +8,7 @@ byte reached the client), reports each outcome back, and writes exactly one
 
 from __future__ import annotations
 
+import operator
 import time
 import uuid
 from collections.abc import Callable
@@ -77,9 +78,13 @@ class UsageRecord:
     attempts: int = 0  # upstream requests sent; failed ones retried elsewhere are not billed
 
     def to_dict(self) -> dict:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}  # every field is a scalar
+        return dict(zip(_USAGE_FIELDS, _usage_values(self), strict=True))  # every field is a scalar
 
     @classmethod
     def from_dict(cls, data: dict) -> UsageRecord:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
+
+
+_USAGE_FIELDS = tuple(UsageRecord.__dataclass_fields__)
+_usage_values = operator.attrgetter(*_USAGE_FIELDS)  # the fields' values as a tuple, in one call

@@ -37,6 +37,8 @@ from cb.llm.providers.errors import provider_label
 POOL_SIZE = 512  # connections kept per upstream host and worker (gevent: many concurrent streams)
 TEMPLATES_KEPT = 256  # prepared (method, URL, headers) per worker; client-supplied keys make more
 ERROR_BODY_LIMIT = 64 * 1024
+# a call's JSON body, compact and in UTF-8; made once (json.dumps with options makes an encoder per call)
+_encode_body = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 class Transport:
@@ -126,9 +128,7 @@ class Transport:
         prepared.headers = template.headers.copy()
         if call.json is not None:
             try:
-                prepared.body = json.dumps(
-                    call.json, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-                ).encode()
+                prepared.body = _encode_body(call.json).encode()
             except ValueError:
                 raise InvalidRequest("The request holds a number JSON cannot carry (NaN or Infinity).", None) from None
             prepared.headers["Content-Length"] = str(len(prepared.body))

@@ -27,6 +27,7 @@ LOG_LIMIT = 20_000
 
 
 _SCALARS = frozenset((str, int, float, bool, type(None)))
+_TEXT = frozenset((str,))
 
 
 def _copy(record: dict) -> dict:
@@ -87,7 +88,7 @@ class MemoryStorage:
     def _frozen(value: dict) -> dict:
         """A copy of ``value`` as JSON would give it back. A flat record of text, numbers and
         flags (a usage record, on every request) comes back unchanged, so it is only copied."""
-        if all(type(k) is str and type(v) in _SCALARS for k, v in value.items()):
+        if _TEXT.issuperset(map(type, value)) and _SCALARS.issuperset(map(type, value.values())):
             return dict(value)
         return json.loads(json.dumps(value))
 
