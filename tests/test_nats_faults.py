@@ -107,3 +107,39 @@ def test_outage_turns_health_to_503_and_recovery_needs_no_restart(tmp_path, own_
     finally:
         storage.close()
     assert "Traceback" not in server.logs()
+
+
+def test_clients_leaving_in_the_middle_of_streams_leave_the_worker_its_storage(server_factory):
+    """A stream whose client leaves has its pump stopped wherever it waits, a storage call
+    included. That must cost nothing but the stream: before, a stop landing in the bridge's
+    liveness check marked the NATS loop stopped and every later call of the worker failed."""
+    import json
+    import socket
+    from urllib.parse import urlsplit
+
+    from tests.upstreams.openai_server import API_KEY, OpenAIUpstream
+
+    with OpenAIUpstream() as upstream:
+        server = server_factory("nats", OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.base_url)
+        address = urlsplit(server.openai_url)
+        body = json.dumps(
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        ).encode()
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {address.netloc}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        for _ in range(150):
+            clients = [socket.create_connection((address.hostname, address.port)) for _ in range(64)]
+            for client in clients:
+                client.sendall(head + body)
+            for client in clients:
+                client.close()  # gone before, during or after the answer: the server finds out
+        answer = requests.post(
+            server.openai_url + "/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "still there?"}]},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        logs = server.logs()
+        assert "did not answer in time" not in logs and "never awaited" not in logs, logs[-3000:]

@@ -1,8 +1,11 @@
 """A bridge from gevent greenlets to one asyncio loop running in one real OS thread.
 
 nats-py is asyncio; the server is gevent. Per process (after the fork) we run one asyncio
-loop in one real thread (``gevent.monkey.get_original('threading', 'Thread')``, so it is a
-thread even when the process is monkey-patched). A greenlet hands a coroutine to the loop
+loop in what threading's original ``Thread`` class starts
+(``gevent.monkey.get_original('threading', 'Thread')``). Unpatched (the CLI) that is a real
+thread. In a monkey-patched worker it is not: threading's ``start_new_thread`` is gevent's,
+so the loop runs in a greenlet of the hub and waits on gevent's selector (the worker has one
+OS thread, as ``/proc/<pid>/task`` shows); the same hand-over works both ways. A greenlet hands a coroutine to the loop
 with ``call_soon_threadsafe`` and waits on a gevent ``AsyncResult``; when the coroutine
 finishes, the loop thread queues the outcome and wakes the greenlet's hub through a
 ``hub.loop.async_()`` watcher, the one libev/libuv primitive that is safe to fire from
@@ -71,10 +74,18 @@ class Bridge:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = None
         self._ports: dict[int, HubPort] = {}
+        self._looping = False
 
     @property
     def running(self) -> bool:
-        return self.loop is not None and self._thread is not None and self._thread.is_alive()
+        """Whether the loop runs, as its thread says by setting ``_looping`` around ``run_forever``.
+
+        Not ``Thread.is_alive()``: under gevent's monkey-patching that asks a gevent lock
+        without blocking, which yields when the lock is held (it always is, while the loop
+        runs), and a ``GreenletExit`` landing in that yield (a stream's pump stopped because
+        its client left) makes threading release the lock and mark the thread stopped for
+        good (its bpo-45274 clean-up): every later call then failed as if NATS did not answer."""
+        return self.loop is not None and self._looping
 
     def start(self, timeout: float = 5.0) -> None:
         """Start the loop thread and wait until its loop runs."""
@@ -88,9 +99,11 @@ class Bridge:
             asyncio.set_event_loop(loop)
             self.loop = loop
             loop.call_soon(port.post, lambda: ready.set(True))
+            self._looping = True
             try:
                 loop.run_forever()
             finally:
+                self._looping = False
                 pending = asyncio.all_tasks(loop)
                 for task in pending:
                     task.cancel()
