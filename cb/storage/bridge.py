@@ -1,4 +1,4 @@
-"""A bridge from gevent greenlets to one asyncio loop running in one real OS thread.
+"""A bridge from gevent greenlets to one asyncio loop (in a greenlet of its own in a worker, a thread elsewhere).
 
 nats-py is asyncio; the server is gevent. Per process (after the fork) we run one asyncio
 loop in what threading's original ``Thread`` class starts
