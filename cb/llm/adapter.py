@@ -163,7 +163,7 @@ def _parse_headers(fp, _class=http.client.HTTPMessage):
 http.client.parse_headers = _parse_headers
 
 
-# -- connections that refuse link-local peers --------------------------------------------
+# -- connections: a request's head in one pass, link-local peers refused -----------------
 
 
 _USER_AGENT = f"User-Agent: {urllib3.connection._get_default_user_agent()}".encode()

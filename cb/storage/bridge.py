@@ -5,11 +5,11 @@ loop in what threading's original ``Thread`` class starts
 (``gevent.monkey.get_original('threading', 'Thread')``). Unpatched (the CLI) that is a real
 thread. In a monkey-patched worker it is not: threading's ``start_new_thread`` is gevent's,
 so the loop runs in a greenlet of the hub and waits on gevent's selector (the worker has one
-OS thread, as ``/proc/<pid>/task`` shows); the same hand-over works both ways. A greenlet hands a coroutine to the loop
-with ``call_soon_threadsafe`` and waits on a gevent ``AsyncResult``; when the coroutine
-finishes, the loop thread queues the outcome and wakes the greenlet's hub through a
-``hub.loop.async_()`` watcher, the one libev/libuv primitive that is safe to fire from
-another thread. The hub is never blocked: a waiting greenlet just yields.
+OS thread, as ``/proc/<pid>/task`` shows); the hand-over below works both ways. A greenlet
+hands a coroutine to the loop with ``call_soon_threadsafe`` and waits on a gevent
+``AsyncResult``; when the coroutine finishes, the loop queues the outcome and wakes the
+greenlet's hub through a ``hub.loop.async_()`` watcher, the one libev/libuv primitive that
+is safe to fire from another thread. The hub is never blocked: a waiting greenlet just yields.
 
 :meth:`HubPort.spawn` uses the same path to run plain callables (subscription handlers)
 in greenlets of the hub, never in the loop thread.
