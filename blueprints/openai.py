@@ -250,7 +250,7 @@ def frames(events: list) -> bytes:
     """(event name or None, data) pairs as SSE frames; data that is not a string is sent as JSON."""
     out = []
     for name, data in events:
-        payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+        payload = data if isinstance(data, str) else _compact_json(data)
         out.append(f"event: {name}\ndata: {payload}\n\n" if name else f"data: {payload}\n\n")
     return "".join(out).encode()
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import time
+from urllib.parse import urlsplit
 
 import gevent
 import pytest
@@ -113,10 +116,6 @@ def test_clients_leaving_in_the_middle_of_streams_leave_the_worker_its_storage(s
     """A stream whose client leaves has its pump stopped wherever it waits, a storage call
     included. That must cost nothing but the stream: before, a stop landing in the bridge's
     liveness check marked the NATS loop stopped and every later call of the worker failed."""
-    import json
-    import socket
-    from urllib.parse import urlsplit
-
     from tests.upstreams.openai_server import API_KEY, OpenAIUpstream
 
     with OpenAIUpstream() as upstream:

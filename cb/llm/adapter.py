@@ -31,7 +31,6 @@ import socket
 import ssl
 import sys
 from dataclasses import dataclass
-from datetime import timedelta
 from urllib.parse import unquote
 
 import certifi
@@ -60,7 +59,6 @@ ROUTES_KEPT = 256  # URLs whose pool is remembered per adapter (Gemini puts the 
 COALESCE_LIMIT = 1 << 20  # a body up to this size goes out in the same write as the head
 
 _poll = get_original("select", "poll")
-_NO_TIME = timedelta(0)
 _NO_RETRIES = Retry(False, redirect=False)  # what urllib3 makes of retries=False on every call, made once
 
 
@@ -342,18 +340,8 @@ class _Response(requests.Response):
     so a jar is made only if something asks for this response's."""
 
     def __init__(self) -> None:
-        self._content = False
-        self._content_consumed = False
-        self._next = None
-        self.status_code = None
-        self.headers = None
-        self.raw = None
-        self.url = None
-        self.encoding = None
+        self.__dict__.update(_BLANK_RESPONSE)  # what requests' own __init__ sets, but the jar
         self.history = []
-        self.reason = None
-        self.elapsed = _NO_TIME
-        self.request = None
 
     @property
     def cookies(self) -> requests.cookies.RequestsCookieJar:
@@ -365,6 +353,13 @@ class _Response(requests.Response):
     @cookies.setter
     def cookies(self, jar) -> None:
         self.__dict__["_cookie_jar"] = jar
+
+
+# the attributes requests' Response.__init__ sets, taken from one (immutable values only: the
+# history list is made per response, the cookie jar on demand, the headers set by the adapter)
+_BLANK_RESPONSE = {k: v for k, v in vars(requests.Response()).items() if k not in ("cookies", "history", "headers")} | {
+    "headers": None
+}
 
 
 @dataclass

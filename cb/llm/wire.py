@@ -363,9 +363,12 @@ def render_response(response: ChatResponse, model: str) -> dict:
     }
 
 
+_compact_utf8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # made once, not per frame
+
+
 def sse_frame(data: dict) -> bytes:
     """One server-sent event carrying ``data`` as compact JSON."""
-    return b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + _compact_utf8(data).encode() + b"\n\n"
 
 
 class ChunkRenderer:

@@ -72,7 +72,6 @@ class Bridge:
     def __init__(self, name: str = "asyncio-bridge") -> None:
         self.name = name
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._thread = None
         self._ports: dict[int, HubPort] = {}
         self._looping = False
 
@@ -110,8 +109,7 @@ class Bridge:
                 loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 loop.close()
 
-        self._thread = _RealThread(target=main, name=self.name, daemon=True)
-        self._thread.start()
+        _RealThread(target=main, name=self.name, daemon=True).start()
         ready.get(timeout=timeout)
 
     def port(self) -> HubPort:
@@ -178,4 +176,3 @@ class Bridge:
         port = self._ports.pop(_get_ident(), None)
         if port is not None:
             port.close()
-        self._thread = None
