@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test deps system-deps examples-deps bench fuzz soak lint clean
+.PHONY: run test deps system-deps examples-deps agents-deps bench fuzz soak lint clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required"; exit 1; }
@@ -37,10 +37,19 @@ examples-deps:
 		echo "warning: npm ci failed in examples/node; the Node examples' tests will be skipped"; \
 	fi
 
+# the coding agents (Claude Code, Codex) and agent SDKs the tests drive, pinned in
+# tests/agents/package-lock.json; no node, no step (their tests are skipped)
+agents-deps:
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+		test tests/agents/node_modules/.package-lock.json -nt tests/agents/package-lock.json || \
+		npm ci --prefix tests/agents --no-audit --no-fund --loglevel=error || \
+		echo "warning: npm ci failed in tests/agents; the coding agents' tests will be skipped"; \
+	fi
+
 run: $(STAMP)
 	STORAGE_BACKEND=$${STORAGE_BACKEND:-memory} $(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:application
 
-test: $(STAMP) system-deps examples-deps
+test: $(STAMP) system-deps examples-deps agents-deps
 	@PATH="$$PATH:/usr/sbin" $(PY) tests/run.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
