@@ -64,7 +64,48 @@ def test_explicit_unknown_model_is_sent_as_named_without_joining_the_catalog():
 
 def test_unknown_model_is_model_not_found():
     with pytest.raises(ModelNotFound):
-        make_router(OPENAI_API_KEY="sk-o").routes("gpt-17", RequestContext())
+        make_router(OPENAI_API_KEY="sk-o").routes("mistral-17", RequestContext())
+
+
+@pytest.mark.parametrize(
+    "model, provider",
+    [
+        ("claude-opus-4-8", "anthropic"),
+        ("claude-sonnet-4-5-20250929", "anthropic"),
+        ("gpt-5", "openai"),
+        ("gpt-4.1", "openai"),
+        ("o3", "openai"),
+        ("o4-mini", "openai"),
+        ("chatgpt-4o-latest", "openai"),
+        ("gemini-2.5-pro", "google"),
+        ("gemini-3-pro-preview", "google"),
+    ],
+)
+def test_a_name_in_a_vendors_style_goes_to_that_vendor_before_any_listing(model, provider):
+    router = make_router(OPENAI_API_KEY="sk-o", ANTHROPIC_API_KEY="sk-a", GOOGLE_API_KEY="g")
+    routes = router.routes(model, RequestContext())
+    assert pairs(routes) == [(provider, model)]
+    assert routes[0].upstream_model == model
+
+
+def test_a_vendor_style_name_its_listing_lacks_is_not_found():
+    router = make_router(ANTHROPIC_API_KEY="sk-a")
+    router.discovered["anthropic"] = ["claude-sonnet-4-5-20250929"]
+    with pytest.raises(ModelNotFound):
+        router.routes("claude-opus-4-8", RequestContext())
+
+
+@pytest.mark.parametrize("model", ["gpt-image-1", "text-embedding-3-small", "gemini-embedding-001", "gpt-4o-mini-tts"])
+def test_names_of_models_that_cannot_chat_follow_no_vendor(model):
+    router = make_router(OPENAI_API_KEY="sk-o", GOOGLE_API_KEY="g")
+    router.catalog.models.pop(model, None)
+    with pytest.raises(ModelNotFound):
+        router.routes(model, RequestContext())
+
+
+def test_a_vendor_style_name_without_its_key_names_the_variable():
+    with pytest.raises(ProviderNotConfigured, match="ANTHROPIC_API_KEY"):
+        make_router(OPENAI_API_KEY="sk-o").routes("claude-opus-4-8", RequestContext())
 
 
 def test_model_of_unconfigured_provider_names_the_variable():

@@ -9,6 +9,7 @@ are healthy, is the router's business.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 CREATED = 1677652288  # the guide's fixed "created" stamp for catalog models
@@ -227,6 +228,29 @@ MODELS: tuple[ModelInfo, ...] = (
     _m("llama3.2", "ollama", 131072, 0.0, 0.0, tags=("chat", "fast")),
     _m("nomic-embed-text", "ollama", 8192, 0.0, 0.0, embeddings=True, supports_streaming=False, supports_tools=False),
 )
+
+#: each vendor's naming of its chat models: a name following it goes to that vendor's deployments
+#: while their listing has not succeeded (the provider's own 404 then answers a name it lacks)
+VENDOR_NAMING: tuple[tuple[str, re.Pattern], ...] = (
+    ("anthropic", re.compile(r"claude-[a-z0-9][a-z0-9.\-]*")),
+    ("openai", re.compile(r"(gpt-|chatgpt-)[a-z0-9][a-z0-9.\-]*|o[1-9](-[a-z0-9.\-]+)?")),
+    ("google", re.compile(r"gemini-[a-z0-9][a-z0-9.\-]*")),
+)
+#: parts of a vendor-style name that mark a model that cannot chat (embeddings, speech, images)
+NOT_CHAT = re.compile(r"embed|tts|transcribe|whisper|dall-e|image|moderation|realtime|imagen|veo|-audio-only")
+
+
+def vendor_of(name: str) -> str | None:
+    """The provider type whose naming ``name`` follows (``claude-*``: anthropic; ``gpt-*``,
+    ``o3``-style and ``chatgpt-*``: openai; ``gemini-*``: google), or None; a name that marks
+    a model unable to chat (``gpt-image-1``, ``gemini-embedding-001`` …) follows none."""
+    if NOT_CHAT.search(name):
+        return None
+    for vendor, pattern in VENDOR_NAMING:
+        if pattern.fullmatch(name):
+            return vendor
+    return None
+
 
 #: virtual models: resolved by the router with a strategy, among configured healthy models
 VIRTUAL_MODELS: dict[str, dict] = {

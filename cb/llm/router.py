@@ -6,7 +6,9 @@
 * ``provider/model`` picks explicitly; ``provider`` is a provider type (``anthropic``,
   ``ollama`` …) or a deployment id (``vllm-gpu/llama3.2``);
 * a bare model or alias resolves through the catalog, or names a model a deployment
-  lists in its ``models``;
+  lists in its ``models``, or follows a vendor's naming (``claude-*``, ``gpt-*``, ``o3``,
+  ``gemini-*``: :func:`cb.llm.catalog.vendor_of`) and goes to that vendor's deployments
+  whose listing has not succeeded yet (the provider's own 404 answers a name it lacks);
 * a virtual model (``auto``, ``cb:cost-optimal`` …) ranks every configured deployment's
   models carrying the virtual model's tag, so it never lands on a provider without a key.
 
@@ -41,7 +43,7 @@ from dataclasses import dataclass
 
 from cb import metrics
 from cb.config import Settings
-from cb.llm.catalog import VIRTUAL_MODELS, Catalog, ModelInfo
+from cb.llm.catalog import VIRTUAL_MODELS, Catalog, ModelInfo, vendor_of
 from cb.llm.deployments import KEY_VARIABLES, LISTING_TYPES, PROVIDER_TYPES, RouterConfig, is_configured
 from cb.llm.errors import InvalidRequest, LLMError, ModelNotFound, ProviderNotConfigured
 from cb.llm.health import BreakerPolicy, HealthBook
@@ -284,9 +286,10 @@ class Router:
             info = self.catalog.get(model)
             if info is None:
                 listing = next((d for d in deployments if model in d.models), None)
-                if listing is None:
+                vendor = listing.provider_type if listing else vendor_of(model)
+                if vendor is None:
                     raise ModelNotFound(model)
-                info = self._unlisted(model, listing.provider_type)
+                info = self._unlisted(model, vendor)
             serving = [d for d in deployments if self._serves(d, info, model)]
         usable = [d for d in serving if self.usable(d, ctx)]
         silent = [
@@ -318,8 +321,8 @@ class Router:
 
     def _serves(self, deployment: Deployment, info: ModelInfo, asked: str) -> bool:
         listed = deployment.models or self.listed(deployment)
-        if listed is None:
-            return deployment.provider_type == info.provider and info.catalogued
+        if listed is None:  # not listed (yet): the catalog's models of its type, and names in its vendor's style
+            return deployment.provider_type == info.provider and (info.catalogued or vendor_of(asked) == info.provider)
         return asked in listed or info.id in listed or any(a in listed for a in info.aliases)
 
     def _virtual_candidates(self, tag: str, deployments: list[Deployment]) -> list[Candidate]:
@@ -328,7 +331,9 @@ class Router:
             if not is_configured(deployment):
                 continue
             for info in self.served_models(deployment):
-                if not info.embeddings and tag in info.tags:
+                # a vendor's model nobody priced would rank as free: virtual models leave it out
+                unknown_cost = not info.priced and vendor_of(info.id) is not None
+                if not info.embeddings and tag in info.tags and not unknown_cost:
                     found.append(self._candidate(deployment, info, info.id))
         return found
 

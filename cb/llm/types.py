@@ -95,7 +95,8 @@ class ChatRequest:
 class Usage:
     """Token counts. The details are OpenAI's ``prompt_tokens_details`` / ``completion_tokens_details``
     (``cached_tokens``, ``audio_tokens``, ``reasoning_tokens`` …), passed through to the client;
-    ``cache_write_tokens`` (Anthropic's cache creation) is ours, counted within ``prompt_tokens``."""
+    ``cache_write_tokens`` (Anthropic's cache creation, 5-minute and 1-hour together) is ours, counted
+    within ``prompt_tokens``, and ``cache_write_1h_tokens`` its 1-hour part (priced higher)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -110,6 +111,16 @@ class Usage:
     @property
     def cache_write_tokens(self) -> int:
         return int((self.prompt_details or {}).get("cache_write_tokens") or 0)
+
+    @property
+    def cache_write_1h_tokens(self) -> int:
+        """The part of :attr:`cache_write_tokens` written for an hour (Anthropic's ``ttl: "1h"``)."""
+        return int((self.prompt_details or {}).get("cache_write_1h_tokens") or 0)
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """Of ``completion_tokens``, the ones spent thinking (already within the output count)."""
+        return int((self.completion_details or {}).get("reasoning_tokens") or 0)
 
     @property
     def total_tokens(self) -> int:

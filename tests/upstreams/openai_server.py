@@ -22,6 +22,13 @@ API_KEY = "sk-test-upstream-key-0123456789"
 #: what GET /v1/models lists, as OpenAI's API does (a subset of its real list: the models
 #: these tests use, with the ``owned_by`` values OpenAI gives them)
 MODELS = (
+    ("gpt-5", "system"),
+    ("gpt-5-mini", "system"),
+    ("gpt-5-2025-08-07", "system"),
+    ("gpt-4.1", "system"),
+    ("o3", "system"),
+    ("o4-mini", "system"),
+    ("chatgpt-4o-latest", "system"),
     ("gpt-4", "openai"),
     ("gpt-4-turbo", "system"),
     ("gpt-4o", "system"),
