@@ -202,6 +202,10 @@ class Handler(WebSocketHandler):
         try:
             send_all(self.socket, data)  # pywsgi's, without gevent's getsockopt on every write
         except OSError as ex:
+            if isinstance(ex, TimeoutError):  # a stream's write timeout (blueprints/openai.py _StreamPump)
+                from cb.logs import get_logger
+
+                get_logger("api").warning("the client took nothing for %gs: stream cut", self.socket.gettimeout() or 0)
             self.status = f"socket error: {ex}"
             if self.code > 0:
                 self.code = -self.code

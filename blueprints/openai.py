@@ -9,6 +9,12 @@ watches the client socket so a departed client stops the upstream at once. The v
 waits up to one keep-alive interval for the stream's first event before answering, so
 the headers name the route that serves it and a stream that failed on every route
 before its first chunk gets a plain error status, like a JSON request.
+
+The queue holds at most ``STREAM_BUFFER_BYTES`` (by the chunks' weight, see
+:func:`weight`): the upstream is read only as fast as the client takes what it was sent
+(the response's writes wait on the client's socket), so a slow client costs a bounded
+buffer, never the whole stream. A client that takes nothing for UPSTREAM_STREAM_IDLE_TIMEOUT
+has its connection cut (its socket's write timeout) and the upstream closed.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections import deque
 
 import gevent
+import gevent.event
 import gevent.queue
 from flask import Blueprint, Flask, Response, g, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -289,13 +297,43 @@ class _ClientWatch:
             self.check.kill()  # a check still waiting on the socket must not outlive the stream
 
 
+STREAM_BUFFER_BYTES = 1 << 20  # what one stream may hold that its client has not taken yet
+CHUNK_OVERHEAD = 512  # about what a canonical chunk costs in memory beside its text
+
+
+def weight(chunk) -> int:
+    """About the bytes a queued chunk holds: a frame's length (bytes relayed as they came), or
+    a canonical chunk's text, the upstream's own bytes and the objects around them."""
+    if isinstance(chunk, (bytes, bytearray, str)):
+        return len(chunk)
+    size = CHUNK_OVERHEAD + len(chunk.content or "")
+    if chunk.wire is not None:
+        size += len(chunk.wire.data)
+    for call in chunk.tool_calls:
+        size += len(call.arguments or "")
+    return size
+
+
 class _StreamPump:
     """Runs a stream in a greenlet that feeds a queue; a hub watcher notices the client leaving,
-    and the server's shutdown (after its grace period) puts a "shutdown" event in the queue."""
+    and the server's shutdown (after its grace period) puts a "shutdown" event in the queue.
 
-    def __init__(self, stream, sock):
+    The queue holds at most ``limit`` bytes of chunks (at least one chunk): the producer waits
+    for the consumer to take some before it reads the upstream further. While the stream runs,
+    the client's socket has a write timeout of ``idle`` seconds, so a client that takes nothing
+    for that long ends the response (and with it the upstream)."""
+
+    def __init__(self, stream, sock, idle: float | None = None, limit: int = STREAM_BUFFER_BYTES):
         self.stream = stream
         self.queue: gevent.queue.Queue = gevent.queue.Queue()
+        self.limit = limit
+        self.held = 0  # weight of the chunks queued and not yet taken
+        self.weights: deque[int] = deque()  # of the queued chunks, in order
+        self.room = gevent.event.Event()  # set when the consumer took something
+        self.timed = sock if sock is not None and idle else None  # the socket whose timeout is ours meanwhile
+        if self.timed is not None:
+            self.sock_timeout = sock.gettimeout()
+            sock.settimeout(idle)
         self.producer = runners.run(self._pump)  # in a kept greenlet, with the request's context (logs keep its id)
         self.watcher = _ClientWatch(sock, self._client_gone) if sock is not None else None
         self.cancel_shutdown = lifecycle.on_grace_expired(lambda: self.queue.put(("shutdown", None)))
@@ -303,13 +341,29 @@ class _StreamPump:
     def _pump(self) -> None:
         try:
             for chunk in self.stream:
-                self.queue.put(("chunk", chunk))
+                self._put(chunk)
             self.queue.put(("end", None))
         except LLMError as exc:
             self.queue.put(("error", exc))
         except Exception as exc:  # never let a bug surface as a broken stream without a word
             log.exception("stream failed")
             self.queue.put(("error", UpstreamError("gateway", f"internal error in the stream ({type(exc).__name__})")))
+
+    def _put(self, chunk) -> None:
+        """Queue ``chunk`` once there is room for it (an empty queue always has room)."""
+        size = weight(chunk)
+        while self.held and self.held + size > self.limit:
+            self.room.clear()
+            self.room.wait()
+        self.held += size
+        self.weights.append(size)
+        self.queue.put(("chunk", chunk))
+
+    def _taken(self, item: tuple) -> tuple:
+        if item[0] == "chunk":
+            self.held -= self.weights.popleft()
+            self.room.set()
+        return item
 
     def _client_gone(self) -> None:
         log.info("client disconnected, closing the upstream")
@@ -319,9 +373,9 @@ class _StreamPump:
     def next(self, timeout: float) -> tuple | None:
         """The next (kind, item), or None after ``timeout`` seconds without one."""
         if self.queue.qsize():
-            return self.queue.get_nowait()  # no timer needed
+            return self._taken(self.queue.get_nowait())  # no timer needed
         try:
-            return self.queue.get(timeout=timeout)
+            return self._taken(self.queue.get(timeout=timeout))
         except gevent.queue.Empty:
             return None
 
@@ -329,7 +383,7 @@ class _StreamPump:
         """The (kind, item) pairs already queued, without waiting (sent together, in one write)."""
         items = []
         while self.queue.qsize():
-            items.append(self.queue.get_nowait())
+            items.append(self._taken(self.queue.get_nowait()))
         return items
 
     def stop(self) -> None:
@@ -338,14 +392,20 @@ class _StreamPump:
             self.watcher.stop()
         self.producer.kill()
         self.stream.close()
+        if self.timed is not None:
+            try:
+                self.timed.settimeout(self.sock_timeout)  # the connection may serve a next request
+            except OSError:
+                pass
 
 
 def stream_response(stream, events, ctx: RequestContext, routing: dict):
     """Wait for the first event (one keep-alive interval at most), then answer: an error status if
     every route failed before the first chunk, else the SSE stream, rendered by ``events`` (see
     :class:`ChatCompletionEvents`), with headers naming its route."""
-    pump = _StreamPump(stream, request.environ.get("gunicorn.socket"))
-    keepalive = services().settings.keepalive_seconds
+    settings = services().settings
+    pump = _StreamPump(stream, request.environ.get("gunicorn.socket"), settings.stream_idle_timeout)
+    keepalive = settings.keepalive_seconds
     first = pump.next(keepalive)
     if first is not None and first[0] in ("error", "gone"):
         pump.stop()

@@ -263,7 +263,16 @@ class Settings:
         "UPSTREAM_STREAM_IDLE_TIMEOUT",
         "60",
         _seconds,
-        "seconds a stream's upstream may stay silent after its first chunk",
+        "seconds a stream's upstream may stay silent after its first chunk, and a streaming client may take nothing",
+    )
+    max_response_bytes: int = var(
+        "MAX_RESPONSE_BYTES",
+        "268435456",
+        _int(1024),
+        "largest upstream answer read, inflated size (256 MiB: OpenAI's largest embeddings answer is ~200 MB)",
+    )
+    max_stream_event_bytes: int = var(
+        "MAX_STREAM_EVENT_BYTES", "16777216", _int(1024), "longest line of an upstream stream (SSE or NDJSON)"
     )
     https_proxy: str | None = var(
         "HTTPS_PROXY",

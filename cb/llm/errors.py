@@ -86,6 +86,16 @@ class UpstreamError(LLMError):
         self.upstream_status = upstream_status
 
 
+class AnswerTooLarge(UpstreamError):
+    """The upstream's answer (inflated) or one line of its stream passed a size limit: what
+    was read is dropped and the connection closed, so a broken upstream cannot fill memory."""
+
+    openai_code = "upstream_response_too_large"
+
+    def __init__(self, provider: str, what: str, variable: str, limit: int):
+        super().__init__(provider, f"{what} is larger than {variable} ({limit:,} bytes); it was cut")
+
+
 class UpstreamTimeout(UpstreamError):
     openai_code = "upstream_timeout"
 

@@ -7,6 +7,14 @@ Connection problems become :class:`UpstreamError` (retryable) or :class:`Upstrea
 error statuses are mapped by the provider; a response is always closed, also when the
 caller stops reading early.
 
+Whatever an upstream sends, a call holds bounded memory and shares the worker's CPU: a
+body is read in pieces of at most ``READ_SIZE`` bytes after decompression (urllib3 inflates
+no more than it is asked for), counted against MAX_RESPONSE_BYTES by its inflated size,
+a stream's lines are split in one pass over each piece (never rescanning what is held)
+and bounded by MAX_STREAM_EVENT_BYTES, and a reader gives the other greenlets a turn
+every ``YIELD_EVERY`` bytes: a fast local socket always has data, so gevent would
+otherwise never switch.
+
 ``Session.request`` re-merges the session's settings into every call (headers, cookies,
 hooks, proxies, environment). A deployment's calls differ only in their body, so the
 merged request is prepared once per (method, URL, headers); each call gets a copy of its
@@ -21,22 +29,26 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from functools import partial
 from http.cookiejar import DefaultCookiePolicy
 from urllib.parse import urlsplit
 
+import gevent
 import requests
 import urllib3
 from requests.cookies import RequestsCookieJar
 
 from cb.config import Settings
 from cb.llm.adapter import Headers, PoolAdapter, UpstreamNetwork
-from cb.llm.errors import InvalidRequest, UpstreamError, UpstreamTimeout
+from cb.llm.errors import AnswerTooLarge, InvalidRequest, UpstreamError, UpstreamTimeout
 from cb.llm.providers.base import Deployment, Provider, UpstreamCall
 from cb.llm.providers.errors import provider_label
 
 POOL_SIZE = 512  # connections kept per upstream host and worker (gevent: many concurrent streams)
 TEMPLATES_KEPT = 256  # prepared (method, URL, headers) per worker; client-supplied keys make more
 ERROR_BODY_LIMIT = 64 * 1024
+READ_SIZE = 64 * 1024  # most bytes one read returns, decompressed
+YIELD_EVERY = 1 << 20  # bytes read in a row before other greenlets get a turn
 # a call's JSON body, compact and in UTF-8; made once (json.dumps with options makes an encoder per call)
 _encode_body = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
@@ -141,7 +153,7 @@ class Transport:
         response = self.open(deployment, call, provider)
         label = provider_label(provider.type)
         try:
-            return json.loads(response.raw.read(decode_content=True))
+            return json.loads(self._body(response, label))
         except (requests.Timeout, urllib3.exceptions.TimeoutError):
             raise UpstreamTimeout(label) from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
@@ -151,18 +163,50 @@ class Transport:
         finally:
             response.close()
 
+    def _body(self, response: requests.Response, label: str) -> bytes | bytearray:
+        """A whole answer, at most MAX_RESPONSE_BYTES once inflated (:class:`AnswerTooLarge`)."""
+        limit = self.settings.max_response_bytes
+        headers = response.headers
+        length = headers.get("Content-Length")
+        if length and length.isdigit() and "Content-Encoding" not in headers:
+            if int(length) > limit:
+                raise AnswerTooLarge(label, "the answer", "MAX_RESPONSE_BYTES", limit)
+            if int(length) <= YIELD_EVERY:
+                return response.raw.read(decode_content=True)  # the common case: one read
+        body = bytearray()
+        for data in arrivals(response, limit, label):
+            body += data
+        return body
+
     def lines(self, response: requests.Response, provider: Provider) -> Iterator[bytes]:
-        """The body of a streamed response, line by line, as the bytes arrive (closed at the end)."""
+        """The body of a streamed response, line by line, as the bytes arrive (closed at the end).
+
+        Each arrival is split once; only the unfinished end of a line is kept, in pieces joined
+        when its newline comes, so a line costs its length once however it is cut."""
         label = provider_label(provider.type)
-        pending = b""
+        bound = self.settings.max_stream_event_bytes
+        unfinished: list[bytes] = []
+        held = 0
         try:
-            for data in _arrivals(response):
-                pending += data
-                *complete, pending = pending.split(b"\n")
-                for line in complete:
-                    yield line.rstrip(b"\r")
-            if pending:
-                yield pending
+            for data in arrivals(response, self.settings.max_response_bytes, label):
+                *complete, tail = data.split(b"\n")
+                if complete:
+                    if unfinished:
+                        if held + len(complete[0]) > bound:
+                            raise AnswerTooLarge(label, "a line of the stream", "MAX_STREAM_EVENT_BYTES", bound)
+                        unfinished.append(complete[0])
+                        complete[0] = b"".join(unfinished)
+                        unfinished.clear()
+                        held = 0
+                    for line in complete:
+                        yield line.rstrip(b"\r")
+                if tail:
+                    held += len(tail)
+                    if held > bound:
+                        raise AnswerTooLarge(label, "a line of the stream", "MAX_STREAM_EVENT_BYTES", bound)
+                    unfinished.append(tail)
+            if unfinished:
+                yield b"".join(unfinished)
         except (requests.Timeout, urllib3.exceptions.TimeoutError):
             raise UpstreamTimeout(label, "the stream stalled") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
@@ -178,12 +222,24 @@ class Transport:
         self._templates.clear()
 
 
-def _arrivals(response: requests.Response) -> Iterator[bytes]:
-    """Body bytes as they arrive: per HTTP chunk, or whatever one read returns without a length."""
-    if response.raw.chunked:
-        yield from response.iter_content(chunk_size=None)
-        return
-    while data := response.raw.read1(65536, decode_content=True):
+def arrivals(response: requests.Response, limit: int, label: str) -> Iterator[bytes]:
+    """Body bytes as they arrive, decompressed, at most ``READ_SIZE`` at a time (per HTTP
+    chunk, or whatever one read returns without a length); :class:`AnswerTooLarge` once more
+    than ``limit`` bytes came. Every ``YIELD_EVERY`` bytes the other greenlets get a turn."""
+    raw = response.raw
+    if raw.chunked:
+        pieces = raw.read_chunked(READ_SIZE, decode_content=True)
+    else:
+        pieces = iter(partial(raw.read1, READ_SIZE, decode_content=True), b"")
+    total = 0
+    mark = min(YIELD_EVERY, limit)  # the next byte count at which to look up: the limit, or a pause
+    for data in pieces:
+        total += len(data)
+        if total > mark:
+            if total > limit:
+                raise AnswerTooLarge(label, "the answer", "MAX_RESPONSE_BYTES", limit)
+            gevent.sleep(0)
+            mark = min(total + YIELD_EVERY, limit)
         yield data
 
 
