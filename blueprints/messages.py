@@ -26,12 +26,12 @@ def create_message():
     ctx, routing = prepare(chat)
     gateway = services().gateway
     if chat.stream:
-        events = messages_api.MessageEvents(chat.model, estimate_prompt(chat))
+        events = messages_api.MessageEvents(chat.model, estimate_prompt(chat), chat.client_tools)
         return stream_response(gateway.stream(chat, ctx), events, ctx, routing)
     result = gateway.complete(chat, ctx)
     return json_response(
-        messages_api.render_message(result.response, chat.model),
-        route_headers(result.route, ctx, result.upstream_ms) | routing,
+        messages_api.render_message(result.response, chat.model, chat.client_tools),
+        route_headers(result.route, ctx, result.upstream_ms, chat) | routing,
     )
 
 

@@ -33,7 +33,7 @@ from werkzeug.exceptions import HTTPException
 from blueprints import observability, services
 from cb import lifecycle, metrics, runners
 from cb.errors import CircuitBreakerError
-from cb.llm import messages_api, wire
+from cb.llm import messages_api, translation, wire
 from cb.llm.errors import InvalidRequest, LLMError, ModelNotFound, UpstreamError
 from cb.llm.routing import RequestContext, Route
 from cb.llm.types import ChatRequest
@@ -132,8 +132,11 @@ def context(chat_user: str | None = None) -> RequestContext:
     return state.llm_ctx
 
 
-def route_headers(route: Route | None, ctx: RequestContext, upstream_ms: float) -> dict:
-    """What happened: provider, deployment, model, attempts, fallback, time spent in the gateway."""
+def route_headers(
+    route: Route | None, ctx: RequestContext, upstream_ms: float, chat: ChatRequest | None = None
+) -> dict:
+    """What happened: provider, deployment, model, attempts, fallback, time spent in the gateway,
+    and (given the ``chat`` served) what its translation left out (``x-cb-dropped``)."""
     overhead = max(0.0, (time.monotonic() - ctx.started) * 1000 - upstream_ms)
     metrics.gateway_overhead.observe(overhead / 1000)
     headers = {"x-cb-attempts": str(ctx.attempts), "x-cb-overhead-ms": f"{overhead:.2f}"}
@@ -145,6 +148,10 @@ def route_headers(route: Route | None, ctx: RequestContext, upstream_ms: float) 
                 "x-cb-model": route.model.id,
                 "x-cb-fallback-used": str(route.fallback).lower(),
             }
+        )
+    if chat is not None and chat.dropped:
+        headers.update(
+            translation.dropped_headers(chat, route, translation.client_of(request.headers.get("User-Agent")))
         )
     return headers
 
@@ -178,7 +185,7 @@ def chat_completions():
     result = gateway.complete(chat, ctx)
     return json_response(
         wire.render_response(result.response, chat.model),
-        route_headers(result.route, ctx, result.upstream_ms) | routing,
+        route_headers(result.route, ctx, result.upstream_ms, chat) | routing,
     )
 
 
@@ -412,7 +419,7 @@ def stream_response(stream, events, ctx: RequestContext, routing: dict):
         if first[0] == "error":
             raise first[1]
         return Response(b"", status=200, mimetype="text/event-stream")
-    headers = route_headers(stream.route, ctx, stream.upstream_open_ms) | routing
+    headers = route_headers(stream.route, ctx, stream.upstream_open_ms, stream.request) | routing
     headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     body = _sse(pump, first, events, keepalive)
     return Response(body, status=200, mimetype="text/event-stream", headers=headers)
@@ -429,7 +436,7 @@ def _sse(pump: _StreamPump, first: tuple | None, events, keepalive: float):
             yield opening
         while True:
             if item is None:
-                yield b": keep-alive\n\n"
+                yield getattr(events, "keepalive", b": keep-alive\n\n")  # Anthropic's format: a ping event
             else:
                 data, ended = _frames(pump, events, [item, *pump.waiting()])
                 if data:

@@ -49,7 +49,7 @@ def create_response():
     result = gateway.complete(req.chat, ctx)
     body = responses_api.render(req, result.response)
     keep(body)
-    return json_response(body, route_headers(result.route, ctx, result.upstream_ms) | routing)
+    return json_response(body, route_headers(result.route, ctx, result.upstream_ms, req.chat) | routing)
 
 
 @bp.get("/v1/responses/<response_id>")

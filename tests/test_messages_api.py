@@ -172,16 +172,26 @@ def test_unknown_model_is_a_not_found_error(client):
 
 def test_a_bad_role_names_the_field(client):
     with pytest.raises(anthropic.BadRequestError) as caught:
-        client.messages.create(model=CLAUDE, max_tokens=5, messages=[{"role": "system", "content": "x"}])
+        client.messages.create(model=CLAUDE, max_tokens=5, messages=[{"role": "tool", "content": "x"}])
     assert "messages.0.role" in caught.value.message
 
 
-def test_server_tools_are_refused_by_type(client):
+def test_a_search_only_request_on_a_model_without_search_is_an_anthropic_bad_request(client, upstreams):
     with pytest.raises(anthropic.BadRequestError) as caught:
         client.messages.create(
-            model=CLAUDE, max_tokens=5, messages=HI, tools=[{"type": "web_search_20250305", "name": "web_search"}]
+            model="gpt-4o-mini",
+            max_tokens=5,
+            messages=HI,
+            tools=[{"type": "web_search_20250305", "name": "web_search"}],
         )
-    assert "web_search_20250305" in caught.value.message
+    assert "web_search" in caught.value.message and caught.value.body["error"]["type"] == "invalid_request_error"
+    assert not upstreams["openai"].chats()
+
+
+def test_server_tools_reach_claude_as_sent(client, claude):
+    tools = [{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]
+    client.messages.create(model=CLAUDE, max_tokens=5, messages=HI, tools=tools)
+    assert claude.received[-1].json["tools"] == tools
 
 
 def test_an_unknown_url_under_messages_answers_in_anthropic_shape(gateway):

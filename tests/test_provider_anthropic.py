@@ -56,10 +56,18 @@ def body_of(request: ChatRequest) -> dict:
 # -- request translation ---------------------------------------------------------------
 
 
-def test_system_messages_are_lifted_to_the_top_level_field():
-    body = body_of(ask(Message("system", "Be brief."), Message("user", "Hi"), Message("system", "Be kind.")))
-    assert body["system"] == "Be brief.\n\nBe kind."
-    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+def test_leading_system_messages_are_lifted_to_the_top_level_field_and_later_ones_stay_in_place():
+    body = body_of(
+        ask(
+            Message("system", "Be brief."),
+            Message("developer", "Use tools."),
+            Message("user", "Hi"),
+            Message("system", "Be kind."),
+        )
+    )
+    assert body["system"] == "Be brief.\n\nUse tools."
+    note = {"type": "text", "text": "<system-note>\nBe kind.\n</system-note>"}
+    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Hi"}, note]}]
 
 
 def test_max_tokens_defaults_when_unset_and_passes_when_set():

@@ -1,14 +1,15 @@
 """Anthropic's Messages API at our edge: ``POST /v1/messages`` bodies -> canonical types, and back.
 
-Any model the gateway serves answers in this shape. The request is validated the way
-Anthropic validates it (``max_tokens`` required, roles ``user``/``assistant``, blocks by
-type) and translated into a :class:`ChatRequest`: ``system`` (a string or text blocks) is
-a system message, ``tool_use`` blocks are tool calls, ``tool_result`` blocks are tool
-messages, images are data or plain URLs. The body itself rides along in
-``ChatRequest.anthropic_body`` so an Anthropic deployment gets it unchanged
-(``cache_control``, ``thinking`` and ``top_k`` included); other providers get the
-translation, and ``thinking`` blocks of earlier turns, which only Anthropic can read,
-are left out for them.
+Any model the gateway serves answers in this shape. The body is checked for what the
+translation needs (``max_tokens``, turns and blocks it reads) and translated into a
+:class:`ChatRequest`: ``system`` (top-level or a ``system`` turn anywhere, as Claude Code sends)
+is a system message in place, ``tool_use`` blocks are tool calls, ``tool_result`` blocks are
+tool messages, images are data or plain URLs, ``thinking`` / ``output_config.effort`` are the
+reasoning effort, tool names are made safe for every target (:mod:`cb.llm.tools`). The body
+itself rides along in ``ChatRequest.anthropic_body`` so an Anthropic deployment gets it
+unchanged. For other vendors the translation is lenient: what cannot cross (thinking blocks,
+``cache_control``, ``context_management``, server tools other than web search, unknown blocks
+and fields) is left out and listed in ``ChatRequest.dropped``, never a 400.
 
 Answers are rendered as ``message`` objects, and streams as Anthropic's named events
 (:class:`MessageEvents`). Errors use Anthropic's envelope (:func:`error_body`).
@@ -16,12 +17,24 @@ Answers are rendered as ``message`` objects, and streams as Anthropic's named ev
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from typing import Any
 
 from cb.llm.errors import InvalidRequest
-from cb.llm.types import ChatRequest, ChatResponse, ContentPart, Message, StreamChunk, Tool, ToolCall, Usage
+from cb.llm.tools import add_tool, canonical_name
+from cb.llm.types import (
+    ChatRequest,
+    ChatResponse,
+    ClientTool,
+    ContentPart,
+    Message,
+    StreamChunk,
+    Tool,
+    ToolCall,
+    Usage,
+)
 from cb.llm.wire import _integer, _number, _typed
 
 #: Anthropic's error type for each status it uses (others: api_error for 5xx, else invalid_request_error)
@@ -60,10 +73,39 @@ def _fail(param: str, message: str) -> InvalidRequest:
 
 # -- requests ------------------------------------------------------------------------------
 
+#: top-level fields translated for other vendors; any other one is named in x-cb-dropped
+TRANSLATED = {
+    "model", "messages", "system", "max_tokens", "stream", "temperature", "top_p", "top_k",
+    "stop_sequences", "tools", "tool_choice", "metadata", "thinking", "output_config", "circuit_breaker",
+}  # fmt: skip
+#: server tools (run by Anthropic) by type prefix: web search has an equivalent elsewhere
+SEARCH_TOOLS = ("web_search",)
+
+
+class _Parse:
+    """What one request's translation gathers besides messages: dropped features, server tools."""
+
+    def __init__(self) -> None:
+        self.dropped: list[str] = []
+        self.server_tools: list[str] = []
+        self.server_names: set[str] = set()
+
+    def drop(self, feature: str) -> None:
+        if feature not in self.dropped:
+            self.dropped.append(feature)
+
+    def cached(self, block: dict) -> None:
+        if "cache_control" in block:
+            self.drop("cache_control")
+
 
 def parse_request(body: Any, counting: bool = False) -> ChatRequest:
     """Validate a Messages API body into a :class:`ChatRequest` (``counting``: for count_tokens,
-    where ``max_tokens`` is not needed)."""
+    where ``max_tokens`` is not needed).
+
+    Lenient, as Claude Code needs: ``system`` turns anywhere, unknown blocks and fields and
+    Anthropic's server tools are accepted; what cannot reach another vendor is listed in
+    ``ChatRequest.dropped`` (an Anthropic deployment gets the body itself)."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", None)
     model = body.get("model")
@@ -75,17 +117,26 @@ def parse_request(body: Any, counting: bool = False) -> ChatRequest:
     turns = body.get("messages")
     if not isinstance(turns, list) or not turns:
         raise _fail("messages", "Field required" if turns is None else "Input should be a non-empty list")
-    messages = _system(body.get("system"))
+    parse = _Parse()
+    messages = _system(body.get("system"), parse)
     for i, turn in enumerate(turns):
-        messages.extend(_turn(turn, i))
+        messages.extend(_turn(turn, i, parse))
+    tools, client_tools = _tools(body.get("tools"), parse)
     parallel = None
     choice = _tool_choice(body.get("tool_choice"))
     if isinstance(choice, tuple):
         choice, parallel = choice
+    forced = isinstance(choice, dict) and choice["function"]["name"] in parse.server_names
+    if forced:
+        choice = None
     metadata = _typed(body, "metadata", dict, "an object") or {}
     user = metadata.get("user_id")
     if user is not None and not isinstance(user, str):
         raise _fail("metadata.user_id", "Input should be a valid string")
+    for name in body:
+        if name not in TRANSLATED:
+            parse.drop(name)
+    effort, budget, response_format = _reasoning(body, parse)
     native = {k: v for k, v in body.items() if k != "circuit_breaker"}
     return ChatRequest(
         model=model,
@@ -96,16 +147,50 @@ def parse_request(body: Any, counting: bool = False) -> ChatRequest:
         top_k=_integer(body, "top_k", 0),
         max_tokens=max_tokens,
         stop=_stop_sequences(body.get("stop_sequences")),
-        user=user,
-        tools=_tools(body.get("tools")),
+        user=hashed_user(user),
+        tools=tools,
         tool_choice=choice,
         parallel_tool_calls=parallel,
+        response_format=response_format,
         routing=_typed(body, "circuit_breaker", dict, "an object") or {},
         anthropic_body=native,
+        reasoning_effort=effort,
+        reasoning_budget=budget,
+        server_tools=parse.server_tools,
+        server_tools_required=bool(parse.server_tools) and (forced or not tools),
+        client_tools=client_tools,
+        dropped=parse.dropped,
     )
 
 
-def _text_blocks(raw: Any, param: str) -> str:
+def hashed_user(user: str | None) -> str | None:
+    """``metadata.user_id`` as a ``user`` other vendors take: itself when short, else a digest of it
+    (Claude Code sends about 150 characters of JSON; OpenAI takes at most 64)."""
+    if user is None or (len(user) <= 64 and user.isprintable()):
+        return user
+    return "user-" + hashlib.sha256(user.encode()).hexdigest()[:32]
+
+
+def _reasoning(body: dict, parse: _Parse) -> tuple[str | None, int | None, dict | None]:
+    """``thinking`` and ``output_config`` as (effort, budget, response_format)."""
+    thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
+    config = body.get("output_config") if isinstance(body.get("output_config"), dict) else {}
+    effort = config.get("effort") if isinstance(config.get("effort"), str) else None
+    budget = thinking.get("budget_tokens") if thinking.get("type") == "enabled" else None
+    if thinking.get("type") == "disabled":
+        effort = None
+    elif thinking.get("type") in ("enabled", "adaptive") and effort is None and not isinstance(budget, int):
+        effort = "medium"
+    response_format = None
+    spec = config.get("format")
+    if isinstance(spec, dict) and spec.get("type") == "json_schema" and isinstance(spec.get("schema"), dict):
+        response_format = {"type": "json_schema", "json_schema": {"name": "output", "schema": spec["schema"]}}
+    elif spec is not None:
+        parse.drop("output_config.format")
+    return effort, budget if isinstance(budget, int) and not isinstance(budget, bool) else None, response_format
+
+
+def _text_blocks(raw: Any, param: str, parse: _Parse) -> str:
     """A string, or text blocks (``cache_control`` allowed), as one text."""
     if isinstance(raw, str):
         return raw
@@ -115,26 +200,33 @@ def _text_blocks(raw: Any, param: str) -> str:
     for i, block in enumerate(raw):
         if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
             raise _fail(f"{param}.{i}", "Input should be a text block ({type: 'text', text})")
+        parse.cached(block)
         texts.append(block["text"])
     return "\n\n".join(texts)
 
 
-def _system(raw: Any) -> list[Message]:
+def _system(raw: Any, parse: _Parse) -> list[Message]:
     if raw is None:
         return []
-    text = _text_blocks(raw, "system")
+    text = _text_blocks(raw, "system", parse)
     return [Message("system", text)] if text else []
 
 
-def _turn(raw: Any, i: int) -> list[Message]:
-    """One Messages API turn as canonical messages: tool results first (as tool messages), then the rest."""
+def _turn(raw: Any, i: int, parse: _Parse) -> list[Message]:
+    """One Messages API turn as canonical messages: tool results first (as tool messages), then the rest.
+    A ``system`` turn (Claude Code's mid-conversation instructions) is a system message."""
     at = f"messages.{i}"
     if not isinstance(raw, dict):
         raise _fail(at, "Input should be an object with 'role' and 'content'")
     role = raw.get("role")
-    if role not in ("user", "assistant"):
-        raise _fail(f"{at}.role", f"Input should be 'user' or 'assistant' (got {role!r})")
+    if role not in ("user", "assistant", "system"):
+        raise _fail(f"{at}.role", f"Input should be 'user', 'assistant' or 'system' (got {role!r})")
     content = raw.get("content")
+    if role == "system":
+        if isinstance(content, list):
+            content = [b for b in content if isinstance(b, dict) and b.get("type") == "text"]
+        text = _text_blocks(content, f"{at}.content", parse)
+        return [Message("system", text)] if text else []
     if isinstance(content, str):
         return [Message(role, content)]
     if not isinstance(content, list):
@@ -145,24 +237,25 @@ def _turn(raw: Any, i: int) -> list[Message]:
     for j, block in enumerate(content):
         where = f"{at}.content.{j}"
         kind = block.get("type") if isinstance(block, dict) else None
+        if kind is None:
+            raise _fail(where, "Input should be a content block with a 'type'")
+        parse.cached(block)
         if kind == "text":
             if not isinstance(block.get("text"), str):
                 raise _fail(f"{where}.text", "Field required")
             parts.append(ContentPart("text", text=block["text"]))
-        elif kind == "image":
+        elif kind == "image" and isinstance(block.get("source"), dict) and block["source"].get("type") != "file":
             parts.append(ContentPart("image_url", image_url=_image_url(block.get("source"), f"{where}.source")))
+        elif kind == "document" and (block.get("source") or {}).get("type") == "text":
+            parts.append(ContentPart("text", text=str(block["source"].get("data") or "")))
         elif kind == "tool_use" and role == "assistant":
             calls.append(_tool_use(block, where))
         elif kind == "tool_result" and role == "user":
-            results.append(_tool_result(block, where))
-        elif kind in ANTHROPIC_ONLY_BLOCKS and role == "assistant":
-            continue
-        else:
-            raise _fail(
-                f"{where}.type",
-                f"block type {kind!r} is not supported in a {role} turn (supported: text, "
-                "image, " + ("tool_use, thinking" if role == "assistant" else "tool_result") + ")",
-            )
+            results.append(_tool_result(block, where, parse))
+        elif kind in ANTHROPIC_ONLY_BLOCKS:
+            parse.drop("thinking")
+        else:  # server tool blocks, documents, search results, container uploads, blocks newer than us
+            parse.drop(f"{kind} blocks")
     messages = results
     if parts or calls or not results:
         if len(parts) == 1 and parts[0].type == "text":
@@ -189,20 +282,20 @@ def _tool_use(block: dict, at: str) -> ToolCall:
     arguments = block.get("input", {})
     if not isinstance(arguments, dict):
         raise _fail(f"{at}.input", "Input should be a valid dictionary")
-    return ToolCall(block["id"], block["name"], json.dumps(arguments))
+    return ToolCall(block["id"], canonical_name(block["name"]), json.dumps(arguments))
 
 
-def _tool_result(block: dict, at: str) -> Message:
+def _tool_result(block: dict, at: str, parse: _Parse) -> Message:
     if not isinstance(block.get("tool_use_id"), str):
         raise _fail(f"{at}.tool_use_id", "Field required")
     content = block.get("content", "")
     if isinstance(content, list):
         texts = []
-        for k, part in enumerate(content):
-            if not isinstance(part, dict) or part.get("type") not in ("text", "image"):
-                raise _fail(f"{at}.content.{k}", "Input should be a text or image block")
-            if part.get("type") == "text":
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text":
                 texts.append(str(part.get("text") or ""))
+            else:
+                parse.drop(f"{part.get('type') if isinstance(part, dict) else 'unknown'} blocks in tool results")
         content = "\n\n".join(texts)
     elif not isinstance(content, str):
         raise _fail(f"{at}.content", "Input should be a valid string or a list of blocks")
@@ -211,30 +304,37 @@ def _tool_result(block: dict, at: str) -> Message:
     return Message("tool", content, tool_call_id=block["tool_use_id"])
 
 
-def _tools(raw: Any) -> list[Tool] | None:
+def _tools(raw: Any, parse: _Parse) -> tuple[list[Tool] | None, dict[str, ClientTool]]:
+    """Client tools (``defer_loading`` ones too) under names every target takes; Anthropic's
+    server tools noted (web search) or dropped (the rest)."""
     if raw is None:
-        return None
+        return None, {}
     if not isinstance(raw, list):
         raise _fail("tools", "Input should be a valid list")
-    tools = []
+    tools: list[Tool] = []
+    client_tools: dict[str, ClientTool] = {}
     for i, tool in enumerate(raw):
         at = f"tools.{i}"
         if not isinstance(tool, dict):
             raise _fail(at, "Input should be an object with 'name' and 'input_schema'")
-        if tool.get("type") not in (None, "custom"):
-            raise _fail(
-                f"{at}.type",
-                f"tool type {tool.get('type')!r} is not supported by this gateway; only "
-                "client tools ({name, description, input_schema}) are",
-            )
+        parse.cached(tool)
+        kind = tool.get("type")
+        if kind not in (None, "custom"):
+            if isinstance(tool.get("name"), str):
+                parse.server_names.add(tool["name"])
+            if isinstance(kind, str) and kind.startswith(SEARCH_TOOLS):
+                parse.server_tools.append("web_search")
+            else:
+                parse.drop(str(kind))
+            continue
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise _fail(f"{at}.name", "Field required")
         schema = tool.get("input_schema")
         if not isinstance(schema, dict):
             raise _fail(f"{at}.input_schema", "Field required" if schema is None else "Input should be an object")
         description = tool.get("description")
-        tools.append(Tool(tool["name"], description if isinstance(description, str) else None, schema))
-    return tools or None
+        add_tool(tools, client_tools, tool["name"], description if isinstance(description, str) else None, schema)
+    return tools or None, client_tools
 
 
 def _tool_choice(raw: Any) -> str | dict | tuple | None:
@@ -245,7 +345,7 @@ def _tool_choice(raw: Any) -> str | dict | tuple | None:
     if kind == "tool":
         if not isinstance(raw.get("name"), str):
             raise _fail("tool_choice.name", "Field required")
-        choice: str | dict = {"type": "function", "function": {"name": raw["name"]}}
+        choice: str | dict = {"type": "function", "function": {"name": canonical_name(raw["name"])}}
     elif kind in ("auto", "any", "none"):
         choice = {"auto": "auto", "any": "required", "none": "none"}[kind]
     else:
@@ -292,8 +392,9 @@ def render_usage(usage: Usage) -> dict:
     return {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
 
 
-def render_message(response: ChatResponse, model: str) -> dict:
-    """A canonical answer as Anthropic's ``message`` object, named after ``model``."""
+def render_message(response: ChatResponse, model: str, client_tools: dict[str, ClientTool] | None = None) -> dict:
+    """A canonical answer as Anthropic's ``message`` object, named after ``model``; tools called
+    under the names the client gave them (``client_tools``, see :mod:`cb.llm.tools`)."""
     choice = response.choices[0]
     content: list[dict] = []
     text = choice.message.text()
@@ -301,7 +402,12 @@ def render_message(response: ChatResponse, model: str) -> dict:
         content.append({"type": "text", "text": text})
     for call in choice.message.tool_calls:
         content.append(
-            {"type": "tool_use", "id": call.id or new_tool_use_id(), "name": call.name, "input": _input(call.arguments)}
+            {
+                "type": "tool_use",
+                "id": call.id or new_tool_use_id(),
+                "name": (client_tools or {}).get(call.name, ClientTool(call.name)).name,
+                "input": _input(call.arguments),
+            }
         )
     return {
         "id": response.id if response.id.startswith("msg_") else new_message_id(),
@@ -320,10 +426,14 @@ class MessageEvents:
 
     Text and each tool call are content blocks, opened with ``content_block_start``, fed by
     ``text_delta`` / ``input_json_delta`` and closed with ``content_block_stop`` before the
-    next one opens; the finish reason and usage come last, in ``message_delta``."""
+    next one opens; the finish reason and usage come last, in ``message_delta``. While the
+    upstream is silent the stream sends ``ping`` events (:attr:`keepalive`), as Anthropic does."""
 
-    def __init__(self, model: str, input_tokens: int):
+    keepalive = b'event: ping\ndata: {"type":"ping"}\n\n'
+
+    def __init__(self, model: str, input_tokens: int, client_tools: dict[str, ClientTool] | None = None):
         self.model = model
+        self.client_tools = client_tools or {}
         self.input_tokens = input_tokens  # an estimate: the real count arrives in message_delta
         self.id = new_message_id()
         self._blocks = 0
@@ -370,7 +480,12 @@ class MessageEvents:
         for call in chunk.tool_calls:
             if call.index not in self._tools:
                 events += self._begin(
-                    {"type": "tool_use", "id": call.id or new_tool_use_id(), "name": call.name or "", "input": {}}
+                    {
+                        "type": "tool_use",
+                        "id": call.id or new_tool_use_id(),
+                        "name": self.client_tools.get(call.name or "", ClientTool(call.name or "")).name,
+                        "input": {},
+                    }
                 )
                 self._tools[call.index] = self._open[1]
             if call.arguments:

@@ -1,20 +1,25 @@
 """OpenAI's Responses API at our edge: ``POST /v1/responses`` bodies -> canonical types, and back.
 
-``input`` (a string, or items: messages, ``function_call``, ``function_call_output``) and
-``instructions`` become a :class:`ChatRequest` for any provider; a ``previous_response_id``
-puts the stored conversation before the new input (see :mod:`cb.llm.responses_store`),
-without the earlier ``instructions``, as OpenAI does. ``text.format`` becomes the
-canonical ``response_format`` (each provider's JSON mode). Only ``function`` tools exist
-here: any other tool type is a 400 naming it. ``reasoning`` items of earlier turns are
-left out; ``reasoning``, ``include`` and ``truncation`` options are accepted and ignored.
+``input`` (a string, or items: messages of any role, ``function_call``, ``custom_tool_call``
+and their outputs) and ``instructions`` become a :class:`ChatRequest` for any provider; a
+``previous_response_id`` puts the stored conversation before the new input (see
+:mod:`cb.llm.responses_store`), without the earlier ``instructions``, as OpenAI does.
+``text.format`` becomes the canonical ``response_format``, ``reasoning.effort`` the reasoning
+effort, ``prompt_cache_key`` the cache key. Tools as Codex sends them: ``function``,
+``namespace`` (flattened), ``custom`` (a function of one string), web search (the target's own
+search, if it has one); the names the target sees are mapped back in the answer
+(:mod:`cb.llm.tools`). What cannot cross (reasoning items and their encrypted content, other
+vendor-run tools, unknown items and fields) is left out and listed in ``ChatRequest.dropped``.
 
-Answers are ``response`` objects with ``message`` and ``function_call`` output items;
-streams are the API's typed events (:class:`ResponseEvents`), each with its
-``sequence_number``. Errors use OpenAI's envelope (the port's default).
+Answers are ``response`` objects with ``message``, ``function_call`` and ``custom_tool_call``
+output items; streams are the API's typed events (:class:`ResponseEvents`), each with its
+``sequence_number``, ended by ``response.completed`` or ``response.failed`` with a code Codex
+acts on (:func:`failure_code`). Errors use OpenAI's envelope (the port's default).
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -22,7 +27,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cb.llm.errors import InvalidRequest
-from cb.llm.types import ChatRequest, ChatResponse, ContentPart, Message, StreamChunk, Tool, ToolCall, Usage
+from cb.llm.tools import FREEFORM_PARAMETERS, add_tool, canonical_name, client_name, custom_input
+from cb.llm.types import (
+    ChatRequest,
+    ChatResponse,
+    ClientTool,
+    ContentPart,
+    Message,
+    StreamChunk,
+    Tool,
+    ToolCall,
+    Usage,
+)
 from cb.llm.wire import _integer, _number, _typed
 
 ROLES = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
@@ -65,7 +81,36 @@ class ResponsesRequest:
 # -- requests --------------------------------------------------------------------------------
 
 
+#: top-level fields translated for other vendors, or with no effect on the answer; any other is named
+#: in x-cb-dropped
+TRANSLATED = {
+    "model", "input", "instructions", "previous_response_id", "store", "tool_choice", "stream", "temperature",
+    "top_p", "max_output_tokens", "user", "tools", "parallel_tool_calls", "text", "circuit_breaker", "metadata",
+    "reasoning", "include", "prompt_cache_key", "client_metadata", "safety_identifier", "service_tier",
+    "truncation", "stream_options", "background",
+}  # fmt: skip
+#: tools the vendor runs: web search has an equivalent elsewhere, the others are dropped
+SEARCH_TOOLS = ("web_search", "web_search_preview")
+
+
+class _Parse:
+    """What one request's translation gathers besides messages: tools, dropped features."""
+
+    def __init__(self) -> None:
+        self.dropped: list[str] = []
+        self.server_tools: list[str] = []
+        self.tools: list[Tool] = []
+        self.client_tools: dict[str, ClientTool] = {}
+
+    def drop(self, feature: str) -> None:
+        if feature not in self.dropped:
+            self.dropped.append(feature)
+
+
 def parse_request(body: Any) -> ResponsesRequest:
+    """Validate a Responses body. Lenient, as Codex needs: ``developer`` messages anywhere,
+    ``namespace`` and ``custom`` tools, reasoning items and options are accepted; what cannot
+    reach another vendor is listed in ``ChatRequest.dropped``."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", None)
     model = body.get("model")
@@ -76,11 +121,24 @@ def parse_request(body: Any) -> ResponsesRequest:
         )
     if body.get("input") is None:
         raise _fail("Missing required parameter: 'input'.", "input")
-    messages = _input(body["input"])
+    parse = _Parse()
+    messages = _input(body["input"], parse)
     instructions = _typed(body, "instructions", str, "a string")
     previous = _typed(body, "previous_response_id", str, "a string")
     store = _typed(body, "store", bool, "a boolean")
-    choice = _tool_choice(body.get("tool_choice"))
+    _tools(body.get("tools"), parse)
+    choice = _tool_choice(body.get("tool_choice"), parse)
+    for name in body:
+        if name not in TRANSLATED:
+            parse.drop(name)
+    reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
+    effort = reasoning.get("effort") if isinstance(reasoning.get("effort"), str) else None
+    text = body.get("text") if isinstance(body.get("text"), dict) else {}
+    if text.get("verbosity") not in (None, "medium"):
+        parse.drop("text.verbosity")
+    cache_key = body.get("prompt_cache_key")
+    user = _typed(body, "user", str, "a string") or _typed(body, "safety_identifier", str, "a string")
+    required = bool(parse.server_tools) and (not parse.tools or choice == "web_search")
     chat = ChatRequest(
         model=model,
         messages=([Message("system", instructions)] if instructions else []) + messages,
@@ -88,12 +146,18 @@ def parse_request(body: Any) -> ResponsesRequest:
         temperature=_number(body, "temperature", 0, 2),
         top_p=_number(body, "top_p", 0, 1),
         max_tokens=_integer(body, "max_output_tokens", 1),
-        user=_typed(body, "user", str, "a string"),
-        tools=_tools(body.get("tools")),
-        tool_choice=choice,
+        user=user,
+        tools=parse.tools or None,
+        tool_choice=None if choice == "web_search" else choice,
         parallel_tool_calls=_typed(body, "parallel_tool_calls", bool, "a boolean"),
         response_format=_text_format(body.get("text")),
         routing=_typed(body, "circuit_breaker", dict, "an object") or {},
+        reasoning_effort=effort,
+        cache_key=cache_key if isinstance(cache_key, str) else None,
+        server_tools=parse.server_tools,
+        server_tools_required=required,
+        client_tools=parse.client_tools,
+        dropped=parse.dropped,
     )
     echo = {
         name: body.get(name)
@@ -106,6 +170,8 @@ def parse_request(body: Any) -> ResponsesRequest:
             "max_output_tokens",
             "parallel_tool_calls",
             "user",
+            "reasoning",
+            "prompt_cache_key",
         )
     }
     return ResponsesRequest(
@@ -119,7 +185,7 @@ def parse_request(body: Any) -> ResponsesRequest:
     )
 
 
-def _content(raw: Any, at: str) -> str | list[ContentPart]:
+def _content(raw: Any, at: str, parse: _Parse) -> str | list[ContentPart]:
     if isinstance(raw, str):
         return raw
     if not isinstance(raw, list):
@@ -127,6 +193,8 @@ def _content(raw: Any, at: str) -> str | list[ContentPart]:
     parts = []
     for i, part in enumerate(raw):
         kind = part.get("type") if isinstance(part, dict) else None
+        if kind is None:
+            raise _fail(f"Invalid '{at}[{i}]': expected a content part with a 'type'.", f"{at}[{i}]")
         if kind in TEXT_PARTS:
             text = part.get("text", part.get("refusal"))
             if not isinstance(text, str):
@@ -134,18 +202,35 @@ def _content(raw: Any, at: str) -> str | list[ContentPart]:
             parts.append(ContentPart("text", text=text))
         elif kind == "input_image" and isinstance(part.get("image_url"), str):
             parts.append(ContentPart("image_url", image_url=part["image_url"], detail=part.get("detail")))
-        else:
-            raise _fail(
-                f"Invalid '{at}[{i}].type': {kind!r} is not supported here (supported: input_text, "
-                "output_text, input_image with an image_url).",
-                f"{at}[{i}].type",
-            )
+        else:  # files, images by file_id, audio: nothing another vendor can fetch
+            parse.drop(f"{kind} parts")
     if len(parts) == 1 and parts[0].type == "text":
         return parts[0].text or ""
     return parts
 
 
-def _input(raw: Any) -> list[Message]:
+def _call_name(item: dict, at: str) -> str:
+    if not isinstance(item.get("call_id"), str) or not isinstance(item.get("name"), str):
+        raise _fail(f"Invalid '{at}': a {item.get('type')} needs 'call_id' and 'name'.", at)
+    namespace = item.get("namespace")
+    return canonical_name(item["name"], namespace if isinstance(namespace, str) else None)
+
+
+def _add_call(messages: list[Message], call: ToolCall) -> None:
+    if messages and messages[-1].role == "assistant":
+        messages[-1].tool_calls.append(call)  # one assistant turn: its text and its calls
+    else:
+        messages.append(Message("assistant", None, [call]))
+
+
+def _output(raw: Any, at: str, parse: _Parse) -> str | list[ContentPart]:
+    content = _content(raw if raw is not None else "", at, parse)
+    if isinstance(content, list):  # a tool's result is text for every target
+        return "".join(p.text or "" for p in content if p.type == "text")
+    return content
+
+
+def _input(raw: Any, parse: _Parse) -> list[Message]:
     if isinstance(raw, str):
         return [Message("user", raw)]
     if not isinstance(raw, list) or not raw:
@@ -164,63 +249,91 @@ def _input(raw: Any) -> list[Message]:
                     "system, developer).",
                     f"{at}.role",
                 )
-            messages.append(Message(role, _content(item.get("content"), f"{at}.content")))
+            messages.append(Message(role, _content(item.get("content"), f"{at}.content", parse)))
         elif kind == "function_call":
-            if not isinstance(item.get("call_id"), str) or not isinstance(item.get("name"), str):
-                raise _fail(f"Invalid '{at}': a function_call needs 'call_id' and 'name'.", at)
             arguments = item.get("arguments") or ""
             if not isinstance(arguments, str):
                 raise _fail(f"Invalid type for '{at}.arguments': expected a JSON string.", f"{at}.arguments")
-            call = ToolCall(item["call_id"], item["name"], arguments)
-            if messages and messages[-1].role == "assistant":
-                messages[-1].tool_calls.append(call)  # one assistant turn: its text and its calls
-            else:
-                messages.append(Message("assistant", None, [call]))
-        elif kind == "function_call_output":
+            _add_call(messages, ToolCall(item.get("call_id"), _call_name(item, at), arguments))
+        elif kind == "custom_tool_call":
+            arguments = json.dumps({"input": str(item.get("input") or "")})
+            _add_call(messages, ToolCall(item.get("call_id"), _call_name(item, at), arguments))
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             if not isinstance(item.get("call_id"), str):
                 raise _fail(f"Missing '{at}.call_id'.", f"{at}.call_id")
-            output = _content(item.get("output", ""), f"{at}.output")
+            output = _output(item.get("output"), f"{at}.output", parse)
             messages.append(Message("tool", output, tool_call_id=item["call_id"]))
         elif kind == "reasoning":
-            continue
-        else:
-            raise _fail(
-                f"Invalid '{at}.type': {kind!r} is not supported (supported: message, function_call, "
-                "function_call_output).",
-                f"{at}.type",
-            )
+            if item.get("encrypted_content"):
+                parse.drop("reasoning.encrypted_content")
+        else:  # web_search_call, tool_search_call, local_shell_call, compaction, items newer than us
+            parse.drop(f"{kind} items")
     return messages
 
 
-def _tools(raw: Any) -> list[Tool] | None:
+def _tools(raw: Any, parse: _Parse) -> None:
+    """Function tools, ``namespace`` ones flattened and ``custom`` ones as functions of one string,
+    under names every target takes (:mod:`cb.llm.tools`); web search noted, other vendor-run
+    tools dropped."""
     if raw is None:
-        return None
+        return
     if not isinstance(raw, list):
         raise _fail("Invalid type for 'tools': expected an array.", "tools")
-    tools = []
     for i, tool in enumerate(raw):
         at = f"tools[{i}]"
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind != "function":
-            raise _fail(
-                f"Tool type {kind!r} is not supported by this gateway: only 'function' tools are ({at}.type).",
-                f"{at}.type",
-                "unsupported_tool_type",
-            )
-        if not isinstance(tool.get("name"), str) or not tool["name"]:
-            raise _fail(f"Missing '{at}.name'.", f"{at}.name")
-        parameters = tool.get("parameters")
-        if parameters is not None and not isinstance(parameters, dict):
-            raise _fail(f"Invalid type for '{at}.parameters': expected an object.", f"{at}.parameters")
-        tools.append(Tool(tool["name"], tool.get("description"), parameters, tool.get("strict")))
-    return tools or None
+        if not isinstance(tool, dict):
+            raise _fail(f"Invalid type for '{at}': expected an object.", at)
+        kind = tool.get("type")
+        if kind == "namespace":
+            for j, inner in enumerate(tool.get("tools") or []):
+                _tool(inner, f"{at}.tools[{j}]", parse, tool.get("name") if isinstance(tool.get("name"), str) else None)
+        elif kind in ("function", "custom"):
+            _tool(tool, at, parse, None)
+        elif kind in SEARCH_TOOLS:
+            parse.server_tools.append("web_search")
+        else:
+            parse.drop(str(kind))
 
 
-def _tool_choice(raw: Any) -> str | dict | None:
+def _tool(tool: Any, at: str, parse: _Parse, namespace: str | None) -> None:
+    kind = tool.get("type", "function") if isinstance(tool, dict) else None
+    if kind not in ("function", "custom"):
+        parse.drop(str(kind))
+        return
+    if not isinstance(tool.get("name"), str) or not tool["name"]:
+        raise _fail(f"Missing '{at}.name'.", f"{at}.name")
+    description = tool.get("description") if isinstance(tool.get("description"), str) else None
+    if kind == "custom":
+        spec = tool.get("format") if isinstance(tool.get("format"), dict) else {}
+        if spec.get("type") == "grammar" and isinstance(spec.get("definition"), str):
+            grammar = f"Its input follows this {spec.get('syntax') or ''} grammar:\n{spec['definition']}"
+            description = f"{description}\n\n{grammar}" if description else grammar
+        add_tool(
+            parse.tools, parse.client_tools, tool["name"], description, FREEFORM_PARAMETERS, None, namespace, "custom"
+        )
+        return
+    parameters = tool.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise _fail(f"Invalid type for '{at}.parameters': expected an object.", f"{at}.parameters")
+    add_tool(parse.tools, parse.client_tools, tool["name"], description, parameters, tool.get("strict"), namespace)
+
+
+def _tool_choice(raw: Any, parse: _Parse) -> str | dict | None:
+    """The canonical tool choice; "web_search" when the client forces that tool."""
     if raw is None or raw in ("auto", "none", "required"):
         return raw
-    if isinstance(raw, dict) and raw.get("type") == "function" and isinstance(raw.get("name"), str):
-        return {"type": "function", "function": {"name": raw["name"]}}
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind in ("function", "custom") and isinstance(raw.get("name"), str):
+        namespace = raw.get("namespace") if isinstance(raw.get("namespace"), str) else None
+        return {"type": "function", "function": {"name": canonical_name(raw["name"], namespace)}}
+    if kind in SEARCH_TOOLS:
+        return "web_search"
+    if kind == "allowed_tools" and raw.get("mode") in ("auto", "required"):
+        parse.drop("tool_choice.allowed_tools")
+        return raw["mode"]
+    if isinstance(raw, dict):
+        parse.drop(f"tool_choice {kind}")
+        return "auto"
     raise _fail(
         "Invalid 'tool_choice': expected 'none', 'auto', 'required' or {type: 'function', name}.", "tool_choice"
     )
@@ -251,9 +364,11 @@ def _text_format(raw: Any) -> dict | None:
 def render_usage(usage: Usage) -> dict:
     return {
         "input_tokens": usage.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens},
         "output_tokens": usage.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {
+            "reasoning_tokens": int((usage.completion_details or {}).get("reasoning_tokens") or 0)
+        },
         "total_tokens": usage.total_tokens,
     }
 
@@ -269,26 +384,52 @@ def message_item(text: str, status: str = "completed", item_id: str | None = Non
     }
 
 
-def function_call_item(call: ToolCall, status: str = "completed", item_id: str | None = None) -> dict:
-    return {
-        "type": "function_call",
-        "id": item_id or new_id("fc"),
-        "call_id": call.id or new_id("call"),
-        "name": call.name,
-        "arguments": call.arguments,
-        "status": status,
-    }
+def function_call_item(
+    call: ToolCall, status: str = "completed", item_id: str | None = None, client: ClientTool | None = None
+) -> dict:
+    """A call as the client knows its tool: ``function_call`` (with its ``namespace``), or
+    ``custom_tool_call`` with the raw ``input`` for a freeform tool."""
+    client = client or ClientTool(call.name)
+    if client.kind == "custom":
+        item = {
+            "type": "custom_tool_call",
+            "id": item_id or new_id("ctc"),
+            "call_id": call.id or new_id("call"),
+            "name": client.name,
+            "input": custom_input(call.arguments) if call.arguments else "",
+            "status": status,
+        }
+    else:
+        item = {
+            "type": "function_call",
+            "id": item_id or new_id("fc"),
+            "call_id": call.id or new_id("call"),
+            "name": client.name,
+            "arguments": call.arguments,
+            "status": status,
+        }
+    if client.namespace:
+        item["namespace"] = client.namespace
+    return item
 
 
-def output_items(message: Message) -> list[dict]:
+def output_items(message: Message, client_tools: dict[str, ClientTool] | None = None) -> list[dict]:
     items = [message_item(message.text())] if message.text() or not message.tool_calls else []
-    return items + [function_call_item(call) for call in message.tool_calls]
+    tools = client_tools or {}
+    return items + [function_call_item(call, client=tools.get(call.name)) for call in message.tool_calls]
 
 
 def answer_of(items: list[dict]) -> Message:
-    """The assistant message an output is, for the stored conversation."""
+    """The assistant message an output is, for the stored conversation (canonical tool names)."""
     text = "".join(p["text"] for i in items if i["type"] == "message" for p in i["content"])
-    calls = [ToolCall(i["call_id"], i["name"], i["arguments"]) for i in items if i["type"] == "function_call"]
+    calls = []
+    for item in items:
+        if item["type"] in ("function_call", "custom_tool_call"):
+            name = canonical_name(item["name"], item.get("namespace"))
+            arguments = (
+                item.get("arguments") if item["type"] == "function_call" else json.dumps({"input": item["input"]})
+            )
+            calls.append(ToolCall(item["call_id"], name, arguments))
     return Message("assistant", text or None, calls)
 
 
@@ -333,7 +474,8 @@ def render_response(
 def render(req: ResponsesRequest, response: ChatResponse) -> dict:
     choice = response.choices[0]
     status = "incomplete" if choice.finish_reason == "length" else "completed"
-    return render_response(req, new_id("resp"), int(time.time()), output_items(choice.message), response.usage, status)
+    output = output_items(choice.message, req.chat.client_tools)
+    return render_response(req, new_id("resp"), int(time.time()), output, response.usage, status)
 
 
 class ResponseEvents:
@@ -354,6 +496,7 @@ class ResponseEvents:
         self._open_message: int | None = None  # output index of the message item still being written
         self._calls: dict[int, int] = {}  # canonical tool call index -> output index
         self._done: set[int] = set()
+        self._custom: dict[int, str] = {}  # output index -> a freeform call's arguments so far
         self._finish: str | None = None
 
     def _event(self, kind: str, **data) -> tuple[str, dict]:
@@ -392,6 +535,13 @@ class ResponseEvents:
                 self._event(
                     "response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part
                 ),
+            ]
+        elif item["type"] == "custom_tool_call":
+            item["input"] = custom_input(self._custom.pop(index, ""))
+            at = {"item_id": item["id"], "output_index": index}
+            events += [
+                self._event("response.custom_tool_call_input.delta", **at, delta=item["input"]),
+                self._event("response.custom_tool_call_input.done", **at, input=item["input"]),
             ]
         else:
             events.append(
@@ -450,13 +600,16 @@ class ResponseEvents:
             if call.index not in self._calls:
                 if self._open_message is not None:
                     events += self._close(self._open_message)
+                client = client_name(self.req.chat, call.name or "")
                 index, added = self._add(
-                    function_call_item(ToolCall(call.id or "", call.name or "", ""), "in_progress")
+                    function_call_item(ToolCall(call.id or "", call.name or "", ""), "in_progress", client=client)
                 )
                 self._calls[call.index] = index
                 events += added
             index = self._calls[call.index]
-            if call.arguments:
+            if call.arguments and self._items[index]["type"] == "custom_tool_call":
+                self._custom[index] = self._custom.get(index, "") + call.arguments  # its input, whole, at the end
+            elif call.arguments:
                 item = self._items[index]
                 item["arguments"] += call.arguments
                 events.append(
@@ -482,5 +635,23 @@ class ResponseEvents:
         return events + [self._event(f"response.{status}", response=response)]
 
     def fail(self, status: int, message: str, code: str | None = None) -> list[tuple[str, dict]]:
-        error = {"code": code or "server_error", "message": message}
+        error = {"code": failure_code(status, message, code), "message": message}
         return [self._event("response.failed", response=self._snapshot("failed", error=error))]
+
+
+#: what in an upstream's error message means the prompt did not fit (OpenAI, Anthropic, Gemini wording)
+CONTEXT_PHRASES = ("context length", "context_length", "context window", "prompt is too long", "too many tokens",
+                   "input token count", "maximum context")  # fmt: skip
+
+
+def failure_code(status: int, message: str, code: str | None = None) -> str:
+    """The ``response.failed`` error code, among those Codex acts on: ``context_length_exceeded``
+    (it compacts), ``rate_limit_exceeded`` (it waits and retries), else ``server_error``."""
+    lowered = message.lower()
+    if code == "context_length_exceeded" or any(phrase in lowered for phrase in CONTEXT_PHRASES):
+        return "context_length_exceeded"
+    if status == 429 or code in ("rate_limit_exceeded", "rate_limited"):
+        return "rate_limit_exceeded"
+    if status == 402 or code == "insufficient_quota":
+        return "insufficient_quota"
+    return code if code and status < 500 else "server_error"

@@ -56,6 +56,17 @@ class Tool:
     strict: bool | None = None
 
 
+@dataclass(frozen=True)
+class ClientTool:
+    """How the client knows a tool whose canonical name was made for the target (see
+    :mod:`cb.llm.tools`): its own name, its Responses ``namespace``, and its kind (``custom``:
+    a freeform tool, called with one string)."""
+
+    name: str
+    namespace: str | None = None
+    kind: str = "function"  # "function" | "custom"
+
+
 @dataclass
 class ChatRequest:
     """A chat completion request, provider-neutral."""
@@ -84,10 +95,36 @@ class ChatRequest:
     #: the client's own Anthropic Messages body: Anthropic deployments send it upstream as it is
     #: (cache_control, thinking, ... kept) instead of rebuilding it from the fields above
     anthropic_body: dict | None = None
+    #: how much to think: "minimal" | "low" | "medium" | "high" (or a token budget the client named)
+    reasoning_effort: str | None = None
+    reasoning_budget: int | None = None
+    cache_key: str | None = None  # OpenAI's prompt_cache_key: which requests share a prompt prefix
+    server_tools: list[str] = field(default_factory=list)  # vendor-run tools asked for: "web_search"
+    server_tools_required: bool = False  # the request cannot be answered without them (forced, or all it offers)
+    #: canonical tool name -> the tool as the client knows it, where the two differ
+    client_tools: dict[str, ClientTool] = field(default_factory=dict)
+    #: what could not cross to the target (fields, blocks, tools), named in x-cb-dropped
+    dropped: list[str] = field(default_factory=list)
+
+    def drop(self, feature: str) -> None:
+        """Note that ``feature`` did not reach the upstream."""
+        if feature not in self.dropped:
+            self.dropped.append(feature)
 
     def set_fields(self) -> list[str]:
         """Names of the optional fields the client actually set (for 'unsupported' checks)."""
-        skip = {"model", "messages", "stream", "include_usage", "routing", "anthropic_body"}
+        skip = {
+            "model",
+            "messages",
+            "stream",
+            "include_usage",
+            "routing",
+            "anthropic_body",
+            "server_tools",
+            "server_tools_required",
+            "client_tools",
+            "dropped",
+        }
         return [k for k, v in self.__dict__.items() if k not in skip and v is not None]
 
 

@@ -25,16 +25,20 @@ from typing import Any
 from cb.llm.errors import UpstreamError
 from cb.llm.providers.base import Deployment, Provider, UpstreamCall
 from cb.llm.providers.wire import (
+    in_tool_loop,
     join_url,
+    leading_system,
     parse_arguments,
     refuse_choices_and_logprobs,
     split_data_url,
     sse_data,
     with_role,
 )
+from cb.llm.tools import thinking_budget
 from cb.llm.types import ChatRequest, ChatResponse, Choice, Message, StreamChunk, ToolCall, ToolCallDelta, Usage
 
 API_VERSION = "2023-06-01"
+WEB_SEARCH = "web_search_20250305"  # Anthropic's own search, for clients that offer theirs
 DEFAULT_MAX_TOKENS = 4096
 
 LABEL = "Anthropic"  # how errors name this provider
@@ -97,12 +101,13 @@ class AnthropicProvider(Provider):
         return body
 
     def _body(self, request: ChatRequest, model: str) -> dict[str, Any]:
+        system, rest = leading_system(request.messages)
         body: dict[str, Any] = {
             "model": model,
-            "messages": _turns(request.messages),
+            "messages": _turns(rest),
             "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
         }
-        system = _system_text(request)
+        system = "\n\n".join(p for p in (system, _json_instruction(request.response_format)) if p)
         if system:
             body["system"] = system
         for ours, theirs in (
@@ -126,6 +131,11 @@ class AnthropicProvider(Provider):
             choice = _tool_choice(request)
             if choice:
                 body["tool_choice"] = choice
+        if request.server_tools:
+            body.setdefault("tools", []).append({"type": WEB_SEARCH, "name": "web_search"})
+        _reasoning(request, body)
+        if request.cache_key:
+            _cache_breakpoints(body)
         if request.user:
             body["metadata"] = {"user_id": request.user}
         if request.stream:
@@ -200,12 +210,30 @@ def _headers(deployment: Deployment) -> dict[str, str]:
     return {"x-api-key": deployment.api_key or "", "anthropic-version": API_VERSION, "content-type": "application/json"}
 
 
-def _system_text(request: ChatRequest) -> str:
-    parts = [m.text() for m in request.messages if m.role in ("system", "developer")]
-    instruction = _json_instruction(request.response_format)
-    if instruction:
-        parts.append(instruction)
-    return "\n\n".join(p for p in parts if p)
+def _reasoning(request: ChatRequest, body: dict[str, Any]) -> None:
+    """The request's effort or budget as ``thinking`` with a token budget. Not in a tool loop of a
+    translated history (Anthropic wants the loop's thinking blocks back, which no other vendor
+    kept), nor with a temperature other than 1 or a forced tool (thinking refuses both)."""
+    budget = thinking_budget(request, body["max_tokens"])
+    if budget is None:
+        if request.reasoning_effort or request.reasoning_budget:
+            request.drop("reasoning")  # no room under max_tokens
+        return
+    forced = (body.get("tool_choice") or {}).get("type") in ("any", "tool")
+    if in_tool_loop(request.messages) or body.get("temperature", 1) != 1 or "top_k" in body or forced:
+        return
+    body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    body.pop("top_p", None)
+
+
+def _cache_breakpoints(body: dict[str, Any]) -> None:
+    """A client that names a prompt cache key (Codex) wants its prefix cached: Anthropic caches
+    up to the blocks marked ``cache_control``, so mark the system prompt and the last turn."""
+    if isinstance(body.get("system"), str):
+        body["system"] = [{"type": "text", "text": body["system"], "cache_control": {"type": "ephemeral"}}]
+    blocks = body["messages"][-1]["content"] if body["messages"] else []
+    if blocks:
+        blocks[-1]["cache_control"] = {"type": "ephemeral"}
 
 
 def _json_instruction(response_format: dict | None) -> str | None:
@@ -224,11 +252,9 @@ def _json_instruction(response_format: dict | None) -> str | None:
 
 
 def _turns(messages: list[Message]) -> list[dict]:
-    """OpenAI messages as alternating Anthropic turns of content blocks."""
+    """OpenAI messages (leading system ones taken out) as alternating Anthropic turns of content blocks."""
     turns: list[dict] = []
     for message in messages:
-        if message.role in ("system", "developer"):
-            continue
         role = "assistant" if message.role == "assistant" else "user"
         blocks = _blocks(message)
         if not blocks:

@@ -27,12 +27,15 @@ from cb.llm.providers.base import Deployment, Provider, UpstreamCall
 from cb.llm.providers.wire import (
     guess_media_type,
     join_url,
+    leading_system,
     new_call_id,
     parse_arguments,
+    refuse_server_tools,
     split_data_url,
     sse_data,
     tool_names_by_id,
 )
+from cb.llm.tools import effort_of, thinking_budget
 from cb.llm.types import (
     ChatRequest,
     ChatResponse,
@@ -103,8 +106,8 @@ class GoogleProvider(Provider):
 
     def chat_call(self, deployment: Deployment, request: ChatRequest, model: str) -> UpstreamCall:
         self.check(request)
-        body: dict[str, Any] = {"contents": _contents(request.messages)}
-        system = "\n\n".join(m.text() for m in request.messages if m.role in ("system", "developer") and m.text())
+        system, rest = leading_system(request.messages)
+        body: dict[str, Any] = {"contents": _contents(rest)}
         if system:
             body["systemInstruction"] = {"parts": [{"text": system}]}
         if request.tools:
@@ -112,7 +115,13 @@ class GoogleProvider(Provider):
             config = _function_calling_config(request.tool_choice)
             if config:
                 body["toolConfig"] = {"functionCallingConfig": config}
-        generation = _generation_config(request)
+        if request.server_tools and not request.tools:
+            body["tools"] = [{"googleSearch": {}}]  # Gemini's own search; with functions only on some models
+        else:
+            refuse_server_tools(LABEL, request)
+        if request.cache_key:
+            request.drop("prompt_cache_key")  # Gemini caches shared prefixes by itself
+        generation = _generation_config(request, model)
         if generation:
             body["generationConfig"] = generation
         action = "streamGenerateContent?alt=sse" if request.stream else "generateContent"
@@ -205,8 +214,6 @@ def _contents(messages: list[Message]) -> list[dict]:
     names = tool_names_by_id(messages)
     contents: list[dict] = []
     for message in messages:
-        if message.role in ("system", "developer"):
-            continue
         role = "model" if message.role == "assistant" else "user"
         parts = _parts(message, names)
         if not parts:
@@ -238,8 +245,30 @@ def _parts(message: Message, names: dict[str, str]) -> list[dict]:
     elif message.content:
         parts.append({"text": message.content})
     for call in message.tool_calls:
-        parts.append({"functionCall": {"name": call.name, "args": parse_arguments(call.arguments)}})
+        part = {"functionCall": {"name": call.name, "args": parse_arguments(call.arguments)}}
+        signature = _signature(call.id)
+        if signature:
+            part["thoughtSignature"] = signature
+        parts.append(part)
     return parts
+
+
+def _signed_id(signature: str | None) -> str:
+    """A call id carrying Gemini's thought signature of the call (URL-safe), so that the client
+    sends it back with its tool result, and the call goes back to Gemini signed, as Gemini
+    wants: ``call_<24 hex>_<signature>``. Every client API keeps tool call ids as they are."""
+    call_id = new_call_id()
+    if not signature:
+        return call_id
+    return f"{call_id}_{signature.replace('+', '-').replace('/', '_').rstrip('=')}"
+
+
+def _signature(call_id: str | None) -> str | None:
+    """The thought signature a :func:`_signed_id` carries, else None."""
+    if not call_id or not call_id.startswith("call_") or len(call_id) <= 30 or call_id[29] != "_":
+        return None
+    token = call_id[30:].replace("-", "+").replace("_", "/")
+    return token + "=" * (-len(token) % 4)
 
 
 def _tool_result(text: str) -> dict:
@@ -269,7 +298,10 @@ def gemini_schema(schema: Any) -> Any:
         if key not in SCHEMA_FIELDS:
             continue
         if key == "properties" and isinstance(value, dict):
-            result[key] = {name: gemini_schema(sub) for name, sub in value.items()}
+            if value:  # Gemini refuses an empty properties object
+                result[key] = {name: gemini_schema(sub) for name, sub in value.items()}
+        elif key == "format" and value not in ("enum", "date-time", "int32", "int64", "float", "double"):
+            continue  # string formats other than these are refused
         elif key == "items":
             result[key] = gemini_schema(value)
         elif key == "anyOf" and isinstance(value, list):
@@ -291,8 +323,22 @@ def _function_calling_config(choice: str | dict | None) -> dict | None:
     return {"auto": {"mode": "AUTO"}, "required": {"mode": "ANY"}, "none": {"mode": "NONE"}}.get(choice or "")
 
 
-def _generation_config(request: ChatRequest) -> dict:
+def _thinking(request: ChatRequest, model: str) -> dict | None:
+    """The request's effort as Gemini's ``thinkingConfig``: a level on Gemini 3, a budget before."""
+    effort = effort_of(request)
+    if effort is None:
+        return None
+    if _bare(model).startswith("gemini-3"):
+        return {"thinkingLevel": "low" if effort in ("minimal", "low") else "high"}
+    budget = thinking_budget(request, request.max_tokens or 65536)
+    return {"thinkingBudget": min(budget, 24576)} if budget else None
+
+
+def _generation_config(request: ChatRequest, model: str = "") -> dict:
     config: dict[str, Any] = {}
+    thinking = _thinking(request, model)
+    if thinking:
+        config["thinkingConfig"] = thinking
     for ours, theirs in (
         ("temperature", "temperature"),
         ("top_p", "topP"),
@@ -330,9 +376,9 @@ def _candidate_parts(candidate: dict) -> tuple[str, list[ToolCall]]:
             text.append(part["text"])
         elif "functionCall" in part:
             call = part["functionCall"]
-            calls.append(
-                ToolCall(call.get("id") or new_call_id(), call.get("name", ""), json.dumps(call.get("args") or {}))
-            )
+            signature = part.get("thoughtSignature")
+            call_id = _signed_id(signature) if signature else call.get("id") or new_call_id()
+            calls.append(ToolCall(call_id, call.get("name", ""), json.dumps(call.get("args") or {})))
     return "".join(text), calls
 
 

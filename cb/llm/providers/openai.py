@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from cb.llm.errors import UpstreamError
 from cb.llm.providers.base import Deployment, ListedModel, Provider, UpstreamCall
 from cb.llm.providers.errors import redact
+from cb.llm.providers.wire import refuse_server_tools
+from cb.llm.tools import effort_of
 from cb.llm.types import (
     ChatRequest,
     ChatResponse,
@@ -153,11 +155,26 @@ class OpenAIProvider(Provider):
                 if tool.strict is not None:
                     function["strict"] = tool.strict
                 body["tools"].append({"type": "function", "function": function})
+        self._translated(request, body, model)
         if request.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         url = deployment.base_url.rstrip("/") + "/chat/completions"
         return UpstreamCall("POST", url, self._headers(deployment), body, stream=request.stream)
+
+    def _translated(self, request: ChatRequest, body: dict, model: str) -> None:
+        """What a request from another vendor's API asks beyond the chat fields: reasoning effort
+        (reasoning models only), the prompt cache key (OpenAI's own API), server tools (none here)."""
+        effort = effort_of(request)
+        if effort and model.startswith(_COMPLETION_TOKENS_PREFIXES):
+            body["reasoning_effort"] = effort
+        elif effort:
+            request.drop("reasoning")
+        if request.cache_key and self.type == "openai":
+            body["prompt_cache_key"] = request.cache_key
+        elif request.cache_key:
+            request.drop("prompt_cache_key")
+        refuse_server_tools("OpenAI", request)
 
     def parse_chat(self, body: dict, model: str) -> ChatResponse:
         choices = []

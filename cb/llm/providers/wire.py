@@ -124,3 +124,45 @@ def join_url(base_url: str, path: str) -> str:
     if base.endswith("/" + first):
         base = base[: -len(first) - 1]
     return base + "/" + path.lstrip("/")
+
+
+def leading_system(messages: list[Message]) -> tuple[str, list[Message]]:
+    """For targets whose system instruction stands apart from the turns (Anthropic, Gemini): the
+    leading system messages joined, and the rest, where a later system message (Claude Code's
+    and Codex's mid-conversation instructions) becomes an operator note in a user turn, so it
+    keeps its place instead of being moved or lost."""
+    system: list[str] = []
+    rest: list[Message] = []
+    for message in messages:
+        if message.role in ("system", "developer"):
+            if not rest:
+                system.append(message.text())
+            elif message.text():
+                rest.append(Message("user", f"<system-note>\n{message.text()}\n</system-note>"))
+            continue
+        rest.append(message)
+    return "\n\n".join(t for t in system if t), rest
+
+
+def in_tool_loop(messages: list[Message]) -> bool:
+    """Whether the last assistant turn called tools: a translated history carries no thinking
+    blocks, so a target that wants them back in a tool loop (Anthropic) must not think now."""
+    for message in reversed(messages):
+        if message.role == "assistant":
+            return bool(message.tool_calls)
+    return False
+
+
+def refuse_server_tools(provider: str, request: ChatRequest) -> None:
+    """For a target without web search: refuse a request that needs it, else note it dropped."""
+    if not request.server_tools:
+        return
+    if request.server_tools_required:
+        raise InvalidRequest(
+            f"The {provider} model cannot run {', '.join(sorted(set(request.server_tools)))}: this request needs "
+            "a tool that only the client's own vendor runs. Send it to a model of that vendor.",
+            "tools",
+            "unsupported_tool_type",
+        )
+    for tool in request.server_tools:
+        request.drop(tool)

