@@ -71,7 +71,19 @@ def create_openai_app(settings: Settings, services: Services) -> Flask:
 
 
 def create_graphql_app(settings: Settings, services: Services) -> Flask:
-    from blueprints import auth, cors, dashboard, graphql, health, hosts, limits, metrics, observability, subscriptions
+    from blueprints import (
+        auth,
+        cors,
+        dashboard,
+        graphql,
+        health,
+        hosts,
+        limits,
+        mcp,
+        metrics,
+        observability,
+        subscriptions,
+    )
     from schema import scalars
 
     scalars.configure_depth(settings.max_json_depth)
@@ -87,6 +99,7 @@ def create_graphql_app(settings: Settings, services: Services) -> Flask:
     app.register_blueprint(graphql.bp)
     app.register_blueprint(subscriptions.bp)
     app.register_blueprint(dashboard.bp)
+    mcp.install(app, services)
     app.choose_websocket_subprotocol = subscriptions.choose_subprotocol
     return app
 

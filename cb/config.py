@@ -240,6 +240,12 @@ class Settings:
         "RATE_LIMIT_TPM", "", _optional(_int(1)), "default tokens per minute per client key"
     )
     graphql_api_key: str | None = var("GRAPHQL_API_KEY", "", _optional(_text), "key required on the GraphQL port")
+    mcp_max_sessions: int = var(
+        "MCP_MAX_SESSIONS", "1000", _int(1), "most MCP sessions open at once on /mcp (initialize gets 503 beyond)"
+    )
+    mcp_session_idle_seconds: float = var(
+        "MCP_SESSION_IDLE_SECONDS", "3600", _seconds, "an MCP session unused this long expires (the client starts anew)"
+    )
     max_request_bytes: int = var("MAX_REQUEST_BYTES", "10485760", _int(1024), "largest request body accepted")
     max_messages: int = var("MAX_MESSAGES", "2048", _int(1), "most messages accepted in one chat completion request")
     graphql_max_query_bytes: int = var(

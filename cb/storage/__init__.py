@@ -51,6 +51,7 @@ BUCKETS = (
     "counters",
     "meta",
     "responses",
+    "mcp_sessions",
 )
 LOGS = ("usage", "events")
 

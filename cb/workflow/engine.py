@@ -257,8 +257,15 @@ class WorkflowEngine:
             raise NotFound(f"token {token_id!r} not found")
         return Token.from_dict(entry.value, entry.revision)
 
-    def create_token(self, workflow_id: str, place: str | None = None, data: Any = None, metadata: Any = None) -> Token:
-        """A new token in ``place`` (default: the workflow's initial place)."""
+    def create_token(
+        self,
+        workflow_id: str,
+        place: str | None = None,
+        data: Any = None,
+        metadata: Any = None,
+        actor: str | None = None,
+    ) -> Token:
+        """A new token in ``place`` (default: the workflow's initial place), created by ``actor`` if named."""
         workflow = self.get_workflow(workflow_id)
         place = place or workflow.initial_place
         if place not in workflow.places:
@@ -269,12 +276,13 @@ class WorkflowEngine:
             place=place,
             data=_object("data", data),
             metadata=_object("metadata", metadata),
+            created_by=actor,
         )
         self.storage.index_add(TOKEN_INDEX, _token_path(token))
         revision = self.storage.create(TOKENS, token.id, token.to_dict())
         token = Token.from_dict(token.to_dict(), revision)
         metrics.tokens_created.labels(workflow_id).inc()
-        self._publish("token_created", token)
+        self._publish("token_created", token, actor=actor)
         return token
 
     def delete_token(self, token_id: str) -> bool:
@@ -294,8 +302,9 @@ class WorkflowEngine:
         workflow = workflow or self.get_workflow(token.workflow_id)
         return [t for t in workflow.transitions if self._blocker(token, t, token.data) is None]
 
-    def fire(self, token_id: str, transition_id: str, data: Any = None) -> Token:
-        """Move the token along the transition, merging ``data`` into its data.
+    def fire(self, token_id: str, transition_id: str, data: Any = None, actor: str | None = None) -> Token:
+        """Move the token along the transition, merging ``data`` into its data; the history
+        entry names ``actor`` when given.
 
         Conditions are evaluated over the token's data as it would be after the merge, so
         the firing can carry the evidence its guard asks for (``{"tests_passed": true}``).
@@ -312,7 +321,7 @@ class WorkflowEngine:
             if blocker is not None:
                 raise blocker
             stamp = now()
-            event = HistoryEvent(stamp, transition.id, token.place, transition.to_place, data or None)
+            event = HistoryEvent(stamp, transition.id, token.place, transition.to_place, data or None, actor)
             moved = Token(
                 id=token.id,
                 workflow_id=token.workflow_id,
@@ -322,6 +331,7 @@ class WorkflowEngine:
                 history=(*token.history, event),
                 created_at=token.created_at,
                 updated_at=stamp,
+                created_by=token.created_by,
             )
             moves = moved.place != token.place
             if moves:
@@ -336,7 +346,7 @@ class WorkflowEngine:
                 self.storage.index_remove(TOKEN_INDEX, _token_path(token))
             moved = Token.from_dict(moved.to_dict(), revision)
             metrics.transitions_fired.labels(token.workflow_id).inc()
-            self._publish("token_transitioned", moved, transition.id, token.place, transition.to_place, stamp)
+            self._publish("token_transitioned", moved, transition.id, token.place, transition.to_place, stamp, actor)
             return moved
         raise Conflict(f"token {token_id!r} kept changing while firing {transition_id!r}; try again")
 
@@ -379,6 +389,7 @@ class WorkflowEngine:
         from_place: str | None = None,
         to_place: str | None = None,
         timestamp: str | None = None,
+        actor: str | None = None,
     ) -> None:
         try:
             self.bus.publish(
@@ -391,6 +402,7 @@ class WorkflowEngine:
                     "from_place": from_place,
                     "to_place": to_place if to_place is not None else token.place,
                     "timestamp": timestamp or now(),
+                    "actor": actor,
                     "token": token.to_dict(),
                 },
             )

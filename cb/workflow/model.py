@@ -89,20 +89,25 @@ class Workflow:
 
 @dataclass(frozen=True)
 class HistoryEvent:
-    """One firing in a token's life: which transition moved it where, with what data."""
+    """One firing in a token's life: which transition moved it where, with what data, and who
+    fired it when the caller said (``actor``, e.g. ``mcp:claude-code``; stored only when set)."""
 
     timestamp: str
     transition: str
     from_place: str
     to_place: str
     data: dict | None = None
+    actor: str | None = None
 
     @classmethod
     def from_dict(cls, value: dict) -> HistoryEvent:
-        return cls(**{k: value.get(k) for k in ("timestamp", "transition", "from_place", "to_place", "data")})
+        return cls(**{k: value.get(k) for k in ("timestamp", "transition", "from_place", "to_place", "data", "actor")})
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["actor"] is None:
+            del d["actor"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,8 @@ class Token:
     """A case moving through a workflow: where it is, its data, and how it got there.
 
     ``revision`` is the storage revision the token was read at (not stored), used for the
-    compare-and-set when it is written back.
+    compare-and-set when it is written back. ``created_by`` names the actor that created it,
+    when the caller said (stored only when set).
     """
 
     id: str
@@ -122,6 +128,7 @@ class Token:
     created_at: str = field(default_factory=now)
     updated_at: str = field(default_factory=now)
     revision: int = 0
+    created_by: str | None = None
 
     @classmethod
     def from_dict(cls, value: dict, revision: int = 0) -> Token:
@@ -135,10 +142,11 @@ class Token:
             created_at=value.get("created_at") or now(),
             updated_at=value.get("updated_at") or now(),
             revision=revision,
+            created_by=value.get("created_by"),
         )
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "id": self.id,
             "workflow_id": self.workflow_id,
             "place": self.place,
@@ -148,3 +156,6 @@ class Token:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
+        if self.created_by is not None:
+            d["created_by"] = self.created_by
+        return d

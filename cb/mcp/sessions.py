@@ -1,0 +1,101 @@
+"""MCP sessions in storage, so that any worker serves any session (NATS) and they survive a
+worker's restart.
+
+A session id is 256 random bits, given to the client once in the ``Mcp-Session-Id`` header;
+storage keeps only its SHA-256 (a leaked store holds no usable id). A session expires when
+unused for MCP_SESSION_IDLE_SECONDS; its last use is written back at most every tenth of that
+time, so a busy session costs one read per request, not a write. At most MCP_MAX_SESSIONS are
+open: ``initialize`` first drops the expired ones, then refuses beyond the limit (workers
+starting sessions at the same instant may pass it by a few).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import asdict, dataclass
+
+from cb.errors import NotFound
+from cb.mcp.errors import SessionNotFound, TooManySessions
+from cb.storage import Storage
+
+BUCKET = "mcp_sessions"
+
+
+def _key(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Session:
+    """One client's session: the protocol version agreed at ``initialize`` and who the client is."""
+
+    id: str
+    protocol_version: str
+    client_name: str
+    client_version: str
+    created_at: float
+    last_used_at: float
+
+    @property
+    def actor(self) -> str:
+        """How token history names this client: ``mcp:<clientInfo.name>``."""
+        return f"mcp:{self.client_name}"
+
+    def stored(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "id"}
+
+
+class SessionStore:
+    """Creates, finds, refreshes and ends sessions in the ``mcp_sessions`` bucket."""
+
+    def __init__(self, storage: Storage, max_sessions: int, idle_seconds: float, clock=time.time):
+        self.storage = storage
+        self.max_sessions = max_sessions
+        self.idle_seconds = idle_seconds
+        self.clock = clock
+
+    def create(self, protocol_version: str, client_name: str, client_version: str) -> Session:
+        now = self.clock()
+        open_sessions = 0
+        for entry in self.storage.list(BUCKET):
+            if self._expired(entry.value, now):
+                self._drop(entry.key)
+            else:
+                open_sessions += 1
+        if open_sessions >= self.max_sessions:
+            raise TooManySessions(self.max_sessions)
+        session = Session(secrets.token_urlsafe(32), protocol_version, client_name, client_version, now, now)
+        self.storage.create(BUCKET, _key(session.id), session.stored())
+        return session
+
+    def get(self, session_id: str) -> Session:
+        """The live session with this id (its last use refreshed when due); SessionNotFound otherwise."""
+        key = _key(session_id)
+        entry = self.storage.get(BUCKET, key)
+        now = self.clock()
+        if entry is None:
+            raise SessionNotFound()
+        if self._expired(entry.value, now):
+            self._drop(key)
+            raise SessionNotFound()
+        session = Session(id=session_id, **entry.value)
+        if now - session.last_used_at > self.idle_seconds / 10:
+            session = Session(**{**asdict(session), "last_used_at": now})
+            self.storage.put(BUCKET, key, session.stored())
+        return session
+
+    def end(self, session_id: str) -> None:
+        """End a session (DELETE); SessionNotFound if there is none."""
+        self.get(session_id)
+        self._drop(_key(session_id))
+
+    def _expired(self, value: dict, now: float) -> bool:
+        return now - float(value.get("last_used_at") or 0) > self.idle_seconds
+
+    def _drop(self, key: str) -> None:
+        try:
+            self.storage.delete(BUCKET, key)
+        except NotFound:
+            pass  # another worker dropped it first
