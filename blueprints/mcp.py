@@ -57,6 +57,8 @@ def _reply(payload, status: int = 200, headers: dict | None = None) -> Response:
 
 
 def _failure(exc: McpError, message_id=None, headers: dict | None = None) -> Response:
+    if exc.http_status == 503:
+        headers = {**(headers or {}), "Retry-After": "10"}
     return _reply(error(message_id, exc), exc.http_status, headers)
 
 
@@ -103,8 +105,7 @@ def check_caller():
 
 @bp.errorhandler(McpError)
 def mcp_error(exc: McpError):
-    headers = {"Retry-After": "10"} if exc.http_status == 503 else None
-    return _failure(exc, headers=headers)
+    return _failure(exc)
 
 
 @bp.errorhandler(RequestEntityTooLarge)
