@@ -34,7 +34,7 @@
   }`;
   const COUNTS = `query PlaceCounts($id: ID!) { workflow(id: $id) { place_counts { place tokens } } }`;
   const EVENTS = `subscription WorkflowEvents($id: ID!) {
-    workflowEvents(workflow_id: $id) { type workflow_id token_id transition from_place to_place timestamp }
+    workflowEvents(workflow_id: $id) { type workflow_id token_id transition from_place to_place timestamp actor }
   }`;
 
   const $ = (id) => document.getElementById(id);
@@ -345,6 +345,7 @@
       ["token", (e) => e.token_id.slice(0, 8)],
       ["event", (e) => (e.type === "token_transitioned" ? e.transition : e.type.replace("token_", ""))],
       ["from → to", (e) => (e.from_place ? `${e.from_place} → ${e.to_place}` : e.to_place || "")],
+      ["by", (e) => e.actor || ""],  // e.g. mcp:claude-code for a token an MCP client moved
     ], state.events, "none since this page opened (they arrive live from workflowEvents)");
   }
 
