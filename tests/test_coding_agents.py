@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.harness import ROOT, Server
 from tests.upstreams.agent_upstream import AgentUpstream, Call, Say
@@ -35,21 +36,21 @@ id = "claude"
 type = "anthropic"
 base_url = "{url}"
 key_variable = "AGENT_UPSTREAM_KEY"
-models = ["claude-sonnet-4-5", "claude-haiku-4-5"]
+models = ["claude-sonnet-4-5", "claude-haiku-4-5", "gpt-5.5"]
 
 [[deployments]]
 id = "gpt"
 type = "openai"
 base_url = "{url}/v1"
 key_variable = "AGENT_UPSTREAM_KEY"
-models = ["gpt-5"]
+models = ["gpt-5", "claude-opus-5-5"]
 
 [[deployments]]
 id = "gemini"
 type = "google"
 base_url = "{url}"
 key_variable = "AGENT_UPSTREAM_KEY"
-models = ["gemini-2.5-pro"]
+models = ["gemini-2.5-pro", "claude-opus-5-5", "gpt-5.5"]
 """
 
 
@@ -69,7 +70,8 @@ def gateway(upstream, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("agents-gateway")
     config = workdir / "cb.toml"
     config.write_text(CONFIG.format(url=upstream.url))
-    server = Server(workdir, env={"CB_CONFIG": str(config), "AGENT_UPSTREAM_KEY": KEY})
+    # one worker: "logged once" is per worker
+    server = Server(workdir, env={"CB_CONFIG": str(config), "AGENT_UPSTREAM_KEY": KEY, "WEB_CONCURRENCY": "1"})
     server.start()
     yield server
     server.stop()
@@ -146,7 +148,7 @@ wire_api = "responses"
 """
 
 
-def run_codex(gateway: Server, workdir: Path, model: str, prompt: str) -> str:
+def run_codex(gateway: Server, workdir: Path, model: str, prompt: str, *options: str) -> str:
     """``codex exec`` through the gateway on ``model``; the agent's last message (``-o``)."""
     _needs(CODEX)
     home = workdir / "codex-home"
@@ -155,7 +157,7 @@ def run_codex(gateway: Server, workdir: Path, model: str, prompt: str) -> str:
     out = workdir / "last-message.txt"
     env = _offline_env(workdir, CODEX_HOME=str(home), CB_API_KEY=CLIENT_KEY)
     done = subprocess.run(
-        [str(CODEX), "exec", "--skip-git-repo-check", "-o", str(out), prompt],
+        [str(CODEX), "exec", "--skip-git-repo-check", *options, "-o", str(out), prompt],
         cwd=workdir,
         env=env,
         capture_output=True,
@@ -181,7 +183,9 @@ def _cat_secret(path: Path):
 # -- Claude Code --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["gpt-5", "gemini-2.5-pro"])
+# a Claude model name pinned to another vendor's deployment: Claude Code then sends all it sends
+# its own models (adaptive thinking, effort, system turns mid-conversation, context management)
+@pytest.mark.parametrize("model", ["gpt-5", "gemini-2.5-pro", "gpt/claude-opus-5-5", "gemini/claude-opus-5-5"])
 def test_claude_code_finishes_a_tool_loop_on_another_vendors_model(gateway, upstream, secret_file, model):
     path, secret = secret_file
     upstream.script(_read_secret(path), Say("The file says: {result}"))
@@ -193,10 +197,60 @@ def test_claude_code_finishes_a_tool_loop_on_another_vendors_model(gateway, upst
 # -- Codex --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "gemini-2.5-pro"])
+def test_codex_finishes_a_tool_loop_on_an_openai_model(gateway, upstream, secret_file):
+    path, secret = secret_file
+    upstream.script(_cat_secret(path), Say("The file says: {result}"))
+    assert secret in run_codex(gateway, path.parent, "gpt-5", "What does secret.txt say?")
+
+
+# an OpenAI model name pinned to another vendor's deployment: Codex then sends what it sends its own
+# models (reasoning effort, verbosity, freeform apply_patch, tool_search)
+@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "gemini-2.5-pro", "claude/gpt-5.5", "gemini/gpt-5.5"])
 def test_codex_finishes_a_tool_loop_on_another_vendors_model(gateway, upstream, secret_file, model):
     path, secret = secret_file
     upstream.script(_cat_secret(path), Say("The file says: {result}"))
     answer = run_codex(gateway, path.parent, model, "What does secret.txt say?")
     assert secret in answer
     assert any(secret in r for r in upstream.tool_results())
+
+
+@pytest.mark.parametrize("model", ["claude/gpt-5.5", "gemini/gpt-5.5"])
+def test_codex_applies_a_patch_through_its_freeform_tool_on_another_vendors_model(
+    gateway, upstream, secret_file, model
+):
+    path, secret = secret_file
+    patch = f"*** Begin Patch\n*** Add File: note.txt\n+{secret}\n*** End Patch\n"
+    upstream.script(Call("apply_patch", patch), Say("Patched: {result}"))
+    run_codex(gateway, path.parent, model, "Write the secret into note.txt", "--sandbox", "workspace-write")
+    assert (path.parent / "note.txt").read_text().strip() == secret
+    assert upstream.tool_results(), "the patch's result went back to the model"
+
+
+# -- what does not cross ------------------------------------------------------------------------
+
+
+def test_what_a_translation_drops_is_named_in_a_header_and_logged_once_per_client(gateway, upstream):
+    body = {
+        "model": "gpt-5",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "context_management": {"edits": [{"type": "clear_thinking_20251015"}]},
+    }
+    headers = {"anthropic-version": "2023-06-01", "User-Agent": "some-agent/1.0 (linux)"}
+    for stream in (False, True, False):
+        answer = requests.post(
+            gateway.openai_url + "/v1/messages", json=dict(body, stream=stream), headers=headers, timeout=20
+        )
+        assert answer.status_code == 200 and answer.headers["x-cb-dropped"] == "context_management"
+    logged = [line for line in gateway.logs().splitlines() if "client=some-agent feature=context_management" in line]
+    assert len(logged) == 1
+
+
+def test_a_request_to_its_own_vendor_drops_nothing(gateway, upstream):
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]}
+    body["context_management"] = {"edits": [{"type": "clear_thinking_20251015"}]}
+    answer = requests.post(
+        gateway.openai_url + "/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}, timeout=20
+    )
+    assert answer.status_code == 200 and "x-cb-dropped" not in answer.headers
+    assert upstream.chat_requests()[-1].json["context_management"] == body["context_management"]

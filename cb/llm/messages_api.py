@@ -78,6 +78,7 @@ TRANSLATED = {
     "model", "messages", "system", "max_tokens", "stream", "temperature", "top_p", "top_k",
     "stop_sequences", "tools", "tool_choice", "metadata", "thinking", "output_config", "circuit_breaker",
 }  # fmt: skip
+BILLING_HEADER = "x-anthropic-billing-header"  # the first system block Claude Code sends
 #: server tools (run by Anthropic) by type prefix: web search has an equivalent elsewhere
 SEARCH_TOOLS = ("web_search",)
 
@@ -201,6 +202,9 @@ def _text_blocks(raw: Any, param: str, parse: _Parse) -> str:
         if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
             raise _fail(f"{param}.{i}", "Input should be a text block ({type: 'text', text})")
         parse.cached(block)
+        if block["text"].startswith(BILLING_HEADER):
+            parse.drop(BILLING_HEADER)  # Claude Code's attribution for Anthropic, not an instruction
+            continue
         texts.append(block["text"])
     return "\n\n".join(texts)
 

@@ -34,7 +34,7 @@ from cb.llm.providers.wire import (
     sse_data,
     with_role,
 )
-from cb.llm.tools import thinking_budget
+from cb.llm.tools import EFFORT_BUDGETS, thinking_budget
 from cb.llm.types import ChatRequest, ChatResponse, Choice, Message, StreamChunk, ToolCall, ToolCallDelta, Usage
 
 API_VERSION = "2023-06-01"
@@ -211,9 +211,13 @@ def _headers(deployment: Deployment) -> dict[str, str]:
 
 
 def _reasoning(request: ChatRequest, body: dict[str, Any]) -> None:
-    """The request's effort or budget as ``thinking`` with a token budget. Not in a tool loop of a
+    """The request's effort or budget as ``thinking`` with a token budget (``max_tokens``, when the
+    client set none, grows by it: Anthropic counts thinking within it). Not in a tool loop of a
     translated history (Anthropic wants the loop's thinking blocks back, which no other vendor
     kept), nor with a temperature other than 1 or a forced tool (thinking refuses both)."""
+    if request.max_tokens is None:  # room to think besides the default answer length
+        budget = thinking_budget(request, DEFAULT_MAX_TOKENS + EFFORT_BUDGETS["high"] + 1024)
+        body["max_tokens"] = DEFAULT_MAX_TOKENS + (budget or 0)
     budget = thinking_budget(request, body["max_tokens"])
     if budget is None:
         if request.reasoning_effort or request.reasoning_budget:
