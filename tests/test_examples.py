@@ -340,6 +340,26 @@ def test_readme_operations_run_in_order_against_the_server(api):
     assert api.graphql('{ workflow(id: "expense_claim") { id } }')["data"]["workflow"] is None  # deleted at the end
 
 
+def test_mcp_client_example_creates_and_submits_a_token_over_mcp(api):
+    output = python_example("mcp_client.py", api, CB_MCP_URL=api.graphql_url + "/mcp")
+    lines = output.splitlines()
+    assert "create_token" in lines[0] and "fire_transition" in lines[0]
+    assert "Enabled transitions for this token in place 'draft': 'submit'" in output
+    assert "after submit: pending_review" in lines
+    assert lines[-1].endswith('-- "revise" --> p0')  # the diagram, last arrow
+    token_id = output.split("token ", 1)[1].split()[0]
+    token = api.graphql("query($id: ID!) { token(id: $id) { place history { actor } } }", {"id": token_id})
+    assert token["data"]["token"] == {"place": "pending_review", "history": [{"actor": "mcp:cb-example"}]}
+
+
+def test_mcp_client_example_says_when_the_server_is_not_running(api):
+    done = launch(
+        [sys.executable, str(EXAMPLES / "python" / "mcp_client.py")], api, CB_MCP_URL="http://127.0.0.1:9/mcp"
+    )
+    assert done.returncode == 1
+    assert "is the server running (make run)?" in done.stderr
+
+
 # -- Node -----------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ import time
 import httpx2
 import pytest
 import requests
-from mcp import Client
+from mcp import Client, Implementation
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.harness import Server
@@ -31,8 +31,6 @@ INITIALIZE = {
 def sdk(url: str, headers: dict | None = None, transport=None, name: str = "sdk-test") -> Client:
     """The official client over Streamable HTTP (it probes the 2026-07-28 server/discover first
     and falls back to the initialize handshake, as against any handshake-era server)."""
-    from mcp_types import Implementation
-
     http = httpx2.AsyncClient(headers=headers or {}, transport=transport, timeout=30)
     return Client(streamable_http_client(url, http_client=http), client_info=Implementation(name=name, version="1"))
 

@@ -97,25 +97,11 @@ def assert_token_moved_by(server, ws: WsClient, model: AgentUpstream, actor: str
     assert "Traceback" not in server.logs()
 
 
-def test_claude_code_creates_and_submits_a_token_through_mcp(server, upstream, tmp_path):
+@pytest.mark.parametrize("setup", ["mcp-config file", "claude mcp add"])
+def test_claude_code_creates_and_submits_a_token_through_mcp(server, upstream, tmp_path, setup):
     claude = agent_binary("claude")
-    config = tmp_path / "mcp.json"
-    config.write_text(
-        json.dumps(
-            {
-                "mcpServers": {
-                    "cb": {
-                        "type": "http",
-                        "url": server.graphql_url + "/mcp",
-                        "headers": {"Authorization": f"Bearer {CLIENT_KEY}"},
-                    }
-                }
-            }
-        )
-    )
     home = tmp_path / "home"
     home.mkdir()
-    ws = watch_events(server)
     env = offline_env(
         home,
         ANTHROPIC_BASE_URL=upstream.url,
@@ -124,14 +110,22 @@ def test_claude_code_creates_and_submits_a_token_through_mcp(server, upstream, t
         DISABLE_AUTOUPDATER="1",
         ENABLE_TOOL_SEARCH="false",  # offer the MCP tools to the model directly, not behind ToolSearch
     )
+    url, header = server.graphql_url + "/mcp", f"Authorization: Bearer {CLIENT_KEY}"
+    if setup == "claude mcp add":  # the README's command
+        run_agent([claude, "mcp", "add", "--transport", "http", "cb", url, "--header", header], env, tmp_path)
+        servers = []
+    else:
+        config = tmp_path / "mcp.json"
+        name, value = header.split(": ", 1)
+        config.write_text(json.dumps({"mcpServers": {"cb": {"type": "http", "url": url, "headers": {name: value}}}}))
+        servers = ["--mcp-config", str(config), "--strict-mcp-config"]
+    ws = watch_events(server)
     done = run_agent(
         [
             claude,
             "-p",
             "Create a document_review token titled 'Written by an agent' and submit it for review.",
-            "--mcp-config",
-            str(config),
-            "--strict-mcp-config",
+            *servers,
             "--allowedTools",
             "mcp__cb__create_token,mcp__cb__fire_transition",
             "--model",
