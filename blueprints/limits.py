@@ -13,13 +13,17 @@ unknown path or an unexpected exception included, is a GraphQL error in JSON.
 
 from __future__ import annotations
 
+import zlib
+
 import gevent
+import zstandard
 from flask import Blueprint, Flask, Request, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from blueprints import services
 from blueprints.openai import error_response
 from cb.jsondepth import NestingTooDeep, check_graphql, check_json
+from cb.llm.errors import InvalidRequest
 from cb.logs import get_logger
 
 log = get_logger("api.graphql")
@@ -61,15 +65,57 @@ def _read_body(req: Request, settings) -> bytes | None:
 
 
 def openai_body(req: Request, settings):
-    """The OpenAI port's body limits: a 408 answer for a slow body, or None to go on."""
+    """The OpenAI port's body limits: a 408 answer for a slow body, a 415 for a content encoding
+    we cannot decode, or None to go on (a gzip or zstd body decoded, within MAX_REQUEST_BYTES)."""
     data = _read_body(req, settings)
     if data is None:
         return error_response(
             408, "The request body was not received in time.", "request_timeout", headers={"Connection": "close"}
         )
+    encoding = req.headers.get("Content-Encoding", "").strip().lower()
+    if data and encoding not in ("", "identity"):
+        if encoding not in DECODERS:
+            return error_response(
+                415,
+                f"Content-Encoding '{encoding}' is not supported: send the body as it is, or with gzip or zstd.",
+                "unsupported_content_encoding",
+            )
+        data = req._cached_data = inflate(data, encoding, settings.max_request_bytes)
     if data:
         check_json(data, settings.max_json_depth)  # the app maps the error
     return None
+
+
+def _zlib(wbits: int):
+    def decode(data: bytes, limit: int) -> bytes:
+        inflater = zlib.decompressobj(wbits)
+        out = inflater.decompress(data, limit + 1)
+        if len(out) <= limit and not inflater.eof:
+            raise ValueError("truncated")
+        return out
+
+    return decode
+
+
+def _zstd(data: bytes, limit: int) -> bytes:
+    with zstandard.ZstdDecompressor().stream_reader(data) as reader:
+        return reader.read(limit + 1)
+
+
+#: Content-Encoding -> decode(body, limit): at most limit + 1 bytes (one more than allowed says "too large")
+DECODERS = {"gzip": _zlib(16 + zlib.MAX_WBITS), "x-gzip": _zlib(16 + zlib.MAX_WBITS), "zstd": _zstd}
+
+
+def inflate(data: bytes, encoding: str, limit: int) -> bytes:
+    """A compressed body decoded, never past ``limit`` bytes (what it inflates to is what
+    MAX_REQUEST_BYTES bounds): 413 when it would be larger, 400 when it does not decode."""
+    try:
+        body = DECODERS[encoding](data, limit)
+    except (ValueError, zlib.error, zstandard.ZstdError):
+        raise InvalidRequest(f"The request body could not be decoded as {encoding}.", None) from None
+    if len(body) > limit:
+        raise RequestEntityTooLarge()
+    return body
 
 
 def graphql_error(status: int, message: str, code: str, headers: dict | None = None):

@@ -2,17 +2,18 @@
 events) and ``POST /v1/messages/count_tokens``, for any model the gateway serves.
 
 Claude Code and the Anthropic SDKs reach it with ``ANTHROPIC_BASE_URL`` pointed at this
-port. Translation lives in :mod:`cb.llm.messages_api`; serving (routes, failover, usage,
-streaming) is the chat completions' own. Errors leave in Anthropic's envelope
-(:func:`blueprints.openai.error_body` picks it by path). ``anthropic-version`` and
-``anthropic-beta`` are accepted and not needed.
+port. A model served by an Anthropic deployment gets the request as it came, ``anthropic-*``
+headers and query string included, and answers as Anthropic does (:mod:`blueprints.passthrough`);
+other models are translated (:mod:`cb.llm.messages_api`). Serving (routes, failover, usage,
+streaming) is the chat completions' own. The gateway's own errors leave in Anthropic's
+envelope (:func:`blueprints.openai.error_body` picks it by path).
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from blueprints import services
+from blueprints import passthrough, services
 from blueprints.openai import json_body, json_response, prepare, route_headers, stream_response
 from cb.llm import messages_api
 from cb.llm.estimate import estimate_prompt
@@ -22,7 +23,11 @@ bp = Blueprint("messages", __name__)
 
 @bp.post("/v1/messages")
 def create_message():
-    chat = messages_api.parse_request(json_body())
+    body = json_body()
+    relayed = passthrough.relay("messages", body)  # an Anthropic deployment gets the request as it came
+    if relayed is not None:
+        return relayed
+    chat = messages_api.parse_request(body)
     ctx, routing = prepare(chat)
     gateway = services().gateway
     if chat.stream:
@@ -38,8 +43,13 @@ def create_message():
 @bp.post("/v1/messages/count_tokens")
 def count_tokens():
     """``input_tokens`` of a request: the provider's count where it has one (Anthropic), else an
-    estimate; ``x-cb-token-count`` says which (``provider`` or ``estimated``)."""
-    chat = messages_api.parse_request(json_body(), counting=True)
+    estimate; ``x-cb-token-count`` says which (``provider`` or ``estimated``). An Anthropic
+    deployment gets the request as it came, and its answer goes back as it sent it."""
+    body = json_body()
+    relayed = passthrough.relay_count(body)
+    if relayed is not None:
+        return relayed
+    chat = messages_api.parse_request(body, counting=True)
     chat.stream = False
     ctx, _ = prepare(chat)
     count, estimated = services().gateway.count_tokens(chat, ctx)

@@ -33,7 +33,7 @@ from werkzeug.exceptions import HTTPException
 from blueprints import observability, services
 from cb import lifecycle, metrics, runners
 from cb.errors import CircuitBreakerError
-from cb.llm import messages_api, translation, wire
+from cb.llm import affinity, messages_api, translation, wire
 from cb.llm.errors import InvalidRequest, LLMError, ModelNotFound, UpstreamError
 from cb.llm.routing import RequestContext, Route
 from cb.llm.types import ChatRequest
@@ -203,20 +203,28 @@ def json_response(body: dict, headers: dict) -> Response:
 
 
 def prepare(chat: ChatRequest) -> tuple[RequestContext, dict]:
-    """The context of a chat request (routing options from its body and X-CB-* headers, project)
-    and its routing headers; refuses a stream when streaming is disabled."""
-    ctx = context(chat.user)
+    """The context of a chat request and its routing headers (see :func:`prepare_request`)."""
+    return prepare_request(chat.model, chat.user, chat.routing, chat.stream)
+
+
+def prepare_request(model: str, user: str | None, routing: dict, stream: bool) -> tuple[RequestContext, dict]:
+    """The context of a request for ``model`` (routing options from its body's ``routing`` and
+    X-CB-* headers, project, agent session) and its routing headers; refuses a stream when
+    streaming is disabled."""
+    ctx = context(user)
     headers = request.headers
-    wire.apply_routing(ctx, chat.routing, headers)
+    wire.apply_routing(ctx, routing, headers)
     ctx.project = headers.get("X-CB-Project") or ctx.project
-    if chat.stream and not services().settings.openai_enable_streaming:
+    agent_api = request.path != "/v1/chat/completions"  # Messages and Responses: sessions known by content too
+    ctx.session = affinity.session_of(headers, request.get_json(silent=True), agent_api)
+    if stream and not services().settings.openai_enable_streaming:
         raise InvalidRequest(
             "Streaming is disabled on this server (OPENAI_ENABLE_STREAMING=false); "
             "send the request without 'stream': true.",
             "stream",
             "streaming_disabled",
         )
-    return ctx, routing_headers(chat.model, ctx)
+    return ctx, routing_headers(model, ctx)
 
 
 def routing_headers(model: str, ctx: RequestContext) -> dict:
@@ -474,9 +482,22 @@ def _frames(pump: _StreamPump, events, items: list[tuple]) -> tuple[bytes, bool]
 # -- models and embeddings ---------------------------------------------------------------
 
 
+@bp.route("/", methods=["HEAD"])
+@bp.route("/api/hello", methods=["HEAD"])
+def reachable():
+    """What clients probe before their first request (Claude Code asks ``HEAD`` of its base URL)."""
+    return Response(status=200)
+
+
 @bp.get("/v1/models")
 def list_models():
-    return jsonify({"object": "list", "data": services().gateway.models()})
+    models = services().gateway.models()
+    if "anthropic-version" in request.headers:  # Anthropic's clients list models in Anthropic's shape
+        args = request.args
+        return jsonify(
+            messages_api.render_models(models, args.get("limit"), args.get("after_id"), args.get("before_id"))
+        )
+    return jsonify({"object": "list", "data": models})
 
 
 @bp.get("/v1/models/<path:model_id>")

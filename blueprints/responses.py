@@ -1,17 +1,19 @@
 """OpenAI's Responses API on the OpenAI port: ``POST /v1/responses`` (JSON and typed SSE
 events), ``GET /v1/responses/<id>`` and ``DELETE /v1/responses/<id>``, for any model.
 
-The Agents SDK and Codex speak it. Translation lives in :mod:`cb.llm.responses_api`,
-stored responses in :mod:`cb.llm.responses_store`; serving (routes, failover, usage,
-streaming) is the chat completions' own. A stored response is visible only to the
-client key that created it.
+The Agents SDK and Codex speak it. A model served by an OpenAI deployment gets the request
+as it came, and answers as OpenAI does (:mod:`blueprints.passthrough`; OpenAI then keeps what
+it stores, and ``previous_response_id`` names its responses). Other models are translated
+(:mod:`cb.llm.responses_api`) and their responses stored here (:mod:`cb.llm.responses_store`);
+serving (routes, failover, usage, streaming) is the chat completions' own. A stored response
+is visible only to the client key that created it.
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, g, jsonify
 
-from blueprints import services
+from blueprints import passthrough, services
 from blueprints.openai import json_body, json_response, prepare, route_headers, stream_response
 from cb.errors import NotFound
 from cb.llm import responses_api
@@ -29,7 +31,11 @@ class ResponseNotFound(NotFound):
 
 @bp.post("/v1/responses")
 def create_response():
-    req = responses_api.parse_request(json_body())
+    body = json_body()
+    relayed = passthrough.relay("responses", body)  # an OpenAI deployment gets the request as it came
+    if relayed is not None:
+        return relayed
+    req = responses_api.parse_request(body)
     store = services().responses
     key = g.get("api_key_id")
     if req.previous_response_id:

@@ -246,7 +246,9 @@ class Settings:
     mcp_session_idle_seconds: float = var(
         "MCP_SESSION_IDLE_SECONDS", "3600", _seconds, "an MCP session unused this long expires (the client starts anew)"
     )
-    max_request_bytes: int = var("MAX_REQUEST_BYTES", "10485760", _int(1024), "largest request body accepted")
+    max_request_bytes: int = var(
+        "MAX_REQUEST_BYTES", "33554432", _int(1024), "largest request body accepted (after decoding gzip or zstd)"
+    )
     max_messages: int = var("MAX_MESSAGES", "2048", _int(1), "most messages accepted in one chat completion request")
     graphql_max_query_bytes: int = var(
         "GRAPHQL_MAX_QUERY_BYTES", "100000", _int(100), "longest GraphQL document accepted"

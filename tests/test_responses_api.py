@@ -34,18 +34,30 @@ def upstreams():
         yield {"anthropic": claude, "openai": gpt, "google": gemini, "ollama": ollama}
 
 
+def chat_only(workdir, upstream: OpenAIUpstream) -> dict:
+    """Environment serving gpt-4o-mini from a chat-completions-only deployment (``openai_compatible``),
+    so Responses requests for it are translated; an OpenAI deployment gets them as they came
+    (tests/test_passthrough.py)."""
+    config = workdir / "chat-only.toml"
+    config.write_text(
+        f'[[deployments]]\nid = "chat-only"\ntype = "openai_compatible"\nbase_url = "{upstream.base_url}"\n'
+        'key_variable = "CHAT_ONLY_KEY"\nmodels = ["gpt-4o-mini"]\n'
+    )
+    return {"CB_CONFIG": str(config), "CHAT_ONLY_KEY": OPENAI_KEY}
+
+
 @pytest.fixture(scope="module")
 def served(upstreams, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("responses")
     env = {
         "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
         "ANTHROPIC_BASE_URL": upstreams["anthropic"].url,
-        "OPENAI_API_KEY": OPENAI_KEY,
-        "OPENAI_BASE_URL": upstreams["openai"].base_url,
         "GOOGLE_API_KEY": GEMINI_KEY,
         "GOOGLE_BASE_URL": upstreams["google"].url,
         "OLLAMA_BASE_URL": upstreams["ollama"].url,
+        **chat_only(workdir, upstreams["openai"]),
     }
-    with serving(tmp_path_factory.mktemp("responses"), **env) as (server, client):
+    with serving(workdir, **env) as (server, client):
         yield server, client
 
 
@@ -275,10 +287,9 @@ def test_client_leaving_a_stream_closes_the_upstream(client, upstreams):
     assert claude.wait_for_disconnect(5) is not None
 
 
-def test_responses_of_one_client_key_are_hidden_from_another(server_factory, upstreams):
+def test_responses_of_one_client_key_are_hidden_from_another(server_factory, upstreams, tmp_path):
     server = server_factory(
-        OPENAI_API_KEY=OPENAI_KEY,
-        OPENAI_BASE_URL=upstreams["openai"].base_url,
+        **chat_only(tmp_path, upstreams["openai"]),
         OPENAI_API_KEY_REQUIRED="true",
         CB_API_KEYS="key-one-0123456789,key-two-0123456789",
     )
@@ -292,8 +303,8 @@ def test_responses_of_one_client_key_are_hidden_from_another(server_factory, ups
     two.close()
 
 
-def test_stored_responses_live_in_nats_for_every_worker(server_factory, upstreams):
-    server = server_factory("nats", OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL=upstreams["openai"].base_url)
+def test_stored_responses_live_in_nats_for_every_worker(server_factory, upstreams, tmp_path):
+    server = server_factory("nats", **chat_only(tmp_path, upstreams["openai"]))
     client = openai.OpenAI(base_url=server.openai_url + "/v1", api_key="unused", max_retries=0)
     first = client.responses.create(model="gpt-4o-mini", input="Weather in Paris?", tools=[WEATHER])
     call = first.output[-1]

@@ -63,11 +63,13 @@ class UpstreamError(LLMError):
     """The provider answered with an error, or could not be reached.
 
     ``status`` is what the client gets: the provider's own 400/404/413/422/429 pass
-    through; provider faults become 502.
+    through; provider faults become 502. ``body`` is the error body the provider answered
+    with (None when it did not answer), which a pass-through relays as it came.
     """
 
     code = "UPSTREAM_ERROR"
     openai_code = "upstream_error"
+    body: bytes | None = None
 
     def __init__(
         self,

@@ -22,10 +22,12 @@ from typing import TypeVar
 
 from cb import metrics
 from cb.config import Settings
+from cb.llm.affinity import SessionAffinity
 from cb.llm.catalog import CREATED, VIRTUAL_MODELS, Catalog, ModelInfo
 from cb.llm.deadline import Deadline
 from cb.llm.errors import InvalidRequest, LLMError, UnsupportedParameter, UpstreamError
 from cb.llm.estimate import estimate_prompt, estimate_tokens
+from cb.llm.passthrough import NativeRequest, RelayStream
 from cb.llm.providers import PROVIDERS
 from cb.llm.providers.base import Deployment, Provider, UpstreamCall
 from cb.llm.routing import RequestContext, Route, UsageRecord
@@ -48,6 +50,15 @@ class Completion:
 
 
 @dataclass
+class Relayed:
+    """A relayed answer, as the upstream sent it, and how it was served."""
+
+    body: bytes
+    route: Route
+    upstream_ms: float
+
+
+@dataclass
 class Embeddings:
     response: EmbeddingResponse
     route: Route
@@ -63,6 +74,7 @@ class Gateway:
         self.ledger = ledger
         self.transport = transport
         self.catalog = catalog
+        self.affinity = SessionAffinity()
 
     # -- helpers ---------------------------------------------------------------------
     def _provider(self, route: Route) -> Provider:
@@ -128,6 +140,8 @@ class Gateway:
         )
         if status == "success" and route is not None and (route.fallback or ctx.attempts > 1):
             metrics.fallbacks.inc()  # served by a fallback model, or not by the first route tried
+        if status == "success" and route is not None and ctx.session:
+            self.affinity.remember(ctx.session, model, route.deployment.id)
         fields = {
             "provider": record.provider,
             "model": record.model,
@@ -161,7 +175,7 @@ class Gateway:
             pairs.append((route, provider))
         if not pairs and unsupported:
             raise unsupported
-        return pairs
+        return self.affinity.order(ctx.session, model, pairs)
 
     def deadline(self, ctx: RequestContext) -> Deadline:
         """The request's total deadline for trying routes (ROUTER_DEADLINE_SECONDS from its start)."""
@@ -184,12 +198,15 @@ class Gateway:
         plan: Callable[[], list[tuple[Route, Provider]]],
         build: Callable[[Provider, Deployment, Route], UpstreamCall],
         parse: Callable[[Provider, dict, Route], T],
+        read: Callable | None = None,
     ) -> tuple[Route, T, float]:
         """Try the routes of ``plan()`` in order until one answers: (route, parsed answer, upstream ms).
 
         Each attempt builds its call, claims the route, sends within the request's deadline and
         reports the outcome to the router; retryable errors move on to the next route. When no
-        route answers, the request's one ``error`` usage record is written and the last error raised."""
+        route answers, the request's one ``error`` usage record is written and the last error raised.
+        ``read`` sends a call and reads its answer for ``parse`` (the transport's ``json`` by default)."""
+        read = read or self.transport.json
         last: LLMError | None = None
         route = None
         deadline = self.deadline(ctx)
@@ -205,7 +222,7 @@ class Gateway:
                     continue
                 try:
                     with deadline.bounding():
-                        body = self.transport.json(deployment, call, provider)
+                        body = read(deployment, call, provider)
                     response = parse(provider, body, route)
                 except UpstreamError as exc:
                     self.router.finished(route, False, elapsed_ms(started), error=exc)
@@ -251,6 +268,59 @@ class Gateway:
             self.record(ctx, request.model, None, Usage(), "error", streamed=True)
             raise
         return ChatStream(self, request, ctx, pairs)
+
+    # -- pass-through ------------------------------------------------------------------
+    def native_routes(self, request: NativeRequest, ctx: RequestContext) -> list[tuple[Route, Provider]] | None:
+        """The routes that relay ``request`` as it came: those whose provider speaks its API, when
+        the first route's does (failover stays within that API); None when the first route needs
+        a translation. Router errors are recorded and raised, as for any request."""
+        try:
+            pairs = self.plan(request.model, None, ctx)
+        except LLMError:
+            self.record(ctx, request.model, None, Usage(), "error", streamed=request.stream)
+            raise
+        if request.api not in pairs[0][1].relays:
+            return None
+        return [pair for pair in pairs if request.api in pair[1].relays]
+
+    def relay(self, request: NativeRequest, ctx: RequestContext, pairs: list[tuple[Route, Provider]]) -> Relayed:
+        """A non-streamed request relayed over ``pairs`` (failing over), its answer as it came;
+        the usage is read from it."""
+        usage: Usage | None = None
+
+        def parse(provider: Provider, body: bytes, route: Route) -> bytes:
+            nonlocal usage
+            try:
+                answer = json.loads(body)
+            except ValueError:
+                answer = None
+            usage = provider.relay_usage(answer) if isinstance(answer, dict) else None
+            return body
+
+        route, body, upstream_ms = self._serve(
+            request.model,
+            ctx,
+            lambda: pairs,
+            lambda provider, deployment, route: provider.relay_call(deployment, request, route.upstream_model),
+            parse,
+            self.transport.body,
+        )
+        if usage is None or not usage.total_tokens:
+            usage = Usage(request.prompt_estimate(), 0, estimated=True)
+        self.record(ctx, request.model, route, usage, "success")
+        return Relayed(body, route, upstream_ms)
+
+    def relay_stream(self, request: NativeRequest, ctx: RequestContext, pairs: list[tuple[Route, Provider]]):
+        """A streamed request relayed over ``pairs``: a :class:`RelayStream` (routes tried as it is iterated)."""
+        return RelayStream(self, request, ctx, pairs)
+
+    def relay_count(self, request: NativeRequest, ctx: RequestContext, pairs: list[tuple[Route, Provider]]) -> bytes:
+        """A token count relayed to the first route as it came (nothing is billed)."""
+        route, provider = pairs[0]
+        deployment = self._deployment(route, ctx)
+        call = provider.relay_call(deployment, request, route.upstream_model)
+        with self.deadline(ctx).bounding():
+            return self.transport.body(deployment, call, provider)
 
     def count_tokens(self, request: ChatRequest, ctx: RequestContext) -> tuple[int, bool]:
         """Input tokens of ``request`` and whether they are estimated: the first route's provider

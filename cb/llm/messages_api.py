@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from cb.llm.errors import InvalidRequest
@@ -509,3 +510,42 @@ class MessageEvents:
 
     def fail(self, status: int, message: str, code: str | None = None) -> list[tuple[str, dict]]:
         return [("error", error_body(status, message))]
+
+
+# -- model listing -------------------------------------------------------------------------
+
+
+def render_models(models: list[dict], limit: str | None, after_id: str | None, before_id: str | None) -> dict:
+    """The gateway's models as Anthropic's ``GET /v1/models`` lists them (what Claude Code reads
+    for gateway model discovery): one page of ``limit`` (1-1000, 20 by default) after ``after_id``
+    or before ``before_id``, with ``first_id``, ``last_id`` and ``has_more``."""
+    try:
+        size = 20 if limit in (None, "") else int(limit)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= 1000:
+        raise InvalidRequest("limit: Input should be an integer between 1 and 1000", "limit")
+    ids = [m["id"] for m in models]
+    start, end = 0, len(models)
+    if after_id:
+        start = ids.index(after_id) + 1 if after_id in ids else end
+    elif before_id:
+        end = ids.index(before_id) if before_id in ids else 0
+        start = max(0, end - size)
+    page = models[start : min(end, start + size)]
+    data = [
+        {
+            "type": "model",
+            "id": m["id"],
+            "display_name": m.get("display_name") or m["id"],
+            "created_at": datetime.fromtimestamp(m.get("created") or 0, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        for m in page
+    ]
+    more = start > 0 if before_id else start + len(page) < end
+    return {
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": more,
+    }

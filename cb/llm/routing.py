@@ -32,6 +32,7 @@ class RequestContext:
     preferred_providers: list[str] = field(default_factory=list)
     fallback_models: list[str] = field(default_factory=list)
     provider_key: str | None = None  # an agent's own key (bring your own key)
+    session: str | None = None  # the agent session the request belongs to (cb.llm.affinity)
     settle_tokens: Callable[[int], None] | None = None  # replaces the rate limiter's token estimate
     started: float = field(default_factory=time.monotonic)
     attempts: int = 0  # upstream requests sent so far for this request (the gateway counts them)

@@ -46,8 +46,9 @@ def elapsed_ms(since: float) -> float:
 
 
 def carries_output(chunk: StreamChunk) -> bool:
-    """Whether a chunk gives the client something (a role-only opening chunk does not)."""
-    return bool(chunk.content or chunk.tool_calls or chunk.finish_reason or chunk.usage)
+    """Whether a chunk gives the client something (a role-only opening chunk does not; a relayed
+    event does, the relay holding back the opening ones itself)."""
+    return bool(chunk.content or chunk.tool_calls or chunk.finish_reason or chunk.usage or chunk.raw)
 
 
 class StreamStalled(UpstreamTimeout):
@@ -108,7 +109,7 @@ class ChatStream:
             if deadline.remaining() <= 0:
                 raise last or deadline.passed()
             deployment = self.gateway._deployment(route, self.ctx)
-            call = provider.chat_call(deployment, self.request, route.upstream_model)
+            call = self._call(provider, deployment, route)
             started = self.gateway._send(route, self.ctx)
             if started is None:
                 continue
@@ -147,7 +148,7 @@ class ChatStream:
         try:
             self.response = transport.open(deployment, call, provider)
             self._lines = transport.lines(self.response, provider)
-            self._chunks = provider.parse_stream(self._lines, route.upstream_model)
+            self._chunks = self._parse(provider, self._lines, route)
             held = []
             for chunk in self._chunks:
                 held.append(chunk)
@@ -162,6 +163,17 @@ class ChatStream:
             raise UpstreamTimeout(provider_label(provider.type), f"no first token within {seconds:g} seconds") from None
         finally:
             timer.close()
+
+    def _call(self, provider: Provider, deployment, route: Route):
+        """The upstream call of one attempt (a relay makes its own)."""
+        return provider.chat_call(deployment, self.request, route.upstream_model)
+
+    def _parse(self, provider: Provider, lines: Iterator[bytes], route: Route) -> Iterator[StreamChunk]:
+        """The attempt's chunks from its body's lines (a relay reads its own)."""
+        return provider.parse_stream(lines, route.upstream_model)
+
+    def _prompt_estimate(self) -> int:
+        return estimate_prompt(self.request)
 
     # -- after it ------------------------------------------------------------------------
     def _until_idle(self, chunks: Iterator[StreamChunk]) -> Iterator[StreamChunk]:
@@ -210,7 +222,7 @@ class ChatStream:
             return self.usage
         if self.ttft_ms is None:
             return Usage()
-        return Usage(estimate_prompt(self.request), estimate_tokens(self.delivered_chars), estimated=True)
+        return Usage(self._prompt_estimate(), estimate_tokens(self.delivered_chars), estimated=True)
 
     def close(self) -> None:
         """Stop early (client gone): close the upstream now and record ``interrupted``."""

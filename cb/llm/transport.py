@@ -106,7 +106,9 @@ class Transport:
                 body = b""
             finally:
                 response.close()
-            raise provider.error(response.status_code, body, dict(response.headers))
+            error = provider.error(response.status_code, body, dict(response.headers))
+            error.body = body  # the upstream's own words, which a pass-through relays unchanged
+            raise error
         return response
 
     def _send(self, deployment: Deployment, call: UpstreamCall, timeout: tuple[float, float]) -> requests.Response:
@@ -138,7 +140,10 @@ class Transport:
         prepared = requests.PreparedRequest()  # what template.copy() gives, without copying a cookie jar
         prepared.method, prepared.url, prepared.hooks = template.method, template.url, template.hooks
         prepared.headers = template.headers.copy()
-        if call.json is not None:
+        if call.data is not None:
+            prepared.body = call.data
+            prepared.headers["Content-Length"] = str(len(call.data))
+        elif call.json is not None:
             try:
                 prepared.body = _encode_body(call.json).encode()
             except ValueError:
@@ -150,16 +155,22 @@ class Transport:
 
     def json(self, deployment: Deployment, call: UpstreamCall, provider: Provider) -> dict:
         """Send ``call`` and return its JSON body."""
+        body = self.body(deployment, call, provider)
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise UpstreamError(provider_label(provider.type), "the provider answered with invalid JSON") from None
+
+    def body(self, deployment: Deployment, call: UpstreamCall, provider: Provider) -> bytes | bytearray:
+        """Send ``call`` and return its body's bytes (at most MAX_RESPONSE_BYTES)."""
         response = self.open(deployment, call, provider)
         label = provider_label(provider.type)
         try:
-            return json.loads(self._body(response, label))
+            return self._body(response, label)
         except (requests.Timeout, urllib3.exceptions.TimeoutError):
             raise UpstreamTimeout(label) from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
             raise UpstreamError(label, "the connection broke while reading the answer", retryable=True) from None
-        except ValueError:
-            raise UpstreamError(label, "the provider answered with invalid JSON") from None
         finally:
             response.close()
 

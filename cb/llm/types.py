@@ -209,7 +209,9 @@ class StreamChunk:
     """One streamed event, already canonical. ``usage`` arrives on (usually) the last.
 
     ``wire`` is set by providers speaking OpenAI's format when this chunk was the whole
-    event: the edge may then relay the upstream's bytes instead of rendering the chunk."""
+    event: the edge may then relay the upstream's bytes instead of rendering the chunk.
+    ``raw`` is set on pass-through (:mod:`cb.llm.passthrough`): the upstream's own SSE
+    event(s), relayed unchanged; such a chunk carries nothing canonical but its usage."""
 
     index: int = 0
     role: str | None = None
@@ -219,6 +221,7 @@ class StreamChunk:
     usage: Usage | None = None
     logprobs: Any = None
     wire: WireEvent | None = None
+    raw: bytes | None = None
 
 
 @dataclass

@@ -39,13 +39,18 @@ class AnthropicUpstream(Scripted, UpstreamServer):
             return reply.json(error_body("invalid_request_error", "anthropic-version: header is required"), 400)
         if request.path == "/v1/messages/count_tokens":
             return self.count_tokens(request.json, reply)
-        problem = validate(request.json)
+        betas = [b.strip() for b in headers.get("anthropic-beta", "").split(",") if b.strip()]
+        problem = validate(request.json, betas)
         if problem:
             return reply.json(error_body("invalid_request_error", problem), 400)
         answer = self.next_answer()
         if request.json.get("stream"):
-            return reply.sse(stream_events(request.json["model"], answer), done=False, event_names=True)
+            return reply.sse(self.stream(request.json["model"], answer), done=False, event_names=True)
         reply.json(message(request.json["model"], answer, (request.json.get("stop_sequences") or ["END"])[0]))
+
+    def stream(self, model: str, answer: Answer):
+        """The (event name, data) pairs of a streamed answer."""
+        return stream_events(model, answer)
 
     @staticmethod
     def count_tokens(body: dict | None, reply: Reply) -> None:
@@ -61,8 +66,9 @@ def counted_tokens(body: dict) -> int:
     return 1000 + len(json.dumps(body.get("messages"))) + len(json.dumps(body.get("system") or ""))
 
 
-def validate(body: dict | None) -> str | None:
-    """The first reason the real API would refuse ``body``, or None."""
+def validate(body: dict | None, betas: list[str] = ()) -> str | None:
+    """The first reason the real API would refuse ``body``, or None. With a
+    ``mid-conversation-system-*`` beta, ``system`` turns may appear among the messages."""
     if not isinstance(body, dict):
         return "request body must be JSON"
     for name in ("model", "messages", "max_tokens"):
@@ -71,6 +77,8 @@ def validate(body: dict | None) -> str | None:
     previous: dict | None = None
     for i, turn in enumerate(body["messages"]):
         role = turn.get("role")
+        if role == "system" and any(b.startswith("mid-conversation-system") for b in betas):
+            continue
         if role not in ("user", "assistant"):
             return f"messages.{i}.role: Input should be 'user' or 'assistant' (got \"{role}\")"
         if previous and previous["role"] == role:
@@ -120,11 +128,17 @@ def message(model: str, answer: Answer, stop_sequence: str | None = None) -> dic
 
 
 def _usage(answer: Answer, output_tokens: int) -> dict:
-    """Anthropic counts cache reads and writes apart from ``input_tokens``."""
+    """Anthropic counts cache reads and writes apart from ``input_tokens``, and splits the writes
+    by how long they are kept."""
+    hour = answer.cache_write_1h_tokens
     return {
         "input_tokens": answer.prompt_tokens - answer.cached_tokens - answer.cache_write_tokens,
         "cache_creation_input_tokens": answer.cache_write_tokens,
         "cache_read_input_tokens": answer.cached_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": answer.cache_write_tokens - hour,
+            "ephemeral_1h_input_tokens": hour,
+        },
         "output_tokens": output_tokens,
     }
 

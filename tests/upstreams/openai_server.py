@@ -64,6 +64,13 @@ class OpenAIUpstream(UpstreamServer):
         self.api_key = api_key
         self.reply = reply
         self.tool_arguments = '{"city": "Paris", "unit": "celsius"}'
+        self.responses_usage = {
+            "input_tokens": 120,
+            "input_tokens_details": {"cached_tokens": 100},
+            "output_tokens": 30,
+            "output_tokens_details": {"reasoning_tokens": 20},
+            "total_tokens": 150,
+        }
 
     @property
     def base_url(self) -> str:
@@ -85,6 +92,8 @@ class OpenAIUpstream(UpstreamServer):
             return
         if request.method == "POST" and request.path == "/v1/chat/completions":
             self.chat(request, reply)
+        elif request.method == "POST" and request.path == "/v1/responses":
+            self.responses(request, reply)
         elif request.method == "POST" and request.path == "/v1/embeddings":
             self.embeddings(request, reply)
         elif request.method == "GET" and request.path == "/v1/models":
@@ -218,6 +227,60 @@ class OpenAIUpstream(UpstreamServer):
                 }
             )
         reply.sse([json.dumps(e, separators=(",", ":")) for e in events])  # compact, as OpenAI sends them
+
+    # -- responses -------------------------------------------------------------------------
+    def responses(self, request: Received, reply: Reply) -> None:
+        """The Responses API: a ``response`` object, or its typed event sequence, answering
+        ``reply`` with the usage in ``responses_usage`` (cached input and reasoning tokens)."""
+        body = request.json or {}
+        if not body.get("input"):
+            reply.json(openai_error("Missing required parameter: 'input'.", param="input"), 400)
+            return
+        ident, item = "resp_" + uuid.uuid4().hex[:24], "msg_" + uuid.uuid4().hex[:24]
+        part = {"type": "output_text", "text": self.reply, "annotations": []}
+        message = {"id": item, "type": "message", "status": "completed", "role": "assistant", "content": [part]}
+
+        def response(status: str, output: list, usage: dict | None) -> dict:
+            return {
+                "id": ident,
+                "object": "response",
+                "created_at": int(time.time()),
+                "status": status,
+                "model": body.get("model"),
+                "output": output,
+                "usage": usage,
+            }
+
+        if not body.get("stream"):
+            reply.json(response("completed", [message], self.responses_usage))
+            return
+        events = [
+            ("response.created", {"response": response("in_progress", [], None)}),
+            ("response.in_progress", {"response": response("in_progress", [], None)}),
+            (
+                "response.output_item.added",
+                {"output_index": 0, "item": message | {"status": "in_progress", "content": []}},
+            ),
+            (
+                "response.content_part.added",
+                {"item_id": item, "output_index": 0, "content_index": 0, "part": part | {"text": ""}},
+            ),
+        ]
+        events += [
+            ("response.output_text.delta", {"item_id": item, "output_index": 0, "content_index": 0, "delta": piece})
+            for piece in _pieces(self.reply)
+        ]
+        events += [
+            ("response.output_text.done", {"item_id": item, "output_index": 0, "content_index": 0, "text": self.reply}),
+            ("response.content_part.done", {"item_id": item, "output_index": 0, "content_index": 0, "part": part}),
+            ("response.output_item.done", {"output_index": 0, "item": message}),
+            ("response.completed", {"response": response("completed", [message], self.responses_usage)}),
+        ]
+        reply.sse(
+            [(kind, {"type": kind, "sequence_number": n} | data) for n, (kind, data) in enumerate(events)],
+            done=False,
+            event_names=True,
+        )
 
     # -- embeddings ------------------------------------------------------------------------
     def embeddings(self, request: Received, reply: Reply) -> None:

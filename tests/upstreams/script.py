@@ -23,6 +23,7 @@ class Answer:
     error_after: int | None = None  # streams: the provider's error event after this many text pieces
     cached_tokens: int = 0  # of prompt_tokens, read from the provider's prompt cache
     cache_write_tokens: int = 0  # of prompt_tokens, written to it (Anthropic)
+    cache_write_1h_tokens: int = 0  # of cache_write_tokens, kept for an hour (Anthropic)
     reasoning_tokens: int = 0  # thinking, besides completion_tokens (Gemini's thoughtsTokenCount)
 
     def text_pieces(self) -> list[str]:

@@ -20,22 +20,28 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cb.llm.errors import UpstreamError
 from cb.llm.providers.base import Deployment, Provider, UpstreamCall
 from cb.llm.providers.wire import (
+    event_json,
     in_tool_loop,
     join_url,
     leading_system,
     parse_arguments,
     refuse_choices_and_logprobs,
+    relayed,
     split_data_url,
     sse_data,
+    sse_events,
     with_role,
 )
 from cb.llm.tools import EFFORT_BUDGETS, thinking_budget
 from cb.llm.types import ChatRequest, ChatResponse, Choice, Message, StreamChunk, ToolCall, ToolCallDelta, Usage
+
+if TYPE_CHECKING:
+    from cb.llm.passthrough import NativeRequest
 
 API_VERSION = "2023-06-01"
 WEB_SEARCH = "web_search_20250305"  # Anthropic's own search, for clients that offer theirs
@@ -61,6 +67,7 @@ class AnthropicProvider(Provider):
 
     type = "anthropic"
     unsupported = frozenset({"seed", "presence_penalty", "frequency_penalty", "top_logprobs"})
+    relays = frozenset({"messages"})
 
     def models_call(self, deployment: Deployment) -> UpstreamCall:
         headers = {"x-api-key": deployment.api_key or "", "anthropic-version": API_VERSION}
@@ -205,6 +212,53 @@ class AnthropicProvider(Provider):
         if not stopped:
             raise UpstreamError(LABEL, "the stream ended before message_stop", retryable=True)
 
+    # -- pass-through (Messages in, Messages out) ------------------------------------------
+
+    def relay_call(self, deployment: Deployment, request: NativeRequest, model: str) -> UpstreamCall:
+        """The client's own request, to this deployment: its body with ``model`` set, its
+        ``anthropic-*`` headers (over our default version) and its query string."""
+        headers = _headers(deployment) | request.headers
+        url = join_url(deployment.base_url, request.path) + ("?" + request.query if request.query else "")
+        return UpstreamCall("POST", url, headers, stream=request.stream, data=request.upstream_body(model))
+
+    def relay_usage(self, body: dict) -> Usage | None:
+        usage = body.get("usage")
+        return _usage(usage) if isinstance(usage, dict) else None
+
+    def relay_stream(self, lines: Iterable[bytes]) -> Iterator[StreamChunk]:
+        """The upstream's events as they came, with the usage read from ``message_start`` and
+        ``message_delta``. ``message_start`` and pings wait for the first event with output, so
+        an error before it (``overloaded_error``) can still fail over; after it, an error event
+        is relayed and ends the stream."""
+        opening: list[bytes] = []  # held until the first event with output
+        counted: dict = {}
+        committed = stopped = False
+        for name, data, raw in sse_events(lines):
+            kind = name or event_json(data).get("type")
+            usage = None
+            if kind == "message_start":
+                counted = dict((event_json(data).get("message") or {}).get("usage") or {})
+            if kind in ("message_start", "ping") and not committed:
+                opening.append(raw)
+                continue
+            if kind == "error":
+                error = _stream_error(event_json(data).get("error") or {})
+                if committed:
+                    yield relayed(raw, error=True)
+                raise error
+            if kind == "message_delta":
+                later = event_json(data).get("usage") or {}
+                counted.update({k: v for k, v in later.items() if v is not None})
+                usage = _usage(counted)
+            elif kind == "message_stop":
+                stopped = True
+            if opening:
+                raw, opening = b"".join(opening) + raw, []
+            committed = True
+            yield relayed(raw, usage)
+        if not stopped:
+            raise UpstreamError(LABEL, "the stream ended before message_stop", retryable=True)
+
 
 def _headers(deployment: Deployment) -> dict[str, str]:
     return {"x-api-key": deployment.api_key or "", "anthropic-version": API_VERSION, "content-type": "application/json"}
@@ -316,11 +370,16 @@ def _tool_choice(request: ChatRequest) -> dict | None:
 
 def _usage(usage: dict) -> Usage:
     """Anthropic counts cache reads and writes apart from ``input_tokens``; OpenAI's prompt
-    tokens include them, with the reads as ``prompt_tokens_details.cached_tokens``."""
+    tokens include them, with the reads as ``prompt_tokens_details.cached_tokens``. Writes
+    are ``cache_write_tokens``, of which those kept for an hour (``cache_creation``'s
+    ``ephemeral_1h_input_tokens``, priced higher than the 5-minute ones) are ``cache_write_1h_tokens``."""
     read = usage.get("cache_read_input_tokens") or 0
     written = usage.get("cache_creation_input_tokens") or 0
+    split = usage.get("cache_creation") if isinstance(usage.get("cache_creation"), dict) else {}
+    hour = split.get("ephemeral_1h_input_tokens") or 0
     prompt = (usage.get("input_tokens") or 0) + read + written
-    details = {k: v for k, v in (("cached_tokens", read), ("cache_write_tokens", written)) if v} or None
+    counts = (("cached_tokens", read), ("cache_write_tokens", written), ("cache_write_1h_tokens", hour))
+    details = {k: v for k, v in counts if v} or None
     return Usage(prompt, usage.get("output_tokens") or 0, prompt_details=details)
 
 

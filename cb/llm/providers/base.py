@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from cb.llm.errors import InvalidRequest, UpstreamError
-from cb.llm.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamChunk
+from cb.llm.types import ChatRequest, ChatResponse, EmbeddingRequest, EmbeddingResponse, StreamChunk, Usage
 
 
 @dataclass
@@ -50,6 +50,7 @@ class UpstreamCall:
     headers: dict[str, str]
     json: Any = None
     stream: bool = False
+    data: bytes | None = None  # a body already encoded (a relayed client body), sent instead of ``json``
 
 
 class Provider:
@@ -60,6 +61,9 @@ class Provider:
     unsupported: ClassVar[frozenset[str]] = frozenset()
     #: a failed model listing keeps the last one (True), or means the endpoint serves nothing now (False)
     keeps_listing_on_failure: ClassVar[bool] = False
+    #: the client APIs this provider's upstream speaks itself ("messages", "responses"): requests in
+    #: them are relayed as they came (:mod:`cb.llm.passthrough`) through the three ``relay_*`` methods
+    relays: ClassVar[frozenset[str]] = frozenset()
 
     def check(self, request: ChatRequest) -> None:
         """Refuse request fields with no equivalent here, naming the field."""
@@ -84,6 +88,18 @@ class Provider:
         from cb.llm.providers.errors import map_http_error
 
         return map_http_error(self.type, status, body, headers)
+
+    def relay_call(self, deployment: Deployment, request: Any, model: str) -> UpstreamCall:
+        """The client's own request (a :class:`~cb.llm.passthrough.NativeRequest`), to this deployment."""
+        raise NotImplementedError
+
+    def relay_usage(self, body: dict) -> Usage | None:
+        """The usage of a relayed JSON answer."""
+        return None
+
+    def relay_stream(self, lines: Iterable[bytes]) -> Iterator[StreamChunk]:
+        """A relayed stream's events as chunks carrying their own bytes (``StreamChunk.raw``) and the usage."""
+        raise NotImplementedError
 
     def count_tokens_call(self, deployment: Deployment, request: ChatRequest, model: str) -> UpstreamCall | None:
         """The provider's own count of a request's input tokens, if it has an endpoint for it."""

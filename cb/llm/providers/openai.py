@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cb.llm.errors import UpstreamError
 from cb.llm.providers.base import Deployment, ListedModel, Provider, UpstreamCall
 from cb.llm.providers.errors import redact
-from cb.llm.providers.wire import refuse_server_tools
+from cb.llm.providers.wire import event_json, refuse_server_tools, relayed, sse_events
 from cb.llm.tools import effort_of
 from cb.llm.types import (
     ChatRequest,
@@ -30,6 +30,14 @@ from cb.llm.types import (
     Usage,
     WireEvent,
 )
+
+if TYPE_CHECKING:
+    from cb.llm.passthrough import NativeRequest
+
+#: Responses stream events that open a stream, held back until one with output (see relay_stream)
+_OPENING_EVENTS = ("response.created", "response.in_progress")
+#: Responses error codes worth trying another deployment for
+_RETRYABLE_CODES = ("rate_limit_exceeded", "server_error", "server_is_overloaded", "slow_down")
 
 # reasoning models refuse max_tokens and want max_completion_tokens
 _COMPLETION_TOKENS_PREFIXES = ("o1", "o3", "o4", "gpt-5")
@@ -110,12 +118,39 @@ def _is_llama_cpp(entries: list[dict]) -> bool:
     return len(entries) == 1 and entries[0].get("owned_by") == "llamacpp"
 
 
+def responses_usage(data) -> Usage | None:
+    """The Responses API's usage: input (cached ones in ``input_tokens_details``), output
+    (reasoning ones in ``output_tokens_details``)."""
+    if not isinstance(data, dict):
+        return None
+    return Usage(
+        int(data.get("input_tokens") or 0),
+        int(data.get("output_tokens") or 0),
+        prompt_details=_details(data.get("input_tokens_details")),
+        completion_details=_details(data.get("output_tokens_details")),
+    )
+
+
+def _response_error(event: dict) -> UpstreamError:
+    """A Responses stream's ``error`` or ``response.failed`` event as an error (retryable when its
+    code says the deployment is busy or failing)."""
+    error = event.get("error") or (event.get("response") or {}).get("error") or event
+    error = error if isinstance(error, dict) else {"message": str(error)}
+    code = error.get("code") if isinstance(error.get("code"), str) else None
+    message = redact(str(error.get("message") or "the response failed"))
+    failed = UpstreamError("OpenAI", f"{message} ({code})" if code else message, retryable=code in _RETRYABLE_CODES)
+    if code:
+        failed.openai_code = code
+    return failed
+
+
 class OpenAIProvider(Provider):
     """OpenAI and every OpenAI-compatible endpoint."""
 
     type = "openai"
     unsupported = frozenset({"top_k"})
     keeps_listing_on_failure = True  # a self-hosted server that blinks keeps serving what it listed
+    relays = frozenset({"responses"})
 
     def _headers(self, deployment: Deployment) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -219,6 +254,50 @@ class OpenAIProvider(Provider):
                 chunks[0].wire = WireEvent(data, event.get("id"), event.get("created"), event.get("model"))
             yield from chunks
 
+    # -- pass-through (Responses in, Responses out) ------------------------------------------
+
+    def relay_call(self, deployment: Deployment, request: NativeRequest, model: str) -> UpstreamCall:
+        """The client's own Responses request, to this deployment: its body with ``model`` set."""
+        url = deployment.base_url.rstrip("/") + request.path.removeprefix("/v1")
+        headers = self._headers(deployment) | request.headers
+        if request.query:
+            url += "?" + request.query
+        return UpstreamCall("POST", url, headers, stream=request.stream, data=request.upstream_body(model))
+
+    def relay_usage(self, body: dict) -> Usage | None:
+        return responses_usage(body.get("usage"))
+
+    def relay_stream(self, lines: Iterable[bytes]) -> Iterator[StreamChunk]:
+        """The upstream's Responses events as they came, the usage read from the final
+        ``response.completed`` (or ``incomplete``). ``response.created`` and ``in_progress`` wait
+        for the first event with output, so a failure before it can still fail over; after it,
+        an ``error`` or ``response.failed`` event is relayed and ends the stream."""
+        opening: list[bytes] = []
+        committed = finished = False
+        for name, data, raw in sse_events(lines):
+            if data == b"[DONE]":
+                yield relayed(raw)
+                continue
+            kind = name or event_json(data).get("type")
+            if kind in _OPENING_EVENTS and not committed:
+                opening.append(raw)
+                continue
+            usage = None
+            if kind in ("error", "response.failed"):
+                error = _response_error(event_json(data))
+                if committed:
+                    yield relayed(raw, error=True)
+                raise error
+            if kind in ("response.completed", "response.incomplete"):
+                usage = responses_usage((event_json(data).get("response") or {}).get("usage"))
+                finished = True
+            if opening:
+                raw, opening = b"".join(opening) + raw, []
+            committed = True
+            yield relayed(raw, usage)
+        if not finished:
+            raise UpstreamError("OpenAI", "the stream ended before response.completed", retryable=True)
+
     @staticmethod
     def _chunk(raw: dict) -> StreamChunk:
         delta = raw.get("delta") or {}
@@ -287,3 +366,4 @@ class OpenAICompatibleProvider(OpenAIProvider):
     """Any endpoint speaking OpenAI's wire format (vLLM, LM Studio, llama.cpp, …) at its base_url."""
 
     type = "openai_compatible"
+    relays = frozenset()  # chat completions only: not every such server has the Responses API

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 
 from cb.llm.errors import InvalidRequest, UnsupportedParameter, UpstreamError
-from cb.llm.types import ChatRequest, Message, StreamChunk
+from cb.llm.types import ChatRequest, Message, StreamChunk, Usage
 
 
 def sse_data(lines: Iterable[bytes | str], provider: str) -> Iterator[dict]:
@@ -32,6 +32,38 @@ def sse_data(lines: Iterable[bytes | str], provider: str) -> Iterator[dict]:
         if not data or data == "[DONE]":
             continue
         yield _decode(data, provider)
+
+
+def sse_events(lines: Iterable[bytes]) -> Iterator[tuple[str | None, bytes, bytes]]:
+    """An SSE stream's events as (event name, data, the event's own bytes with its blank line)."""
+    name, data, held = None, [], []
+    for line in lines:
+        if line:
+            held.append(line)
+            if line.startswith(b"event:"):
+                name = line[6:].strip().decode("utf-8", "replace")
+            elif line.startswith(b"data:"):
+                data.append(line[5:].lstrip(b" "))
+            continue
+        if held:
+            yield name, b"\n".join(data), b"\n".join(held) + b"\n\n"
+        name, data, held = None, [], []
+    if held:
+        yield name, b"\n".join(data), b"\n".join(held) + b"\n\n"
+
+
+def event_json(data: bytes) -> dict:
+    """An event's data as a JSON object (an empty one when it is not one)."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def relayed(raw: bytes, usage: Usage | None = None, error: bool = False) -> StreamChunk:
+    """A chunk that carries the upstream's own event bytes (``error``: an error event, the stream's last)."""
+    return StreamChunk(raw=raw, usage=usage, finish_reason="error" if error else None)
 
 
 def with_role(chunks: Iterator[StreamChunk]) -> Iterator[StreamChunk]:

@@ -1,0 +1,167 @@
+"""Native pass-through: a request in the upstream's own API, relayed as the client sent it.
+
+When a client speaks the API of the deployment that serves it (Anthropic's Messages to an
+Anthropic deployment, OpenAI's Responses to an OpenAI one), the gateway translates nothing.
+The body goes up byte for byte with only ``model`` rewritten, spliced into the raw bytes
+(the body is decoded once, at the edge, and never encoded again); the vendor's headers
+(``anthropic-*``) and the query string (``?beta=true``) go with it. The answer comes back
+as the vendor sent it: a JSON body unchanged, a stream event by event (events we do not
+know included), an error body in the vendor's own words. The gateway reads only what it
+needs: the model, ``stream``, and the usage for the ledger.
+
+Serving is the gateway's own (routes, failover to another deployment of the same API,
+limits, budgets, the ledger): :class:`RelayStream` is a :class:`~cb.llm.stream.ChatStream`
+whose calls and chunks are the relay's, and :class:`RelayEvents` is the stream format whose
+frames are the upstream's own events.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cb.llm import messages_api
+from cb.llm.errors import InvalidRequest
+from cb.llm.estimate import estimate_tokens
+from cb.llm.stream import ChatStream
+from cb.llm.types import StreamChunk, Usage
+
+#: the client APIs relayed natively, and the request headers each forwards verbatim (by prefix)
+FORWARDED_HEADERS = {"messages": ("anthropic-",), "responses": ("openai-beta",)}
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_SPACE = rb"[ \t\r\n]*"
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+@dataclass
+class NativeRequest:
+    """A request in one vendor API's own shape, to be relayed to a deployment speaking it.
+
+    ``body`` is the decoded body, read only (model, stream, estimates); ``raw`` is what the
+    client sent, and what goes upstream."""
+
+    api: str  # "messages" | "responses"
+    path: str  # the client's path, e.g. "/v1/messages" or "/v1/messages/count_tokens"
+    body: dict
+    raw: bytes
+    query: str = ""  # the query string as the client sent it, without "?"
+    headers: dict[str, str] = field(default_factory=dict)  # vendor headers forwarded, names lowercased
+    routing: dict = field(default_factory=dict)  # the body's ``circuit_breaker`` object
+
+    @property
+    def model(self) -> str:
+        return self.body["model"]
+
+    @property
+    def stream(self) -> bool:
+        return self.body.get("stream") is True
+
+    @property
+    def user(self) -> str | None:
+        """Who the client says the end user is (ledger attribution only)."""
+        user = (self.body.get("metadata") or {}).get("user_id") if self.api == "messages" else self.body.get("user")
+        return user if isinstance(user, str) else None
+
+    def upstream_body(self, model: str) -> bytes:
+        """The body to send: the client's bytes with ``model`` set to ``model`` (and our own
+        ``circuit_breaker`` object, which no vendor knows, taken out)."""
+        if "circuit_breaker" in self.body:
+            return _encode({k: v for k, v in self.body.items() if k != "circuit_breaker"} | {"model": model}).encode()
+        if model == self.model:
+            return self.raw
+        return with_model(self.raw, self.model, model) or _encode(self.body | {"model": model}).encode()
+
+    def prompt_estimate(self) -> int:
+        """Input tokens guessed from the body's size, for an answer that reports no usage."""
+        return estimate_tokens(len(self.raw))
+
+
+def native_request(api: str, path: str, body: Any, raw: bytes, query: str, headers: Mapping[str, str]) -> NativeRequest:
+    """Check what the gateway needs of a body it relays (a JSON object naming a model; size and
+    nesting were checked before it was parsed) and keep the vendor headers it forwards."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", None)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("model: Field required" if model is None else "model: Input should be a string", "model")
+    routing = body.get("circuit_breaker")
+    if routing is not None and not isinstance(routing, dict):
+        raise InvalidRequest("circuit_breaker: Input should be an object", "circuit_breaker")
+    prefixes = FORWARDED_HEADERS[api]
+    forwarded = {k.lower(): v for k, v in headers.items() if k.lower().startswith(prefixes)}
+    return NativeRequest(api, path, body, raw, query, forwarded, routing or {})
+
+
+def with_model(raw: bytes, old: str, new: str) -> bytes | None:
+    """``raw`` (a JSON object's text) with its top-level ``"model": old`` member now naming
+    ``new``, changed in place; None when that member is not written plainly (escapes in the
+    name), so the caller encodes the body instead."""
+    member = re.compile(rb'"model"' + _SPACE + rb":" + _SPACE + re.escape(json.dumps(old).encode()))
+    for found in member.finditer(raw):
+        if _top_level(raw, found.start()):
+            return raw[: found.start()] + b'"model":' + _encode(new).encode() + raw[found.end() :]
+    return None
+
+
+def _top_level(raw: bytes, at: int) -> bool:
+    """Whether offset ``at`` of a JSON text is a key position directly inside the outer object:
+    outside every string, one bracket deep."""
+    before = _JSON_STRING.sub(b"", raw[:at])
+    if b'"' in before:
+        return False  # inside a string
+    opened = before.count(b"{") + before.count(b"[")
+    return opened - before.count(b"}") - before.count(b"]") == 1
+
+
+# -- streams ---------------------------------------------------------------------------------
+
+
+class RelayStream(ChatStream):
+    """A relayed stream: the gateway's stream (routes, failover before the first output, the one
+    usage record), with the relay's upstream calls and the upstream's events as chunks."""
+
+    def _call(self, provider, deployment, route):
+        return provider.relay_call(deployment, self.request, route.upstream_model)
+
+    def _parse(self, provider, lines, route):
+        return provider.relay_stream(lines)
+
+    def _prompt_estimate(self) -> int:
+        return self.request.prompt_estimate()
+
+
+class RelayEvents:
+    """The stream format of a relayed stream: each chunk's frame is the upstream's own event.
+
+    Only what the gateway itself must say is rendered, in the API's own error event: a failure
+    after the first event (a broken connection, a stall, the server's shutdown). An error event
+    the upstream sent is relayed as it came and ends the stream."""
+
+    def __init__(self, api: str):
+        self.api = api
+        self.ended = False  # the upstream's own error event went out
+
+    def start(self) -> list:
+        return []
+
+    def chunk(self, chunk: StreamChunk) -> list:
+        return []
+
+    def frame(self, chunk: StreamChunk) -> bytes:
+        if chunk.finish_reason == "error":
+            self.ended = True
+        return chunk.raw or b""
+
+    def end(self, usage: Usage) -> list:
+        return []
+
+    def fail(self, status: int, message: str, code: str | None = None) -> list:
+        if self.ended:
+            return []
+        if self.api == "messages":
+            return [("error", messages_api.error_body(status, message))]
+        return [("error", {"type": "error", "code": code, "message": message, "param": None})]
