@@ -52,6 +52,9 @@ class NativeRequest:
     headers: dict[str, str] = field(default_factory=dict)  # vendor headers forwarded, names lowercased
     routing: dict = field(default_factory=dict)  # the body's ``circuit_breaker`` object
 
+    #: what a translation left out (x-cb-dropped): nothing, a relayed request goes up whole
+    dropped = ()
+
     @property
     def model(self) -> str:
         return self.body["model"]
