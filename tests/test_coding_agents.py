@@ -226,6 +226,52 @@ def test_codex_applies_a_patch_through_its_freeform_tool_on_another_vendors_mode
     assert upstream.tool_results(), "the patch's result went back to the model"
 
 
+# -- agent SDKs ---------------------------------------------------------------------------------
+
+
+def _read_file(path: Path):
+    return Call("read_file", {"path": str(path)})
+
+
+@pytest.mark.parametrize("model", ["gpt-5", "claude-sonnet-4-5", "gemini-2.5-pro"])
+def test_the_openai_agents_sdk_finishes_a_tool_loop(gateway, upstream, secret_file, model):
+    agents = pytest.importorskip("agents")
+    from openai import AsyncOpenAI
+
+    agents.set_tracing_disabled(True)  # traces would go to OpenAI
+    path, secret = secret_file
+    upstream.script(_read_file(path), Say("The file says: {result}"))
+
+    @agents.function_tool
+    def read_file(path: str) -> str:
+        """Read a text file and return its content."""
+        return Path(path).read_text()
+
+    client = AsyncOpenAI(base_url=gateway.openai_url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+    model_ = agents.OpenAIResponsesModel(model=model, openai_client=client)
+    agent = agents.Agent(name="reader", instructions="Answer from files.", tools=[read_file], model=model_)
+    result = agents.Runner.run_sync(agent, "What does secret.txt say?")
+    assert secret in result.final_output
+
+
+@pytest.mark.parametrize("model", ["gpt-5", "claude-sonnet-4-5", "gemini-2.5-pro"])
+def test_vercel_ai_sdk_finishes_a_streamed_tool_loop(gateway, upstream, secret_file, model):
+    _needs(ROOT / "tests" / "agents" / "node_modules" / "ai" / "package.json")
+    path, secret = secret_file
+    upstream.script(_read_file(path), Say("The file says: {result}"))
+    script = ROOT / "tests" / "agents" / "read_file_loop.mjs"
+    done = subprocess.run(
+        ["node", str(script), gateway.openai_url + "/v1", CLIENT_KEY, model, "What does secret.txt say?"],
+        cwd=path.parent,
+        env=_offline_env(path.parent),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert secret in done.stdout
+
+
 # -- what does not cross ------------------------------------------------------------------------
 
 
