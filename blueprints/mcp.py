@@ -5,8 +5,9 @@ Context Protocol (revisions 2025-03-26 to 2025-11-25), over :class:`cb.mcp.McpSe
   SSE stream of ``message`` events); notifications and responses get 202. ``initialize``
   starts a session, whose id comes back in ``Mcp-Session-Id``; every later request carries it
   (400 without, 404 once the session ended or expired) and may carry ``MCP-Protocol-Version``.
-* ``GET`` would open a stream for server-initiated messages; we send none (tools and
-  resources do not announce changes), so it is 405, as the transport specifies.
+* ``GET`` opens the session's stream of server-initiated messages: an SSE stream that says
+  ``notifications/resources/list_changed`` when a workflow is created or deleted, with
+  keep-alive comments, until the session ends or the worker drains.
 * ``DELETE`` ends the session.
 
 The port's own checks apply first: Host (421), the body's size and read time (413, 408).
@@ -27,9 +28,11 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from blueprints import services
+from cb import lifecycle
 from cb.jsondepth import NestingTooDeep, check_json
 from cb.mcp import McpError, McpServer
 from cb.mcp.errors import METHOD_NOT_FOUND, PARSE_ERROR
+from cb.mcp.notifications import END
 from cb.mcp.server import check_message, check_version, error, is_request
 from cb.network import LOOPBACK_ORIGINS
 from cb.security import InvalidApiKey, bearer
@@ -177,10 +180,32 @@ def post_messages():
 
 @bp.get("/mcp")
 def open_stream():
-    return _failure(
-        McpError("This server sends no messages of its own: there is no stream to open with GET.", http_status=405),
-        headers={"Allow": "POST, DELETE"},
-    )
+    if not request.accept_mimetypes["text/event-stream"]:
+        raise McpError("GET /mcp opens an SSE stream: send Accept: text/event-stream.", http_status=406)
+    session = _session()
+    check_version(request.headers.get(VERSION_HEADER))
+    server, settings = _server(), services().settings
+    feed = server.open_feed()
+    stop_on_drain = lifecycle.on_drain(feed.end)
+
+    def stream():
+        try:
+            yield ": stream open\n\n"
+            while True:
+                notice = feed.next(settings.keepalive_seconds)
+                if notice is END:
+                    return
+                if notice is not None:
+                    yield f"event: message\ndata: {json.dumps(notice)}\n\n"
+                elif not server.sessions.alive(session.id):
+                    return  # ended (DELETE on any worker) or expired
+                else:
+                    yield ": keep-alive\n\n"  # a client that left is noticed when this write fails
+        finally:
+            stop_on_drain()
+            server.close_feed(feed)
+
+    return Response(stream(), 200, _SSE_HEADERS, mimetype="text/event-stream")
 
 
 @bp.delete("/mcp")

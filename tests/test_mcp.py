@@ -265,7 +265,7 @@ def test_versions_are_negotiated_and_checked(server):
     assert probe.json()["error"]["code"] == -32601
 
 
-def test_answers_as_sse_to_a_client_that_accepts_only_sse_and_get_is_405(server):
+def test_answers_as_sse_to_a_client_that_accepts_only_sse(server):
     headers = {**session_headers(server), "Accept": "text/event-stream"}
     answer = call(server, headers, "tools/list")
     assert answer.headers["Content-Type"].startswith("text/event-stream")
@@ -275,8 +275,29 @@ def test_answers_as_sse_to_a_client_that_accepts_only_sse_and_get_is_405(server)
         server.graphql_url + "/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers
     )
     assert notified.status_code == 202
-    stream = requests.get(server.graphql_url + "/mcp", headers=headers)
-    assert stream.status_code == 405 and stream.headers["Allow"] == "POST, DELETE"
+
+
+def test_the_get_stream_says_when_workflows_change_and_ends_with_the_session(server_factory):
+    server = server_factory(SSE_KEEPALIVE_SECONDS="1")
+    headers = session_headers(server)
+    assert (
+        requests.get(server.graphql_url + "/mcp", headers={**headers, "Accept": "application/json"}).status_code == 406
+    )
+    with requests.get(
+        server.graphql_url + "/mcp", headers={**headers, "Accept": "text/event-stream"}, stream=True, timeout=30
+    ) as stream:
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        lines = stream.iter_lines(decode_unicode=True)
+        assert next(lines) == ": stream open"
+        server.graphql(
+            'mutation { createWorkflow(input: { id: "announced", name: "Announced", places: ["a"], '
+            'initial_place: "a", transitions: [] }) { id } }'
+        )
+        data = next(line for line in lines if line.startswith("data: "))
+        assert json.loads(data[len("data: ") :]) == {"jsonrpc": "2.0", "method": "notifications/resources/list_changed"}
+        assert requests.delete(server.graphql_url + "/mcp", headers=headers).status_code == 204
+        rest = list(lines)  # the stream ends once the server sees the session is gone
+    assert set(rest) <= {"", ": keep-alive"}
 
 
 def test_bad_bodies_get_json_rpc_errors_not_500(server_factory):

@@ -17,6 +17,7 @@ from cb.errors import CircuitBreakerError
 from cb.logs import get_logger
 from cb.mcp import resources, tools
 from cb.mcp.errors import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, McpError
+from cb.mcp.notifications import ResourceChanges
 from cb.mcp.sessions import Session, SessionStore
 
 log = get_logger("mcp")
@@ -80,6 +81,8 @@ class McpServer:
         self.services = services
         settings = services.settings
         self.sessions = SessionStore(services.storage, settings.mcp_max_sessions, settings.mcp_session_idle_seconds)
+        self.max_streams = settings.mcp_max_sessions
+        self.feeds: set[ResourceChanges] = set()  # this worker's open GET streams
         self._methods = {
             "ping": lambda _s, _p: {},
             "tools/list": lambda _s, _p: {"tools": [t.listing() for t in tools.TOOLS]},
@@ -106,7 +109,7 @@ class McpServer:
         log.info("MCP session started by %s %s (protocol %s)", name, session.client_version, version)
         answer = {
             "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": False}, "resources": {"listChanged": False}},
+            "capabilities": {"tools": {"listChanged": False}, "resources": {"listChanged": True}},
             "serverInfo": {"name": "circuit-breaker", "title": "Circuit Breaker", "version": self.services.version},
             "instructions": INSTRUCTIONS,
         }
@@ -127,6 +130,22 @@ class McpServer:
             return error(message["id"], exc)
         except CircuitBreakerError as exc:  # storage down while listing or reading
             return error(message["id"], McpError(exc.message, INTERNAL_ERROR, 200))
+
+    def open_feed(self) -> ResourceChanges:
+        """The notices of a new GET stream; at most MCP_MAX_SESSIONS streams per worker."""
+        if len(self.feeds) >= self.max_streams:
+            raise McpError(
+                f"Too many open MCP streams on this worker ({self.max_streams}); close one or try again later.",
+                INVALID_REQUEST,
+                503,
+            )
+        feed = ResourceChanges(self.services.bus)
+        self.feeds.add(feed)
+        return feed
+
+    def close_feed(self, feed: ResourceChanges) -> None:
+        self.feeds.discard(feed)
+        feed.close()
 
     def _call_tool(self, session: Session, params: dict) -> dict:
         tool = tools.BY_NAME.get(params.get("name"))

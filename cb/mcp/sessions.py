@@ -16,7 +16,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 
-from cb.errors import NotFound
+from cb.errors import CircuitBreakerError, NotFound
 from cb.mcp.errors import SessionNotFound, TooManySessions
 from cb.storage import Storage
 
@@ -85,6 +85,16 @@ class SessionStore:
             session = Session(**{**asdict(session), "last_used_at": now})
             self.storage.put(BUCKET, key, session.stored())
         return session
+
+    def alive(self, session_id: str) -> bool:
+        """Whether the session still exists (refreshing its last use, as :meth:`get` does)."""
+        try:
+            self.get(session_id)
+        except SessionNotFound:
+            return False
+        except CircuitBreakerError:
+            return True  # storage unreachable for a moment: no reason to end the stream
+        return True
 
     def end(self, session_id: str) -> None:
         """End a session (DELETE); SessionNotFound if there is none."""
