@@ -183,6 +183,16 @@ def _cat_secret(path: Path):
 # -- Claude Code --------------------------------------------------------------------------------
 
 
+def test_claude_code_finishes_a_tool_loop_on_claude_with_its_thinking_kept(gateway, upstream, secret_file):
+    path, secret = secret_file
+    upstream.script(_read_secret(path), Say("The file says: {result}"))
+    result = run_claude(gateway, path.parent, "claude-sonnet-4-5", "What does secret.txt say?")
+    assert secret in result["result"], result
+    last = upstream.chat_requests()[-1].json
+    assert last["messages"][-2]["content"][0]["type"] == "thinking"  # signed, as Anthropic wants it back
+    assert {r.path for r in upstream.chat_requests()} == {"/v1/messages"}
+
+
 # a Claude model name pinned to another vendor's deployment: Claude Code then sends all it sends
 # its own models (adaptive thinking, effort, system turns mid-conversation, context management)
 @pytest.mark.parametrize("model", ["gpt-5", "gemini-2.5-pro", "gpt/claude-opus-5-5", "gemini/claude-opus-5-5"])
@@ -201,6 +211,7 @@ def test_codex_finishes_a_tool_loop_on_an_openai_model(gateway, upstream, secret
     path, secret = secret_file
     upstream.script(_cat_secret(path), Say("The file says: {result}"))
     assert secret in run_codex(gateway, path.parent, "gpt-5", "What does secret.txt say?")
+    assert {r.path for r in upstream.chat_requests()} == {"/v1/responses"}  # its own API, passed through
 
 
 # an OpenAI model name pinned to another vendor's deployment: Codex then sends what it sends its own
