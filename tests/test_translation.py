@@ -333,3 +333,15 @@ def test_gemini_thought_signatures_ride_on_call_ids_and_go_back_with_the_call():
     )
     sent = body_for(provider, chat, "gemini-2.5-pro")["contents"][1]["parts"][0]
     assert sent["thoughtSignature"] == "Ab+/c9==" and sent["functionCall"]["name"] == "Read"
+
+
+def test_cached_prompt_tokens_reach_a_messages_client_apart_from_input_tokens():
+    usage = Usage(100, 5, prompt_details={"cached_tokens": 60})
+    answer = ChatResponse("x", "gpt-5", [Choice(0, Message("assistant", "Hi"), "stop")], usage)
+    rendered = messages_api.render_message(answer, "gpt-5")["usage"]
+    assert rendered == {
+        "input_tokens": 40,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 60,
+        "output_tokens": 5,
+    }

@@ -394,7 +394,14 @@ def _input(arguments: str) -> dict:
 
 
 def render_usage(usage: Usage) -> dict:
-    return {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
+    """Anthropic's usage: cache reads and writes apart from ``input_tokens``, as Claude Code sums them."""
+    cached, written = usage.cached_tokens, usage.cache_write_tokens
+    return {
+        "input_tokens": max(usage.prompt_tokens - cached - written, 0),
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": cached,
+        "output_tokens": usage.completion_tokens,
+    }
 
 
 def render_message(response: ChatResponse, model: str, client_tools: dict[str, ClientTool] | None = None) -> dict:
@@ -455,7 +462,7 @@ class MessageEvents:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": self.input_tokens, "output_tokens": 0},
+            "usage": render_usage(Usage(self.input_tokens, 0)),
         }
         return [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
 
