@@ -345,3 +345,42 @@ def test_cached_prompt_tokens_reach_a_messages_client_apart_from_input_tokens():
         "cache_read_input_tokens": 60,
         "output_tokens": 5,
     }
+
+
+PNG = "iVBORw0KGgo="
+
+
+def test_images_a_tool_returned_follow_its_result_in_the_user_turn():
+    result = {
+        "type": "tool_result",
+        "tool_use_id": "toolu_1",
+        "content": [
+            {"type": "text", "text": "screenshot.png"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+            {"type": "tool_reference", "tool_name": "WebFetch"},
+        ],
+    }
+    body = dict(CLAUDE_CODE, messages=[*CLAUDE_CODE["messages"][:3], {"role": "user", "content": [result]}])
+    chat = messages_api.parse_request(body)
+    sent = body_for(OpenAIProvider(), chat, "gpt-5")["messages"][-2:]
+    assert sent[0]["role"] == "tool" and "screenshot.png" in sent[0]["content"] and "WebFetch" in sent[0]["content"]
+    assert sent[1]["role"] == "user"
+    assert sent[1]["content"][1] == {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
+    assert not any("tool results" in feature for feature in chat.dropped)
+
+
+def test_images_of_codex_tool_outputs_follow_the_run_of_outputs():
+    image = {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}"}
+    request = dict(
+        CODEX,
+        input=[
+            {"type": "message", "role": "user", "content": "Look"},
+            {"type": "function_call", "call_id": "a", "name": "view_image", "arguments": "{}"},
+            {"type": "function_call", "call_id": "b", "name": "exec_command", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "a", "output": [image]},
+            {"type": "function_call_output", "call_id": "b", "output": "ok"},
+        ],
+    )
+    chat = responses_api.parse_request(request).chat
+    assert [m.role for m in chat.messages] == ["user", "assistant", "tool", "tool", "user"]
+    assert chat.messages[-1].content[1].image_url == f"data:image/png;base64,{PNG}"

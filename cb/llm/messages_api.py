@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cb.llm.errors import InvalidRequest
-from cb.llm.tools import add_tool, canonical_name
+from cb.llm.tools import TOOL_IMAGES, add_tool, canonical_name
 from cb.llm.types import (
     ChatRequest,
     ChatResponse,
@@ -239,6 +239,7 @@ def _turn(raw: Any, i: int, parse: _Parse) -> list[Message]:
     parts: list[ContentPart] = []
     calls: list[ToolCall] = []
     results: list[Message] = []
+    shown: list[ContentPart] = []  # images tool results returned (a screenshot Read)
     for j, block in enumerate(content):
         where = f"{at}.content.{j}"
         kind = block.get("type") if isinstance(block, dict) else None
@@ -256,12 +257,16 @@ def _turn(raw: Any, i: int, parse: _Parse) -> list[Message]:
         elif kind == "tool_use" and role == "assistant":
             calls.append(_tool_use(block, where))
         elif kind == "tool_result" and role == "user":
-            results.append(_tool_result(block, where, parse))
+            result, images = _tool_result(block, where, parse)
+            results.append(result)
+            shown += images
         elif kind in ANTHROPIC_ONLY_BLOCKS:
             parse.drop("thinking")
         else:  # server tool blocks, documents, search results, container uploads, blocks newer than us
             parse.drop(f"{kind} blocks")
     messages = results
+    if shown:  # other vendors take no images in a tool result: they follow it, in the user turn
+        parts = [ContentPart("text", text=TOOL_IMAGES), *shown, *parts]
     if parts or calls or not results:
         if len(parts) == 1 and parts[0].type == "text":
             body: str | list[ContentPart] | None = parts[0].text
@@ -290,23 +295,30 @@ def _tool_use(block: dict, at: str) -> ToolCall:
     return ToolCall(block["id"], canonical_name(block["name"]), json.dumps(arguments))
 
 
-def _tool_result(block: dict, at: str, parse: _Parse) -> Message:
+def _tool_result(block: dict, at: str, parse: _Parse) -> tuple[Message, list[ContentPart]]:
+    """A tool result as a tool message with its text, and the images it returned."""
     if not isinstance(block.get("tool_use_id"), str):
         raise _fail(f"{at}.tool_use_id", "Field required")
     content = block.get("content", "")
+    images: list[ContentPart] = []
     if isinstance(content, list):
         texts = []
-        for part in content:
-            if isinstance(part, dict) and part.get("type") == "text":
+        for k, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
                 texts.append(str(part.get("text") or ""))
+            elif kind == "image" and (part.get("source") or {}).get("type") in ("base64", "url"):
+                images.append(ContentPart("image_url", image_url=_image_url(part["source"], f"{at}.content.{k}")))
+            elif kind == "tool_reference":  # Claude Code's ToolSearch loaded a deferred tool: it is in `tools` now
+                texts.append(f"Tool {part.get('tool_name')} is loaded and can be called now.")
             else:
-                parse.drop(f"{part.get('type') if isinstance(part, dict) else 'unknown'} blocks in tool results")
+                parse.drop(f"{kind} blocks in tool results")
         content = "\n\n".join(texts)
     elif not isinstance(content, str):
         raise _fail(f"{at}.content", "Input should be a valid string or a list of blocks")
     if block.get("is_error") is True:
         content = "Error: " + content
-    return Message("tool", content, tool_call_id=block["tool_use_id"])
+    return Message("tool", content, tool_call_id=block["tool_use_id"]), images
 
 
 def _tools(raw: Any, parse: _Parse) -> tuple[list[Tool] | None, dict[str, ClientTool]]:

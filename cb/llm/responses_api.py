@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cb.llm.errors import InvalidRequest
-from cb.llm.tools import FREEFORM_PARAMETERS, add_tool, canonical_name, client_name, custom_input
+from cb.llm.tools import FREEFORM_PARAMETERS, TOOL_IMAGES, add_tool, canonical_name, client_name, custom_input
 from cb.llm.types import (
     ChatRequest,
     ChatResponse,
@@ -223,11 +223,13 @@ def _add_call(messages: list[Message], call: ToolCall) -> None:
         messages.append(Message("assistant", None, [call]))
 
 
-def _output(raw: Any, at: str, parse: _Parse) -> str | list[ContentPart]:
+def _output(raw: Any, at: str, parse: _Parse) -> tuple[str, list[ContentPart]]:
+    """A tool's output as text (every target takes that), and the images it returned (Codex's view_image)."""
     content = _content(raw if raw is not None else "", at, parse)
-    if isinstance(content, list):  # a tool's result is text for every target
-        return "".join(p.text or "" for p in content if p.type == "text")
-    return content
+    if not isinstance(content, list):
+        return content, []
+    text = "".join(p.text or "" for p in content if p.type == "text")
+    return text, [p for p in content if p.type == "image_url"]
 
 
 def _input(raw: Any, parse: _Parse) -> list[Message]:
@@ -236,11 +238,15 @@ def _input(raw: Any, parse: _Parse) -> list[Message]:
     if not isinstance(raw, list) or not raw:
         raise _fail("Invalid 'input': expected a string or a non-empty array of input items.", "input")
     messages: list[Message] = []
+    shown: list[ContentPart] = []  # images tool outputs returned, shown after the run of outputs
     for i, item in enumerate(raw):
         at = f"input[{i}]"
         if not isinstance(item, dict):
             raise _fail(f"Invalid type for '{at}': expected an object.", at)
         kind = item.get("type") or ("message" if "role" in item else None)
+        if shown and kind not in ("function_call_output", "custom_tool_call_output"):
+            messages.append(Message("user", [ContentPart("text", text=TOOL_IMAGES), *shown]))
+            shown = []
         if kind == "message":
             role = ROLES.get(item.get("role"))
             if role is None:
@@ -261,13 +267,16 @@ def _input(raw: Any, parse: _Parse) -> list[Message]:
         elif kind in ("function_call_output", "custom_tool_call_output"):
             if not isinstance(item.get("call_id"), str):
                 raise _fail(f"Missing '{at}.call_id'.", f"{at}.call_id")
-            output = _output(item.get("output"), f"{at}.output", parse)
+            output, images = _output(item.get("output"), f"{at}.output", parse)
             messages.append(Message("tool", output, tool_call_id=item["call_id"]))
+            shown += images
         elif kind == "reasoning":
             if item.get("encrypted_content"):
                 parse.drop("reasoning.encrypted_content")
         else:  # web_search_call, tool_search_call, local_shell_call, compaction, items newer than us
             parse.drop(f"{kind} items")
+    if shown:
+        messages.append(Message("user", [ContentPart("text", text=TOOL_IMAGES), *shown]))
     return messages
 
 

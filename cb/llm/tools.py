@@ -33,6 +33,9 @@ FREEFORM_PARAMETERS = {
     "required": ["input"],
 }
 
+#: the text before images a tool returned, which other vendors take only in a user turn, after the results
+TOOL_IMAGES = "The tool results above returned these images:"
+
 #: effort names -> thinking budgets in tokens (Anthropic's budget_tokens, Gemini's thinkingBudget)
 EFFORT_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
 
