@@ -117,6 +117,11 @@ llm_tokens = Counter(
     "cb_llm_tokens_total", "Tokens by provider, model and kind (prompt|completion)", ["provider", "model", "kind"]
 )
 llm_cost = Counter("cb_llm_cost_usd_total", "Cost in USD by provider and model", ["provider", "model"])
+llm_unpriced = Counter(
+    "cb_llm_unpriced_requests_total",
+    "Requests served by a model no source prices (recorded as unpriced, not as $0): add a price",
+    ["provider", "model"],
+)
 fallbacks = Counter("cb_router_fallbacks_total", "Requests served by a fallback model or deployment")
 subscriptions_fell_behind = Counter(
     "cb_subscriptions_fell_behind_total", "GraphQL subscriptions ended because the subscriber fell behind"
@@ -180,10 +185,12 @@ def observe_attempt(
 
 
 def observe_usage(
-    provider: str | None, model: str, prompt_tokens: int, completion_tokens: int, cost_usd: float
+    provider: str | None, model: str, prompt_tokens: int, completion_tokens: int, cost_usd: float, priced: bool = True
 ) -> None:
-    """One request's usage record was written."""
+    """One request's usage record was written (``priced`` False: its model has no price)."""
     provider = provider or "none"
+    if not priced:
+        _child(llm_unpriced, provider, model).inc()
     if prompt_tokens:
         _child(llm_tokens, provider, model, "prompt").inc(prompt_tokens)
     if completion_tokens:

@@ -122,7 +122,7 @@ def build_services(settings: Settings) -> Services:
     from cb.llm.responses_store import ResponseStore
 
     services.responses = ResponseStore(storage, settings.responses_retention_seconds)
-    services.discovery = build_discovery(services.gateway, settings)
+    services.discovery = build_discovery(services.gateway, settings, storage)
     services.security = Security(settings, storage)
     services.workflows = WorkflowEngine(storage, services.bus)
     services.agents = build_agents(services)

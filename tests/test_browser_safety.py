@@ -105,7 +105,12 @@ def test_allowed_hosts_opens_named_hosts(server_factory):
 
 
 def test_a_warning_at_start_names_the_exposed_port(server_factory):
-    server = server_factory(OPENAI_API_KEY="sk-some-provider-key-0123", OPENAI_HOST="0.0.0.0", GRAPHQL_HOST="0.0.0.0")
+    server = server_factory(
+        OPENAI_API_KEY="sk-some-provider-key-0123",
+        OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",  # it lists its models at start: nothing there
+        OPENAI_HOST="0.0.0.0",
+        GRAPHQL_HOST="0.0.0.0",
+    )
     warnings = [line for line in server.logs().splitlines() if "to close it" in line]
     assert len(warnings) == 2
     assert "OPENAI_API_KEY_REQUIRED=true" in warnings[0] and "GRAPHQL_API_KEY" in warnings[1]

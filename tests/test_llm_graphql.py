@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import requests
 
+from tests.upstreams.openai_server import API_KEY, OpenAIUpstream
+
 PROVIDERS = """{ llmProviders { id provider_type name base_url models { id context_window input_price output_price }
   health { is_healthy circuit_state error_rate average_latency_ms consecutive_failures last_error } } }"""
 
@@ -12,8 +14,9 @@ CONFIGURE = """mutation($input: LlmProviderInput!) { configureLlmProvider(input:
 
 
 def test_llm_providers_lists_environment_deployments_with_health(server_factory):
-    server = server_factory(OPENAI_API_KEY="sk-test-openai-key")
-    providers = {p["id"]: p for p in server.graphql(PROVIDERS)["data"]["llmProviders"]}
+    with OpenAIUpstream() as upstream:  # what it lists, at genai-prices' prices and context windows
+        server = server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.base_url)
+        providers = {p["id"]: p for p in server.graphql(PROVIDERS)["data"]["llmProviders"]}
     openai = providers["openai"]
     assert openai["provider_type"] == "openai"
     assert {"id": "gpt-4o-mini", "context_window": 128000, "input_price": 0.15, "output_price": 0.6} in openai["models"]

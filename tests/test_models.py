@@ -1,10 +1,18 @@
-"""Today's models, end to end: names in each vendor's style reach that vendor through the real
-server (before, and whatever, its listing says), served by the local upstreams."""
+"""Today's models, end to end: which models exist comes from each provider's own listing (every
+page), names in a vendor's style reach that vendor, and each request costs what genai-prices'
+``calc_price`` says for its usage. Real gunicorn, real nats-server, local upstreams listing in
+each vendor's exact shape (Anthropic and Gemini over several pages), the official clients."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
 import anthropic
 import pytest
+import requests
+from genai_prices import Usage as PricedUsage
+from genai_prices import calc_price
 
 from tests.upstreams.anthropic_server import KEY as ANTHROPIC_KEY
 from tests.upstreams.anthropic_server import AnthropicUpstream
@@ -12,54 +20,220 @@ from tests.upstreams.exchange import serving
 from tests.upstreams.gemini_server import KEY as GEMINI_KEY
 from tests.upstreams.gemini_server import GeminiUpstream
 from tests.upstreams.openai_server import API_KEY, OpenAIUpstream
+from tests.upstreams.script import Answer
+
+
+def wait_until(check, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def env_for(openai_up=None, anthropic_up=None, gemini_up=None, **more) -> dict:
+    env = {}
+    if openai_up:
+        env |= {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": openai_up.base_url}
+    if anthropic_up:
+        env |= {"ANTHROPIC_API_KEY": ANTHROPIC_KEY, "ANTHROPIC_BASE_URL": anthropic_up.url}
+    if gemini_up:
+        env |= {"GOOGLE_API_KEY": GEMINI_KEY, "GOOGLE_BASE_URL": gemini_up.url}
+    return env | more
+
+
+def models_of(server) -> dict[str, dict]:
+    answer = requests.get(server.openai_url + "/v1/models", timeout=10)
+    assert answer.status_code == 200, answer.text
+    return {m["id"]: m for m in answer.json()["data"]}
+
+
+def chat(server, model: str, project: str | None = None, **body) -> requests.Response:
+    headers = {"X-CB-Project": project} if project else {}
+    payload = {"model": model, "messages": [{"role": "user", "content": "Hi"}], **body}
+    return requests.post(server.openai_url + "/v1/chat/completions", json=payload, headers=headers, timeout=20)
 
 
 @pytest.fixture(scope="module")
 def upstreams():
-    with OpenAIUpstream() as openai_up, AnthropicUpstream() as anthropic_up, GeminiUpstream() as gemini_up:
+    # a few models per page, so the gateway must follow Anthropic's after_id and Gemini's pageToken
+    with (
+        OpenAIUpstream() as openai_up,
+        AnthropicUpstream(page_size=3, strict=True) as anthropic_up,
+        GeminiUpstream(page_size=4) as gemini_up,
+    ):
         yield openai_up, anthropic_up, gemini_up
 
 
 @pytest.fixture(scope="module")
 def gateway(upstreams, tmp_path_factory):
-    openai_up, anthropic_up, gemini_up = upstreams
-    env = {
-        "OPENAI_API_KEY": API_KEY,
-        "OPENAI_BASE_URL": openai_up.base_url,
-        "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
-        "ANTHROPIC_BASE_URL": anthropic_up.url,
-        "GOOGLE_API_KEY": GEMINI_KEY,
-        "GOOGLE_BASE_URL": gemini_up.url,
-    }
-    with serving(tmp_path_factory.mktemp("models"), **env) as (server, client):
+    with serving(tmp_path_factory.mktemp("models"), **env_for(*upstreams)) as (server, client):
         yield server, client
 
 
+# -- listing -----------------------------------------------------------------------------------
+
+
+def test_every_page_of_every_listing_is_served(gateway, upstreams):
+    server, _ = gateway
+    _, anthropic_up, gemini_up = upstreams
+    listed = models_of(server)
+    # the last page of each
+    assert {"claude-3-haiku-20240307", "claude-opus-4-8", "gemini-1.5-flash", "gemini-2.5-pro", "gpt-5"} <= set(listed)
+    assert any(r.query.get("after_id") for r in anthropic_up.listings)
+    assert any(r.query.get("pageToken") for r in gemini_up.listings)
+    sonnet = listed["claude-sonnet-4-5-20250929"]
+    assert (sonnet["provider"], sonnet["context_window"], sonnet["priced"]) == ("anthropic", 1000000, True)
+    assert (sonnet["input_price_per_million"], sonnet["cached_input_price_per_million"]) == (3.0, 0.3)
+    assert (sonnet["cache_write_price_per_million"], sonnet["cache_write_1h_price_per_million"]) == (3.75, 6.0)
+    assert sonnet["output_price_per_million"] == 15.0
+    assert sonnet["long_context"] == {
+        "above_prompt_tokens": 200000,
+        "input_price_per_million": 6.0,
+        "output_price_per_million": 22.5,
+        "cached_input_price_per_million": 0.6,
+        "cache_write_price_per_million": 7.5,
+    }
+    pro = listed["gemini-2.5-pro"]
+    assert (pro["provider"], pro["context_window"], pro["input_price_per_million"]) == ("google", 1048576, 1.25)
+    assert pro["long_context"]["input_price_per_million"] == 2.5
+    assert listed["gpt-5"]["context_window"] == 400000  # OpenAI lists none: genai-prices' window
+    one = requests.get(server.openai_url + "/v1/models/claude-opus-4-8", timeout=10).json()
+    assert (one["id"], one["provider"], one["context_window"], one["priced"]) == (
+        "claude-opus-4-8",
+        "anthropic",
+        1000000,
+        True,
+    )
+
+
+def test_the_guides_models_example_keeps_its_entries(gateway):
+    server, _ = gateway
+    listed = models_of(server)
+    for name, provider, window in (("gpt-4", "openai", 8192), ("claude-3-opus", "anthropic", 200000)):
+        entry = listed[name]
+        assert (entry["object"], entry["created"], entry["owned_by"]) == ("model", 1677652288, "circuit-breaker")
+        assert (entry["provider"], entry["context_window"], entry["supports_streaming"]) == (provider, window, True)
+
+
+def test_models_that_cannot_chat_are_listed_as_such_and_refused_for_chat(gateway):
+    server, _ = gateway
+    listed = models_of(server)
+    assert (listed["gemini-embedding-001"]["chat"], listed["gemini-embedding-001"]["embeddings"]) == (False, True)
+    assert listed["imagen-4.0-generate-001"]["chat"] is False
+    answer = chat(server, "gemini-embedding-001")
+    assert answer.status_code == 400
+    assert (
+        answer.json()["error"]["code"] == "model_not_supported" and "cannot chat" in answer.json()["error"]["message"]
+    )
+
+
+# -- names -------------------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
-    "model, vendor",
+    "model, vendor, upstream",
     [
-        ("gpt-5", 0),
-        ("o3", 0),
-        ("claude-opus-4-8", 1),
-        ("claude-sonnet-4-5-20250929", 1),
-        ("gemini-2.5-pro", 2),
-        ("gemini-3-pro-preview", 2),
+        ("gpt-5", 0, "gpt-5"),
+        ("o3", 0, "o3"),
+        ("openai/gpt-5-mini", 0, "gpt-5-mini"),
+        ("claude-opus-4-8", 1, "claude-opus-4-8"),
+        ("claude-sonnet-4-5-20250929", 1, "claude-sonnet-4-5-20250929"),
+        ("claude-sonnet-4-5", 1, "claude-sonnet-4-5-20250929"),  # undated: the listed snapshot
+        ("anthropic/claude-sonnet-4-5", 1, "claude-sonnet-4-5-20250929"),  # prefixed
+        ("gemini-2.5-pro", 2, "gemini-2.5-pro"),
+        ("gemini-3-pro-preview", 2, "gemini-3-pro-preview"),
+        ("google/gemini-2.5-flash", 2, "gemini-2.5-flash"),
     ],
 )
-def test_todays_bare_names_reach_their_vendor(gateway, upstreams, model, vendor):
+def test_bare_dated_and_prefixed_names_reach_their_vendor(gateway, upstreams, model, vendor, upstream):
     _, client = gateway
     before = len(upstreams[vendor].received)
     answer = client.chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": "Hi"}])
     assert answer.headers["x-cb-provider"] == ("openai", "anthropic", "google")[vendor]
-    sent = [r for r in upstreams[vendor].received[before:] if r.method == "POST"]
+    sent = upstreams[vendor].received[before:]
     assert len(sent) == 1
-    assert model in sent[0].path or (sent[0].json or {}).get("model") == model
+    assert upstream in sent[0].path or (sent[0].json or {}).get("model") == upstream
 
 
-def test_claude_code_default_model_on_the_messages_api(gateway):
+def test_claude_codes_default_model_on_the_messages_api(gateway):
     server, _ = gateway
     client = anthropic.Anthropic(base_url=server.openai_url, api_key="unused", max_retries=0)
     message = client.messages.create(
         model="claude-opus-4-8", max_tokens=50, messages=[{"role": "user", "content": "Hi"}]
     )
-    assert message.model == "claude-opus-4-8" and message.content[0].text
+    assert message.content[0].text
+
+
+def test_a_vendor_style_name_its_listing_lacks_is_not_found(gateway):
+    server, _ = gateway
+    answer = chat(server, "claude-opus-9-9")
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "model_not_found"
+
+
+# -- prices ------------------------------------------------------------------------------------
+
+
+def cost_of(server, project: str) -> dict:
+    answer = server.graphql(
+        "query($p: String) { costAnalytics(input: {project_id: $p}) { total_cost unpriced_requests model_breakdown } }",
+        {"p": project},
+    )
+    assert "errors" not in answer, answer
+    return answer["data"]["costAnalytics"]
+
+
+def expected(model: str, provider: str, **usage: int) -> float:
+    now = datetime.now(UTC)
+    return float(calc_price(PricedUsage(**usage), model, provider_id=provider, genai_request_timestamp=now).total_price)
+
+
+@pytest.mark.parametrize(
+    "model, vendor, provider, answer, usage",
+    [
+        (  # above 200k: every token at Sonnet 4.5's long-context rates; cache reads and writes
+            "claude-sonnet-4-5",
+            1,
+            "anthropic",
+            Answer(prompt_tokens=250_000, cached_tokens=50_000, cache_write_tokens=20_000, completion_tokens=900),
+            {"input_tokens": 250_000, "cache_read_tokens": 50_000, "cache_write_tokens": 20_000, "output_tokens": 900},
+        ),
+        (  # a cache read and thinking; below 200k
+            "gemini-2.5-pro",
+            2,
+            "google",
+            Answer(prompt_tokens=120_000, cached_tokens=100_000, completion_tokens=700, reasoning_tokens=300),
+            {
+                "input_tokens": 120_000,
+                "cache_read_tokens": 100_000,
+                "output_tokens": 1000,
+                "output_reasoning_tokens": 300,
+            },
+        ),
+        (  # above 200k on Gemini 2.5 Pro
+            "gemini-2.5-pro",
+            2,
+            "google",
+            Answer(prompt_tokens=210_000, cached_tokens=10_000, completion_tokens=50),
+            {"input_tokens": 210_000, "cache_read_tokens": 10_000, "output_tokens": 50},
+        ),
+    ],
+)
+def test_a_requests_cost_is_genai_prices_calc_price(gateway, upstreams, model, vendor, provider, answer, usage):
+    server, _ = gateway
+    project = f"cost-{model}-{answer.prompt_tokens}"
+    upstreams[vendor].say(answer)
+    assert chat(server, model, project).status_code == 200
+    report = cost_of(server, project)
+    assert report["unpriced_requests"] == 0
+    assert report["total_cost"] == pytest.approx(expected(model, provider, **usage), rel=1e-9)
+
+
+def test_an_openai_requests_cost_is_calc_price(gateway):
+    server, client = gateway
+    answer = client.chat.completions.create(
+        model="gpt-5", messages=[{"role": "user", "content": "Hi"}], extra_headers={"X-CB-Project": "cost-gpt-5"}
+    )
+    usage = {"input_tokens": answer.usage.prompt_tokens, "output_tokens": answer.usage.completion_tokens}
+    assert cost_of(server, "cost-gpt-5")["total_cost"] == pytest.approx(expected("gpt-5", "openai", **usage), rel=1e-9)

@@ -211,8 +211,16 @@ def test_discovery_registers_pulled_models_in_the_catalog(ollama, deployment):
     transport = Transport(Settings.from_env({}, dotenv=None))
     found = ModelDiscovery(catalog, [deployment], PROVIDERS, transport, 60).refresh()
     assert found["ollama"] == ["llama3.2", "nomic-embed-text", "qwen2.5:7b"]
-    assert catalog.get("qwen2.5:7b").provider == "ollama"
-    assert ollama.received[-1].method == "GET" and ollama.received[-1].path == "/api/tags"
+    qwen = catalog.get("qwen2.5:7b")
+    assert (qwen.provider, qwen.context_window, qwen.chat, qwen.priced, qwen.input_price) == (
+        "ollama",
+        32768,
+        True,
+        True,
+        0.0,
+    )  # /api/show's context length; Ollama is free
+    assert (catalog.get("nomic-embed-text").chat, catalog.get("nomic-embed-text").embeddings) == (False, True)
+    assert {("GET", "/api/tags"), ("POST", "/api/show")} <= {(r.method, r.path) for r in ollama.listings}
 
 
 def test_discovery_survives_an_unreachable_ollama():

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from cb.config import ConfigError, Settings
 from cb.llm.catalog import Catalog
 from cb.llm.deployments import RouterConfig, env_deployments, load_config
+from cb.llm.discovery import Listing
 from cb.llm.errors import InvalidRequest, ModelNotFound, ProviderNotConfigured
 from cb.llm.health import CLOSED, HALF_OPEN, OPEN, BreakerPolicy, DeploymentHealth, HealthBook
 from cb.llm.providers.base import Deployment
 from cb.llm.router import NoRouteAvailable, Router
 from cb.llm.routing import RequestContext
 from cb.llm.strategies import balanced_scores
+from cb.llm.types import Usage
 from tests.harness import ROOT
 
 
@@ -31,6 +35,11 @@ def pairs(routes) -> list[tuple[str, str]]:
     return [(r.deployment.id, r.model.id) for r in routes]
 
 
+def listed(router: Router, deployment_id: str, *ids: str) -> None:
+    """What discovery does when ``deployment_id``'s endpoint lists ``ids``."""
+    router.discovered[deployment_id] = Listing(router.catalog.discovered(deployment_id, i).id for i in ids)
+
+
 def proxy(id="proxy", **kw) -> Deployment:
     return Deployment(id, "openai", f"http://{id}.local/v1", "sk-" + id, **kw)
 
@@ -38,9 +47,12 @@ def proxy(id="proxy", **kw) -> Deployment:
 # -- model resolution --------------------------------------------------------------
 
 
-def test_alias_resolves_to_catalog_model():
+def test_the_guides_alias_resolves_to_its_dated_model():
     router = make_router(ANTHROPIC_API_KEY="sk-ant")
-    assert pairs(router.routes("claude-3-opus", RequestContext())) == [("anthropic", "claude-3-opus-20240229")]
+    for name in ("claude-3-opus", "claude-3-opus-20240229"):
+        routes = router.routes(name, RequestContext())
+        assert pairs(routes) == [("anthropic", "claude-3-opus")]
+        assert routes[0].upstream_model == "claude-3-opus-20240229"
 
 
 def test_explicit_provider_prefix_picks_that_provider():
@@ -115,7 +127,7 @@ def test_model_of_unconfigured_provider_names_the_variable():
 
 def test_own_key_makes_an_unconfigured_provider_usable():
     routes = make_router().routes("claude-3-haiku", RequestContext(provider_key="sk-agent"))
-    assert pairs(routes) == [("anthropic", "claude-3-haiku-20240307")]
+    assert pairs(routes) == [("anthropic", "claude-3-haiku")]
 
 
 @pytest.mark.parametrize(
@@ -143,6 +155,7 @@ def test_virtual_model_ranks_across_deployments_serving_a_listed_model():
 @pytest.mark.parametrize("virtual", ["auto", "cb:cost-optimal", "cb:fastest", "cb:coding"])
 def test_virtual_models_skip_an_ollama_whose_models_were_never_discovered(virtual):
     router = make_router(OPENAI_API_KEY="sk-o", OLLAMA_BASE_URL="http://localhost:11434", ROUTER_MAX_ATTEMPTS="20")
+    listed(router, "openai", "gpt-5", "gpt-5-mini")
     assert {r.deployment.id for r in router.routes(virtual, RequestContext())} == {"openai"}
 
 
@@ -176,8 +189,12 @@ def test_deployment_prices_make_cost_optimized_pick_the_cheaper_endpoint():
     router = make_router([cheap], OPENAI_API_KEY="sk-o", ROUTING_STRATEGY="cost_optimized")
     routes = router.routes("gpt-4o", RequestContext())
     assert pairs(routes) == [("cheap", "gpt-4o"), ("openai", "gpt-4o")]
-    assert (routes[0].model.cost(1000, 1000), routes[1].model.cost(1000, 1000)) == (0.003, 0.0125)
-    assert router.catalog.get("gpt-4o").input_price == 2.5  # the catalog itself is untouched
+    now = time.time()
+    assert (routes[0].model.cost(Usage(1000, 1000), now), routes[1].model.cost(Usage(1000, 1000), now)) == (
+        0.003,
+        0.0125,
+    )
+    assert router.catalog.by_vendor_name("openai", "gpt-4o").input_price == 2.5  # genai-prices', untouched
 
 
 def test_a_model_served_by_two_deployments_gets_both_routes():
@@ -188,11 +205,19 @@ def test_a_model_served_by_two_deployments_gets_both_routes():
 # -- strategies ----------------------------------------------------------------------
 
 
-def test_cost_optimized_picks_the_cheapest_configured_model():
+def test_cost_optimized_picks_the_cheapest_of_todays_listed_models():
     router = make_router(OPENAI_API_KEY="sk-o", ANTHROPIC_API_KEY="sk-a")
+    listed(router, "openai", "gpt-5", "gpt-5-mini", "text-embedding-3-small", "gpt-image-1")
+    listed(router, "anthropic", "claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001")
     plan = router.plan("cb:cost-optimal", RequestContext())
     assert plan.strategy == "cost_optimized"
-    assert pairs(plan.routes)[:2] == [("openai", "gpt-4o-mini"), ("anthropic", "claude-3-haiku-20240307")]
+    # $0.25/$2 per 1M, then $1/$5, $1.25/$10, $3/$15 (genai-prices); no embedding or image model
+    assert pairs(plan.routes) == [
+        ("openai", "gpt-5-mini"),
+        ("anthropic", "claude-haiku-4-5-20251001"),
+        ("openai", "gpt-5"),
+        ("anthropic", "claude-sonnet-4-5-20250929"),
+    ]
 
 
 def test_performance_first_picks_the_lowest_measured_latency():
@@ -268,8 +293,9 @@ def test_balanced_score_is_the_documented_weighted_sum():
     for ok in (True, False):  # proxy: latency 100, error rate 0.5
         router.health["proxy"].acquire()
         router.health["proxy"].record(ok, 100)
-    candidates = [router._candidate(d, router.catalog.get("gpt-4o"), "gpt-4o") for d in router.deployments[:1]]
-    candidates.append(router._candidate(router.deployments[-1], router.catalog.get("gpt-4o"), "gpt-4o"))
+    gpt_4o = router.catalog.by_vendor_name("openai", "gpt-4o")
+    candidates = [router._candidate(d, gpt_4o, "gpt-4o") for d in router.deployments[:1]]
+    candidates.append(router._candidate(router.deployments[-1], gpt_4o, "gpt-4o"))
     # same price (ratio 1 each), latency ratios 1 and 0.25, error 0 and 0.5, no load
     assert balanced_scores(candidates) == pytest.approx([0.35 + 0.30, 0.35 + 0.075 + 0.125])
     assert pairs(router.routes("gpt-4o", RequestContext(strategy="balanced")))[0] == ("proxy", "gpt-4o")
@@ -292,8 +318,9 @@ def test_unknown_strategy_is_invalid_request_naming_the_field():
 
 def test_max_cost_excludes_expensive_models():
     router = make_router(OPENAI_API_KEY="sk-o", ROUTER_MAX_ATTEMPTS="10")
-    routes = router.routes("cb:smart-chat", RequestContext(max_cost_per_1k_tokens=0.01))
-    assert {r.model.id for r in routes} == {"gpt-4o"}  # 0.00625 per 1k; gpt-4 and gpt-4-turbo cost more
+    listed(router, "openai", "gpt-4", "gpt-5", "gpt-4.1")
+    routes = router.routes("cb:smart-chat", RequestContext(max_cost_per_1k_tokens=0.0055))
+    assert {r.model.id for r in routes} == {"gpt-4.1"}  # 0.005 per 1k; gpt-5 0.005625, gpt-4 0.045
 
 
 def test_max_cost_with_nothing_cheap_enough_is_invalid_request():
@@ -321,7 +348,7 @@ def test_fallback_models_come_after_the_primary_marked_fallback():
     assert [(r.deployment.id, r.model.id, r.fallback) for r in routes] == [
         ("openai", "gpt-4o", False),
         ("proxy", "gpt-4o", False),
-        ("anthropic", "claude-3-haiku-20240307", True),
+        ("anthropic", "claude-3-haiku", True),
     ]
 
 
@@ -486,7 +513,7 @@ def test_config_prices_fallbacks_and_strategy_drive_the_router(tmp_path):
     router = make_router(list(config.deployments), config, OPENAI_API_KEY="sk-o", ANTHROPIC_API_KEY="sk-a")
     plan = router.plan("gpt-4o", RequestContext())
     assert plan.strategy == "cost_optimized"
-    assert pairs(plan.routes) == [("openai", "gpt-4o"), ("anthropic", "claude-3-haiku-20240307")]
+    assert pairs(plan.routes) == [("openai", "gpt-4o"), ("anthropic", "claude-3-haiku")]
     assert plan.routes[0].model.input_price == 1.0 and plan.routes[1].fallback
     mine = router.routes("my-model", RequestContext())[0]
     assert (mine.deployment.id, mine.model.input_price) == ("local", 0.5)

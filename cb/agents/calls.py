@@ -9,6 +9,7 @@ agent with its own ``base_url`` is served by a deployment of its own at that add
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -127,7 +128,7 @@ class AgentCaller:
             usage.prompt_tokens,
             usage.completion_tokens,
             usage.estimated,
-            info.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens),
+            info.cost(usage, time.time()),
             info.id,
             stream.route.deployment.provider_type,
         )

@@ -1,29 +1,41 @@
-"""The model catalog: known models, their aliases, context windows, prices, abilities.
+"""The model catalog: what we know of a model beyond its name: provider, context window,
+abilities, the tags virtual models choose by, and its prices.
 
-Prices are USD per million tokens (input, output, and where the provider has them cached
-input and cache writes), as providers publish them. A model an endpoint reported that the
-catalog does not know is *unpriced*: it costs 0 unless the configuration prices it. The
-catalog answers "what is this model" only; which deployments can serve it, and which
-are healthy, is the router's business.
+Which models exist comes from the providers' own listings (:mod:`cb.llm.discovery`); what
+they cost from genai-prices' bundled data (:mod:`cb.llm.pricing`), or from configuration,
+which overrides it. Written here by hand is only what no source knows: the user's guide's
+names (``gpt-4``, ``claude-3-opus``), the tags of today's models that virtual models choose
+by (:func:`tags_for`), and the virtual models themselves. A model no source prices is
+*unpriced*: it is served, costs nothing in the ledger, and is recorded as unpriced (never
+as $0 spent). Ollama's models are free unless configured. The catalog answers "what is
+this model" only; which deployments serve it, and which are healthy, is the router's business.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field, replace
 
+from cb.llm.pricing import FREE, ModelPrices, flat_card, lookup
+
 CREATED = 1677652288  # the guide's fixed "created" stamp for catalog models
+DEFAULT_CONTEXT = 8192  # a model whose context window no source gives
+NAMED_LIMIT = 4096  # vendor-style names described and kept
+DATED = re.compile(r"^(?P<name>.+)-(?P<date>20\d{6})$")  # a snapshot id: claude-sonnet-4-5-20250929
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """One model as the catalog knows it."""
+    """One model as the catalog knows it. The ``*_price`` fields are the base rates in force
+    now, USD per 1M tokens (for display and for ranking by cost); :meth:`cost` uses ``prices``,
+    with tiers and the price history."""
 
     id: str
-    provider: str  # provider type: openai | anthropic | google | ollama
+    provider: str  # provider type: openai | anthropic | google | ollama | openai_compatible
     context_window: int
-    input_price: float  # USD per 1M prompt tokens
-    output_price: float  # USD per 1M completion tokens
+    input_price: float = 0.0
+    output_price: float = 0.0
     supports_streaming: bool = True
     supports_tools: bool = True
     supports_vision: bool = False
@@ -31,202 +43,125 @@ class ModelInfo:
     aliases: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()  # chat, coding, analysis, creative, fast, smart
     cached_input_price: float | None = None  # USD per 1M prompt tokens read from the provider's cache
-    cache_write_price: float | None = None  # USD per 1M prompt tokens written to it (Anthropic)
-    priced: bool = True  # False: nobody priced it (a discovered model), so it costs 0
-    catalogued: bool = True  # False: an endpoint reported it, so its abilities are unknown (it may embed)
+    cache_write_price: float | None = None  # USD per 1M prompt tokens written to it (5 minutes)
+    priced: bool = True  # False: no source prices it, so it costs 0 and is recorded as unpriced
+    catalogued: bool = True  # False: an endpoint or a vendor's naming told us of it, not this table
+    chat: bool = True  # False: a listed model that cannot chat (embeddings, speech, images)
+    upstream_id: str | None = None  # the name the provider knows it by, when not ``id``
+    prices: ModelPrices | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.prices is None:  # a flat price given in the fields
+            card = flat_card(self.input_price, self.output_price, self.cached_input_price, self.cache_write_price)
+            object.__setattr__(self, "prices", ModelPrices.fixed(card))
 
     def at_price(self, price: list) -> ModelInfo:
-        """This model at a configured price ``[input, output, cached_input, cache_write]`` (the
-        last two may be None or missing: the catalog's cached rates then apply)."""
-        inp, out, cached, written = (list(price) + [None, None])[:4]
+        """This model at a configured price ``[input, output, cached_input, cache_write, cache_write_1h]``
+        (USD per 1M; the last three may be None or missing: the model's own cache rates then apply)."""
+        inp, out, cached, written, written_1h = (list(price) + [None, None, None])[:5]
+        now = self.prices.at(time.time()).base.per_million()
+        cached = now["cached_input"] if cached is None and self.priced else cached
+        if written is None and self.priced:
+            written, written_1h = now["cache_write"], now["cache_write_1h"] if written_1h is None else written_1h
+        card = flat_card(float(inp), float(out), cached, written, written_1h)
         return replace(
             self,
             input_price=float(inp),
             output_price=float(out),
             priced=True,
-            cached_input_price=self.cached_input_price if cached is None else float(cached),
-            cache_write_price=self.cache_write_price if written is None else float(written),
+            cached_input_price=None if cached is None else float(cached),
+            cache_write_price=None if written is None else float(written),
+            prices=ModelPrices.fixed(card),
         )
 
-    def cost(
-        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
-    ) -> float:
-        """USD for a request; ``cached_tokens`` and ``cache_write_tokens`` are part of ``prompt_tokens``."""
-        cached = min(cached_tokens, prompt_tokens)
-        written = min(cache_write_tokens, prompt_tokens - cached)
-        read_price = self.input_price if self.cached_input_price is None else self.cached_input_price
-        write_price = self.input_price if self.cache_write_price is None else self.cache_write_price
-        total = (
-            (prompt_tokens - cached - written) * self.input_price
-            + cached * read_price
-            + written * write_price
-            + completion_tokens * self.output_price
+    def cost(self, usage, timestamp: float) -> float:
+        """USD for a request's :class:`~cb.llm.types.Usage` at the price in force at ``timestamp``."""
+        return self.prices.at(timestamp).cost(
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_tokens,
+            usage.cache_write_tokens,
+            usage.cache_write_1h_tokens,
+            usage.reasoning_tokens,
         )
-        return total / 1_000_000
+
+    def price_view(self, now: float | None = None) -> dict:
+        """Prices per 1M tokens in force now, as /v1/models shows them (None when unpriced)."""
+        card = self.prices.at(time.time() if now is None else now)
+        base = card.base.per_million()
+        view = {
+            "input_price_per_million": _round(base["input"]),
+            "output_price_per_million": _round(base["output"]),
+            "cached_input_price_per_million": _round(base["cached_input"]),
+            "cache_write_price_per_million": _round(base["cache_write"]),
+            "cache_write_1h_price_per_million": _round(base["cache_write_1h"]),
+            "long_context": None,
+        }
+        if card.tiers:
+            start, rates = card.tiers[0]
+            tier = rates.per_million()
+            view["long_context"] = {
+                "above_prompt_tokens": start,
+                "input_price_per_million": _round(tier["input"]),
+                "output_price_per_million": _round(tier["output"]),
+                "cached_input_price_per_million": _round(tier["cached_input"]),
+                "cache_write_price_per_million": _round(tier["cache_write"]),
+            }
+        if not self.priced:
+            view = dict.fromkeys(view) | {"input_price_per_million": 0.0, "output_price_per_million": 0.0}
+        return view
 
 
-def _m(id, provider, ctx, inp, out, **kw) -> ModelInfo:
-    return ModelInfo(id=id, provider=provider, context_window=ctx, input_price=inp, output_price=out, **kw)
+def _round(value: float) -> float:
+    return round(value, 9)  # 0.19999999999999998 -> 0.2: rates come from Decimal / 1M
 
 
+#: tags of today's models, by name (virtual models choose by tag); every chat model is "chat"
+TAG_RULES: tuple[tuple[re.Pattern, tuple[str, ...]], ...] = (
+    (
+        re.compile(r"claude-(opus|sonnet)|claude-3-opus|claude-3-[57]-sonnet"),
+        ("smart", "coding", "analysis", "creative"),
+    ),
+    (re.compile(r"haiku|flash|mini|nano|lite"), ("fast",)),
+    (
+        re.compile(r"^(gpt-5(\.\d)?|gpt-5(\.\d)?-(pro|codex)|gpt-4\.1|o[134](-pro)?)(-\d{4}-\d{2}-\d{2})?$"),
+        ("smart", "coding", "analysis"),
+    ),
+    (re.compile(r"^gpt-5|^gpt-4\.1|^gpt-4o|^o[34]-mini|codex"), ("coding",)),
+    (re.compile(r"^gpt-5(\.\d)?(-\d{4}-\d{2}-\d{2})?$|^gpt-4o(-\d{4}-\d{2}-\d{2})?$|^chatgpt"), ("creative",)),
+    (re.compile(r"gemini-[\d.]+-pro"), ("smart", "coding", "analysis", "creative")),
+    (re.compile(r"^gpt-4(-\d+)?$|^gpt-4-turbo"), ("analysis", "smart")),
+)
+
+
+def tags_for(name: str) -> tuple[str, ...]:
+    """The virtual-model tags of a chat model called ``name``."""
+    tags = ["chat"]
+    for pattern, more in TAG_RULES:
+        if pattern.search(name):
+            tags += [t for t in more if t not in tags]
+    return tuple(tags)
+
+
+def _m(id, provider, ctx, **kw) -> ModelInfo:
+    return ModelInfo(id=id, provider=provider, context_window=ctx, **kw)
+
+
+#: what no source knows: the guide's names (its /v1/models example lists ``gpt-4`` and
+#: ``claude-3-opus`` as they are here) and Ollama's common defaults, served by their vendor's
+#: deployments whatever its listing says. Prices: genai-prices'; Ollama's: free.
 MODELS: tuple[ModelInfo, ...] = (
-    # OpenAI
-    _m("gpt-4", "openai", 8192, 30.0, 60.0, tags=("chat", "analysis", "smart")),
-    _m("gpt-4-turbo", "openai", 128000, 10.0, 30.0, supports_vision=True, tags=("chat", "coding", "analysis", "smart")),
+    _m("gpt-4", "openai", 8192),
     _m(
-        "gpt-4o",
-        "openai",
-        128000,
-        2.5,
-        10.0,
-        supports_vision=True,
-        cached_input_price=1.25,
-        tags=("chat", "coding", "analysis", "creative", "smart"),
-    ),
-    _m(
-        "gpt-4o-mini",
-        "openai",
-        128000,
-        0.15,
-        0.6,
-        supports_vision=True,
-        cached_input_price=0.075,
-        tags=("chat", "coding", "fast"),
-    ),
-    _m("gpt-3.5-turbo", "openai", 16385, 0.5, 1.5, tags=("chat", "fast")),
-    _m(
-        "o1-mini",
-        "openai",
-        128000,
-        3.0,
-        12.0,
-        supports_tools=False,
-        cached_input_price=1.5,
-        tags=("coding", "analysis"),
-    ),
-    _m(
-        "text-embedding-3-small",
-        "openai",
-        8191,
-        0.02,
-        0.0,
-        embeddings=True,
-        supports_streaming=False,
-        supports_tools=False,
-    ),
-    _m(
-        "text-embedding-3-large",
-        "openai",
-        8191,
-        0.13,
-        0.0,
-        embeddings=True,
-        supports_streaming=False,
-        supports_tools=False,
-    ),
-    _m(
-        "text-embedding-ada-002",
-        "openai",
-        8191,
-        0.1,
-        0.0,
-        embeddings=True,
-        supports_streaming=False,
-        supports_tools=False,
-    ),
-    # Anthropic
-    _m(
-        "claude-3-opus-20240229",
+        "claude-3-opus",
         "anthropic",
         200000,
-        15.0,
-        75.0,
         supports_vision=True,
-        cached_input_price=1.5,
-        cache_write_price=18.75,
-        aliases=("claude-3-opus", "claude-3-opus-latest"),
-        tags=("chat", "analysis", "creative", "smart"),
+        upstream_id="claude-3-opus-20240229",
+        aliases=("claude-3-opus-20240229", "claude-3-opus-latest"),
     ),
-    _m(
-        "claude-3-5-sonnet-20241022",
-        "anthropic",
-        200000,
-        3.0,
-        15.0,
-        supports_vision=True,
-        cached_input_price=0.3,
-        cache_write_price=3.75,
-        aliases=("claude-3-5-sonnet", "claude-3-5-sonnet-latest"),
-        tags=("chat", "coding", "analysis", "creative", "smart"),
-    ),
-    _m(
-        "claude-3-sonnet-20240229",
-        "anthropic",
-        200000,
-        3.0,
-        15.0,
-        supports_vision=True,
-        aliases=("claude-3-sonnet",),
-        tags=("chat", "analysis"),
-    ),
-    _m(
-        "claude-3-5-haiku-20241022",
-        "anthropic",
-        200000,
-        0.8,
-        4.0,
-        aliases=("claude-3-5-haiku",),
-        cached_input_price=0.08,
-        cache_write_price=1.0,
-        tags=("chat", "coding", "fast"),
-    ),
-    _m(
-        "claude-3-haiku-20240307",
-        "anthropic",
-        200000,
-        0.25,
-        1.25,
-        supports_vision=True,
-        cached_input_price=0.03,
-        cache_write_price=0.3,
-        aliases=("claude-3-haiku",),
-        tags=("chat", "fast"),
-    ),
-    # Google
-    _m(
-        "gemini-1.5-pro",
-        "google",
-        2097152,
-        1.25,
-        5.0,
-        supports_vision=True,
-        cached_input_price=0.3125,
-        tags=("chat", "coding", "analysis", "creative", "smart"),
-    ),
-    _m(
-        "gemini-1.5-flash",
-        "google",
-        1048576,
-        0.075,
-        0.3,
-        supports_vision=True,
-        cached_input_price=0.01875,
-        tags=("chat", "fast"),
-    ),
-    _m(
-        "gemini-2.0-flash",
-        "google",
-        1048576,
-        0.1,
-        0.4,
-        supports_vision=True,
-        cached_input_price=0.025,
-        tags=("chat", "coding", "fast"),
-    ),
-    _m("text-embedding-004", "google", 2048, 0.0, 0.0, embeddings=True, supports_streaming=False, supports_tools=False),
-    # Ollama (local, free); more are discovered from the server's /api/tags
-    _m("llama3.2", "ollama", 131072, 0.0, 0.0, tags=("chat", "fast")),
-    _m("nomic-embed-text", "ollama", 8192, 0.0, 0.0, embeddings=True, supports_streaming=False, supports_tools=False),
+    _m("llama3.2", "ollama", 131072, tags=("chat", "fast")),
+    _m("nomic-embed-text", "ollama", 8192, embeddings=True, supports_streaming=False, supports_tools=False, tags=()),
 )
 
 #: each vendor's naming of its chat models: a name following it goes to that vendor's deployments
@@ -264,18 +199,65 @@ VIRTUAL_MODELS: dict[str, dict] = {
 }
 
 
+def describe(
+    model_id: str, provider: str, context_window: int | None = None, catalogued: bool = False, **kw
+) -> ModelInfo:
+    """A model as the sources tell it: prices from genai-prices (Ollama's free, an unknown one's
+    unpriced), its context window from the listing, else genai-prices, else :data:`DEFAULT_CONTEXT`;
+    tags and abilities from its name."""
+    found = lookup(provider, kw.get("upstream_id") or model_id)
+    if provider == "ollama":
+        prices, known_context, priced = ModelPrices.fixed(FREE, "free"), None, True
+    elif found is None:
+        prices, known_context, priced = ModelPrices.fixed(FREE), None, False
+    else:
+        (prices, known_context), priced = found, True
+    chat = kw.pop("chat", None)
+    embeds = kw.pop("embeddings", None)
+    cannot_chat = NOT_CHAT.search(model_id) is not None
+    embeds = ("embed" in model_id) if embeds is None else embeds
+    chat = (not cannot_chat and not embeds) if chat is None else chat
+    base = prices.at(time.time()).base.per_million()
+    kw.setdefault("tags", tags_for(model_id) if chat else ())
+    return ModelInfo(
+        id=model_id,
+        provider=provider,
+        context_window=context_window or known_context or DEFAULT_CONTEXT,
+        input_price=base["input"] if priced else 0.0,
+        output_price=base["output"] if priced else 0.0,
+        cached_input_price=base["cached_input"] if priced else None,
+        cache_write_price=base["cache_write"] if priced else None,
+        priced=priced,
+        catalogued=catalogued,
+        chat=chat,
+        embeddings=embeds,
+        supports_streaming=kw.pop("supports_streaming", not embeds),
+        supports_tools=kw.pop("supports_tools", chat),
+        prices=prices,
+        **kw,
+    )
+
+
 @dataclass
 class Catalog:
-    """Lookup of models by id or alias; extensible with discovered models and price overrides."""
+    """Lookup of models by id or alias: the hand-written ones, the ones endpoints listed, and
+    (cached per name) the ones named in a vendor's style; prices overridable by configuration."""
 
     models: dict[str, ModelInfo] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
+    #: (provider type, name) -> the model a vendor-style name stands for: priced once, not per request
+    named: dict[tuple[str, str], ModelInfo] = field(default_factory=dict)
 
     @classmethod
     def default(cls) -> Catalog:
         catalog = cls()
         for model in MODELS:
-            catalog.add(model)
+            fields = {k: getattr(model, k) for k in ("supports_vision", "aliases", "upstream_id", "embeddings")}
+            if model.tags:
+                fields["tags"] = model.tags
+            if model.embeddings:
+                fields |= {"supports_streaming": False, "supports_tools": False}
+            catalog.add(describe(model.id, model.provider, model.context_window, catalogued=True, **fields))
         return catalog
 
     def add(self, model: ModelInfo) -> None:
@@ -296,15 +278,41 @@ class Catalog:
         model = self.get(model_id)
         if model:
             self.models[model.id] = model.at_price(price)
+        self.named = {k: v.at_price(price) if k[1] == model_id else v for k, v in self.named.items()}
 
-    def discovered(self, provider: str, model_id: str, context_window: int | None = None) -> ModelInfo:
-        """Register (or return) a model an endpoint reported (Ollama's /api/tags, a /v1/models):
-        unknown ones are unpriced, with the context length the endpoint reported (else 8192)."""
-        known = self.get(model_id)
-        if known and (known.priced or not context_window or known.context_window == context_window):
+    def by_vendor_name(self, provider: str, name: str) -> ModelInfo:
+        """The model ``name`` stands for at ``provider`` when only its naming says it exists
+        (described once per name, so a request prices it with a dictionary look-up)."""
+        key = (provider, name)
+        model = self.named.get(key)
+        if model is None:
+            if len(self.named) >= NAMED_LIMIT:  # names come from clients: bounded
+                self.named.clear()
+            model = self.named[key] = describe(name, provider)
+        return model
+
+    def discovered(
+        self,
+        provider: str,
+        model_id: str,
+        context_window: int | None = None,
+        chat: bool | None = None,
+        embeddings: bool | None = None,
+    ) -> ModelInfo:
+        """Register (or return) a model an endpoint listed, with the context length it reported;
+        ``chat`` False: it cannot chat (the listing said so)."""
+        known = self.models.get(model_id) or self.get(model_id)
+        if known:
+            if context_window and known.context_window != context_window:
+                known = replace(known, context_window=context_window)  # the listing knows best
+                self.models[known.id] = known
             return known
-        model = ModelInfo(
-            model_id, provider, context_window or 8192, 0.0, 0.0, tags=("chat",), priced=False, catalogued=False
-        )
+        model = describe(model_id, provider, context_window, chat=chat, embeddings=embeddings)
         self.add(model)
+        dated = DATED.match(model_id)
+        if dated:  # Anthropic lists claude-3-haiku-20240307 and answers claude-3-haiku(-latest): the newest
+            for alias in (dated["name"], dated["name"] + "-latest"):
+                current = self.aliases.get(alias, "")
+                if alias not in self.models and model_id[-8:] > current[-8:]:
+                    self.aliases[alias] = model_id
         return model

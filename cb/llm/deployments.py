@@ -135,7 +135,7 @@ def load_config(path: str | None) -> RouterConfig:
         enabled = true
         prices = { "llama3.2" = { input = 0.1, output = 0.2 } }   # this endpoint's own prices (optional)
 
-        [prices]                              # USD per 1M tokens; cached_input, cache_write optional
+        [prices]                              # USD per 1M tokens; cached_input, cache_write(_1h) optional
         "gpt-4o" = { input = 2.0, output = 8.0, cached_input = 1.0 }
 
         [fallbacks]                           # tried, in order, when every deployment failed
@@ -199,13 +199,14 @@ def _parse_config(data: dict) -> RouterConfig:
 
 
 #: the keys of a price, USD per 1M tokens: cached_input (prompt tokens read from the provider's
-#: cache) and cache_write (written to it) are optional, the input price where missing
-PRICE_KEYS = ("input", "output", "cached_input", "cache_write")
+#: cache), cache_write (written to it for 5 minutes) and cache_write_1h (for an hour) are
+#: optional: the input price where missing (a 1-hour write: the cache_write price)
+PRICE_KEYS = ("input", "output", "cached_input", "cache_write", "cache_write_1h")
 
 
 def parse_prices(prices: dict) -> dict[str, list]:
-    """``{model: {input, output[, cached_input, cache_write]}}`` -> ``{model: [input, output[, cached_input,
-    cache_write]]}`` (None for a cached rate not given before one that is)."""
+    """``{model: {input, output[, cached_input, cache_write, cache_write_1h]}}`` -> ``{model: [input, output[,
+    cached_input, cache_write, cache_write_1h]]}`` (None for a cached rate not given before one that is)."""
     parsed = {}
     for model, price in prices.items():
         values = [float(price["input"]), float(price["output"])]
@@ -329,7 +330,7 @@ class DeploymentRegistry:
             except (KeyError, TypeError, ValueError, AttributeError):
                 raise ValidationError(
                     'prices must map model names to {"input": USD, "output": USD} per 1M tokens '
-                    '(and optionally "cached_input", "cache_write")'
+                    '(and optionally "cached_input", "cache_write", "cache_write_1h")'
                 ) from None
         if not updated.base_url:
             raise ValidationError("base_url is required for an openai_compatible deployment")

@@ -1,36 +1,66 @@
-"""Model discovery: endpoints that list their own models (Ollama's ``/api/tags``, the
-``/v1/models`` of a self-hosted OpenAI-compatible server such as vLLM or llama.cpp).
+"""Model discovery: which models exist, from each provider's own listing at run time.
 
-:class:`ModelDiscovery` asks every such deployment once at start and then every
-``OLLAMA_REFRESH_SECONDS`` (Ollama) or ``OPENAI_MODELS_REFRESH_SECONDS`` (OpenAI-compatible)
-in a background greenlet, and registers what it finds in the
-:class:`~cb.llm.catalog.Catalog` (with the context length the endpoint reports), so a
-model pulled into Ollama or loaded into vLLM is served without a restart.
+OpenAI's ``GET /v1/models`` (its own API and any OpenAI-compatible server: vLLM, llama.cpp,
+a proxy), Anthropic's ``GET /v1/models`` (paged with ``has_more``/``after_id``), Gemini's
+``models.list`` (paged with ``pageToken``) and Ollama's ``/api/tags`` with ``/api/show``,
+every page followed. :class:`ModelDiscovery` asks every such deployment once at start and
+then every ``OLLAMA_REFRESH_SECONDS`` (Ollama) or ``OPENAI_MODELS_REFRESH_SECONDS`` (the
+others) in a background greenlet, and registers what it finds in the
+:class:`~cb.llm.catalog.Catalog` (with the context length and abilities the listing
+reports), so a new model is served without a restart.
+
 ``found`` (the router's :attr:`~cb.llm.router.Router.discovered`) holds, per deployment,
-what it listed at the last round. When an endpoint cannot be reached, an Ollama is dropped
-from it, so the router sends no bare or virtual model there until it answers again; an
-OpenAI-compatible endpoint keeps its last list (the breakers judge whether it is up). A
-failing endpoint is logged once and tried again on the next round; it never stops the loop.
+what it listed at the last successful round. Every worker stores what it found in the
+``models`` bucket and adopts, about every second, what any worker stored there, so all
+workers serve the same lists (with NATS: across processes and machines). A listing that
+fails keeps the last good one (stored, so a worker started while the provider is down
+serves it too), except an Ollama's: an Ollama that cannot be reached serves nothing, so no
+bare or virtual model goes there until it answers again. A deployment never listed serves
+the catalog's models of its type and names in its vendor's style (:func:`cb.llm.catalog.vendor_of`).
+A failing endpoint is logged once and tried again on the next round; it never stops the loop.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import gevent
 
+from cb.errors import NotFound, StorageUnavailable
 from cb.llm.catalog import Catalog
 from cb.llm.providers.base import Deployment, ListedModel, Provider
 from cb.logs import get_logger
+from cb.storage import Storage
 
 log = get_logger("llm.discovery")
 
 FIRST_ROUND_SECONDS = 2.0
+SYNC_SECONDS = 1.0  # how often a worker adopts the lists other workers stored
+BUCKET = "models"  # deployment id -> {"models": [[id, context, chat, embeds], ...], "listed_at"}
+_DATED = re.compile(r"^(?P<name>.+?)-(?:\d{8}|\d{4}-\d{2}-\d{2})$")
+
+
+class Listing(list):
+    """The model ids an endpoint listed, in its order; ``names`` also holds the names it answers
+    to without being listed: a dated id's undated name (Anthropic lists ``claude-sonnet-4-5-20250929``
+    and answers ``claude-sonnet-4-5`` and ``claude-sonnet-4-5-latest``), for a set look-up per request."""
+
+    def __init__(self, ids=()):
+        super().__init__(ids)
+        names = set(self)
+        for model_id in self:
+            dated = _DATED.match(model_id)
+            if dated:
+                names.update((dated["name"], dated["name"] + "-latest"))
+        self.names = frozenset(names)
 
 
 class ModelDiscovery:
-    """Keeps the catalog in step with the models the deployments report."""
+    """Keeps the catalog and the router's lists in step with the models the deployments report,
+    and (with ``storage``) with what every other worker found."""
 
     def __init__(
         self,
@@ -40,6 +70,8 @@ class ModelDiscovery:
         transport: Any,
         interval: float,
         found: dict[str, list[str]] | None = None,
+        storage: Storage | None = None,
+        sync_seconds: float = SYNC_SECONDS,
     ):
         self.catalog = catalog
         self.deployments = deployments if callable(deployments) else (lambda: deployments)
@@ -47,12 +79,16 @@ class ModelDiscovery:
         self.transport = transport
         self.interval = interval
         self.found: dict[str, list[str]] = {} if found is None else found  # deployment id -> model ids listed
+        self.storage = storage
+        self.sync_seconds = min(sync_seconds, interval)
         self._greenlet: gevent.Greenlet | None = None
         self._warned: set[str] = set()
         self._rounds = 0
+        self._seen: dict[str, int] = {}  # deployment id -> revision of the shared list adopted
 
-    def refresh(self) -> dict[str, list[str]]:
-        """Ask every enabled deployment for its models once; register them in the catalog."""
+    def _listing(self) -> list[tuple[Deployment, Provider]]:
+        """The deployments whose provider lists models; the others' lists are dropped."""
+        pairs = []
         for deployment in self.deployments():
             provider = self.providers.get(deployment.provider_type)
             if provider is None or type(provider).discover_models is Provider.discover_models:
@@ -60,10 +96,17 @@ class ModelDiscovery:
             if not deployment.enabled or not deployment.base_url:
                 self.found.pop(deployment.id, None)
                 continue
+            pairs.append((deployment, provider))
+        return pairs
+
+    def refresh(self) -> dict[str, list[str]]:
+        """Ask every enabled deployment for its models once (every page), adopt and share what
+        each listed; then adopt what the other workers shared."""
+        for deployment, provider in self._listing():
             try:
                 names = provider.discover_models(deployment, self.transport)
             except Exception as exc:  # an unreachable endpoint must not end discovery
-                dropped = not provider.keeps_listing_on_failure and self.found.pop(deployment.id, None) is not None
+                dropped = not provider.keeps_listing_on_failure and self._forget(deployment)
                 if dropped or deployment.id not in self._warned:
                     kept = " (keeping its last list)" if deployment.id in self.found else ""
                     log.warning(
@@ -71,20 +114,71 @@ class ModelDiscovery:
                     )
                 self._warned.add(deployment.id)
                 continue
-            if names is None:  # it does not list its models (OpenAI's own API: the catalog's)
+            if names is None:  # it does not list its models: the catalog's
                 self.found.pop(deployment.id, None)
                 continue
             listed = [n if isinstance(n, ListedModel) else ListedModel(n) for n in names]
-            ids = [self.catalog.discovered(deployment.provider_type, m.id, m.context_window).id for m in listed]
-            if ids != self.found.get(deployment.id):
-                log.info("%s serves %d models: %s", deployment.id, len(ids), ", ".join(ids))
-            self.found[deployment.id] = ids
+            self._adopt(deployment, listed)
+            self._share(deployment, listed)
             self._warned.discard(deployment.id)
+        self.sync()
         return self.found
+
+    def sync(self) -> None:
+        """Adopt the lists stored by any worker since the last sync, so every worker serves the same
+        lists; a list another worker dropped (an Ollama it found unreachable) is dropped here too."""
+        if self.storage is None:
+            return
+        try:
+            stored = {entry.key: entry for entry in self.storage.list(BUCKET)}
+        except StorageUnavailable:
+            return  # our own lists meanwhile
+        for deployment, provider in self._listing():
+            entry = stored.get(deployment.id)
+            if entry is None:
+                if self._seen.pop(deployment.id, None) is not None and not provider.keeps_listing_on_failure:
+                    self.found.pop(deployment.id, None)
+                continue
+            if self._seen.get(deployment.id) == entry.revision:
+                continue
+            self._seen[deployment.id] = entry.revision
+            models = entry.value.get("models")
+            if isinstance(models, list):
+                self._adopt(deployment, [ListedModel(*m) for m in models if isinstance(m, list) and m])
+
+    def _adopt(self, deployment: Deployment, listed: list[ListedModel]) -> None:
+        ids = Listing(
+            self.catalog.discovered(deployment.provider_type, m.id, m.context_window, m.chat, m.embeddings).id
+            for m in listed
+        )
+        if ids != self.found.get(deployment.id):
+            log.info("%s serves %d models: %s", deployment.id, len(ids), ", ".join(ids))
+        self.found[deployment.id] = ids
+
+    def _share(self, deployment: Deployment, listed: list[ListedModel]) -> None:
+        if self.storage is None:
+            return
+        value = {"models": [[m.id, m.context_window, m.chat, m.embeddings] for m in listed]}
+        try:
+            entry = self.storage.get(BUCKET, deployment.id)
+            if entry is None or entry.value.get("models") != value["models"]:
+                self.storage.put(BUCKET, deployment.id, value | {"listed_at": time.time()})
+        except StorageUnavailable as exc:
+            log.warning("could not share the models of %s: %s", deployment.id, exc.message)
+
+    def _forget(self, deployment: Deployment) -> bool:
+        """Drop a deployment's list (here and for every worker); True if there was one."""
+        if self.storage is not None:
+            try:
+                self.storage.delete(BUCKET, deployment.id)
+            except (StorageUnavailable, NotFound):
+                pass
+        return self.found.pop(deployment.id, None) is not None
 
     def start(self, first_round_seconds: float = FIRST_ROUND_SECONDS) -> gevent.Greenlet:
         """Refresh now (waiting at most ``first_round_seconds``, so the first requests of a
-        worker already see the models), then every ``interval`` seconds in a background greenlet."""
+        worker already see the models), then every ``interval`` seconds in a background greenlet,
+        adopting the other workers' lists every ``sync_seconds`` in between."""
         if self._greenlet is None or self._greenlet.dead:
             self._greenlet = gevent.spawn(self._run)
             self._greenlet.join(0)  # let it start its first round
@@ -107,17 +201,25 @@ class ModelDiscovery:
             self._greenlet = None
 
     def _run(self) -> None:
+        due = 0.0
         while True:
-            self.refresh()
-            self._rounds += 1
-            gevent.sleep(self.interval)
+            if time.monotonic() >= due:
+                due = time.monotonic() + self.interval
+                self.refresh()
+                self._rounds += 1
+            else:
+                try:
+                    self.sync()
+                except Exception:  # a bad stored value must not end discovery
+                    log.exception("could not adopt the shared model lists")
+            gevent.sleep(max(0.0, min(self.sync_seconds, due - time.monotonic())))
 
 
-def build_discovery(gateway: Any, settings: Any) -> list[ModelDiscovery]:
+def build_discovery(gateway: Any, settings: Any, storage: Storage | None = None) -> list[ModelDiscovery]:
     """Discovery for the gateway's deployments whose provider can list models (also ones
-    added later): Ollama's every OLLAMA_REFRESH_SECONDS, OpenAI-compatible ones' every
-    OPENAI_MODELS_REFRESH_SECONDS, into the router's one ``discovered`` map; each one's
-    :meth:`ModelDiscovery.start` starts it."""
+    added later): Ollama's every OLLAMA_REFRESH_SECONDS, OpenAI's, Anthropic's, Gemini's and
+    OpenAI-compatible ones' every OPENAI_MODELS_REFRESH_SECONDS, into the router's one
+    ``discovered`` map, shared through ``storage``; each one's :meth:`ModelDiscovery.start` starts it."""
     from cb.llm.providers import PROVIDERS
 
     router = gateway.router
@@ -127,7 +229,7 @@ def build_discovery(gateway: Any, settings: Any) -> list[ModelDiscovery]:
 
     rounds = [
         (("ollama",), settings.ollama_refresh_seconds),
-        (("openai", "openai_compatible"), settings.openai_models_refresh_seconds),
+        (("openai", "openai_compatible", "anthropic", "google"), settings.openai_models_refresh_seconds),
     ]
     return [
         ModelDiscovery(
@@ -137,6 +239,7 @@ def build_discovery(gateway: Any, settings: Any) -> list[ModelDiscovery]:
             gateway.transport,
             interval,
             found=getattr(router, "discovered", None),
+            storage=storage,
         )
         for types, interval in rounds
     ]

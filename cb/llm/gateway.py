@@ -38,6 +38,21 @@ from cb.logs import get_logger
 
 log = get_logger("llm.gateway")
 T = TypeVar("T")
+_unpriced_said: set[tuple] = set()  # (provider, model) this worker logged as unpriced
+
+
+def _say_unpriced(provider: str | None, model: str) -> None:
+    """One log line per model (per worker) that served a request nobody prices."""
+    if (provider, model) in _unpriced_said or len(_unpriced_said) >= 1000:
+        return
+    _unpriced_said.add((provider, model))
+    log.warning(
+        "model %s at %s has no price (genai-prices does not know it): its requests are recorded as unpriced; "
+        "price it in CB_CONFIG [prices] or the deployment's prices",
+        model,
+        provider,
+        extra={"fields": {"provider": provider, "model": model, "unpriced": True}},
+    )
 
 
 @dataclass
@@ -101,9 +116,10 @@ class Gateway:
     ) -> UsageRecord:
         """Write the request's one usage record (never raises: accounting must not break serving)."""
         info = route.model if route else None
+        now = time.time()
         record = UsageRecord(
             id=ctx.request_id,
-            timestamp=time.time(),
+            timestamp=now,
             model=info.id if info else model,
             provider=route.deployment.provider_type if route else None,
             deployment=route.deployment.id if route else None,
@@ -114,11 +130,7 @@ class Gateway:
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
             cache_write_tokens=usage.cache_write_tokens,
-            cost_usd=info.cost(
-                usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.cache_write_tokens
-            )
-            if info
-            else 0.0,
+            cost_usd=info.cost(usage, now) if info else 0.0,  # fixed now, at the price in force today
             priced=info.priced if info else True,
             latency_ms=round(elapsed_ms(ctx.started), 3),
             ttft_ms=ttft_ms,
@@ -136,8 +148,15 @@ class Gateway:
         if ctx.settle_tokens is not None:
             ctx.settle_tokens(usage.prompt_tokens + usage.completion_tokens)
         metrics.observe_usage(
-            record.provider, record.model, record.prompt_tokens, record.completion_tokens, record.cost_usd
+            record.provider,
+            record.model,
+            record.prompt_tokens,
+            record.completion_tokens,
+            record.cost_usd,
+            record.priced,
         )
+        if not record.priced and status != "error":
+            _say_unpriced(record.provider, record.model)
         if status == "success" and route is not None and (route.fallback or ctx.attempts > 1):
             metrics.fallbacks.inc()  # served by a fallback model, or not by the first route tried
         if status == "success" and route is not None and ctx.session:
@@ -166,6 +185,12 @@ class Gateway:
         pairs = []
         for route in self.router.routes(model, ctx):
             provider = self._provider(route)
+            if request is not None and not route.model.chat:
+                raise InvalidRequest(
+                    f"The model '{model}' cannot chat (its provider lists it as an embedding, speech or image model)",
+                    "model",
+                    "model_not_supported",
+                )
             if request is not None:
                 try:
                     provider.check(request)
@@ -430,6 +455,8 @@ class Gateway:
 
 
 def describe_model(info: ModelInfo) -> dict:
+    """A model as /v1/models shows it: prices per 1M tokens in force now (with the long-context
+    tier, if any), and ``priced`` False for a model no source prices."""
     return {
         "id": info.id,
         "object": "model",
@@ -438,10 +465,9 @@ def describe_model(info: ModelInfo) -> dict:
         "provider": info.provider,
         "context_window": info.context_window,
         "supports_streaming": info.supports_streaming,
-        "input_price_per_million": info.input_price,
-        "output_price_per_million": info.output_price,
-        "cached_input_price_per_million": info.cached_input_price,
+        **info.price_view(),
         "priced": info.priced,
+        "chat": info.chat,
         "supports_tools": info.supports_tools,
         "supports_vision": info.supports_vision,
         "embeddings": info.embeddings,

@@ -13,16 +13,18 @@
   models carrying the virtual model's tag, so it never lands on a provider without a key.
 
 A deployment serves its ``models`` list, else what its endpoint listed at discovery
-(:attr:`Router.discovered`), else the catalog's models of its type. An Ollama deployment
+(:attr:`Router.discovered`: OpenAI, Anthropic, Gemini, Ollama, any OpenAI-compatible
+server; a listed dated id also answers to its undated name), else (never listed yet) the
+catalog's models of its type and names in its vendor's style. An Ollama deployment
 without a list serves only the models discovery found on it, so while Ollama is
 unreachable no bare or virtual model resolves to it (``ollama/<model>`` is still sent as
-asked). An OpenAI-compatible endpoint that lists its models (vLLM, llama.cpp, LM Studio, a
-proxy: anything but OpenAI's own API) serves exactly those to bare and virtual names; one
-that cannot list them serves the catalog's OpenAI models. An explicit ``openai/<model>``
-goes to a deployment that lists it, else as asked to any of that type.
-A deployment's own ``prices`` override the catalog's for the routes through it, so
+asked). An explicit ``openai/<model>`` goes to a deployment that lists it, else as asked
+to any of that type. Listed models that cannot chat are not chosen by virtual models, and
+the gateway refuses them for chat.
+A deployment's own ``prices`` override genai-prices' for the routes through it, so
 ``cost_optimized`` can tell two endpoints of one model apart and each request is billed at
-its endpoint's price; a model nobody priced costs 0 and is marked unpriced.
+its endpoint's price; then CB_CONFIG's ``[prices]``; a model nobody priced costs 0 and is
+marked unpriced (virtual models leave out a vendor's unpriced model: it would rank as free).
 
 Eligible means enabled, configured (has its key), breaker closed or with its probe free,
 not inside a Retry-After, and within ``max_cost_per_1k_tokens``. ``max_latency_ms``
@@ -45,11 +47,14 @@ from cb import metrics
 from cb.config import Settings
 from cb.llm.catalog import VIRTUAL_MODELS, Catalog, ModelInfo, vendor_of
 from cb.llm.deployments import KEY_VARIABLES, LISTING_TYPES, PROVIDER_TYPES, RouterConfig, is_configured
+from cb.llm.discovery import Listing
 from cb.llm.errors import InvalidRequest, LLMError, ModelNotFound, ProviderNotConfigured
 from cb.llm.health import BreakerPolicy, HealthBook
 from cb.llm.providers.base import Deployment
 from cb.llm.routing import RequestContext, Route
 from cb.llm.strategies import STRATEGIES, Candidate, normalize_strategy
+
+PRICED_ROUTES_LIMIT = 4096  # (deployment, model) prices kept
 
 
 class RateLimitedUpstream(LLMError):
@@ -132,7 +137,8 @@ class Router:
         self.health = health or HealthBook(BreakerPolicy.from_settings(settings))
         self.default_strategy = self.config.default_strategy or settings.routing_strategy
         self.max_attempts = self.config.max_attempts or settings.router_max_attempts
-        self.extra_prices: dict[str, list] = {}  # CB_CONFIG [prices] of models the catalog does not know
+        self.extra_prices: dict[str, list] = {}  # CB_CONFIG [prices] of models the catalog holds no entry of
+        self._priced_routes: dict[tuple[str, str], tuple] = {}  # see _priced
         #: deployment id -> model ids its endpoint listed at the last successful discovery
         self.discovered: dict[str, list[str]] = {}
         for model, price in self.config.prices.items():
@@ -258,16 +264,23 @@ class Router:
 
     def _priced(self, deployment: Deployment, info: ModelInfo) -> ModelInfo:
         """``info`` at the deployment's own price for it, if it sets one, else at CB_CONFIG's
-        ``[prices]`` for a model the catalog did not price."""
-        for name in (info.id, *info.aliases):
-            if name in deployment.prices:
-                return info.at_price(deployment.prices[name])
-        if not info.priced and info.id in self.extra_prices:
-            return info.at_price(self.extra_prices[info.id])
-        return info
+        ``[prices]`` for a model the catalog holds no entry of (a configured price overrides
+        genai-prices'). Kept per deployment and model, so a request does a look-up, not a pricing."""
+        key = (deployment.id, info.id)
+        kept = self._priced_routes.get(key)
+        if kept is not None and kept[0] is info and kept[1] is deployment.prices:
+            return kept[2]
+        price = next((deployment.prices[n] for n in (info.id, *info.aliases) if n in deployment.prices), None)
+        if price is None:
+            price = next((self.extra_prices[n] for n in (info.id, *info.aliases) if n in self.extra_prices), None)
+        priced = info if price is None else info.at_price(price)
+        if len(self._priced_routes) >= PRICED_ROUTES_LIMIT:  # model names come from clients: bounded
+            self._priced_routes.clear()
+        self._priced_routes[key] = (info, deployment.prices, priced)
+        return priced
 
     def _unlisted(self, name: str, provider_type: str) -> ModelInfo:
-        return ModelInfo(name, provider_type, 8192, 0.0, 0.0, tags=("chat",), priced=False, catalogued=False)
+        return self.catalog.by_vendor_name(provider_type, name)
 
     def _candidate(self, deployment: Deployment, info: ModelInfo, upstream: str) -> Candidate:
         return Candidate(Route(deployment, self._priced(deployment, info), upstream), self.health[deployment.id])
@@ -305,7 +318,7 @@ class Router:
         if not usable:
             ptype = serving[0].provider_type if serving else info.provider
             raise ProviderNotConfigured(ptype, KEY_VARIABLES.get(ptype, "its key"), model)
-        upstream = name if pinned and self.catalog.get(name) is None else info.id
+        upstream = name if pinned and self.catalog.get(name) is None else info.upstream_id or info.id
         return info, [self._candidate(d, info, name if name in d.models else upstream) for d in usable]
 
     def pinned(self, model: str, deployments: list[Deployment] | None = None) -> tuple[list[Deployment], str]:
@@ -323,7 +336,8 @@ class Router:
         listed = deployment.models or self.listed(deployment)
         if listed is None:  # not listed (yet): the catalog's models of its type, and names in its vendor's style
             return deployment.provider_type == info.provider and (info.catalogued or vendor_of(asked) == info.provider)
-        return asked in listed or info.id in listed or any(a in listed for a in info.aliases)
+        names = listed.names if isinstance(listed, Listing) else listed  # a listing also answers undated names
+        return asked in names or info.id in names or any(a in names for a in info.aliases)
 
     def _virtual_candidates(self, tag: str, deployments: list[Deployment]) -> list[Candidate]:
         found = []
@@ -333,8 +347,8 @@ class Router:
             for info in self.served_models(deployment):
                 # a vendor's model nobody priced would rank as free: virtual models leave it out
                 unknown_cost = not info.priced and vendor_of(info.id) is not None
-                if not info.embeddings and tag in info.tags and not unknown_cost:
-                    found.append(self._candidate(deployment, info, info.id))
+                if info.chat and tag in info.tags and not unknown_cost:
+                    found.append(self._candidate(deployment, info, info.upstream_id or info.id))
         return found
 
     # -- outcomes -------------------------------------------------------------------

@@ -52,6 +52,7 @@ BUCKETS = (
     "meta",
     "responses",
     "mcp_sessions",
+    "models",
 )
 LOGS = ("usage", "events")
 

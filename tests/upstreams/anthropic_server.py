@@ -11,6 +11,7 @@ translation mistake fails a test instead of passing silently.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 from tests.upstreams.base import Received, Reply, UpstreamServer
@@ -25,18 +26,79 @@ def error_body(kind: str, message: str) -> dict:
 
 OVERLOADED = error_body("overloaded_error", "Overloaded")
 
+#: what GET /v1/models lists, newest first as Anthropic does: (id, display name, created, input and output limits)
+MODELS = (
+    ("claude-opus-4-8", "Claude Opus 4.8", "2026-11-20T00:00:00Z", 1000000, 128000),
+    ("claude-opus-4-5-20251101", "Claude Opus 4.5", "2025-11-24T00:00:00Z", 200000, 64000),
+    ("claude-haiku-4-5-20251001", "Claude Haiku 4.5", "2025-10-15T00:00:00Z", 200000, 64000),
+    ("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z", 1000000, 64000),
+    ("claude-opus-4-1-20250805", "Claude Opus 4.1", "2025-08-05T00:00:00Z", 200000, 32000),
+    ("claude-sonnet-4-20250514", "Claude Sonnet 4", "2025-05-22T00:00:00Z", 1000000, 64000),
+    ("claude-3-7-sonnet-20250219", "Claude Sonnet 3.7", "2025-02-24T00:00:00Z", 200000, 64000),
+    ("claude-3-5-sonnet-20241022", "Claude Sonnet 3.5 (New)", "2024-10-22T00:00:00Z", 200000, 8192),
+    ("claude-3-5-haiku-20241022", "Claude Haiku 3.5", "2024-10-22T00:00:00Z", 200000, 8192),
+    ("claude-3-haiku-20240307", "Claude Haiku 3", "2024-03-07T00:00:00Z", 200000, 4096),
+    ("claude-3-opus-20240229", "Claude Opus 3", "2024-02-29T00:00:00Z", 200000, 4096),
+)
+_DATED = re.compile(r"^(?P<name>.+)-\d{8}$")
+
+
+def model_entry(model_id: str, name: str, created: str, max_input: int, max_output: int) -> dict:
+    """One model of GET /v1/models, in the API's shape."""
+    return {
+        "type": "model",
+        "id": model_id,
+        "display_name": name,
+        "created_at": created,
+        "max_input_tokens": max_input,
+        "max_tokens": max_output,
+        "capabilities": {
+            "batch": {"supported": True},
+            "citations": {"supported": True},
+            "code_execution": {"supported": True},
+            "context_management": {"supported": True},
+            "effort": {"supported": model_id.startswith("claude-opus-4-5")},
+            "image_input": {"supported": True},
+            "pdf_input": {"supported": True},
+            "structured_outputs": {"supported": True},
+            "thinking": {"supported": not model_id.startswith("claude-3-5")},
+        },
+    }
+
 
 class AnthropicUpstream(Scripted, UpstreamServer):
-    """Answers like api.anthropic.com."""
+    """Answers like api.anthropic.com. ``models`` is what GET /v1/models lists (``page_size`` per
+    page at most, whatever ``limit`` asks); with ``strict`` a model it does not list (nor its
+    undated name) answers 404 ``not_found_error``, as the real API does; ``listing_down`` makes the
+    listing answer 500."""
+
+    listing_paths = frozenset({"/v1/models"})
+
+    def __init__(self, models=MODELS, page_size: int = 1000, strict: bool = False):
+        super().__init__()
+        self.models = list(models)
+        self.page_size = page_size
+        self.strict = strict
+        self.listing_down = False
+
+    def knows(self, model: str) -> bool:
+        ids = {m[0] for m in self.models}
+        undated = {match["name"] for i in ids if (match := _DATED.match(i))}
+        return model in ids or model in undated or model.removesuffix("-latest") in undated
 
     def handle(self, request: Received, reply: Reply) -> None:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        if request.method == "GET" and request.path == "/v1/models":
+            return self.list_models(request, headers, reply)
         if request.method != "POST" or request.path not in ("/v1/messages", "/v1/messages/count_tokens"):
             return reply.json(error_body("not_found_error", "Not Found"), 404)
-        headers = {k.lower(): v for k, v in request.headers.items()}
         if headers.get("x-api-key") != KEY:
             return reply.json(error_body("authentication_error", "invalid x-api-key"), 401)
         if not headers.get("anthropic-version"):
             return reply.json(error_body("invalid_request_error", "anthropic-version: header is required"), 400)
+        model = (request.json or {}).get("model") if isinstance(request.json, dict) else None
+        if self.strict and isinstance(model, str) and not self.knows(model):
+            return reply.json(error_body("not_found_error", f"model: {model}"), 404)
         if request.path == "/v1/messages/count_tokens":
             return self.count_tokens(request.json, reply)
         betas = [b.strip() for b in headers.get("anthropic-beta", "").split(",") if b.strip()]
@@ -51,6 +113,31 @@ class AnthropicUpstream(Scripted, UpstreamServer):
     def stream(self, model: str, answer: Answer):
         """The (event name, data) pairs of a streamed answer."""
         return stream_events(model, answer)
+
+    def list_models(self, request: Received, headers: dict, reply: Reply) -> None:
+        """GET /v1/models: ``limit`` (default 20, at most 1000), ``after_id``; ``has_more``, ``first_id``, ``last_id``."""
+        if headers.get("x-api-key") != KEY:
+            return reply.json(error_body("authentication_error", "invalid x-api-key"), 401)
+        if self.listing_down:
+            return reply.json(error_body("api_error", "Internal server error"), 500)
+        try:
+            limit = int((request.query.get("limit") or ["20"])[0])
+        except ValueError:
+            return reply.json(error_body("invalid_request_error", "limit: Input should be a valid integer"), 400)
+        if not 1 <= limit <= 1000:
+            return reply.json(error_body("invalid_request_error", "limit: Input should be between 1 and 1000"), 400)
+        ids = [m[0] for m in self.models]
+        after = (request.query.get("after_id") or [None])[0]
+        start = ids.index(after) + 1 if after in ids else 0
+        page = self.models[start : start + min(limit, self.page_size)]
+        reply.json(
+            {
+                "data": [model_entry(*m) for m in page],
+                "has_more": start + len(page) < len(ids),
+                "first_id": page[0][0] if page else None,
+                "last_id": page[-1][0] if page else None,
+            }
+        )
 
     @staticmethod
     def count_tokens(body: dict | None, reply: Reply) -> None:

@@ -5,7 +5,7 @@ which writes JSON bodies, chunked streams (SSE or NDJSON) and notices when the c
 (our gateway) closes the connection, even while the server is "thinking" before its
 first byte. Every request is recorded in ``server.received``; faults can be queued
 (``fail_next``, ``hang_next``, ``slow_next``) and are consumed one per request. Requests
-to a subclass's ``listing_paths`` (model lists the gateway polls in the background) go
+to a subclass's ``listing_paths`` (model lists and descriptions the gateway polls in the background) go
 to ``server.listings`` instead and consume no fault, so a poll never takes a test's.
 
 Usage::
@@ -282,7 +282,7 @@ class UpstreamServer:
             parsed = None
         received = Received(handler.command, parts.path, parse_qs(parts.query), dict(handler.headers), body, parsed)
         with self._lock:
-            if received.method == "GET" and received.path in self.listing_paths:
+            if received.path in self.listing_paths:
                 self.listings.append(received)
                 fault = None
             else:

@@ -8,6 +8,7 @@ real API checks them (key, roles, non-empty parts, function responses as objects
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import uuid
@@ -31,16 +32,60 @@ def error_body(code: int, message: str) -> dict:
     return {"error": {"code": code, "message": message, "status": STATUS.get(code, "UNKNOWN")}}
 
 
+CHAT_METHODS = ["generateContent", "countTokens", "createCachedContent", "batchGenerateContent"]
+#: what models.list lists: (id, display name, input and output token limits, supported methods)
+MODELS = (
+    ("gemini-2.5-pro", "Gemini 2.5 Pro", 1048576, 65536, CHAT_METHODS),
+    ("gemini-2.5-flash", "Gemini 2.5 Flash", 1048576, 65536, CHAT_METHODS),
+    ("gemini-2.5-flash-lite", "Gemini 2.5 Flash-Lite", 1048576, 65536, CHAT_METHODS),
+    ("gemini-3-pro-preview", "Gemini 3 Pro Preview", 1048576, 65536, CHAT_METHODS),
+    ("gemini-2.0-flash", "Gemini 2.0 Flash", 1048576, 8192, CHAT_METHODS),
+    ("gemini-1.5-pro", "Gemini 1.5 Pro", 2097152, 8192, CHAT_METHODS),
+    ("gemini-1.5-flash", "Gemini 1.5 Flash", 1048576, 8192, CHAT_METHODS),
+    ("gemini-embedding-001", "Gemini Embedding 001", 2048, 1, ["embedContent", "countTextTokens", "countTokens"]),
+    ("text-embedding-004", "Text Embedding 004", 2048, 1, ["embedContent"]),
+    ("imagen-4.0-generate-001", "Imagen 4", 480, 8192, ["predict"]),
+)
+
+
+def model_entry(model_id: str, name: str, inputs: int, outputs: int, methods: list[str]) -> dict:
+    """One model of models.list, in the API's shape."""
+    return {
+        "name": f"models/{model_id}",
+        "version": "001",
+        "displayName": name,
+        "description": f"{name} by Google",
+        "inputTokenLimit": inputs,
+        "outputTokenLimit": outputs,
+        "supportedGenerationMethods": methods,
+        "temperature": 1,
+        "topP": 0.95,
+        "topK": 64,
+        "maxTemperature": 2,
+        "thinking": "pro" in model_id or "2.5" in model_id,
+    }
+
+
 class GeminiUpstream(Scripted, UpstreamServer):
-    """Answers like the Gemini API."""
+    """Answers like the Gemini API. ``models`` is what models.list lists (``page_size`` per page at
+    most, whatever ``pageSize`` asks; page tokens are opaque); ``listing_down`` makes it answer 503."""
 
     dimensions = 8
+    listing_paths = frozenset({"/v1beta/models"})
+
+    def __init__(self, models=MODELS, page_size: int = 1000):
+        super().__init__()
+        self.models = list(models)
+        self.page_size = page_size
+        self.listing_down = False
 
     def handle(self, request: Received, reply: Reply) -> None:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        if request.method == "GET" and request.path == "/v1beta/models":
+            return self.list_models(request, headers, reply)
         match = PATH.match(request.path)
         if request.method != "POST" or not match:
             return reply.json(error_body(404, f"Not found: {request.path}"), 404)
-        headers = {k.lower(): v for k, v in request.headers.items()}
         key = headers.get("x-goog-api-key") or (request.query.get("key") or [None])[0]
         if not key:
             return reply.json(
@@ -71,6 +116,24 @@ class GeminiUpstream(Scripted, UpstreamServer):
         if action != "generateContent":
             return reply.json(error_body(404, f"Method {action} not found"), 404)
         reply.json(response(model, answer))
+
+    def list_models(self, request: Received, headers: dict, reply: Reply) -> None:
+        """models.list: ``pageSize`` (default 50, at most 1000) and ``pageToken``; ``nextPageToken``."""
+        if (headers.get("x-goog-api-key") or (request.query.get("key") or [None])[0]) != KEY:
+            return reply.json(error_body(400, "API key not valid. Please pass a valid API key."), 400)
+        if self.listing_down:
+            return reply.json(error_body(503, "The service is currently unavailable."), 503)
+        size = min(int((request.query.get("pageSize") or ["50"])[0]), 1000, self.page_size)
+        token = (request.query.get("pageToken") or [""])[0]
+        try:
+            start = int(base64.urlsafe_b64decode(token.encode()).decode().removeprefix("offset:")) if token else 0
+        except ValueError:
+            return reply.json(error_body(400, "Invalid page token."), 400)
+        page = self.models[start : start + size]
+        body: dict = {"models": [model_entry(*m) for m in page]}
+        if start + size < len(self.models):
+            body["nextPageToken"] = base64.urlsafe_b64encode(f"offset:{start + size}".encode()).decode()
+        reply.json(body)
 
     def embed(self, model: str, body: dict, reply: Reply) -> None:
         vectors = []

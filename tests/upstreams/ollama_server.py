@@ -1,4 +1,4 @@
-"""A fake Ollama server: ``/api/chat`` (NDJSON streaming by default), ``/api/embed``, ``/api/tags``.
+"""A fake Ollama server: ``/api/chat`` (NDJSON streaming by default), ``/api/embed``, ``/api/tags``, ``/api/show``.
 
 Shaped after Ollama's API documentation: it streams unless ``"stream": false``, reports
 ``prompt_eval_count``/``eval_count`` on the final ``done`` object, answers tool calls with
@@ -38,8 +38,18 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
 
 
+#: what ``/api/show`` says of a model: (architecture, context length, capabilities)
+SHOWN = {
+    "llama3.2": ("llama", 131072, ["completion", "tools"]),
+    "nomic-embed-text": ("nomic-bert", 2048, ["embedding"]),
+    "qwen2.5:7b": ("qwen2", 32768, ["completion", "tools"]),
+}
+
+
 class OllamaUpstream(Scripted, UpstreamServer):
     """Answers like a local ``ollama serve``."""
+
+    listing_paths = frozenset({"/api/tags", "/api/show"})
 
     def __init__(self, models: list[str] | None = None):
         super().__init__()
@@ -56,6 +66,8 @@ class OllamaUpstream(Scripted, UpstreamServer):
         route = (request.method, request.path)
         if route == ("GET", "/api/tags"):
             return reply.json({"models": [_tag(name) for name in list(self.models)]})
+        if route == ("POST", "/api/show"):
+            return self.show((request.json or {}).get("model", ""), reply)
         if route not in (("POST", "/api/chat"), ("POST", "/api/embed")):
             return reply.json({"error": "404 page not found"}, 404)
         body = request.json if isinstance(request.json, dict) else {}
@@ -71,6 +83,28 @@ class OllamaUpstream(Scripted, UpstreamServer):
         if body.get("stream", True):
             return reply.ndjson(stream_objects(model, answer))
         reply.json(final(model, answer, answer.text, answer.tool_calls))
+
+    def show(self, model: str, reply: Reply) -> None:
+        """``/api/show``: the model's details, ``model_info`` (with ``<arch>.context_length``) and capabilities."""
+        if not self.has(model):
+            return reply.json({"error": f"model '{model}' not found"}, 404)
+        arch, context, capabilities = SHOWN.get(model.removesuffix(":latest"), ("llama", 8192, ["completion"]))
+        reply.json(
+            {
+                "modelfile": f"FROM {model}",
+                "parameters": "",
+                "template": "{{ .Prompt }}",
+                "details": _tag(model)["details"],
+                "model_info": {
+                    "general.architecture": arch,
+                    "general.parameter_count": 3212749888,
+                    f"{arch}.context_length": context,
+                    f"{arch}.embedding_length": 3072,
+                },
+                "capabilities": capabilities,
+                "modified_at": "2024-10-01T12:00:00.000000000Z",
+            }
+        )
 
     def embed(self, body: dict, reply: Reply) -> None:
         texts = body["input"] if isinstance(body.get("input"), list) else [body.get("input", "")]

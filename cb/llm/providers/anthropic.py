@@ -21,9 +21,10 @@ import json
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from cb.llm.errors import UpstreamError
-from cb.llm.providers.base import Deployment, Provider, UpstreamCall
+from cb.llm.providers.base import MAX_PAGES, Deployment, ListedModel, Provider, UpstreamCall
 from cb.llm.providers.wire import (
     event_json,
     in_tool_loop,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 API_VERSION = "2023-06-01"
 WEB_SEARCH = "web_search_20250305"  # Anthropic's own search, for clients that offer theirs
 DEFAULT_MAX_TOKENS = 4096
+LIST_PAGE = 1000  # models per page of GET /v1/models (Anthropic's largest)
 
 LABEL = "Anthropic"  # how errors name this provider
 
@@ -69,9 +71,32 @@ class AnthropicProvider(Provider):
     unsupported = frozenset({"seed", "presence_penalty", "frequency_penalty", "top_logprobs"})
     relays = frozenset({"messages"})
 
-    def models_call(self, deployment: Deployment) -> UpstreamCall:
+    keeps_listing_on_failure = True
+
+    def models_call(self, deployment: Deployment, after_id: str | None = None) -> UpstreamCall:
         headers = {"x-api-key": deployment.api_key or "", "anthropic-version": API_VERSION}
-        return UpstreamCall("GET", join_url(deployment.base_url, "/v1/models"), headers)
+        query = f"?limit={LIST_PAGE}" + (f"&after_id={quote(after_id, safe='')}" if after_id else "")
+        return UpstreamCall("GET", join_url(deployment.base_url, "/v1/models") + query, headers)
+
+    def discover_models(self, deployment: Deployment, transport: Any) -> list[ListedModel]:
+        """Every page of ``GET /v1/models`` (``has_more`` / ``last_id`` -> ``after_id``), with each
+        model's ``max_input_tokens`` as its context window. Raises UpstreamError."""
+        listed: list[ListedModel] = []
+        after: str | None = None
+        for _ in range(MAX_PAGES):
+            body = transport.json(deployment, self.models_call(deployment, after), self)
+            data = body.get("data") if isinstance(body, dict) else None
+            if not isinstance(data, list):
+                raise UpstreamError("Anthropic", "GET /v1/models answered without a 'data' list", retryable=False)
+            for entry in data:
+                if isinstance(entry, dict) and isinstance(entry.get("id"), str) and entry["id"]:
+                    context = entry.get("max_input_tokens")
+                    context = context if isinstance(context, int) and not isinstance(context, bool) else None
+                    listed.append(ListedModel(entry["id"], context or None, chat=True, embeddings=False))
+            after = body.get("last_id") if body.get("has_more") else None
+            if not isinstance(after, str) or not after:
+                return listed
+        raise UpstreamError("Anthropic", f"GET /v1/models had more than {MAX_PAGES} pages", retryable=False)
 
     def check(self, request: ChatRequest) -> None:
         super().check(request)

@@ -33,12 +33,18 @@ class Deployment:
     prices: dict[str, list[float]] = field(default_factory=dict)  # model -> [input, output] USD per 1M, this endpoint
 
 
+MAX_PAGES = 100  # pages of a model listing followed at most (a listing that never ends is an error)
+
+
 @dataclass(frozen=True)
 class ListedModel:
-    """A model an endpoint says it serves, with its context length when it reports one."""
+    """A model an endpoint says it serves, with its context length and abilities when it reports
+    them (None: not said; its name then tells, :func:`cb.llm.catalog.describe`)."""
 
     id: str
     context_window: int | None = None
+    chat: bool | None = None
+    embeddings: bool | None = None
 
 
 @dataclass
@@ -119,5 +125,5 @@ class Provider:
         return None
 
     def discover_models(self, deployment: Deployment, transport: Any) -> list[str | ListedModel] | None:
-        """Models the endpoint reports (Ollama's /api/tags); None if it does not list them."""
+        """Models the endpoint reports (every page of its listing); None if it does not list them."""
         return None

@@ -21,9 +21,10 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 from cb.llm.errors import UnsupportedParameter, UpstreamError
-from cb.llm.providers.base import Deployment, Provider, UpstreamCall
+from cb.llm.providers.base import MAX_PAGES, Deployment, ListedModel, Provider, UpstreamCall
 from cb.llm.providers.wire import (
     guess_media_type,
     join_url,
@@ -50,6 +51,7 @@ from cb.llm.types import (
 )
 
 LABEL = "Google"  # how errors name this provider
+LIST_PAGE = 1000  # models per page of models.list (Gemini's largest)
 
 FINISH_REASONS = {
     "STOP": "stop",
@@ -94,8 +96,38 @@ class GoogleProvider(Provider):
 
     type = "google"
 
-    def models_call(self, deployment: Deployment) -> UpstreamCall:
-        return UpstreamCall("GET", join_url(deployment.base_url, "/v1beta/models"), _headers(deployment))
+    keeps_listing_on_failure = True
+
+    def models_call(self, deployment: Deployment, page_token: str | None = None) -> UpstreamCall:
+        query = f"?pageSize={LIST_PAGE}" + (f"&pageToken={quote(page_token, safe='')}" if page_token else "")
+        return UpstreamCall("GET", join_url(deployment.base_url, "/v1beta/models") + query, _headers(deployment))
+
+    def discover_models(self, deployment: Deployment, transport: Any) -> list[ListedModel]:
+        """Every page of ``models.list`` (``nextPageToken`` -> ``pageToken``): each model's id
+        without ``models/``, ``inputTokenLimit`` as its context window, and from
+        ``supportedGenerationMethods`` whether it chats (``generateContent``) or embeds
+        (``embedContent``). Raises UpstreamError."""
+        listed: list[ListedModel] = []
+        token: str | None = None
+        for _ in range(MAX_PAGES):
+            body = transport.json(deployment, self.models_call(deployment, token), self)
+            models = body.get("models", []) if isinstance(body, dict) else None
+            if not isinstance(models, list):
+                raise UpstreamError("Google", "models.list answered without a 'models' list", retryable=False)
+            for entry in models:
+                name = entry.get("name") if isinstance(entry, dict) else None
+                if not isinstance(name, str) or not name.removeprefix("models/"):
+                    continue
+                methods = entry.get("supportedGenerationMethods") or []
+                limit = entry.get("inputTokenLimit")
+                limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+                chat = "generateContent" in methods
+                embeds = "embedContent" in methods or "batchEmbedContents" in methods
+                listed.append(ListedModel(name.removeprefix("models/"), limit, chat=chat, embeddings=embeds))
+            token = body.get("nextPageToken")
+            if not isinstance(token, str) or not token:
+                return listed
+        raise UpstreamError("Google", f"models.list had more than {MAX_PAGES} pages", retryable=False)
 
     def check(self, request: ChatRequest) -> None:
         super().check(request)

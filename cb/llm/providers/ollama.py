@@ -12,7 +12,8 @@ Translation notes:
   call, so ``"required"`` or a named function is refused, as are ``n`` > 1, ``logprobs``
   and ``parallel_tool_calls: false``. ``user`` only attributes usage in the gateway.
 - Models are whatever the server has pulled: :meth:`OllamaProvider.discover_models` reads
-  ``/api/tags`` (``name:latest`` is listed as ``name``, as Ollama treats them alike).
+  ``/api/tags`` (``name:latest`` is listed as ``name``, as Ollama treats them alike) and
+  ``/api/show`` once per model version (context length, whether it chats or embeds).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from cb.llm.errors import InvalidRequest, UnsupportedParameter, UpstreamError
-from cb.llm.providers.base import Deployment, Provider, UpstreamCall
+from cb.llm.providers.base import Deployment, ListedModel, Provider, UpstreamCall
 from cb.llm.providers.wire import (
     join_url,
     ndjson,
@@ -67,6 +68,10 @@ class OllamaProvider(Provider):
 
     type = "ollama"
     unsupported = frozenset({"top_logprobs"})
+
+    def __init__(self):
+        #: (base URL, name, digest) -> what /api/show said: asked once per version of a model
+        self._shown: dict[tuple, tuple[int | None, bool | None, bool | None]] = {}
 
     def check(self, request: ChatRequest) -> None:
         super().check(request)
@@ -161,8 +166,44 @@ class OllamaProvider(Provider):
         counted = body.get("prompt_eval_count")
         return EmbeddingResponse(model, body.get("embeddings") or [], Usage(counted or 0, 0, estimated=counted is None))
 
-    def discover_models(self, deployment: Deployment, transport: Any) -> list[str] | None:
-        return model_names(transport.json(deployment, self.tags_call(deployment), self))
+    def show_call(self, deployment: Deployment, model: str) -> UpstreamCall:
+        """The request describing one pulled model (its context length and capabilities)."""
+        return UpstreamCall("POST", join_url(deployment.base_url, "/api/show"), _headers(deployment), {"model": model})
+
+    def discover_models(self, deployment: Deployment, transport: Any) -> list[ListedModel]:
+        """What the server has pulled (``/api/tags``), each described by ``/api/show`` once per
+        version (its digest): ``<architecture>.context_length`` and ``capabilities`` (``completion``:
+        it chats; ``embedding``: it embeds). A model ``/api/show`` cannot describe is listed by name."""
+        listed = []
+        for entry in (transport.json(deployment, self.tags_call(deployment), self) or {}).get("models") or []:
+            name = entry.get("name") or entry.get("model") if isinstance(entry, dict) else None
+            if not isinstance(name, str) or not name:
+                continue
+            key = (deployment.base_url, name, entry.get("digest"))
+            shown = self._shown.get(key)
+            if shown is None:
+                try:
+                    shown = self._shown[key] = _described(
+                        transport.json(deployment, self.show_call(deployment, name), self)
+                    )
+                except UpstreamError:
+                    shown = (None, None, None)  # asked again next round
+            listed.append(ListedModel(name.removesuffix(":latest"), *shown))
+        return listed
+
+
+def _described(show: dict) -> tuple[int | None, bool | None, bool | None]:
+    """(context length, chats, embeds) from an ``/api/show`` answer."""
+    info = show.get("model_info") if isinstance(show, dict) else None
+    context = None
+    if isinstance(info, dict):
+        arch = info.get("general.architecture")
+        value = info.get(f"{arch}.context_length")
+        context = value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    abilities = show.get("capabilities") if isinstance(show, dict) else None
+    if not isinstance(abilities, list):
+        return context, None, None
+    return context, "completion" in abilities, "embedding" in abilities
 
 
 def model_names(tags: dict) -> list[str]:

@@ -337,10 +337,9 @@ class OpenAIProvider(Provider):
         return UpstreamCall("GET", deployment.base_url.rstrip("/") + "/models", self._headers(deployment))
 
     def discover_models(self, deployment: Deployment, transport: Any) -> list[ListedModel] | None:
-        """What a self-hosted or proxy endpoint serves (its ``/v1/models``); None for OpenAI's own
-        API, whose models are the catalog's."""
-        if is_openai_api(deployment.base_url):
-            return None
+        """What the endpoint serves, from its ``/v1/models`` (OpenAI's own API included: one page,
+        no abilities, so names tell chat models from the rest; a self-hosted one may report its
+        context length)."""
         body = transport.json(deployment, self.models_call(deployment), self)
         entries = body.get("data") if isinstance(body, dict) else None
         if not isinstance(entries, list):
