@@ -10,7 +10,7 @@ stopped when it ends, fails or is interrupted. Only 127.0.0.1 is ever contacted.
 
 Settings (environment or flags): BENCH_DURATION (seconds per cell, 10), BENCH_WARMUP (2),
 BENCH_CONCURRENCY (1,32,128), BENCH_TARGETS (direct,ceiling,essential,ceiling_2w,ours,ours_nats,litellm,portkey), BENCH_MODES
-(json,stream), BENCH_WRK_THREADS (1), BENCH_GRAPHQL (1 runs it, 0 skips), BENCH_SUBSCRIBERS
+(json,stream,agent: a Claude Code-sized Messages stream, direct and ours only), BENCH_WRK_THREADS (1), BENCH_GRAPHQL (1 runs it, 0 skips), BENCH_SUBSCRIBERS
 (100), BENCH_GRAPHQL_CONNECTIONS (32), BENCH_KEEP_LOGS (1 keeps the temp directory).
 """
 
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--targets", default=env("BENCH_TARGETS", "direct,ceiling,essential,ceiling_2w,ours,ours_nats,litellm,portkey")
     )
-    p.add_argument("--modes", default=env("BENCH_MODES", "json,stream"))
+    p.add_argument("--modes", default=env("BENCH_MODES", "json,stream,agent"))
     p.add_argument("--wrk-threads", type=int, default=int(env("BENCH_WRK_THREADS", "1")))
     p.add_argument("--gateway", type=int, default=int(env("BENCH_GATEWAY", "1")))
     p.add_argument("--graphql", type=int, default=int(env("BENCH_GRAPHQL", "1")))
@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     known = {cls.name for cls in ALL}
     if unknown := set(args.targets) - known:
         p.error(f"unknown targets {sorted(unknown)} (known: {sorted(known)})")
-    if unknown := set(args.modes) - {"json", "stream"}:
+    if unknown := set(args.modes) - {"json", "stream", "agent"}:
         p.error(f"unknown modes {sorted(unknown)}")
     if not 0 < args.duration <= 600 or args.warmup < 0 or not args.concurrency or min(args.concurrency) < 1:
         p.error("duration must be in (0, 600] seconds, warm-up >= 0, concurrency >= 1")
@@ -100,17 +100,19 @@ def prepare_modes(targets: list[Target], workdir: Path, args) -> dict:
     ready = {}
     for target in targets:
         for mode in args.modes:
-            stream = mode == "stream"
-            reason = target.probe(stream)
+            if mode not in target.modes:
+                continue
+            reason = target.probe(mode)
             if reason:
                 ready[(target.name, mode)] = f"{mode} request failed: {reason}"
                 say(f"  {target.label} {mode}: FAILS ({reason})")
                 continue
+            url, path, body, headers = target.request(mode)
             script = workdir / f"{target.name}-{mode}.lua"
-            script.write_text(post_script(target.path(stream), target.body(stream), target.headers(stream)))
+            script.write_text(post_script(path, body, headers))
             ready[(target.name, mode)] = script
             if args.warmup:
-                run_wrk(target.url(stream), script, max(args.concurrency), args.warmup, args.wrk_threads)
+                run_wrk(url, script, max(args.concurrency), args.warmup, args.wrk_threads)
     return ready
 
 
@@ -121,20 +123,21 @@ def run_matrix(targets: list[Target], ready: dict, failed: dict, args) -> list[d
         for concurrency in args.concurrency:
             row = {"mode": mode, "concurrency": concurrency, "targets": {}}
             for target in order:
+                if mode not in target.modes:
+                    continue
                 prepared = ready.get((target.name, mode))
                 if not isinstance(prepared, Path):
                     row["targets"][target.name] = {"error": prepared or "not prepared"}
                     continue
                 say(f"  {mode:6} c={concurrency:<4} {target.label}")
                 try:
-                    result = run_wrk(
-                        target.url(mode == "stream"), prepared, concurrency, args.duration, args.wrk_threads
-                    )
+                    result = run_wrk(target.request(mode)[0], prepared, concurrency, args.duration, args.wrk_threads)
                     row["targets"][target.name] = {**result.to_dict(), "error_count": result.error_count}
                 except BenchError as exc:
                     row["targets"][target.name] = {"error": str(exc)[:300]}
             for name, reason in failed.items():
-                row["targets"][name] = {"error": reason}
+                if any(cls.name == name and mode in cls.modes for cls in ALL):
+                    row["targets"][name] = {"error": reason}
             row["targets"] = {cls.name: row["targets"][cls.name] for cls in ALL if cls.name in row["targets"]}
             cells.append(row)
             order = order[1:] + order[:1]

@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+import agent_request
 import requests
 from installs import LITELLM_PYTHON, PORTKEY_ENTRY, ensure_litellm, ensure_portkey
 from procs import Supervisor, free_port, run, wait_for_port
@@ -56,6 +57,14 @@ class Target:
 
     name = "target"
     label = "Target"
+    #: json and stream: OpenAI chat completions; agent: a Claude Code-sized Messages stream
+    #: (:mod:`agent_request`), for the targets that speak Anthropic's API to an Anthropic upstream
+    modes = ("json", "stream")
+
+    def request(self, mode: str) -> tuple[str, str, str, dict[str, str]]:
+        """(base URL, path, body, headers) of a request in ``mode``."""
+        stream = mode == "stream"
+        return self.url(stream), self.path(stream), self.body(stream), self.headers(stream)
 
     def start(self, sup: Supervisor, upstream: Upstream, workdir: Path) -> None:
         raise NotImplementedError
@@ -79,26 +88,27 @@ class Target:
     def version(self) -> str:
         return "?"
 
-    def probe(self, stream: bool) -> str | None:
+    def probe(self, mode: str) -> str | None:
         """Send one real request; None when the answer is the upstream's content, else why not."""
+        url, path, body, headers = self.request(mode)
+        stream = mode != "json"
         try:
-            response = requests.post(
-                self.url(stream) + self.path(stream),
-                data=self.body(stream),
-                headers=self.headers(stream),
-                timeout=30,
-                stream=stream,
-            )
+            response = requests.post(url + path, data=body, headers=headers, timeout=30, stream=stream)
         except requests.RequestException as exc:
             return f"request failed: {exc.__class__.__name__}"
         with response:
             if response.status_code != 200:
                 return f"HTTP {response.status_code}: {response.text[:160]!r}"
             try:
-                text = _stream_text(response) if stream else response.json()["choices"][0]["message"]["content"]
+                if mode == "agent":
+                    text = agent_request.stream_text(response.iter_lines(decode_unicode=True))
+                    expected = agent_request.CONTENT
+                else:
+                    text = _stream_text(response) if stream else response.json()["choices"][0]["message"]["content"]
+                    expected = CONTENT
             except (ValueError, KeyError, IndexError, TypeError) as exc:
                 return f"unexpected answer ({exc.__class__.__name__}): {response.text[:160]!r}"
-        if text != CONTENT:
+        if text != expected:
             return f"unexpected content {text!r}"
         return None
 
@@ -125,9 +135,15 @@ class Direct(Target):
     """nginx itself: the floor every gateway adds to."""
 
     name, label = "direct", "direct (nginx)"
+    modes = ("json", "stream", "agent")
 
     def start(self, sup, upstream, workdir):
         self.upstream = upstream
+
+    def request(self, mode):
+        if mode == "agent":
+            return self.upstream.anthropic_base, "/v1/messages", agent_request.body(), agent_request.headers()
+        return super().request(mode)
 
     def url(self, stream):
         return self.upstream.base(stream).removesuffix("/v1")
@@ -232,31 +248,40 @@ class Ours(Target):
 
     name, label = "ours", "Circuit Breaker"
     storage = {"STORAGE_BACKEND": "memory"}
+    modes = ("json", "stream", "agent")
 
     def start(self, sup, upstream, workdir):
         self.ports = {}
         run_dir = _run_dir(workdir)
-        for stream in (False, True):
-            storage = self.storage_env(sup, workdir, stream)
+        for mode in ("json", "stream", "agent"):
+            stream = mode != "json"
+            storage = self.storage_env(sup, workdir, mode)
             graphql_port, openai_port = free_port(), free_port()
             env = base_env()
             env.update(server_env(graphql_port, openai_port))
-            env.update(
-                OPENAI_BASE_URL=upstream.base(stream),
-                OPENAI_API_KEY=DUMMY_KEY,
-                CB_LOAD_DEFAULT_WORKFLOWS="false",
-                **storage,
-            )
-            name = f"{self.name}-{'sse' if stream else 'json'}"
+            if mode == "agent":  # Claude Code's requests relayed to an Anthropic deployment as they came
+                env.update(ANTHROPIC_BASE_URL=upstream.anthropic_base, ANTHROPIC_API_KEY=DUMMY_KEY)
+            else:
+                env.update(OPENAI_BASE_URL=upstream.base(stream), OPENAI_API_KEY=DUMMY_KEY)
+            env.update(CB_LOAD_DEFAULT_WORKFLOWS="false", **storage)
+            name = f"{self.name}-{'sse' if mode == 'stream' else mode}"
             proc = sup.start(name, gunicorn_argv(), env=env, cwd=run_dir)
             wait_for_port(openai_port, proc, 60, sup.log_path(name))
-            self.ports[stream] = openai_port
+            self.ports[mode] = openai_port
 
-    def storage_env(self, sup, workdir, stream: bool) -> dict:
+    def request(self, mode):
+        if mode == "agent":
+            return self.url_of(mode), "/v1/messages", agent_request.body(), agent_request.headers()
+        return super().request(mode)
+
+    def url_of(self, mode: str) -> str:
+        return f"http://127.0.0.1:{self.ports[mode]}"
+
+    def storage_env(self, sup, workdir, mode: str) -> dict:
         return dict(self.storage)
 
     def url(self, stream):
-        return f"http://127.0.0.1:{self.ports[stream]}"
+        return self.url_of("stream" if stream else "json")
 
     def version(self):
         done = run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], timeout=10)
@@ -268,7 +293,7 @@ class OursNats(Ours):
 
     name, label = "ours_nats", "Circuit Breaker (NATS, 2 workers)"
 
-    def storage_env(self, sup, workdir, stream):
+    def storage_env(self, sup, workdir, mode):
         from graphql_bench import start_nats
 
         if not getattr(self, "nats_url", None):
@@ -277,7 +302,7 @@ class OursNats(Ours):
             "STORAGE_BACKEND": "nats",
             "NATS_URL": self.nats_url,
             "WEB_CONCURRENCY": "2",
-            "NATS_PREFIX": "benchsse" if stream else "benchjson",
+            "NATS_PREFIX": f"bench{mode}",
         }
 
 

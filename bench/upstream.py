@@ -1,8 +1,9 @@
 """The upstream every target talks to: Debian's nginx answering with fixed OpenAI payloads.
 
-Two server blocks on two free ports of 127.0.0.1: one answers ``POST /v1/chat/completions``
-with a fixed chat completion (JSON), the other with a fixed SSE stream (content chunks, a
-usage chunk, ``[DONE]``). nginx runs in the foreground with one worker, its pid, logs and
+Three server blocks on free ports of 127.0.0.1: one answers ``POST /v1/chat/completions``
+with a fixed chat completion (JSON), one with a fixed SSE stream (content chunks, a usage
+chunk, ``[DONE]``), and one ``POST /v1/messages`` with Anthropic's event stream (the
+``agent`` mode, :mod:`agent_request`). nginx runs in the foreground with one worker, its pid, logs and
 temporary files in the run's directory, and no access log, so it never bottlenecks a gateway.
 """
 
@@ -13,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import agent_request
 from procs import BenchError, Supervisor, free_port, wait_for_port
 
 MODEL = "gpt-4o-mini"
@@ -86,7 +88,39 @@ def _server(port: int, content_type: str, body: str) -> str:
     }}"""
 
 
-def nginx_config(workdir: Path, json_port: int, sse_port: int) -> str:
+def _anthropic_server(port: int) -> str:
+    """``POST /v1/messages`` reads the whole body before it answers, as Anthropic does (nginx's
+    ``return`` alone answers before reading it, which no real upstream does): the body is
+    buffered by ``proxy_pass``, and the answer comes, without the body, from a location of the
+    same server over kept-alive connections."""
+    return f"""
+    upstream anthropic_answer {{
+        server 127.0.0.1:{port};
+        keepalive 256;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location = /v1/messages {{
+            proxy_pass http://anthropic_answer/answer;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_buffering off;
+        }}
+        location = /answer {{
+            default_type text/event-stream;
+            add_header Cache-Control no-cache;
+            return 200 {_nginx_string(agent_request.sse_body())};
+        }}
+        location / {{
+            default_type application/json;
+            return 404 '{{"type":"error","error":{{"type":"not_found_error","message":"Not Found"}}}}';
+        }}
+    }}"""
+
+
+def nginx_config(workdir: Path, json_port: int, sse_port: int, agent_port: int) -> str:
     temp = workdir / "nginx-temp"
     paths = "\n".join(
         f"    {kind}_temp_path {temp / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -105,8 +139,10 @@ http {{
     keepalive_requests 10000000;
     keepalive_timeout 75s;
     server_tokens off;
+    client_body_buffer_size 1m;  # the agent mode's 100 KB bodies stay in memory
 {_server(json_port, "application/json", json.dumps(COMPLETION, separators=(",", ":")))}
 {_server(sse_port, "text/event-stream", sse_body())}
+{_anthropic_server(agent_port)}
 }}
 """
 
@@ -122,6 +158,12 @@ def nginx_binary() -> str:
 class Upstream:
     json_port: int
     sse_port: int
+    agent_port: int
+
+    @property
+    def anthropic_base(self) -> str:
+        """Base URL of the block answering ``POST /v1/messages`` with Anthropic's event stream."""
+        return f"http://127.0.0.1:{self.agent_port}"
 
     @property
     def json_base(self) -> str:
@@ -139,13 +181,14 @@ class Upstream:
 
 def start_upstream(sup: Supervisor, workdir: Path) -> Upstream:
     """Write the config into ``workdir`` and start nginx in the foreground under ``sup``."""
-    up = Upstream(free_port(), free_port())
+    up = Upstream(free_port(), free_port(), free_port())
     (workdir / "nginx-temp").mkdir(exist_ok=True)
     conf = workdir / "nginx.conf"
-    conf.write_text(nginx_config(workdir, up.json_port, up.sse_port))
+    conf.write_text(nginx_config(workdir, up.json_port, up.sse_port, up.agent_port))
     argv = [nginx_binary(), "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "nginx-error.log")]
     proc = sup.start("nginx", argv)
     log = sup.log_path("nginx")
     wait_for_port(up.json_port, proc, 10, log)
     wait_for_port(up.sse_port, proc, 10, log)
+    wait_for_port(up.agent_port, proc, 10, log)
     return up

@@ -70,8 +70,21 @@ def json_too_deep(text: str | bytes | bytearray, limit: int) -> bool:
     if data.count(b"[") + data.count(b"{") <= limit:
         return False
     if b'"' in data:
-        data = _JSON_STRING.sub(b"", data)
+        data = _without_strings(data)
     return _brackets_deeper(data.translate(_JSON_TABLE, _JSON_OTHER), limit)
+
+
+def _without_strings(data: bytes) -> bytes:
+    """A JSON text with its strings cut out. Escaped backslashes, then escaped quotes, are
+    removed first (a backslash in JSON is always the first of an escaped pair, and removing the
+    pairs left to right keeps the rest paired), so every remaining quote opens or closes a string
+    and the text between quotes alternates outside, inside: what is outside is every second piece
+    of a split on quotes. All in C, a few times faster than one regular expression over the text."""
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"")
+    if b'\\"' in data:
+        data = data.replace(b'\\"', b"")
+    return b"".join(data.split(b'"')[::2])
 
 
 def graphql_too_deep(document: str | bytes, limit: int) -> bool:
