@@ -51,4 +51,5 @@ def install_openai(app: Flask, settings: Settings) -> Callable[[Response], Respo
 
 def install_graphql(app: Flask, settings: Settings) -> None:
     if settings.graphql_cors_origins:
-        CORS(app, origins=list(settings.graphql_cors_origins), max_age=600)
+        # a browser MCP client must read the session id that initialize returns (/mcp)
+        CORS(app, origins=list(settings.graphql_cors_origins), max_age=600, expose_headers=["Mcp-Session-Id"])

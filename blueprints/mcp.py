@@ -95,6 +95,8 @@ def _authorized() -> bool:
 
 @bp.before_request
 def check_caller():
+    if request.method == "OPTIONS":
+        return None  # a CORS preflight carries no key; flask_cors answers it (GRAPHQL_CORS_ORIGINS)
     origin = request.headers.get("Origin")
     if origin is not None and not _origin_allowed(origin):
         return _failure(

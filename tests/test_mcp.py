@@ -339,3 +339,30 @@ def test_arguments_outside_the_schema_are_tool_errors(server, arguments):
     answer = call(server, headers, "tools/call", {"name": "create_token", "arguments": arguments}).json()
     assert answer["result"]["isError"]
     assert "argument" in answer["result"]["content"][0]["text"]
+
+
+def test_null_optional_arguments_and_data_as_a_json_string_are_understood(server):
+    headers = session_headers(server)
+    arguments = {"workflow_id": "document_review", "place": None, "data": '{"title": "as text"}'}
+    answer = call(server, headers, "tools/call", {"name": "create_token", "arguments": arguments}).json()
+    token = answer["result"]["structuredContent"]
+    assert token["place"] == "draft" and token["data"] == {"title": "as text"}
+
+
+def test_an_origin_in_graphql_cors_origins_may_use_mcp_and_read_the_session_id(server_factory):
+    server = server_factory(GRAPHQL_CORS_ORIGINS="https://app.example.com", GRAPHQL_API_KEY="gql-secret-123")
+    origin = {"Origin": "https://app.example.com", "Authorization": "Bearer gql-secret-123"}
+    preflight = requests.options(  # a browser's preflight carries no key
+        server.graphql_url + "/mcp",
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    answer = initialize(server, origin)
+    assert answer.status_code == 200
+    assert "Mcp-Session-Id" in answer.headers["Access-Control-Expose-Headers"]
+    assert initialize(server, {**origin, "Origin": "https://other.example.com"}).status_code == 403

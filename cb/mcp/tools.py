@@ -330,6 +330,7 @@ def call(services, session: Session, tool: Tool, arguments: Any) -> dict:
     if not isinstance(arguments, dict):
         return _error_result(f"The arguments of {tool.name} must be a JSON object (see its inputSchema).")
     try:
+        arguments = _lenient(tool.input_schema, arguments)
         _check(tool.input_schema, arguments)
         result = tool.run(services, session, arguments)
     except CircuitBreakerError as exc:
@@ -342,6 +343,24 @@ def _error_result(message: str) -> dict:
 
 
 _TYPES = {"string": str, "object": dict, "integer": int}
+
+
+def _lenient(schema: dict, arguments: dict) -> dict:
+    """What models send that means something clear: null for an optional argument (left out),
+    and an object given as a string of JSON (decoded, as GraphQL's JSON scalar does)."""
+    found = {}
+    for name, value in arguments.items():
+        spec = schema["properties"].get(name) or {}
+        if value is None and name not in schema["required"]:
+            continue
+        if spec.get("type") == "object" and isinstance(value, str):
+            try:
+                decoded = json.loads(value)
+            except ValueError:
+                decoded = value
+            value = decoded if isinstance(decoded, dict) else value
+        found[name] = value
+    return found
 
 
 def _check(schema: dict, arguments: dict) -> None:
