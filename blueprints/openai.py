@@ -57,7 +57,7 @@ _ERROR_TYPES = {
 def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict:
     """The error envelope of the API the request spoke: Anthropic's under ``/v1/messages``, else OpenAI's."""
     if has_request_context() and request.path.startswith("/v1/messages"):
-        return messages_api.error_body(status, message)
+        return messages_api.error_body(status, message, code)
     kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 

@@ -311,3 +311,38 @@ def test_a_request_to_its_own_vendor_drops_nothing(gateway, upstream):
     )
     assert answer.status_code == 200 and "x-cb-dropped" not in answer.headers
     assert upstream.chat_requests()[-1].json["context_management"] == body["context_management"]
+
+
+def test_a_prompt_too_long_for_another_vendor_is_said_in_each_clients_words(gateway, upstream):
+    too_long = {
+        "error": {
+            "message": "This model's maximum context length is 400000 tokens. However, your messages resulted in "
+            "412345 tokens.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    }
+    gemini_too_long = {
+        "error": {
+            "code": 400,
+            "message": "The input token count (1048577) exceeds the maximum number of tokens allowed (1048576).",
+            "status": "INVALID_ARGUMENT",
+        }
+    }
+    upstream.fail_next(400, too_long)
+    upstream.fail_next(400, gemini_too_long)
+    claude = requests.post(
+        gateway.openai_url + "/v1/messages",
+        json={"model": "gpt-5", "max_tokens": 64, "messages": [{"role": "user", "content": "Hi"}]},
+        headers={"anthropic-version": "2023-06-01"},
+        timeout=20,
+    )
+    assert claude.status_code == 400
+    assert claude.json()["error"]["message"].startswith("prompt is too long")  # Claude Code compacts on this
+    codex = requests.post(
+        gateway.openai_url + "/v1/responses",
+        json={"model": "gemini-2.5-pro", "input": "Hi"},
+        timeout=20,
+    )
+    assert codex.status_code == 400 and codex.json()["error"]["code"] == "context_length_exceeded"

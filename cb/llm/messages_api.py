@@ -62,9 +62,12 @@ STOP_REASONS = {
 ANTHROPIC_ONLY_BLOCKS = ("thinking", "redacted_thinking")
 
 
-def error_body(status: int, message: str) -> dict:
-    """Anthropic's error envelope: ``{"type": "error", "error": {"type", "message"}}``."""
+def error_body(status: int, message: str, code: str | None = None) -> dict:
+    """Anthropic's error envelope: ``{"type": "error", "error": {"type", "message"}}``. A prompt too
+    long for another vendor's model says so in Anthropic's words, which Claude Code compacts on."""
     kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    if code == "context_length_exceeded" and "prompt is too long" not in message:
+        message = f"prompt is too long: {message}"
     return {"type": "error", "error": {"type": kind, "message": message}}
 
 
@@ -528,7 +531,7 @@ class MessageEvents:
         ]
 
     def fail(self, status: int, message: str, code: str | None = None) -> list[tuple[str, dict]]:
-        return [("error", error_body(status, message))]
+        return [("error", error_body(status, message, code))]
 
 
 # -- model listing -------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cb.llm.errors import InvalidRequest
+from cb.llm.providers.errors import is_context_overflow
 from cb.llm.tools import FREEFORM_PARAMETERS, TOOL_IMAGES, add_tool, canonical_name, client_name, custom_input
 from cb.llm.types import (
     ChatRequest,
@@ -648,16 +649,10 @@ class ResponseEvents:
         return [self._event("response.failed", response=self._snapshot("failed", error=error))]
 
 
-#: what in an upstream's error message means the prompt did not fit (OpenAI, Anthropic, Gemini wording)
-CONTEXT_PHRASES = ("context length", "context_length", "context window", "prompt is too long", "too many tokens",
-                   "input token count", "maximum context")  # fmt: skip
-
-
 def failure_code(status: int, message: str, code: str | None = None) -> str:
     """The ``response.failed`` error code, among those Codex acts on: ``context_length_exceeded``
     (it compacts), ``rate_limit_exceeded`` (it waits and retries), else ``server_error``."""
-    lowered = message.lower()
-    if code == "context_length_exceeded" or any(phrase in lowered for phrase in CONTEXT_PHRASES):
+    if is_context_overflow(message, code):
         return "context_length_exceeded"
     if status == 429 or code in ("rate_limit_exceeded", "rate_limited"):
         return "rate_limit_exceeded"

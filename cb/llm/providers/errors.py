@@ -23,6 +23,16 @@ LABELS = {
     "openai_compatible": "OpenAI-compatible",
 }
 MESSAGE_LIMIT = 500  # characters of the provider's own message passed on to clients
+#: what in an upstream's error message means the prompt did not fit (OpenAI, Anthropic, Gemini wording)
+CONTEXT_PHRASES = ("context length", "context_length", "context window", "prompt is too long", "too many tokens",
+                   "input token count", "maximum context")  # fmt: skip
+
+
+def is_context_overflow(message: str, code: str | None = None) -> bool:
+    """Whether an upstream error says the prompt does not fit the model's context window."""
+    lowered = message.lower()
+    return code == "context_length_exceeded" or any(phrase in lowered for phrase in CONTEXT_PHRASES)
+
 
 # things that look like credentials: OpenAI/Anthropic sk-..., Google AIza..., bearer tokens
 _KEYISH = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|AIza[A-Za-z0-9_\-]{10,}|Bearer\s+\S+|key=[^&\s\"']+)")
@@ -90,6 +100,8 @@ def map_http_error(provider: str, status: int, body: bytes, headers: dict[str, s
         )
         if code:
             error.openai_code = code
+        if status in (400, 413) and is_context_overflow(message, code):
+            error.openai_code = "context_length_exceeded"  # one code whichever vendor said it: agents compact on it
         return error
     if status in (401, 403):
         text = f"the provider rejected the server's credentials (HTTP {status}): {message}"
