@@ -9,12 +9,15 @@ import time
 from datetime import UTC, datetime
 
 import anthropic
+import openai
 import pytest
 import requests
 from genai_prices import Usage as PricedUsage
 from genai_prices import calc_price
 
+from tests.harness import Server
 from tests.upstreams.anthropic_server import KEY as ANTHROPIC_KEY
+from tests.upstreams.anthropic_server import MODELS as CLAUDES
 from tests.upstreams.anthropic_server import AnthropicUpstream
 from tests.upstreams.exchange import serving
 from tests.upstreams.gemini_server import KEY as GEMINI_KEY
@@ -192,12 +195,37 @@ def expected(model: str, provider: str, **usage: int) -> float:
 @pytest.mark.parametrize(
     "model, vendor, provider, answer, usage",
     [
-        (  # above 200k: every token at Sonnet 4.5's long-context rates; cache reads and writes
+        (  # above 200k: every token at Sonnet 4.5's long-context rates; cache reads, 5-minute and 1-hour writes
             "claude-sonnet-4-5",
             1,
             "anthropic",
-            Answer(prompt_tokens=250_000, cached_tokens=50_000, cache_write_tokens=20_000, completion_tokens=900),
-            {"input_tokens": 250_000, "cache_read_tokens": 50_000, "cache_write_tokens": 20_000, "output_tokens": 900},
+            Answer(
+                prompt_tokens=250_000,
+                cached_tokens=50_000,
+                cache_write_tokens=20_000,
+                cache_write_1h_tokens=8_000,
+                completion_tokens=900,
+            ),
+            {
+                "input_tokens": 250_000,
+                "cache_read_tokens": 50_000,
+                "cache_write_tokens": 20_000,
+                "cache_write_1h_tokens": 8_000,
+                "output_tokens": 900,
+            },
+        ),
+        (  # below 200k: a 1-hour cache write at Opus 4.8's price
+            "claude-opus-4-8",
+            1,
+            "anthropic",
+            Answer(prompt_tokens=30_000, cached_tokens=1_000, cache_write_tokens=9_000, cache_write_1h_tokens=9_000),
+            {
+                "input_tokens": 30_000,
+                "cache_read_tokens": 1_000,
+                "cache_write_tokens": 9_000,
+                "cache_write_1h_tokens": 9_000,
+                "output_tokens": 7,
+            },
         ),
         (  # a cache read and thinking; below 200k
             "gemini-2.5-pro",
@@ -237,3 +265,92 @@ def test_an_openai_requests_cost_is_calc_price(gateway):
     )
     usage = {"input_tokens": answer.usage.prompt_tokens, "output_tokens": answer.usage.completion_tokens}
     assert cost_of(server, "cost-gpt-5")["total_cost"] == pytest.approx(expected("gpt-5", "openai", **usage), rel=1e-9)
+
+
+# -- listings failing, workers starting, workers agreeing ----------------------------------------
+
+
+def anthropic_ids(server) -> set[str]:
+    return {k for k, v in models_of(server).items() if v.get("provider") == "anthropic" and "/" not in k}
+
+
+def test_a_failed_listing_keeps_the_last_good_list(server_factory):
+    with AnthropicUpstream(strict=True) as up:
+        server = server_factory(**env_for(anthropic_up=up, OPENAI_MODELS_REFRESH_SECONDS="0.3"))
+        assert "claude-3-7-sonnet-20250219" in models_of(server)
+        up.listing_down = True
+        polls = len(up.listings)
+        assert wait_until(lambda: len(up.listings) >= polls + 3)  # three failed rounds
+        assert "claude-3-7-sonnet-20250219" in models_of(server)
+        assert chat(server, "claude-3-7-sonnet").status_code == 200
+        assert "could not list the models of anthropic" in server.logs()
+        up.models = [m for m in up.models if m[0] != "claude-3-7-sonnet-20250219"]
+        up.listing_down = False  # it lists again: its new list applies
+        assert wait_until(lambda: "claude-3-7-sonnet-20250219" not in models_of(server))
+        gone = chat(server, "claude-3-7-sonnet")
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == "model_not_found"
+
+
+def test_a_worker_started_while_the_listing_is_down_serves_by_naming(server_factory):
+    with AnthropicUpstream(strict=True) as up:
+        up.listing_down = True
+        server = server_factory(**env_for(anthropic_up=up))
+        assert "claude-opus-4-8" not in models_of(server)  # nothing listed
+        claude = anthropic.Anthropic(base_url=server.openai_url, api_key="unused", max_retries=0)
+        assert claude.messages.create(
+            model="claude-opus-4-8", max_tokens=20, messages=[{"role": "user", "content": "Hi"}]
+        )
+        client = openai.OpenAI(base_url=server.openai_url + "/v1", api_key="unused", max_retries=0)
+        assert client.chat.completions.create(model="claude-haiku-4-5", messages=[{"role": "user", "content": "Hi"}])
+        # a name Anthropic does not have: its own 404, in the envelope of the API asked
+        with pytest.raises(anthropic.NotFoundError) as native:
+            claude.messages.create(model="claude-opus-9-9", max_tokens=20, messages=[{"role": "user", "content": "Hi"}])
+        assert native.value.body["type"] == "error" and native.value.body["error"]["type"] == "not_found_error"
+        assert "claude-opus-9-9" in native.value.body["error"]["message"]
+        with pytest.raises(openai.NotFoundError) as translated:
+            client.chat.completions.create(model="claude-opus-9-9", messages=[{"role": "user", "content": "Hi"}])
+        assert "claude-opus-9-9" in translated.value.body["message"]
+
+
+def test_two_workers_on_nats_serve_the_same_lists(server_factory):
+    with AnthropicUpstream() as up:
+        prefix = Server.fresh_namespace()
+        env = env_for(anthropic_up=up, OPENAI_MODELS_REFRESH_SECONDS="0.5", NATS_PREFIX=prefix, WEB_CONCURRENCY="2")
+        first = server_factory("nats", **env)
+        listed = {m[0] for m in CLAUDES} - {"claude-3-opus-20240229"} | {"claude-3-opus"}
+        assert anthropic_ids(first) == listed
+        up.listing_down = True
+        second = server_factory("nats", **env)  # it cannot list: it serves what the first stored
+        assert anthropic_ids(second) == listed
+        up.models.insert(0, ("claude-opus-5", "Claude Opus 5", "2026-12-05T00:00:00Z", 1000000, 128000))
+        up.listing_down = False
+        for server in (first, second):  # whichever worker lists it first, every worker serves it
+            assert wait_until(lambda s=server: all("claude-opus-5" in anthropic_ids(s) for _ in range(4)))
+        assert anthropic_ids(first) == anthropic_ids(second) == listed | {"claude-opus-5"}
+
+
+# -- unpriced ----------------------------------------------------------------------------------
+
+
+def test_a_model_nobody_prices_is_served_and_recorded_as_unpriced(server_factory):
+    lab = ("claude-lab-preview-1", "Claude Lab Preview", "2026-12-01T00:00:00Z", 200000, 8192)
+    with AnthropicUpstream(models=(lab, *CLAUDES)) as up:
+        server = server_factory(**env_for(anthropic_up=up))
+        entry = models_of(server)["claude-lab-preview-1"]
+        assert (entry["priced"], entry["input_price_per_million"], entry["cached_input_price_per_million"]) == (
+            False,
+            0.0,
+            None,
+        )
+        for _ in range(2):
+            assert chat(server, "claude-lab-preview-1", "lab").status_code == 200
+        assert chat(server, "claude-haiku-4-5", "lab").status_code == 200
+        report = cost_of(server, "lab")
+        assert report["unpriced_requests"] == 2
+        assert report["model_breakdown"]["claude-lab-preview-1"]["priced"] is False
+        assert report["model_breakdown"]["claude-lab-preview-1"]["cost"] == 0
+        assert report["total_cost"] == pytest.approx(report["model_breakdown"]["claude-haiku-4-5-20251001"]["cost"])
+        metrics = requests.get(server.graphql_url + "/metrics", timeout=5).text
+        assert 'cb_llm_unpriced_requests_total{model="claude-lab-preview-1",provider="anthropic"} 2.0' in metrics
+        said = [line for line in server.logs().splitlines() if "claude-lab-preview-1 at anthropic has no price" in line]
+        assert len(said) == 1
