@@ -25,7 +25,8 @@ def usage() -> None:
 @click.option("--until", metavar="DATE", help="Last day counted (inclusive), or an ISO datetime.")
 @json_option
 def summary(since: str | None, until: str | None, as_json: bool) -> None:
-    """Total spend, requests and tokens, per provider, per model and per day (UTC)."""
+    """Total spend, requests and tokens, per provider, per model and per day (UTC); requests of
+    models nobody prices are counted as UNPRICED (their cost is not in the totals)."""
     analytics = operator().services().analytics
     try:
         period = AnalyticsFilter.from_input({"start_date": since, "end_date": until})
@@ -41,6 +42,11 @@ def summary(since: str | None, until: str | None, as_json: bool) -> None:
         f"{report['total_tokens']} tokens ({report['prompt_tokens']} prompt, "
         f"{report['completion_tokens']} completion)"
     )
+    if report["unpriced_requests"]:
+        click.echo(
+            f"Unpriced: {report['unpriced_requests']} request(s) of models with no known price, not in the total; "
+            "price them in CB_CONFIG [prices] or the deployment's prices"
+        )
     if not report["total_requests"]:
         return
     for title, groups in (
@@ -49,8 +55,12 @@ def summary(since: str | None, until: str | None, as_json: bool) -> None:
         ("DAY", {d["date"]: d for d in report["daily_usage"]}),
     ):
         click.echo("")
-        rows = [[name, g["requests"], g["tokens"], money(g["cost"])] for name, g in groups.items()]
-        for line in table(rows, [title, "REQUESTS", "TOKENS", "COST"]):
+        rows = [
+            [name, g["requests"], g["tokens"], "unpriced" if g["unpriced_requests"] == g["requests"] else money(g["cost"])]
+            + [g["unpriced_requests"]]
+            for name, g in groups.items()
+        ]
+        for line in table(rows, [title, "REQUESTS", "TOKENS", "COST", "UNPRICED"]):
             click.echo(line)
 
 

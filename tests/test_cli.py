@@ -237,6 +237,12 @@ def test_usage_summary_gives_the_figures_of_cost_analytics(server, cli):
 
     text = cli.run("cb", "usage", "summary").stdout
     assert f"{summary['total_requests']} request(s)" in text and "gpt-4o-mini" in text and "openai" in text
+
+    client(server, key).chat.completions.create(model="openai/gpt-lab-1", messages=[{"role": "user", "content": "hi"}])
+    text = cli.run("cb", "usage", "summary").stdout  # genai-prices knows no gpt-lab-1
+    assert "Unpriced: 1 request(s) of models with no known price" in text
+    row = next(line.split() for line in text.splitlines() if line.startswith("gpt-lab-1"))
+    assert row[1:] == ["1", row[2], "unpriced", "1"]
     future = cli.json("cb", "usage", "summary", "--since", "2999-01-01")
     assert future["total_requests"] == 0
 

@@ -193,6 +193,7 @@ def test_dashboard_shows_the_figures_of_cost_analytics_for_the_traffic_made(gate
     assert tiles["total_cost"] == [costs["total_cost"], usd(costs["total_cost"])]
     assert tiles["total_requests"][0] == 4 and tiles["total_tokens"][0] == costs["total_tokens"]
     assert tiles["prompt_tokens"][0] == costs["prompt_tokens"]
+    assert tiles["unpriced_requests"] == [0, "0"]
     assert tiles["healthy"][1] == "1 of 1 configured"  # openai; google and ollama have no address or key
 
     models = table_values(page, "models", "model")
@@ -203,6 +204,7 @@ def test_dashboard_shows_the_figures_of_cost_analytics_for_the_traffic_made(gate
             "completion tokens": v["completion_tokens"],
             "tokens": v["tokens"],
             "cost": v["cost"],
+            "unpriced": v["unpriced_requests"],
         }
         for model, v in costs["model_breakdown"].items()
     }
@@ -235,6 +237,27 @@ def test_dashboard_shows_the_figures_of_cost_analytics_for_the_traffic_made(gate
 
     resources = page.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
     assert resources and all(url.startswith(gateway.graphql_url + "/") for url in resources), resources
+    assert page.problems == []
+
+
+def test_the_dashboard_shows_requests_of_unpriced_models_apart(server_factory, upstream, page):
+    gateway = server_factory(OPENAI_API_KEY=API_KEY, OPENAI_BASE_URL=upstream.base_url)
+    with openai.OpenAI(base_url=gateway.openai_url + "/v1", api_key="x", max_retries=0, timeout=20) as client:
+        for model in ("openai/gpt-lab-1", "openai/gpt-lab-1", "gpt-4o-mini"):  # genai-prices knows no gpt-lab-1
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hello"}])
+    open_dashboard(page, gateway)
+    tiles = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#totals .tile')].map(t => [t.dataset.name, [Number(t.dataset.value), t.querySelector('.value').textContent]]))"
+    )
+    assert tiles["unpriced_requests"] == [2, "2"]
+    models = table_values(page, "models", "model")
+    assert (models["gpt-lab-1"]["unpriced"], models["gpt-lab-1"]["cost"]) == (2, 0)
+    assert models["gpt-4o-mini"]["unpriced"] == 0 and models["gpt-4o-mini"]["cost"] > 0
+    shown = page.evaluate(
+        "[...document.querySelectorAll('#models tr')].find(tr => tr.textContent.startsWith('gpt-lab-1'))"
+        ".querySelector('[data-column=cost]').textContent"
+    )
+    assert shown == "unpriced"
     assert page.problems == []
 
 

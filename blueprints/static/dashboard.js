@@ -13,7 +13,7 @@
 
   const QUERY = `query Dashboard($range: CostAnalyticsInput, $granularity: UsageGranularity) {
     costAnalytics(input: $range) {
-      total_cost total_requests total_tokens prompt_tokens completion_tokens
+      total_cost total_requests total_tokens prompt_tokens completion_tokens unpriced_requests
       model_breakdown provider_breakdown top_models period_start period_end
       usage_series(granularity: $granularity) { start cost requests tokens providers }
     }
@@ -166,7 +166,8 @@
       ["prompt tokens", (r) => int(r.prompt_tokens), "num", (r) => r.prompt_tokens],
       ["completion tokens", (r) => int(r.completion_tokens), "num", (r) => r.completion_tokens],
       ["tokens", (r) => int(r.tokens), "num", (r) => r.tokens],
-      ["cost", (r) => usd(r.cost), "num", (r) => r.cost],
+      ["cost", (r) => (r.unpriced_requests === r.requests ? "unpriced" : usd(r.cost)), "num", (r) => r.cost],
+      ["unpriced", (r) => int(r.unpriced_requests || 0), "num", (r) => r.unpriced_requests || 0],
     ], models, "no requests in this period");
     Charts.horizontalBars($("top-models"), costs.top_models.map((m) => ({ label: m.model, value: m.cost })), usd);
     const providers = Object.entries(costs.provider_breakdown).map(([provider, v]) => ({ provider, ...v }));
@@ -190,6 +191,8 @@
       ["requests", int(costs.total_requests), "total_requests", costs.total_requests],
       ["tokens", int(costs.total_tokens), "total_tokens", costs.total_tokens],
       ["prompt / completion", `${int(costs.prompt_tokens)} / ${int(costs.completion_tokens)}`, "prompt_tokens", costs.prompt_tokens],
+      // requests of models nobody prices: not in the total cost; an operator adds a price for them
+      ["unpriced requests", int(costs.unpriced_requests), "unpriced_requests", costs.unpriced_requests],
       ["healthy deployments", `${healthy} of ${serving.length} configured`, "healthy", healthy],
     ];
     $("totals").replaceChildren(...tiles.map(([label, shown, name, value]) => {
