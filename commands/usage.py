@@ -15,6 +15,11 @@ def money(cost: float) -> str:
     return "$" + (text or "0")
 
 
+def cost(group: dict) -> str:
+    """A group's spend, or "unpriced" when none of its requests had a price."""
+    return "unpriced" if group["unpriced_requests"] == group["requests"] else money(group["cost"])
+
+
 @click.group("usage", cls=OperatorGroup)
 def usage() -> None:
     """Usage and cost, from the ledger every server appends to."""
@@ -55,11 +60,7 @@ def summary(since: str | None, until: str | None, as_json: bool) -> None:
         ("DAY", {d["date"]: d for d in report["daily_usage"]}),
     ):
         click.echo("")
-        rows = [
-            [name, g["requests"], g["tokens"], "unpriced" if g["unpriced_requests"] == g["requests"] else money(g["cost"])]
-            + [g["unpriced_requests"]]
-            for name, g in groups.items()
-        ]
+        rows = [[name, g["requests"], g["tokens"], cost(g), g["unpriced_requests"]] for name, g in groups.items()]
         for line in table(rows, [title, "REQUESTS", "TOKENS", "COST", "UNPRICED"]):
             click.echo(line)
 
