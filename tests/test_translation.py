@@ -4,6 +4,7 @@ The requests are shaped after what Claude Code 2.1.332 and Codex 0.171.0 really 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -384,3 +385,24 @@ def test_images_of_codex_tool_outputs_follow_the_run_of_outputs():
     chat = responses_api.parse_request(request).chat
     assert [m.role for m in chat.messages] == ["user", "assistant", "tool", "tool", "user"]
     assert chat.messages[-1].content[1].image_url == f"data:image/png;base64,{PNG}"
+
+
+def test_a_session_moving_from_gemini_to_another_vendor_keeps_its_calls_matched():
+    signed = "call_" + "a" * 24 + "_" + "Zm9v" * 40  # a Gemini call id with its thought signature
+    chat = messages_api.parse_request(
+        {
+            "model": "gpt-5",
+            "max_tokens": 100,
+            "messages": [
+                {"role": "user", "content": "go"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": signed, "name": "Read", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": signed, "content": "ok"}]},
+            ],
+        }
+    )
+    openai_body = body_for(OpenAIProvider(), chat, "gpt-5")["messages"]
+    call_id = openai_body[1]["tool_calls"][0]["id"]
+    assert len(call_id) <= 40 and openai_body[2]["tool_call_id"] == call_id
+    translated = dataclasses.replace(chat, anthropic_body=None)  # as from another client API
+    anthropic_body = body_for(AnthropicProvider(), translated, "claude-sonnet-4-5")["messages"]
+    assert anthropic_body[1]["content"][0]["id"] == anthropic_body[2]["content"][0]["tool_use_id"] == call_id

@@ -33,6 +33,7 @@ from cb.llm.providers.wire import (
     parse_arguments,
     refuse_choices_and_logprobs,
     relayed,
+    safe_call_id,
     split_data_url,
     sse_data,
     sse_events,
@@ -351,7 +352,7 @@ def _turns(messages: list[Message]) -> list[dict]:
 
 def _blocks(message: Message) -> list[dict]:
     if message.role == "tool":
-        return [{"type": "tool_result", "tool_use_id": message.tool_call_id or "", "content": message.text()}]
+        return [{"type": "tool_result", "tool_use_id": safe_call_id(message.tool_call_id), "content": message.text()}]
     blocks: list[dict] = []
     parts = message.content if isinstance(message.content, list) else None
     if parts is None:
@@ -364,7 +365,14 @@ def _blocks(message: Message) -> list[dict]:
             elif part.type == "image_url" and part.image_url:
                 blocks.append({"type": "image", "source": _image_source(part.image_url)})
     for call in message.tool_calls:
-        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": parse_arguments(call.arguments)})
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": safe_call_id(call.id),
+                "name": call.name,
+                "input": parse_arguments(call.arguments),
+            }
+        )
     return blocks
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from cb.llm.errors import UpstreamError
 from cb.llm.providers.base import Deployment, ListedModel, Provider, UpstreamCall
 from cb.llm.providers.errors import redact
-from cb.llm.providers.wire import event_json, refuse_server_tools, relayed, sse_events
+from cb.llm.providers.wire import event_json, refuse_server_tools, relayed, safe_call_id, sse_events
 from cb.llm.tools import effort_of
 from cb.llm.types import (
     ChatRequest,
@@ -63,11 +63,11 @@ def wire_message(message: Message) -> dict:
     out: dict = {"role": message.role, "content": _content(message)}
     if message.tool_calls:
         out["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            {"id": safe_call_id(c.id), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
             for c in message.tool_calls
         ]
     if message.tool_call_id:
-        out["tool_call_id"] = message.tool_call_id
+        out["tool_call_id"] = safe_call_id(message.tool_call_id)
     if message.name:
         out["name"] = message.name
     return out

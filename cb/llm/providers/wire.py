@@ -7,8 +7,10 @@ as JSON strings. Each is decoded in exactly one place, here.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mimetypes
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 
@@ -198,3 +200,15 @@ def refuse_server_tools(provider: str, request: ChatRequest) -> None:
         )
     for tool in request.server_tools:
         request.drop(tool)
+
+
+_CALL_ID = re.compile(r"[a-zA-Z0-9_-]{1,40}")
+
+
+def safe_call_id(call_id: str | None) -> str:
+    """A tool call id every target takes (at most 40 characters of ``[a-zA-Z0-9_-]``: OpenAI's limit,
+    Anthropic's alphabet), the same for the same id, so a call and its result still match. Ids from
+    another vendor (Gemini's carry a thought signature) get shortened when a session changes models."""
+    if call_id is None or _CALL_ID.fullmatch(call_id):
+        return call_id or ""
+    return "call_" + hashlib.sha256(call_id.encode()).hexdigest()[:32]
