@@ -187,10 +187,13 @@ def open_stream():
     session = _session()
     check_version(request.headers.get(VERSION_HEADER))
     server, settings = _server(), services().settings
-    feed = server.open_feed()
-    stop_on_drain = lifecycle.on_drain(feed.end)
+    server.check_stream_room()
 
     def stream():
+        # everything is opened here, inside the generator: one never started (a HEAD request, a
+        # response dropped before its body) then holds nothing that its cleanup would miss
+        feed = server.open_feed()
+        stop_on_drain = lifecycle.on_drain(feed.end)
         try:
             yield ": stream open\n\n"
             while True:

@@ -300,6 +300,16 @@ def test_the_get_stream_says_when_workflows_change_and_ends_with_the_session(ser
     assert set(rest) <= {"", ": keep-alive"}
 
 
+def test_open_get_streams_per_worker_are_bounded_and_head_opens_none(server_factory):
+    server = server_factory(MCP_MAX_SESSIONS="1")
+    url, headers = server.graphql_url + "/mcp", {**session_headers(server), "Accept": "text/event-stream"}
+    assert requests.head(url, headers=headers, timeout=10).status_code == 200
+    with requests.get(url, headers=headers, stream=True, timeout=30) as first:
+        assert next(first.iter_lines(decode_unicode=True)) == ": stream open"
+        second = requests.get(url, headers=headers, timeout=10)
+        assert second.status_code == 503 and "streams" in second.json()["error"]["message"]
+
+
 def test_bad_bodies_get_json_rpc_errors_not_500(server_factory):
     server = server_factory(MAX_JSON_DEPTH="8", MAX_REQUEST_BYTES="2048")
     headers = session_headers(server)

@@ -131,14 +131,17 @@ class McpServer:
         except CircuitBreakerError as exc:  # storage down while listing or reading
             return error(message["id"], McpError(exc.message, INTERNAL_ERROR, 200))
 
-    def open_feed(self) -> ResourceChanges:
-        """The notices of a new GET stream; at most MCP_MAX_SESSIONS streams per worker."""
+    def check_stream_room(self) -> None:
+        """McpError 503 when this worker has MCP_MAX_SESSIONS GET streams open already."""
         if len(self.feeds) >= self.max_streams:
             raise McpError(
                 f"Too many open MCP streams on this worker ({self.max_streams}); close one or try again later.",
                 INVALID_REQUEST,
                 503,
             )
+
+    def open_feed(self) -> ResourceChanges:
+        """The notices of a new GET stream (after :meth:`check_stream_room`)."""
         feed = ResourceChanges(self.services.bus)
         self.feeds.add(feed)
         return feed
