@@ -181,6 +181,11 @@ class Server:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def worker_pids(self) -> set[int]:
+        """The gunicorn workers: children of the master process."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        return {int(pid) for pid in children}
+
     def graphql(self, query: str, variables: dict | None = None, headers: dict | None = None) -> dict:
         response = requests.post(
             self.graphql_url + "/graphql",

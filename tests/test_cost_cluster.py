@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 
 import openai
 import pytest
@@ -43,21 +42,8 @@ def cluster(server_factory, gpt, claude, **env) -> Server:
         ANTHROPIC_BASE_URL=claude.url,
         **env,
     )
-    assert len(workers(server)) == 2
+    assert len(server.worker_pids()) == 2
     return server
-
-
-def workers(server: Server) -> list[int]:
-    """Process ids of the gunicorn workers (children of the master)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == server.proc.pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def chat(server: Server, model: str, stream: bool, project: str | None = None) -> tuple[str, int, int]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import openai
 import pytest
@@ -30,12 +29,6 @@ def cluster(tmp_path_factory):
     nats.start()
     yield nats
     nats.stop()
-
-
-def worker_pids(server: Server) -> set[int]:
-    """The gunicorn workers: children of the master process."""
-    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
-    return {int(pid) for pid in children}
 
 
 class Load:
@@ -155,7 +148,7 @@ def run_failovers(server: Server, cluster: NatsCluster) -> None:
     )
     unit_cost = analytics(server)["total_cost"]
     assert unit_cost > 0
-    pids = worker_pids(server)
+    pids = server.worker_pids()
     assert len(pids) == 2
 
     ws = WsClient(server)
@@ -183,7 +176,7 @@ def run_failovers(server: Server, cluster: NatsCluster) -> None:
         for thread in threads:
             thread.join(60)
 
-    assert server.proc.poll() is None and worker_pids(server) == pids, "the server or a worker restarted"
+    assert server.proc.poll() is None and server.worker_pids() == pids, "the server or a worker restarted"
     bad = {key: n for key, n in load.failures.items() if key[1] != 503}
     assert not bad, f"failures other than 503: {bad}"
     assert {code for (_port, _status, code) in load.failures} <= {"STORAGE_UNAVAILABLE", "storage_unavailable", None}

@@ -174,8 +174,9 @@ class Transport:
         finally:
             response.close()
 
-    def _body(self, response: requests.Response, label: str) -> bytes | bytearray:
-        """A whole answer, at most MAX_RESPONSE_BYTES once inflated (:class:`AnswerTooLarge`)."""
+    def _body(self, response: requests.Response, label: str) -> bytes:
+        """A whole answer, at most MAX_RESPONSE_BYTES once inflated (:class:`AnswerTooLarge`).
+        Kept in its pieces until it is complete: one join, never a buffer grown and copied."""
         limit = self.settings.max_response_bytes
         headers = response.headers
         length = headers.get("Content-Length")
@@ -184,10 +185,7 @@ class Transport:
                 raise AnswerTooLarge(label, "the answer", "MAX_RESPONSE_BYTES", limit)
             if int(length) <= YIELD_EVERY:
                 return response.raw.read(decode_content=True)  # the common case: one read
-        body = bytearray()
-        for data in arrivals(response, limit, label):
-            body += data
-        return body
+        return b"".join(list(arrivals(response, limit, label)))
 
     def lines(self, response: requests.Response, provider: Provider) -> Iterator[bytes]:
         """The body of a streamed response, line by line, as the bytes arrive (closed at the end).

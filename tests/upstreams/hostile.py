@@ -67,17 +67,19 @@ class HostileUpstream(OpenAIUpstream):
         self.sent = 0  # bytes of the current hostile body written so far
 
     def prepare(self) -> None:
-        """Before each hostile request: nothing held, nothing released yet."""
+        """Before each hostile request: nothing held, nothing released, no disconnect seen yet."""
         self.midway.clear()
         self.release.clear()
         self.sent = 0
+        self.disconnects.clear()
 
     def handle(self, request: Received, reply: Reply) -> None:
         if request.method == "GET" and request.path == "/v1/models":
             names = [*MODELS, *((name, "hostile") for name in BEHAVIOURS)]
             reply.json({"object": "list", "data": [{"id": n, "object": "model", "owned_by": o} for n, o in names]})
             return
-        model = (request.json or {}).get("model") if request.path == "/v1/chat/completions" else None
+        body = request.json if isinstance(request.json, dict) else {}
+        model = body.get("model") if request.method == "POST" else None  # chat, and a relayed API's own path
         if model not in BEHAVIOURS:
             super().handle(request, reply)
             return
