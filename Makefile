@@ -57,10 +57,12 @@ lint: $(STAMP)
 
 # Fuzzing at depth (not part of `make test`, which runs a quick version): our hostile
 # generators (FUZZ_CASES per API), then schemathesis over the OpenAPI description and the
-# GraphQL schema (FUZZ_EXAMPLES per operation).
+# GraphQL schema (FUZZ_EXAMPLES per operation), then the hostile upstream at the issue's sizes (512 MB
+# answers, a 1 GB gzip bomb, 2,000,000 events to a slow client; tests/test_hostile_upstream.py).
 fuzz: $(STAMP) system-deps
 	@PATH="$$PATH:/usr/sbin" $(PY) tests/fuzz_hostile.py $${FUZZ_CASES:-10000}
 	@PATH="$$PATH:/usr/sbin" CB_FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-1250} $(PY) tests/run.py tests/test_fuzz.py -q -s --timeout=0
+	@PATH="$$PATH:/usr/sbin" CB_HOSTILE_FULL=1 $(PY) tests/run.py tests/test_hostile_upstream.py -q -s --timeout=0
 
 # A soak on NATS with two workers (SOAK_MINUTES, 30): RSS over time and the size of every
 # bucket and stream per request; the report goes to bench/results/soak-*.md

@@ -13,6 +13,8 @@ import socket
 import sys
 import tempfile
 
+from gunicorn.glogging import Logger
+
 from cb.config import ConfigError, Settings
 
 try:
@@ -77,10 +79,32 @@ loglevel = "warning"
 
 
 def child_exit(server, worker):
-    # drop the dead worker's live gauges; the master never imports cb.metrics itself
+    # drop the dead worker's live gauges
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+    if server.LISTENERS:  # still serving (stop() closes the listeners first): a replacement follows
+        from cb import metrics
+
+        metrics.worker_restarts.labels("timeout" if worker.aborted else "exit").inc()
+        metrics.flush()  # written by the master at once (its counters live in the master's own file)
+
+
+class ServerLog(Logger):
+    """gunicorn's logger with its error lines (worker timeouts and exits, boot failures) sent to
+    our handler, so they are formatted like every other line, text or JSON. Its own handler's
+    format asks for the process id, which our logging set-up does not collect (a TypeError for
+    every line, and the line lost)."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for handler in list(self.error_log.handlers):
+            if getattr(handler, "_gunicorn", False):
+                self.error_log.removeHandler(handler)
+        self.error_log.propagate = True
+
+
+logger_class = ServerLog
 
 
 def worker_exit(server, worker):

@@ -344,7 +344,8 @@ class _StreamPump:
         self.limit = limit
         self.held = 0  # weight of the chunks queued and not yet taken
         self.weights: deque[int] = deque()  # of the queued chunks, in order
-        self.room = gevent.event.Event()  # set when the consumer took something
+        self.room = gevent.event.Event()  # set when the consumer took something while the producer waited
+        self.full = False  # the producer waits for room
         self.timed = sock if sock is not None and idle else None  # the socket whose timeout is ours meanwhile
         if self.timed is not None:
             self.sock_timeout = sock.gettimeout()
@@ -368,8 +369,10 @@ class _StreamPump:
         """Queue ``chunk`` once there is room for it (an empty queue always has room)."""
         size = weight(chunk)
         while self.held and self.held + size > self.limit:
+            self.full = True
             self.room.clear()
             self.room.wait()
+        self.full = False
         self.held += size
         self.weights.append(size)
         self.queue.put(("chunk", chunk))
@@ -377,7 +380,8 @@ class _StreamPump:
     def _taken(self, item: tuple) -> tuple:
         if item[0] == "chunk":
             self.held -= self.weights.popleft()
-            self.room.set()
+            if self.full:
+                self.room.set()
         return item
 
     def _client_gone(self) -> None:

@@ -138,6 +138,11 @@ budget_refused = Counter("cb_budget_refused_total", "Requests refused by an exha
 tokens_created = Counter("cb_workflow_tokens_created_total", "Workflow tokens created", ["workflow"])
 transitions_fired = Counter("cb_workflow_transitions_fired_total", "Workflow transitions fired", ["workflow"])
 agent_executions = Counter("cb_agent_executions_total", "Agent executions finished", ["status"])
+worker_restarts = Counter(
+    "cb_worker_restarts_total",
+    "Workers that ended while the server ran, replaced by gunicorn (timeout: killed by its timeout)",
+    ["reason"],
+)
 nats_connected = Gauge("cb_nats_connected", "1 when this worker's NATS connection is up", multiprocess_mode="livemin")
 
 

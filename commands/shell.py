@@ -1,4 +1,9 @@
-"""``flask shell``: the services built as a worker builds them, named in a banner, not started."""
+"""``flask shell``: the services built as a worker builds them, named in a banner, not started.
+
+With memory storage the shell's store is its own, so it is given the example workflows a
+server's memory store starts with (unless CB_LOAD_DEFAULT_WORKFLOWS=false): the guide's
+queries find what they find on a server. With NATS the servers' stored state is used as it is.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ def shell_namespace() -> dict:
         settings = op.settings
         services = op.services(shared=False)
         atexit.register(op.close)  # pending usage written, NATS connection closed
+        if settings.storage_backend == "memory" and settings.load_default_workflows:
+            services.workflows.load_defaults()  # what a server's own memory store starts with
         from app import create_app
 
         namespace = {

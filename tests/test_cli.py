@@ -360,6 +360,16 @@ def test_shell_has_the_services_and_starts_no_background_jobs(cli):
     assert "not running" in banner and "services.start()" in banner
 
 
+@pytest.mark.parametrize(
+    ("load", "expected"), [("true", "['document_review', 'software_deployment']"), ("false", "[]")]
+)
+def test_shell_on_memory_storage_has_the_example_workflows_a_server_starts_with(cli, load, expected):
+    script = "print('workflows:', sorted(w.id for w in workflows.list_workflows()))\n"
+    done = cli.run("shell", stdin=script, STORAGE_BACKEND="memory", CB_LOAD_DEFAULT_WORKFLOWS=load)
+    assert done.returncode == 0, done.stderr
+    assert f"workflows: {expected}" in done.stdout
+
+
 def test_flask_reads_the_dotenv_file_of_the_project_directory(tmp_path):
     project = project_dir(tmp_path)
     graphql, openai_port = free_port(), free_port()

@@ -42,16 +42,21 @@ HOLD_SECONDS = 30.0
 
 
 @functools.lru_cache(maxsize=2)
-def gzip_bomb(size: int) -> bytes:
-    """A gzip member whose content is a chat completion's start and then ``size`` bytes of 'a'."""
+def gzip_bomb(size: int, hold_at: int) -> tuple[bytes, int]:
+    """A gzip member whose content is a chat completion's start and then ``size`` bytes of 'a',
+    and the length of its prefix that inflates to about ``hold_at`` bytes (flushed there)."""
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip container
     head = b'{"id":"chatcmpl-bomb","object":"chat.completion","choices":[{"index":0,"message":{"content":"'
     out = [packer.compress(head)]
     block = b"a" * (1 << 20)
-    for _ in range(size // len(block)):
+    split = 0
+    for i in range(size // len(block)):
         out.append(packer.compress(block))
+        if not split and (i + 1) * len(block) >= hold_at:
+            out.append(packer.flush(zlib.Z_SYNC_FLUSH))
+            split = sum(map(len, out))
     out.append(packer.compress(b'"}}]}') + packer.flush())
-    return b"".join(out)
+    return b"".join(out), split
 
 
 class HostileUpstream(OpenAIUpstream):
@@ -133,14 +138,13 @@ class HostileUpstream(OpenAIUpstream):
         reply.end_stream()
 
     def gzip_bomb(self, request: Received, reply: Reply) -> None:
-        body = gzip_bomb(self.size)
+        body, half = gzip_bomb(self.size, self.hold_at)
         handler = reply.handler
         handler.send_response(200)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Encoding", "gzip")
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
-        half = len(body) // 2  # inflates to about size / 2
         self._write(reply, body[:half])
         self.midway.set()
         self._hold(reply)
@@ -148,7 +152,7 @@ class HostileUpstream(OpenAIUpstream):
 
     def tiny_events(self, request: Received, reply: Reply) -> None:
         reply.start_stream("text/event-stream")
-        event = self._event("a", "hostile-tiny-events")
+        event = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'  # 2,000,000: 140 MB
         batch = max(1, PIECE // len(event))
         sent = 0
         while sent < self.events:
