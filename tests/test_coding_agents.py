@@ -70,8 +70,10 @@ def gateway(upstream, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("agents-gateway")
     config = workdir / "cb.toml"
     config.write_text(CONFIG.format(url=upstream.url))
-    # one worker: "logged once" is per worker
-    server = Server(workdir, env={"CB_CONFIG": str(config), "AGENT_UPSTREAM_KEY": KEY, "WEB_CONCURRENCY": "1"})
+    # one worker: "logged once" is per worker;
+    # keep-alives every 0.3 s: the clients meet them mid-stream, as they would on a slow model
+    env = {"CB_CONFIG": str(config), "AGENT_UPSTREAM_KEY": KEY, "WEB_CONCURRENCY": "1", "SSE_KEEPALIVE_SECONDS": "0.3"}
+    server = Server(workdir, env=env)
     server.start()
     yield server
     server.stop()
@@ -98,8 +100,7 @@ def _offline_env(home: Path, **extra: str) -> dict:
         "DISABLE_TELEMETRY": "1",
         "DISABLE_ERROR_REPORTING": "1",
         "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY": "1",
-        # Codex: no analytics or update checks (its config.toml says the same)
-        "CODEX_DISABLE_UPDATE_CHECK": "1",
+        # Codex: analytics and update checks are off in its config.toml (CODEX_CONFIG)
         "NO_COLOR": "1",
     }
     env.update(extra)
@@ -346,3 +347,19 @@ def test_a_prompt_too_long_for_another_vendor_is_said_in_each_clients_words(gate
         timeout=20,
     )
     assert codex.status_code == 400 and codex.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_a_translated_anthropic_stream_pings_while_the_model_is_silent(gateway, upstream):
+    upstream.slow_next(0.0, first_chunk_delay=1.2)
+    body = {"model": "gpt-5", "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
+    with requests.post(
+        gateway.openai_url + "/v1/messages",
+        json=body,
+        headers={"anthropic-version": "2023-06-01"},
+        stream=True,
+        timeout=20,
+    ) as answer:
+        names = [line[7:] for line in answer.iter_lines(decode_unicode=True) if line.startswith("event: ")]
+    first_block = names.index("content_block_start")
+    assert names[0] == "message_start" and names[1:first_block].count("ping") >= 2
+    assert names[-2:] == ["message_delta", "message_stop"]
