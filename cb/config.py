@@ -219,7 +219,7 @@ class Settings:
         "OPENAI_MODELS_REFRESH_SECONDS",
         "60",
         _seconds,
-        "how often a self-hosted OpenAI-compatible endpoint's /v1/models is read",
+        "how often the model lists of OpenAI, Anthropic, Gemini and OpenAI-compatible endpoints are read",
     )
     web_concurrency: int | None = var(
         "WEB_CONCURRENCY", "", _optional(_int(1)), "gunicorn workers with nats (default: CPU count)"

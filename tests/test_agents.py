@@ -245,6 +245,24 @@ def test_document_moved_to_pending_review_is_reviewed_by_its_agent(api, upstream
     ok(api.graphql('mutation { removePlaceAgent(workflow_id: "document_review", place: "pending_review") }'))
 
 
+def test_an_agent_on_todays_model_is_served_and_priced_by_genai_prices(api, upstream):
+    from genai_prices import Usage, calc_price
+
+    agent = new_agent(api, llm_provider={"provider_type": "openai", "model": "gpt-5"})
+    workflow = review_workflow(api)
+    place_agent(api, workflow, agent)
+    execution = finished(api, new_token(api, workflow, "pending_review"))
+    assert execution["status"] == "COMPLETED", execution
+    assert upstream.chats()[-1].json["model"] == "gpt-5"
+    usage = execution["usage"]
+    priced = calc_price(
+        Usage(input_tokens=usage["prompt_tokens"], output_tokens=usage["completion_tokens"]),
+        "gpt-5",
+        provider_id="openai",
+    )
+    assert execution["cost_usd"] == pytest.approx(float(priced.total_price), rel=1e-9)
+
+
 def test_json_output_is_parsed_into_the_token_data(api, upstream):
     upstream.reply = '{"score": 8, "verdict": "approve"}'
     workflow = review_workflow(api)

@@ -496,7 +496,8 @@ def test_example_config_loads(monkeypatch):
         ["llama3.2"],
         2.0,
     )
-    assert config.fallbacks["gpt-4o"] == ["claude-3-5-sonnet", "gemini-1.5-pro"]
+    assert config.fallbacks["gpt-5"] == ["claude-sonnet-4-5", "gemini-2.5-pro"]
+    assert config.prices["claude-sonnet-4-5"] == [3.0, 15.0, 0.3, 3.75, 6.0]
     assert config.default_strategy == "balanced" and config.max_attempts == 4
 
 

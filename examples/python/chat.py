@@ -3,8 +3,9 @@
     python examples/python/chat.py "What is a Petri net?"
 
 CB_OPENAI_URL (default http://localhost:3000/v1) is the server; CB_MODEL (default gpt-4)
-names the model: a catalog model, an alias, ``provider/model`` or a virtual model such as
-``auto``. CB_API_KEY is only checked when the server sets OPENAI_API_KEY_REQUIRED=true.
+names the model: any model a provider lists (``gpt-5``, ``claude-sonnet-4-5``),
+``provider/model`` or a virtual model such as ``auto``. CB_API_KEY is only checked when the
+server sets OPENAI_API_KEY_REQUIRED=true.
 """
 
 import os
