@@ -7,7 +7,8 @@ Werkzeug stops reading at the limit and raises 413. Each port answers in its own
 error shape: the OpenAI envelope on 3000, a GraphQL error on 4000.
 
 MAX_JSON_DEPTH is checked on the raw body (and GraphQL GET variables and documents) before
-anything parses it (:mod:`cb.jsondepth`). On the GraphQL port every error answer, an
+anything parses it (:mod:`cb.jsondepth`), except for a JSON body on the OpenAI port, which is
+parsed here, once (get_json answers from it), and its containers counted. On the GraphQL port every error answer, an
 unknown path or an unexpected exception included, is a GraphQL error in JSON.
 """
 
@@ -22,7 +23,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from blueprints import services
 from blueprints.openai import error_response
-from cb.jsondepth import NestingTooDeep, check_graphql, check_json
+from cb.jsondepth import NestingTooDeep, check_graphql, check_json, loads_within
 from cb.llm.errors import InvalidRequest
 from cb.logs import get_logger
 
@@ -81,8 +82,14 @@ def openai_body(req: Request, settings):
                 "unsupported_content_encoding",
             )
         data = req._cached_data = inflate(data, encoding, settings.max_request_bytes)
-    if data:
-        check_json(data, settings.max_json_depth)  # the app maps the error
+    if data and req.is_json:
+        try:  # the body's one parse, kept where get_json finds it; NestingTooDeep is mapped by the app
+            value = loads_within(data, settings.max_json_depth)
+        except ValueError:
+            return None  # not JSON: the view says so in its API's words
+        req._cached_json = (value, value)
+    elif data:
+        check_json(data, settings.max_json_depth)
     return None
 
 

@@ -10,12 +10,16 @@ All of it runs in C: at most ``limit`` passes over a string that only shrinks, a
 run of more than ``limit`` openers (the usual attack) is found by a substring search.
 
 Depth counts containers: ``[]`` is 1, ``{"a": [1]}`` is 2. Malformed text is never
-called too deep unless its brackets are; the parser reports it afterwards.
+called too deep unless its brackets are; the parser reports it afterwards. A body that is parsed
+anyway (JSON on the OpenAI port) is parsed first and its containers walked (:func:`loads_within`):
+cheaper than any scan of its bytes when, as in LLM requests, most of them are inside strings.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 from cb.errors import CircuitBreakerError
 
@@ -85,6 +89,36 @@ def _without_strings(data: bytes) -> bytes:
     if b'\\"' in data:
         data = data.replace(b'\\"', b"")
     return b"".join(data.split(b'"')[::2])
+
+
+def nests_deeper(value: Any, limit: int) -> bool:
+    """Whether a parsed JSON value nests containers deeper than ``limit`` (level by level, no recursion)."""
+    level, containers = 0, [value] if isinstance(value, dict | list) else []
+    while containers:
+        level += 1
+        if level > limit:
+            return True
+        inner = []
+        for container in containers:
+            for item in container.values() if isinstance(container, dict) else container:
+                if isinstance(item, dict | list):
+                    inner.append(item)
+        containers = inner
+    return False
+
+
+def loads_within(text: bytes | bytearray, limit: int, what: str = "The JSON body") -> Any:
+    """``text`` parsed (ValueError when it is not JSON), or :class:`NestingTooDeep` when it nests
+    deeper than ``limit``: for a body that will be parsed anyway, one parse and a walk of its
+    containers instead of a scan of every byte. The parser itself is safe at any depth: it stops
+    with a RecursionError at the interpreter's limit, long before the stack is at risk."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise NestingTooDeep(what, limit) from None
+    if nests_deeper(value, limit):
+        raise NestingTooDeep(what, limit)
+    return value
 
 
 def graphql_too_deep(document: str | bytes, limit: int) -> bool:

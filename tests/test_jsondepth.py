@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import random
 
-from cb.jsondepth import json_too_deep
+import pytest
+
+from cb.jsondepth import NestingTooDeep, json_too_deep, loads_within
 
 TRICKY = ["[", "]", "{", "}", '"', "\\", '\\"', "\\\\", '\\\\"', "]]]]", "[[[[", "\n", "é", "\u2028"]
 
@@ -35,3 +37,22 @@ def test_strings_holding_brackets_quotes_and_backslashes_never_count():
             real = depth(json.loads(text))
             assert not json_too_deep(text, real), text
             assert real == 0 or json_too_deep(text, real - 1), text
+
+
+def test_a_parsed_body_is_measured_the_same_way():
+    rng = random.Random(27)
+    for _ in range(500):
+        value = nested(rng, rng.randint(1, 12))
+        text = json.dumps(value).encode()
+        real = depth(value)
+        assert loads_within(text, real) == value
+        with pytest.raises(NestingTooDeep):
+            loads_within(text, real - 1)
+
+
+def test_nesting_past_the_parsers_own_limit_is_too_deep_not_a_crash():
+    for text in (b"[" * 100_000, b'{"a":' * 100_000, b"[" * 100_000 + b"]" * 100_000):
+        with pytest.raises(NestingTooDeep):
+            loads_within(text, 64)
+    with pytest.raises(ValueError):
+        loads_within(b"[[[1]", 64)  # not JSON: the caller's parser words it

@@ -36,9 +36,15 @@ def sse_data(lines: Iterable[bytes | str], provider: str) -> Iterator[dict]:
         yield _decode(data, provider)
 
 
+EVENT_LINES_HELD = 64  # lines of one SSE event held before its bytes are passed on in pieces
+
+
 def sse_events(lines: Iterable[bytes]) -> Iterator[tuple[str | None, bytes, bytes]]:
-    """An SSE stream's events as (event name, data, the event's own bytes with its blank line)."""
-    name, data, held = None, [], []
+    """An SSE stream's events as (event name, data, the event's own bytes with its blank line).
+
+    An event of more than EVENT_LINES_HELD lines (no vendor sends one) comes in pieces, each
+    with its bytes and no data, so what is held stays bounded (each line is, by the transport)."""
+    name, data, held, split = None, [], [], False
     for line in lines:
         if line:
             held.append(line)
@@ -46,12 +52,17 @@ def sse_events(lines: Iterable[bytes]) -> Iterator[tuple[str | None, bytes, byte
                 name = line[6:].strip().decode("utf-8", "replace")
             elif line.startswith(b"data:"):
                 data.append(line[5:].lstrip(b" "))
+            if len(held) >= EVENT_LINES_HELD:
+                yield name, b"", b"\n".join(held) + b"\n"
+                data, held, split = [], [], True
             continue
         if held:
-            yield name, b"\n".join(data), b"\n".join(held) + b"\n\n"
-        name, data, held = None, [], []
+            yield name, b"" if split else b"\n".join(data), b"\n".join(held) + b"\n\n"
+        elif split:
+            yield name, b"", b"\n"  # the blank line that ends an event passed on in pieces
+        name, data, held, split = None, [], [], False
     if held:
-        yield name, b"\n".join(data), b"\n".join(held) + b"\n\n"
+        yield name, b"" if split else b"\n".join(data), b"\n".join(held) + b"\n\n"
 
 
 def event_json(data: bytes) -> dict:
