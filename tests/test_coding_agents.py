@@ -107,6 +107,16 @@ def _offline_env(home: Path, **extra: str) -> dict:
     return env
 
 
+def _run(command: list[str], workdir: Path, env: dict) -> subprocess.CompletedProcess:
+    """Run an agent to its end, no terminal, no input; it must exit 0."""
+    done = subprocess.run(
+        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
+    name = Path(command[0]).name
+    assert done.returncode == 0, f"{name} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
 def run_claude(gateway: Server, workdir: Path, model: str, prompt: str) -> dict:
     """``claude -p`` through the gateway on ``model`` (also its background model); its JSON result."""
     _needs(CLAUDE)
@@ -119,16 +129,7 @@ def run_claude(gateway: Server, workdir: Path, model: str, prompt: str) -> dict:
         ANTHROPIC_MODEL=model,
         ANTHROPIC_DEFAULT_HAIKU_MODEL=model,
     )
-    done = subprocess.run(
-        [str(CLAUDE), "-p", prompt, "--output-format", "json", "--allowedTools", "Read"],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0, f"claude exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    done = _run([str(CLAUDE), "-p", prompt, "--output-format", "json", "--allowedTools", "Read"], workdir, env)
     return json.loads(done.stdout)
 
 
@@ -157,16 +158,7 @@ def run_codex(gateway: Server, workdir: Path, model: str, prompt: str, *options:
     (home / "config.toml").write_text(CODEX_CONFIG.format(model=model, url=gateway.openai_url))
     out = workdir / "last-message.txt"
     env = _offline_env(workdir, CODEX_HOME=str(home), CB_API_KEY=CLIENT_KEY)
-    done = subprocess.run(
-        [str(CODEX), "exec", "--skip-git-repo-check", *options, "-o", str(out), prompt],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0, f"codex exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    _run([str(CODEX), "exec", "--skip-git-repo-check", *options, "-o", str(out), prompt], workdir, env)
     return out.read_text()
 
 
@@ -272,16 +264,8 @@ def test_vercel_ai_sdk_finishes_a_streamed_tool_loop(gateway, upstream, secret_f
     path, secret = secret_file
     upstream.script(_read_file(path), Say("The file says: {result}"))
     script = ROOT / "tests" / "agents" / "read_file_loop.mjs"
-    done = subprocess.run(
-        ["node", str(script), gateway.openai_url + "/v1", CLIENT_KEY, model, "What does secret.txt say?"],
-        cwd=path.parent,
-        env=_offline_env(path.parent),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert secret in done.stdout
+    command = ["node", str(script), gateway.openai_url + "/v1", CLIENT_KEY, model, "What does secret.txt say?"]
+    assert secret in _run(command, path.parent, _offline_env(path.parent)).stdout
 
 
 # -- what does not cross ------------------------------------------------------------------------

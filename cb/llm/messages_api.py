@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cb.llm.errors import InvalidRequest
-from cb.llm.tools import TOOL_IMAGES, add_tool, canonical_name
+from cb.llm.tools import TOOL_IMAGES, Crossing, canonical_name
 from cb.llm.types import (
     ChatRequest,
     ChatResponse,
@@ -32,7 +32,6 @@ from cb.llm.types import (
     ContentPart,
     Message,
     StreamChunk,
-    Tool,
     ToolCall,
     Usage,
 )
@@ -87,17 +86,8 @@ BILLING_HEADER = "x-anthropic-billing-header"  # the first system block Claude C
 SEARCH_TOOLS = ("web_search",)
 
 
-class _Parse:
-    """What one request's translation gathers besides messages: dropped features, server tools."""
-
-    def __init__(self) -> None:
-        self.dropped: list[str] = []
-        self.server_tools: list[str] = []
-        self.server_names: set[str] = set()
-
-    def drop(self, feature: str) -> None:
-        if feature not in self.dropped:
-            self.dropped.append(feature)
+class _Parse(Crossing):
+    """A Messages request's :class:`Crossing`, noting ``cache_control`` wherever it is set."""
 
     def cached(self, block: dict) -> None:
         if "cache_control" in block:
@@ -126,7 +116,8 @@ def parse_request(body: Any, counting: bool = False) -> ChatRequest:
     messages = _system(body.get("system"), parse)
     for i, turn in enumerate(turns):
         messages.extend(_turn(turn, i, parse))
-    tools, client_tools = _tools(body.get("tools"), parse)
+    _tools(body.get("tools"), parse)
+    tools = parse.tools or None
     parallel = None
     choice = _tool_choice(body.get("tool_choice"))
     if isinstance(choice, tuple):
@@ -163,7 +154,7 @@ def parse_request(body: Any, counting: bool = False) -> ChatRequest:
         reasoning_budget=budget,
         server_tools=parse.server_tools,
         server_tools_required=bool(parse.server_tools) and (forced or not tools),
-        client_tools=client_tools,
+        client_tools=parse.client_tools,
         dropped=parse.dropped,
     )
 
@@ -324,15 +315,13 @@ def _tool_result(block: dict, at: str, parse: _Parse) -> tuple[Message, list[Con
     return Message("tool", content, tool_call_id=block["tool_use_id"]), images
 
 
-def _tools(raw: Any, parse: _Parse) -> tuple[list[Tool] | None, dict[str, ClientTool]]:
+def _tools(raw: Any, parse: _Parse) -> None:
     """Client tools (``defer_loading`` ones too) under names every target takes; Anthropic's
     server tools noted (web search) or dropped (the rest)."""
     if raw is None:
-        return None, {}
+        return
     if not isinstance(raw, list):
         raise _fail("tools", "Input should be a valid list")
-    tools: list[Tool] = []
-    client_tools: dict[str, ClientTool] = {}
     for i, tool in enumerate(raw):
         at = f"tools.{i}"
         if not isinstance(tool, dict):
@@ -353,8 +342,7 @@ def _tools(raw: Any, parse: _Parse) -> tuple[list[Tool] | None, dict[str, Client
         if not isinstance(schema, dict):
             raise _fail(f"{at}.input_schema", "Field required" if schema is None else "Input should be an object")
         description = tool.get("description")
-        add_tool(tools, client_tools, tool["name"], description if isinstance(description, str) else None, schema)
-    return tools or None, client_tools
+        parse.add_tool(tool["name"], description if isinstance(description, str) else None, schema)
 
 
 def _tool_choice(raw: Any) -> str | dict | tuple | None:

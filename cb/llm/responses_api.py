@@ -28,7 +28,7 @@ from typing import Any
 
 from cb.llm.errors import InvalidRequest
 from cb.llm.providers.errors import is_context_overflow
-from cb.llm.tools import FREEFORM_PARAMETERS, TOOL_IMAGES, add_tool, canonical_name, client_name, custom_input
+from cb.llm.tools import FREEFORM_PARAMETERS, TOOL_IMAGES, Crossing, canonical_name, client_name, custom_input
 from cb.llm.types import (
     ChatRequest,
     ChatResponse,
@@ -36,7 +36,6 @@ from cb.llm.types import (
     ContentPart,
     Message,
     StreamChunk,
-    Tool,
     ToolCall,
     Usage,
 )
@@ -94,20 +93,6 @@ TRANSLATED = {
 SEARCH_TOOLS = ("web_search", "web_search_preview")
 
 
-class _Parse:
-    """What one request's translation gathers besides messages: tools, dropped features."""
-
-    def __init__(self) -> None:
-        self.dropped: list[str] = []
-        self.server_tools: list[str] = []
-        self.tools: list[Tool] = []
-        self.client_tools: dict[str, ClientTool] = {}
-
-    def drop(self, feature: str) -> None:
-        if feature not in self.dropped:
-            self.dropped.append(feature)
-
-
 def parse_request(body: Any) -> ResponsesRequest:
     """Validate a Responses body. Lenient, as Codex needs: ``developer`` messages anywhere,
     ``namespace`` and ``custom`` tools, reasoning items and options are accepted; what cannot
@@ -122,7 +107,7 @@ def parse_request(body: Any) -> ResponsesRequest:
         )
     if body.get("input") is None:
         raise _fail("Missing required parameter: 'input'.", "input")
-    parse = _Parse()
+    parse = Crossing()
     messages = _input(body["input"], parse)
     instructions = _typed(body, "instructions", str, "a string")
     previous = _typed(body, "previous_response_id", str, "a string")
@@ -186,7 +171,7 @@ def parse_request(body: Any) -> ResponsesRequest:
     )
 
 
-def _content(raw: Any, at: str, parse: _Parse) -> str | list[ContentPart]:
+def _content(raw: Any, at: str, parse: Crossing) -> str | list[ContentPart]:
     if isinstance(raw, str):
         return raw
     if not isinstance(raw, list):
@@ -224,7 +209,7 @@ def _add_call(messages: list[Message], call: ToolCall) -> None:
         messages.append(Message("assistant", None, [call]))
 
 
-def _output(raw: Any, at: str, parse: _Parse) -> tuple[str, list[ContentPart]]:
+def _output(raw: Any, at: str, parse: Crossing) -> tuple[str, list[ContentPart]]:
     """A tool's output as text (every target takes that), and the images it returned (Codex's view_image)."""
     content = _content(raw if raw is not None else "", at, parse)
     if not isinstance(content, list):
@@ -233,7 +218,7 @@ def _output(raw: Any, at: str, parse: _Parse) -> tuple[str, list[ContentPart]]:
     return text, [p for p in content if p.type == "image_url"]
 
 
-def _input(raw: Any, parse: _Parse) -> list[Message]:
+def _input(raw: Any, parse: Crossing) -> list[Message]:
     if isinstance(raw, str):
         return [Message("user", raw)]
     if not isinstance(raw, list) or not raw:
@@ -281,7 +266,7 @@ def _input(raw: Any, parse: _Parse) -> list[Message]:
     return messages
 
 
-def _tools(raw: Any, parse: _Parse) -> None:
+def _tools(raw: Any, parse: Crossing) -> None:
     """Function tools, ``namespace`` ones flattened and ``custom`` ones as functions of one string,
     under names every target takes (:mod:`cb.llm.tools`); web search noted, other vendor-run
     tools dropped."""
@@ -305,7 +290,7 @@ def _tools(raw: Any, parse: _Parse) -> None:
             parse.drop(str(kind))
 
 
-def _tool(tool: Any, at: str, parse: _Parse, namespace: str | None) -> None:
+def _tool(tool: Any, at: str, parse: Crossing, namespace: str | None) -> None:
     kind = tool.get("type", "function") if isinstance(tool, dict) else None
     if kind not in ("function", "custom"):
         parse.drop(str(kind))
@@ -318,17 +303,15 @@ def _tool(tool: Any, at: str, parse: _Parse, namespace: str | None) -> None:
         if spec.get("type") == "grammar" and isinstance(spec.get("definition"), str):
             grammar = f"Its input follows this {spec.get('syntax') or ''} grammar:\n{spec['definition']}"
             description = f"{description}\n\n{grammar}" if description else grammar
-        add_tool(
-            parse.tools, parse.client_tools, tool["name"], description, FREEFORM_PARAMETERS, None, namespace, "custom"
-        )
+        parse.add_tool(tool["name"], description, FREEFORM_PARAMETERS, None, namespace, "custom")
         return
     parameters = tool.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         raise _fail(f"Invalid type for '{at}.parameters': expected an object.", f"{at}.parameters")
-    add_tool(parse.tools, parse.client_tools, tool["name"], description, parameters, tool.get("strict"), namespace)
+    parse.add_tool(tool["name"], description, parameters, tool.get("strict"), namespace)
 
 
-def _tool_choice(raw: Any, parse: _Parse) -> str | dict | None:
+def _tool_choice(raw: Any, parse: Crossing) -> str | dict | None:
     """The canonical tool choice; "web_search" when the client forces that tool."""
     if raw is None or raw in ("auto", "none", "required"):
         return raw

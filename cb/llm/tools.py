@@ -50,21 +50,36 @@ def canonical_name(name: str, namespace: str | None = None) -> str:
     return f"{safe[: NAME_LIMIT - 9]}_{digest}"
 
 
-def add_tool(
-    request_tools: list[Tool],
-    client_tools: dict[str, ClientTool],
-    name: str,
-    description: str | None,
-    parameters: dict | None,
-    strict: bool | None = None,
-    namespace: str | None = None,
-    kind: str = "function",
-) -> None:
-    """Add a client tool under its canonical name, remembering its own where they differ."""
-    canonical = canonical_name(name, namespace)
-    if canonical != name or namespace or kind != "function":
-        client_tools[canonical] = ClientTool(name, namespace, kind)
-    request_tools.append(Tool(canonical, description, clean_schema(parameters), strict))
+class Crossing:
+    """What an edge parser gathers about a request besides its messages: the client's tools under
+    their canonical names, the vendor-run tools it asked for (``web_search``), and what cannot
+    cross to another vendor (named in x-cb-dropped)."""
+
+    def __init__(self) -> None:
+        self.tools: list[Tool] = []
+        self.client_tools: dict[str, ClientTool] = {}
+        self.server_tools: list[str] = []
+        self.server_names: set[str] = set()  # names the client gave its vendor-run tools
+        self.dropped: list[str] = []
+
+    def drop(self, feature: str) -> None:
+        if feature not in self.dropped:
+            self.dropped.append(feature)
+
+    def add_tool(
+        self,
+        name: str,
+        description: str | None,
+        parameters: dict | None,
+        strict: bool | None = None,
+        namespace: str | None = None,
+        kind: str = "function",
+    ) -> None:
+        """Add a client tool under its canonical name, remembering its own where they differ."""
+        canonical = canonical_name(name, namespace)
+        if canonical != name or namespace or kind != "function":
+            self.client_tools[canonical] = ClientTool(name, namespace, kind)
+        self.tools.append(Tool(canonical, description, clean_schema(parameters), strict))
 
 
 def client_name(request: ChatRequest, name: str) -> ClientTool:
