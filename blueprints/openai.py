@@ -509,6 +509,8 @@ def get_model(model_id: str):
     entry = services().gateway.model(model_id)
     if entry is None:
         raise ModelNotFound(model_id)
+    if "anthropic-version" in request.headers:
+        return jsonify(messages_api.render_model(entry))
     return jsonify(entry)
 
 

@@ -438,3 +438,5 @@ def test_models_are_listed_in_anthropics_shape_for_anthropic_clients(claude):
     assert page.has_more and page.first_id == page.data[0].id and page.last_id == page.data[1].id
     ids = [m.id for m in claude.models.list(limit=1000).data]
     assert OPUS in ids and "gpt-5.5" in ids
+    opus = claude.models.retrieve(OPUS)
+    assert opus.type == "model" and opus.id == OPUS and opus.display_name

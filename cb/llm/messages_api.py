@@ -525,6 +525,17 @@ class MessageEvents:
 # -- model listing -------------------------------------------------------------------------
 
 
+def render_model(model: dict) -> dict:
+    """One of the gateway's models as Anthropic describes a model."""
+    created = datetime.fromtimestamp(model.get("created") or 0, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "type": "model",
+        "id": model["id"],
+        "display_name": model.get("display_name") or model["id"],
+        "created_at": created,
+    }
+
+
 def render_models(models: list[dict], limit: str | None, after_id: str | None, before_id: str | None) -> dict:
     """The gateway's models as Anthropic's ``GET /v1/models`` lists them (what Claude Code reads
     for gateway model discovery): one page of ``limit`` (1-1000, 20 by default) after ``after_id``
@@ -543,15 +554,7 @@ def render_models(models: list[dict], limit: str | None, after_id: str | None, b
         end = ids.index(before_id) if before_id in ids else 0
         start = max(0, end - size)
     page = models[start : min(end, start + size)]
-    data = [
-        {
-            "type": "model",
-            "id": m["id"],
-            "display_name": m.get("display_name") or m["id"],
-            "created_at": datetime.fromtimestamp(m.get("created") or 0, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        for m in page
-    ]
+    data = [render_model(m) for m in page]
     more = start > 0 if before_id else start + len(page) < end
     return {
         "data": data,
