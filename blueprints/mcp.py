@@ -21,6 +21,7 @@ error object, never HTML.
 from __future__ import annotations
 
 import json
+import math
 import re
 from urllib.parse import urlsplit
 
@@ -138,6 +139,31 @@ def _answer(answers: list[dict], batched: bool, headers: dict | None = None) -> 
     return Response(frames, 200, {**_SSE_HEADERS, **(headers or {})}, mimetype="text/event-stream")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _not_json(text: str):
+    raise ValueError(text)
+
+
+def _parse(raw: bytes):
+    """The JSON body, or McpError -32700: too deep, not JSON, a number JSON cannot hold (NaN,
+    1e999), or a lone surrogate ("\\ud800", which no UTF-8 answer could carry back)."""
+    try:
+        check_json(raw, services().settings.max_json_depth)
+        body = json.loads(raw, parse_float=_finite, parse_constant=_not_json)
+        json.dumps(body, ensure_ascii=False).encode()
+    except NestingTooDeep as exc:
+        raise McpError(exc.message, PARSE_ERROR) from None
+    except ValueError:  # UnicodeError included
+        raise McpError("Parse error: the body is not valid JSON text.", PARSE_ERROR) from None
+    return body
+
+
 @bp.post("/mcp")
 def post_messages():
     accept = request.accept_mimetypes
@@ -145,14 +171,7 @@ def post_messages():
         raise McpError("Not acceptable: send Accept: application/json, text/event-stream.", http_status=406)
     if not request.is_json:
         raise McpError("Request bodies must be JSON-RPC: send Content-Type: application/json.", http_status=415)
-    raw = request.get_data(cache=True)
-    try:
-        check_json(raw, services().settings.max_json_depth)
-        body = json.loads(raw)
-    except NestingTooDeep as exc:
-        raise McpError(exc.message, PARSE_ERROR) from None
-    except ValueError:
-        raise McpError("Parse error: the body is not valid JSON.", PARSE_ERROR) from None
+    body = _parse(request.get_data(cache=True))
     batched = isinstance(body, list)
     messages = body if batched else [body]
     if not messages:

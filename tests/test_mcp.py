@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import random
 import time
 
 import httpx2
@@ -320,6 +321,9 @@ def test_bad_bodies_get_json_rpc_errors_not_500(server_factory):
     assert deep.status_code == 400 and "deep" in deep.json()["error"]["message"]
     large = requests.post(url, data=b'{"x": "' + b"a" * 5000 + b'"}', headers=headers)
     assert large.status_code == 413 and large.json()["error"]["message"].startswith("Request body is too large")
+    for not_json_text in (b'{"a": NaN}', b'{"a": 1e999}', b'{"a": "\\ud800"}'):
+        refused = requests.post(url, data=not_json_text, headers=headers)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == -32700, not_json_text
     not_rpc = requests.post(url, json={"hello": 1}, headers=headers)
     assert not_rpc.status_code == 400 and not_rpc.json()["error"]["code"] == -32600
     text = requests.post(url, data=b"{}", headers={**headers, "Content-Type": "text/plain"})
@@ -376,3 +380,29 @@ def test_an_origin_in_graphql_cors_origins_may_use_mcp_and_read_the_session_id(s
     assert answer.status_code == 200
     assert "Mcp-Session-Id" in answer.headers["Access-Control-Expose-Headers"]
     assert initialize(server, {**origin, "Origin": "https://other.example.com"}).status_code == 403
+
+
+def test_hostile_bodies_get_json_answers_below_500(server):
+    """The fuzzer's generators (tests/fuzz_hostile.py) on a tools/call and on its arguments."""
+    from tests.fuzz_hostile import check, mutate, raw_json
+
+    headers = session_headers(server)
+    rng = random.Random(30)
+    message = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "create_token", "arguments": {}}}
+    arguments = {"workflow_id": "document_review", "place": "draft", "data": {"title": "x"}}
+    findings = []
+    with requests.Session() as session:
+        for n in range(600):
+            if n % 2:
+                kind, data = mutate(message, rng)
+            else:
+                kind, inner = mutate(arguments, rng)
+                data = raw_json({**message, "params": {"name": "create_token", "arguments": "ARGS"}})
+                data = data.replace(b'"ARGS"', inner or b"null")
+            answer = session.post(server.graphql_url + "/mcp", data=data, headers=headers, timeout=60)
+            found = check(answer)
+            if found:
+                findings.append(f"{kind}: {found} body={data[:200]!r}")
+    assert findings == []
+    assert requests.get(server.graphql_url + "/health", timeout=10).status_code == 200
+    assert "Traceback" not in server.logs()

@@ -151,8 +151,9 @@ class McpServer:
         feed.close()
 
     def _call_tool(self, session: Session, params: dict) -> dict:
-        tool = tools.BY_NAME.get(params.get("name"))
+        name = params.get("name")
+        tool = tools.BY_NAME.get(name) if isinstance(name, str) else None
         if tool is None:
             names = ", ".join(tools.BY_NAME)
-            raise McpError(f"Unknown tool {params.get('name')!r}; the tools are {names}", INVALID_PARAMS, 200)
+            raise McpError(f"Unknown tool {name!r}; the tools are {names}", INVALID_PARAMS, 200)
         return tools.call(self.services, session, tool, params.get("arguments"))
