@@ -347,3 +347,13 @@ def test_a_translated_anthropic_stream_pings_while_the_model_is_silent(gateway, 
     first_block = names.index("content_block_start")
     assert names[0] == "message_start" and names[1:first_block].count("ping") >= 2
     assert names[-2:] == ["message_delta", "message_stop"]
+
+
+def test_a_passed_through_responses_stream_that_breaks_ends_with_response_failed(gateway, upstream):
+    upstream.slow_next(0.0, fail_after_chunks=4)  # the connection drops after the first words
+    body = {"model": "gpt-5", "input": "Hi", "stream": True}
+    with requests.post(gateway.openai_url + "/v1/responses", json=body, stream=True, timeout=20) as answer:
+        events = [json.loads(line[6:]) for line in answer.iter_lines(decode_unicode=True) if line.startswith("data: ")]
+    assert upstream.chat_requests()[-1].path == "/v1/responses"  # relayed, not translated
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"]["code"] == "server_error"

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cb.llm import messages_api
+from cb.llm import messages_api, responses_api
 from cb.llm.errors import InvalidRequest
 from cb.llm.estimate import estimate_tokens
 from cb.llm.stream import ChatStream
@@ -167,4 +167,7 @@ class RelayEvents:
             return []
         if self.api == "messages":
             return [("error", messages_api.error_body(status, message))]
-        return [("error", {"type": "error", "code": code, "message": message, "param": None})]
+        # a Responses stream ends with response.completed or response.failed: Codex retries any other end
+        error = {"code": responses_api.failure_code(status, message, code), "message": message}
+        failed = {"id": responses_api.new_id("resp"), "object": "response", "status": "failed", "error": error}
+        return [("response.failed", {"type": "response.failed", "response": failed})]
