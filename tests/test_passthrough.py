@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 import uuid
 
 import anthropic
@@ -176,11 +177,18 @@ def sse_events(response) -> list[tuple[str | None, dict]]:
 
 
 def usage_of(gateway, project: str) -> dict:
+    """The project's usage, once its request is recorded: a stream is recorded when the gateway
+    has read the upstream's end, which may come just after the client read the last event."""
     query = """query($f: CostAnalyticsInput) { costAnalytics(input: $f) {
         total_cost total_requests prompt_tokens completion_tokens cached_tokens cache_write_tokens } }"""
-    result = gateway.graphql(query, {"f": {"project_id": project}})
-    assert "errors" not in result, result
-    return result["data"]["costAnalytics"]
+    deadline = time.monotonic() + 10
+    while True:
+        result = gateway.graphql(query, {"f": {"project_id": project}})
+        assert "errors" not in result, result
+        usage = result["data"]["costAnalytics"]
+        if usage["total_requests"] or time.monotonic() > deadline:
+            return usage
+        time.sleep(0.05)
 
 
 # -- the request goes up as it came ---------------------------------------------------------
@@ -386,12 +394,16 @@ def test_responses_go_to_openai_as_they_came_and_come_back_unchanged(gpt, fresh,
     assert (usage["prompt_tokens"], usage["completion_tokens"], usage["cached_tokens"]) == (120, 30, 100)
 
 
-def test_a_responses_stream_relays_the_upstreams_events(gpt, fresh):
-    with gpt.responses.stream(model="gpt-5.5", input="hi", extra_headers={"session-id": "codex-1"}) as stream:
+def test_a_responses_stream_relays_the_upstreams_events_and_bills_its_usage(gpt, fresh, gateway):
+    project = "responses-stream-" + uuid.uuid4().hex[:6]
+    headers = {"session-id": "codex-1", "x-cb-project": project}
+    with gpt.responses.stream(model="gpt-5.5", input="hi", extra_headers=headers) as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_response()
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
     assert final.output_text == REPLY and final.usage.output_tokens_details.reasoning_tokens == 20
+    usage = usage_of(gateway, project)
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["cached_tokens"]) == (120, 30, 100)
 
 
 # -- around the requests -----------------------------------------------------------------------
