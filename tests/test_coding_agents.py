@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -117,6 +118,13 @@ def _run(command: list[str], workdir: Path, env: dict) -> subprocess.CompletedPr
     return done
 
 
+def refused(gateway: Server, since: int) -> list[str]:
+    """Access-log lines after line ``since`` of requests the gateway answered with an error: none
+    may come from what an agent sends, background requests (titles, quota checks) included."""
+    lines = gateway.logs().splitlines()[since:]
+    return [line for line in lines if "circuit_breaker.access" in line and re.search(r" status=[45]\d\d ", line)]
+
+
 def run_claude(gateway: Server, workdir: Path, model: str, prompt: str) -> dict:
     """``claude -p`` through the gateway on ``model`` (also its background model); its JSON result."""
     _needs(CLAUDE)
@@ -129,7 +137,9 @@ def run_claude(gateway: Server, workdir: Path, model: str, prompt: str) -> dict:
         ANTHROPIC_MODEL=model,
         ANTHROPIC_DEFAULT_HAIKU_MODEL=model,
     )
+    since = len(gateway.logs().splitlines())
     done = _run([str(CLAUDE), "-p", prompt, "--output-format", "json", "--allowedTools", "Read"], workdir, env)
+    assert not refused(gateway, since)
     return json.loads(done.stdout)
 
 
@@ -158,7 +168,9 @@ def run_codex(gateway: Server, workdir: Path, model: str, prompt: str, *options:
     (home / "config.toml").write_text(CODEX_CONFIG.format(model=model, url=gateway.openai_url))
     out = workdir / "last-message.txt"
     env = _offline_env(workdir, CODEX_HOME=str(home), CB_API_KEY=CLIENT_KEY)
+    since = len(gateway.logs().splitlines())
     _run([str(CODEX), "exec", "--skip-git-repo-check", *options, "-o", str(out), prompt], workdir, env)
+    assert not refused(gateway, since)
     return out.read_text()
 
 
