@@ -406,3 +406,17 @@ def test_hostile_bodies_get_json_answers_below_500(server):
     assert findings == []
     assert requests.get(server.graphql_url + "/health", timeout=10).status_code == 200
     assert "Traceback" not in server.logs()
+
+
+def test_a_client_name_is_recorded_without_control_characters(server):
+    forged = {
+        **INITIALIZE,
+        "params": {**INITIALIZE["params"], "clientInfo": {"name": "bot\n12:00 INFO forged", "version": "1"}},
+    }
+    answer = requests.post(server.graphql_url + "/mcp", json=forged, headers=JSON_AND_SSE)
+    headers = {**JSON_AND_SSE, "Mcp-Session-Id": answer.headers["Mcp-Session-Id"]}
+    created = call(
+        server, headers, "tools/call", {"name": "create_token", "arguments": {"workflow_id": "document_review"}}
+    )
+    assert created.json()["result"]["structuredContent"]["created_by"] == "mcp:bot12:00 INFO forged"
+    assert "\n12:00 INFO forged" not in server.logs()

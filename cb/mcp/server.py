@@ -66,6 +66,12 @@ def check_version(header: str | None) -> None:
         )
 
 
+def _printable(value) -> str:
+    """A client-chosen name as it may appear in token history and logs: text, no control
+    characters (a line break would forge a log line), at most 64 characters."""
+    return "".join(c for c in str(value or "") if c.isprintable())[:64]
+
+
 def result(message: dict, value: dict) -> dict:
     return {"jsonrpc": "2.0", "id": message["id"], "result": value}
 
@@ -104,8 +110,8 @@ class McpServer:
             raise McpError("initialize needs params.protocolVersion (a string)", INVALID_PARAMS, 400)
         version = asked if asked in SUPPORTED_VERSIONS else LATEST_VERSION
         client = params.get("clientInfo") if isinstance(params.get("clientInfo"), dict) else {}
-        name = str(client.get("name") or "unknown")[:64]
-        session = self.sessions.create(version, name, str(client.get("version") or "")[:64])
+        name, client_version = _printable(client.get("name")) or "unknown", _printable(client.get("version"))
+        session = self.sessions.create(version, name, client_version)
         log.info("MCP session started by %s %s (protocol %s)", name, session.client_version, version)
         answer = {
             "protocolVersion": version,

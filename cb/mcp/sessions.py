@@ -3,8 +3,9 @@ worker's restart.
 
 A session id is 256 random bits, given to the client once in the ``Mcp-Session-Id`` header;
 storage keeps only its SHA-256 (a leaked store holds no usable id). A session expires when
-unused for MCP_SESSION_IDLE_SECONDS; its last use is written back at most every tenth of that
-time, so a busy session costs one read per request, not a write. At most MCP_MAX_SESSIONS are
+unused for MCP_SESSION_IDLE_SECONDS; its last use is written back (compare-and-set, so a DELETE
+on another worker is never undone) at most every tenth of that time, so a busy session costs
+one read per request, not a write. At most MCP_MAX_SESSIONS are
 open: ``initialize`` first drops the expired ones, then refuses beyond the limit (workers
 starting sessions at the same instant may pass it by a few).
 """
@@ -16,7 +17,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 
-from cb.errors import CircuitBreakerError, NotFound
+from cb.errors import CircuitBreakerError, Conflict, NotFound
 from cb.mcp.errors import SessionNotFound, TooManySessions
 from cb.storage import Storage
 
@@ -83,7 +84,12 @@ class SessionStore:
         session = Session(id=session_id, **entry.value)
         if now - session.last_used_at > self.idle_seconds / 10:
             session = Session(**{**asdict(session), "last_used_at": now})
-            self.storage.put(BUCKET, key, session.stored())
+            try:  # compare-and-set: a DELETE on another worker meanwhile must not be undone
+                self.storage.update(BUCKET, key, session.stored(), entry.revision)
+            except Conflict:
+                pass  # another request of this session refreshed it first
+            except NotFound:
+                raise SessionNotFound() from None
         return session
 
     def alive(self, session_id: str) -> bool:
