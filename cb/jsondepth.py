@@ -74,11 +74,11 @@ def json_too_deep(text: str | bytes | bytearray, limit: int) -> bool:
     if data.count(b"[") + data.count(b"{") <= limit:
         return False
     if b'"' in data:
-        data = _without_strings(data)
+        data = without_strings(data)
     return _brackets_deeper(data.translate(_JSON_TABLE, _JSON_OTHER), limit)
 
 
-def _without_strings(data: bytes) -> bytes:
+def without_strings(data: bytes) -> bytes:
     """A JSON text with its strings cut out. Escaped backslashes, then escaped quotes, are
     removed first (a backslash in JSON is always the first of an escaped pair, and removing the
     pairs left to right keeps the rest paired), so every remaining quote opens or closes a string

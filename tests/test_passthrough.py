@@ -17,6 +17,7 @@ import pytest
 import requests
 import zstandard
 
+from cb.llm.passthrough import with_model
 from tests.harness import Server
 from tests.upstreams.anthropic_server import KEY as ANTHROPIC_KEY
 from tests.upstreams.anthropic_server import OVERLOADED, AnthropicUpstream, error_body, stream_events
@@ -452,3 +453,19 @@ def test_models_are_listed_in_anthropics_shape_for_anthropic_clients(claude):
     assert OPUS in ids and "gpt-5.5" in ids
     opus = claude.models.retrieve(OPUS)
     assert opus.type == "model" and opus.id == OPUS and opus.display_name
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"model": "m", "x": 1},
+        {"input": [{"model": "m"}], "model": "m"},  # a nested "model" first
+        {"input": 'he said "model": "m"', "model": "m"},  # in a string
+        {"a": "\\", "model": "m"},  # a string ending in a backslash before it
+        {"a": "x\\\\", "b": {"model": "m"}, "model": "m", "c": "[{"},
+    ],
+)
+def test_only_the_top_level_model_is_spliced_whatever_precedes_it(body):
+    for raw in (json.dumps(body), json.dumps(body, separators=(",", ":")), json.dumps(body, indent=2)):
+        spliced = with_model(raw.encode(), "m", "claude-opus-4-8")
+        assert json.loads(spliced) == body | {"model": "claude-opus-4-8"}

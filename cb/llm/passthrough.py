@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cb.jsondepth import without_strings
 from cb.llm import messages_api, responses_api
 from cb.llm.errors import InvalidRequest
 from cb.llm.estimate import estimate_tokens
@@ -32,7 +33,6 @@ from cb.llm.types import StreamChunk, Usage
 #: the client APIs relayed natively, and the request headers each forwards verbatim (by prefix)
 FORWARDED_HEADERS = {"messages": ("anthropic-",), "responses": ("openai-beta",)}
 
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _SPACE = rb"[ \t\r\n]*"
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -111,11 +111,13 @@ def with_model(raw: bytes, old: str, new: str) -> bytes | None:
 
 
 def _top_level(raw: bytes, at: int) -> bool:
-    """Whether offset ``at`` of a JSON text is a key position directly inside the outer object:
-    outside every string, one bracket deep."""
-    before = _JSON_STRING.sub(b"", raw[:at])
-    if b'"' in before:
-        return False  # inside a string
+    """Whether the quote at offset ``at`` of a (valid) JSON text opens a key directly inside the
+    outer object. A quote that no backslash escapes opens a string there (closing one would put
+    ``model"`` outside any string), so only the brackets before it, strings cut out, decide."""
+    prefix = raw[:at]
+    if (len(prefix) - len(prefix.rstrip(b"\\"))) % 2:
+        return False  # an escaped quote, inside a string
+    before = without_strings(prefix)
     opened = before.count(b"{") + before.count(b"[")
     return opened - before.count(b"}") - before.count(b"]") == 1
 
