@@ -378,6 +378,15 @@ def _blocked_subscription(emitted: list, failures: list):
     return bus, released, live
 
 
+def _until(done, seconds: float = 30.0) -> None:
+    """Yield to the subscription's greenlets until ``done()`` holds (a loaded machine sends slowly)."""
+    import gevent
+
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+
+
 def _publish(bus, first: int, count: int) -> None:
     import gevent
 
@@ -392,7 +401,6 @@ def _publish(bus, first: int, count: int) -> None:
 
 
 def test_a_subscriber_that_falls_behind_gets_what_was_queued_in_order_then_an_error_with_the_count():
-    import gevent
 
     from cb import metrics
     from schema.subscriptions import QUEUE_LIMIT
@@ -403,7 +411,7 @@ def test_a_subscriber_that_falls_behind_gets_what_was_queued_in_order_then_an_er
     _publish(bus, 0, 1)  # the first event is taken and its client blocks
     _publish(bus, 1, QUEUE_LIMIT + 250)
     released.set()
-    gevent.sleep(0.5)
+    _until(lambda: failures)  # the error follows the last queued event
     assert emitted == [f"t{n}" for n in range(QUEUE_LIMIT + 1)]  # no gap, no reordering
     assert len(failures) == 1
     [error] = failures[0]
@@ -425,6 +433,7 @@ def test_a_subscriber_within_the_queue_gets_every_event_and_no_error():
     _publish(bus, 0, 1)
     _publish(bus, 1, QUEUE_LIMIT)  # exactly fills the queue behind the event being sent
     released.set()
-    gevent.sleep(0.5)
+    _until(lambda: len(emitted) == QUEUE_LIMIT + 1)
+    gevent.sleep(0.1)  # an error, had there been one, would follow the last event at once
     assert emitted == [f"t{n}" for n in range(QUEUE_LIMIT + 1)] and failures == []
     live.close()
