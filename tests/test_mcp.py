@@ -7,6 +7,8 @@ import asyncio
 import itertools
 import json
 import random
+import subprocess
+import sys
 import time
 
 import httpx2
@@ -15,7 +17,7 @@ import requests
 from mcp import Client, Implementation
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.harness import Server
+from tests.harness import ROOT, Server
 from tests.ws_client import WsClient
 
 TOKEN = "query($t: ID!) { token(id: $t) { place data created_by history { transition actor } } }"
@@ -420,3 +422,14 @@ def test_a_client_name_is_recorded_without_control_characters(server):
     )
     assert created.json()["result"]["structuredContent"]["created_by"] == "mcp:bot12:00 INFO forged"
     assert "\n12:00 INFO forged" not in server.logs()
+
+
+def test_the_readme_python_client_runs_as_written(server, tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Agents over MCP", 1)[1].split("\n## ", 1)[0]
+    code = section.split("**Python**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "readme_mcp.py"
+    script.write_text(code.replace("http://localhost:4000/mcp", server.graphql_url + "/mcp"))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "pending_review"

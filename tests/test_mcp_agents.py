@@ -1,4 +1,5 @@
-"""Coding agents using our MCP server: Claude Code and Codex, each configured as the README says,
+"""Coding agents using our MCP server: Claude Code and Codex, each configured as the README says
+(its ``claude mcp add`` command, and its JSON and TOML blocks read from README.md itself),
 driven by a scripted local model (tests/upstreams/agent_upstream.py) that calls our tools.
 
 The model asks for ``create_token``, then ``fire_transition`` on the token it got back; the
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import ROOT
 from tests.upstreams.agent_upstream import AgentUpstream, Call, Say
 from tests.ws_client import WsClient
 
@@ -27,6 +29,12 @@ CLIENT_KEY = "cb-mcp-agent-key-0123456789"
 TOKEN = "query($t: ID!) { token(id: $t) { place data created_by history { transition actor } } }"
 EVENTS = 'subscription { workflowEvents(workflow_id: "document_review") { type token_id to_place actor } }'
 UUID = re.compile(r'"id":\s*"([0-9a-f-]{36})"')
+
+
+def readme_block(language: str, after: str) -> str:
+    """The first ``language`` code block after ``after`` in the README's "Agents over MCP" section."""
+    section = (ROOT / "README.md").read_text().split("## Agents over MCP", 1)[1].split("\n## ", 1)[0]
+    return section.split(after, 1)[1].split(f"```{language}\n", 1)[1].split("```", 1)[0]
 
 
 def agent_binary(name: str) -> Path:
@@ -115,9 +123,9 @@ def test_claude_code_creates_and_submits_a_token_through_mcp(server, upstream, t
         run_agent([claude, "mcp", "add", "--transport", "http", "cb", url, "--header", header], env, tmp_path)
         servers = []
     else:
-        config = tmp_path / "mcp.json"
-        name, value = header.split(": ", 1)
-        config.write_text(json.dumps({"mcpServers": {"cb": {"type": "http", "url": url, "headers": {name: value}}}}))
+        config = tmp_path / "cb.json"  # the README's file, for this server and key
+        block = readme_block("json", "--mcp-config cb.json")
+        config.write_text(block.replace("http://localhost:4000/mcp", url).replace("<key>", CLIENT_KEY))
         servers = ["--mcp-config", str(config), "--strict-mcp-config"]
     ws = watch_events(server)
     done = run_agent(
@@ -157,13 +165,11 @@ base_url = "{upstream.base_url}"
 wire_api = "responses"
 env_key = "LOCAL_MODEL_KEY"
 
-[mcp_servers.cb]
-url = "{server.graphql_url}/mcp"
-bearer_token_env_var = "CB_API_KEY"
 """
+        + readme_block("toml", "**Codex**").replace("http://localhost:4000/mcp", server.graphql_url + "/mcp")
     )
     ws = watch_events(server)
-    env = offline_env(tmp_path, CODEX_HOME=str(codex_home), LOCAL_MODEL_KEY="local", CB_API_KEY=CLIENT_KEY)
+    env = offline_env(tmp_path, CODEX_HOME=str(codex_home), LOCAL_MODEL_KEY="local", CB_KEY=CLIENT_KEY)
     done = run_agent(
         [codex, "exec", "--skip-git-repo-check", "Create a document_review token and submit it for review."],
         env,
