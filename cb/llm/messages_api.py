@@ -223,6 +223,9 @@ def _turn(raw: Any, i: int, parse: _Parse) -> list[Message]:
     content = raw.get("content")
     if role == "system":
         if isinstance(content, list):
+            for block in content:
+                if not isinstance(block, dict) or block.get("type") != "text":
+                    parse.drop(f"{block.get('type') if isinstance(block, dict) else 'unknown'} blocks in system turns")
             content = [b for b in content if isinstance(b, dict) and b.get("type") == "text"]
         text = _text_blocks(content, f"{at}.content", parse)
         return [Message("system", text)] if text else []

@@ -1,4 +1,4 @@
-"""Tools that cross vendors: names every target accepts, freeform tools, schemas, effort.
+"""What crosses vendors with a request's tools: names every target accepts, freeform tools, schemas, effort.
 
 OpenAI and Gemini take function names of at most 64 characters of ``[a-zA-Z0-9_-]``;
 Responses tools may sit in a ``namespace`` and may be ``custom`` (freeform: the model writes
