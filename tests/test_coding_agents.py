@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 import uuid
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def _offline_env(home: Path, **extra: str) -> dict:
         "DISABLE_TELEMETRY": "1",
         "DISABLE_ERROR_REPORTING": "1",
         "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY": "1",
-        # Codex: analytics and update checks are off in its config.toml (CODEX_CONFIG)
+        # Codex: analytics and update checks are off in its config.toml (readme_codex_config)
         "NO_COLOR": "1",
     }
     env.update(extra)
@@ -130,34 +131,34 @@ def run_claude(gateway: Server, workdir: Path, model: str, prompt: str) -> dict:
     _needs(CLAUDE)
     home = workdir / "home"
     home.mkdir(exist_ok=True)
-    env = _offline_env(
-        home,
-        ANTHROPIC_BASE_URL=gateway.openai_url,
-        ANTHROPIC_AUTH_TOKEN=CLIENT_KEY,
-        ANTHROPIC_MODEL=model,
-        ANTHROPIC_DEFAULT_HAIKU_MODEL=model,
-    )
+    env = _offline_env(home, **readme_claude_env(gateway, model))
     since = len(gateway.logs().splitlines())
     done = _run([str(CLAUDE), "-p", prompt, "--output-format", "json", "--allowedTools", "Read"], workdir, env)
     assert not refused(gateway, since)
     return json.loads(done.stdout)
 
 
-CODEX_CONFIG = """
-model = "{model}"
-model_provider = "cb"
-model_reasoning_effort = "high"
-check_for_update_on_startup = false
+def readme_claude_env(gateway: Server, model: str) -> dict:
+    """Claude Code's environment as the README's Coding agents section sets it, pointed at this
+    gateway, with ``model`` as its model and background model."""
+    exports = dict(re.findall(r"^export (\w+)=(\S+)", _readme_block("bash"), re.M))
+    assert {"ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_DEFAULT_HAIKU_MODEL"} <= set(exports)
+    models = {"ANTHROPIC_MODEL": model, "ANTHROPIC_DEFAULT_HAIKU_MODEL": model, "ANTHROPIC_AUTH_TOKEN": CLIENT_KEY}
+    return exports | {"ANTHROPIC_BASE_URL": gateway.openai_url} | models
 
-[analytics]
-enabled = false
 
-[model_providers.cb]
-name = "Circuit Breaker"
-base_url = "{url}/v1"
-env_key = "CB_API_KEY"
-wire_api = "responses"
-"""
+def readme_codex_config(gateway: Server, model: str) -> str:
+    """Codex's config.toml as the README gives it, on this gateway and ``model``, analytics and
+    update checks off."""
+    config = _readme_block("toml").replace("http://localhost:3000", gateway.openai_url)
+    config = re.sub(r'^model = "[^"]*"', f'model = "{model}"', config, count=1, flags=re.M)
+    assert tomllib.loads(config)["model_providers"]["cb"]["wire_api"] == "responses"
+    return f"check_for_update_on_startup = false\n{config}\n[analytics]\nenabled = false\n"
+
+
+def _readme_block(language: str) -> str:
+    section = (ROOT / "README.md").read_text().split("\n## Coding agents\n", 1)[1].split("\n## ", 1)[0]
+    return re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)
 
 
 def run_codex(gateway: Server, workdir: Path, model: str, prompt: str, *options: str) -> str:
@@ -165,7 +166,7 @@ def run_codex(gateway: Server, workdir: Path, model: str, prompt: str, *options:
     _needs(CODEX)
     home = workdir / "codex-home"
     home.mkdir(exist_ok=True)
-    (home / "config.toml").write_text(CODEX_CONFIG.format(model=model, url=gateway.openai_url))
+    (home / "config.toml").write_text(readme_codex_config(gateway, model))
     out = workdir / "last-message.txt"
     env = _offline_env(workdir, CODEX_HOME=str(home), CB_API_KEY=CLIENT_KEY)
     since = len(gateway.logs().splitlines())
