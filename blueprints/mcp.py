@@ -30,11 +30,12 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from blueprints import services
 from cb import lifecycle
+from cb.errors import CircuitBreakerError
 from cb.jsondepth import NestingTooDeep, check_json
 from cb.mcp import McpError, McpServer
 from cb.mcp.errors import METHOD_NOT_FOUND, PARSE_ERROR
 from cb.mcp.notifications import END
-from cb.mcp.server import check_message, check_version, error, is_request
+from cb.mcp.server import INTERNAL_ERROR, check_message, check_version, error, is_request
 from cb.network import LOOPBACK_ORIGINS
 from cb.security import InvalidApiKey, bearer
 
@@ -112,6 +113,12 @@ def check_caller():
 @bp.errorhandler(McpError)
 def mcp_error(exc: McpError):
     return _failure(exc)
+
+
+@bp.errorhandler(CircuitBreakerError)
+def domain_error(exc: CircuitBreakerError):
+    """Storage unreachable while a session is looked up (503), and the like, as JSON-RPC errors."""
+    return _failure(McpError(exc.message, INTERNAL_ERROR, max(exc.http_status, 400)))
 
 
 @bp.errorhandler(RequestEntityTooLarge)
@@ -211,7 +218,10 @@ def open_stream():
     def stream():
         # everything is opened here, inside the generator: one never started (a HEAD request, a
         # response dropped before its body) then holds nothing that its cleanup would miss
-        feed = server.open_feed()
+        try:
+            feed = server.open_feed()
+        except CircuitBreakerError:  # storage unreachable: end the stream; the client opens another later
+            return
         stop_on_drain = lifecycle.on_drain(feed.end)
         try:
             yield ": stream open\n\n"

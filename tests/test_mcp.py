@@ -17,7 +17,7 @@ import requests
 from mcp import Client, Implementation
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.harness import ROOT, Server
+from tests.harness import ROOT, NatsServer, Server
 from tests.ws_client import WsClient
 
 TOKEN = "query($t: ID!) { token(id: $t) { place data created_by history { transition actor } } }"
@@ -433,3 +433,15 @@ def test_the_readme_python_client_runs_as_written(server, tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "pending_review"
+
+
+def test_with_nats_down_a_session_request_gets_a_json_rpc_503(server_factory, tmp_path):
+    nats = NatsServer(tmp_path / "nats")
+    nats.start()
+    server = server_factory("nats", NATS_URL=nats.url)
+    headers = session_headers(server)
+    nats.stop()
+    answer = call(server, headers, "tools/list")
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == -32603
+    assert answer.headers["Retry-After"]
