@@ -469,3 +469,21 @@ def test_only_the_top_level_model_is_spliced_whatever_precedes_it(body):
     for raw in (json.dumps(body), json.dumps(body, separators=(",", ":")), json.dumps(body, indent=2)):
         spliced = with_model(raw.encode(), "m", "claude-opus-4-8")
         assert json.loads(spliced) == body | {"model": "claude-opus-4-8"}
+
+
+def test_relayed_requests_are_billed_on_nats_with_two_workers(server_factory, upstreams, tmp_path):
+    config = tmp_path / "cb.toml"
+    config.write_text(
+        CONFIG.format(a=upstreams["a"].url, b=upstreams["b"].url, openai=upstreams["gpt"].base_url, model=OPUS)
+    )
+    server = server_factory(
+        "nats", CB_CONFIG=str(config), CLAUDE_KEY=ANTHROPIC_KEY, GPT_KEY=OPENAI_KEY, WEB_CONCURRENCY="2"
+    )
+    project = "nats-" + uuid.uuid4().hex[:6]
+    for stream in (False, True, False, True):
+        response = post(server, claude_code_body(f"NATS {stream}", stream=stream), headers={"x-cb-project": project})
+        assert response.status_code == 200 and response.content
+    deadline = time.monotonic() + 10
+    while usage_of(server, project)["total_requests"] < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert usage_of(server, project)["total_requests"] == 4
