@@ -44,6 +44,9 @@ def relay(api: str, body) -> Response | None:
             return stream_response(gateway.relay_stream(req, ctx, pairs), RelayEvents(api), ctx, routing)
         result = gateway.relay(req, ctx, pairs)
     except UpstreamError as exc:
+        if exc.deployment_id and _no_such_endpoint(exc):
+            gateway.lacks(exc.deployment_id, api)
+            return None
         return upstream_error(exc)
     return answer(result.body, route_headers(result.route, ctx, result.upstream_ms) | routing)
 
@@ -81,6 +84,21 @@ def upstream_error(exc: UpstreamError) -> Response:
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     return response
+
+
+def _no_such_endpoint(exc: UpstreamError) -> bool:
+    """The upstream has no such path (vLLM's ``{"detail": "Not Found"}``, llama.cpp's "File Not
+    Found"), as opposed to OpenAI's own 404 for a model it does not have."""
+    if exc.upstream_status not in (404, 405, 501):
+        return False
+    try:
+        error = json.loads(exc.body or b"null")
+    except ValueError:
+        return True
+    detail = error.get("error") if isinstance(error, dict) else None
+    return not (
+        isinstance(detail, dict) and (detail.get("code") == "model_not_found" or detail.get("param") == "model")
+    )
 
 
 def _json_object(body: bytes) -> bool:

@@ -134,12 +134,12 @@ def test_anthropic_messages_example_streams_a_gpt_answer(api, upstream):
 def test_responses_example_continues_its_first_response(api, upstream):
     lines = python_example("responses.py", api).splitlines()
     assert lines[0] == REPLY == lines[1] and lines[2].startswith("-- resp_")
-    first, second = upstream.chats()
-    assert second.json["messages"] == [
-        {"role": "user", "content": "My name is Ada."},
-        {"role": "assistant", "content": REPLY},
-        {"role": "user", "content": "What is my name?"},
-    ]
+    # an OpenAI deployment serves the Responses API itself: both requests go up as sent, and
+    # OpenAI continues the first response it keeps
+    first, second = [r for r in upstream.received if r.path == "/v1/responses"]
+    assert first.json["input"] == "My name is Ada." and first.json["instructions"] == "Be brief."
+    first_id = lines[2].split()[1]
+    assert second.json["previous_response_id"] == first_id and second.json["input"] == "What is my name?"
 
 
 def test_embeddings_example_prints_vectors_and_similarities(api, upstream):

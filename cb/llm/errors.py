@@ -70,6 +70,7 @@ class UpstreamError(LLMError):
     code = "UPSTREAM_ERROR"
     openai_code = "upstream_error"
     body: bytes | None = None
+    deployment_id: str | None = None  # the deployment that answered it, once the gateway knows
 
     def __init__(
         self,

@@ -90,6 +90,9 @@ class Gateway:
         self.transport = transport
         self.catalog = catalog
         self.affinity = SessionAffinity()
+        #: (deployment id, API) pairs found not to serve that API natively (a self-hosted server
+        #: at OPENAI_BASE_URL without the Responses API): their requests are translated instead
+        self.lacking: set[tuple[str, str]] = set()
 
     # -- helpers ---------------------------------------------------------------------
     def _provider(self, route: Route) -> Provider:
@@ -251,6 +254,7 @@ class Gateway:
                     response = parse(provider, body, route)
                 except UpstreamError as exc:
                     self.router.finished(route, False, elapsed_ms(started), error=exc)
+                    exc.deployment_id = route.deployment.id
                     last = exc
                     if exc.retryable:
                         log.warning(
@@ -304,9 +308,22 @@ class Gateway:
         except LLMError:
             self.record(ctx, request.model, None, Usage(), "error", streamed=request.stream)
             raise
-        if request.api not in pairs[0][1].relays:
+        native = [
+            p for p in pairs if request.api in p[1].relays and (p[0].deployment.id, request.api) not in self.lacking
+        ]
+        if not native or native[0] is not pairs[0]:
             return None
-        return [pair for pair in pairs if request.api in pair[1].relays]
+        return native
+
+    def lacks(self, deployment_id: str, api: str) -> None:
+        """Remember that ``deployment_id`` has no native ``api`` endpoint (it answered 404 for the
+        path itself): this worker translates its requests from now on."""
+        if (deployment_id, api) not in self.lacking:
+            self.lacking.add((deployment_id, api))
+            log.warning(
+                "deployment has no native endpoint for this API; translating its requests",
+                extra={"fields": {"deployment": deployment_id, "api": api}},
+            )
 
     def relay(self, request: NativeRequest, ctx: RequestContext, pairs: list[tuple[Route, Provider]]) -> Relayed:
         """A non-streamed request relayed over ``pairs`` (failing over), its answer as it came;

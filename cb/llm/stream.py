@@ -118,6 +118,7 @@ class ChatStream:
                 held = self._open(deployment, call, deadline)
             except UpstreamError as exc:
                 self._close_upstream()
+                exc.deployment_id = route.deployment.id
                 if not exc.retryable:
                     raise
                 self._pending = False

@@ -4,7 +4,9 @@ model: a response, then a second one that continues it with ``previous_response_
     python examples/python/responses.py "My name is Ada."
 
 CB_OPENAI_URL (default http://localhost:3000/v1) is the server; CB_MODEL (default gpt-4)
-names the model. Stored responses are kept for RESPONSES_RETENTION_SECONDS.
+names the model. On an OpenAI deployment the gateway relays the Responses API itself and
+OpenAI keeps the responses; for other vendors the gateway keeps them for
+RESPONSES_RETENTION_SECONDS.
 """
 
 import os
