@@ -10,11 +10,12 @@ Context Protocol (revisions 2025-03-26 to 2025-11-25), over :class:`cb.mcp.McpSe
   keep-alive comments, until the session ends or the worker drains.
 * ``DELETE`` ends the session.
 
-The port's own checks apply first: Host (421), the body's size and read time (413, 408).
-Here: ``Origin``, when a browser sends one, must be loopback, listed in GRAPHQL_CORS_ORIGINS,
-or this very server (403 otherwise: DNS rebinding); and with GRAPHQL_API_KEY set or client
-keys required (OPENAI_API_KEY_REQUIRED), ``Authorization: Bearer`` must carry GRAPHQL_API_KEY
-or a valid client key (401 with ``WWW-Authenticate`` otherwise). Every error is a JSON-RPC
+The port's own checks apply first: Host (421) and the body's read time (408), answered in the
+port's GraphQL error shape, and its size (413, answered here). Then ``Origin``, when a browser
+sends one, must be loopback, listed in GRAPHQL_CORS_ORIGINS, or this very server (403
+otherwise: DNS rebinding); and with GRAPHQL_API_KEY set or client keys required
+(OPENAI_API_KEY_REQUIRED), ``Authorization: Bearer`` must carry GRAPHQL_API_KEY or a valid
+client key (401 with ``WWW-Authenticate`` otherwise). Every error from here on is a JSON-RPC
 error object, never HTML.
 """
 

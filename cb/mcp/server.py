@@ -127,8 +127,6 @@ class McpServer:
             return None  # notifications/initialized, cancellations, answers: nothing to say
         method = self._methods.get(message["method"])
         try:
-            if message["method"] == "initialize":
-                raise McpError("This session is already initialized; send initialize without Mcp-Session-Id")
             if method is None:
                 raise McpError(f"Method not found: {message['method']}", METHOD_NOT_FOUND, 200)
             return result(message, method(session, message.get("params") or {}))
