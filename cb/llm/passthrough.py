@@ -90,6 +90,10 @@ def native_request(api: str, path: str, body: Any, raw: bytes, query: str, heade
         raise InvalidRequest("The request body must be a JSON object.", None)
     model = body.get("model")
     if not isinstance(model, str) or not model:
+        if api == "responses":  # each API's own words
+            raise InvalidRequest(
+                "Missing required parameter: 'model'." if model is None else "Invalid 'model'.", "model"
+            )
         raise InvalidRequest("model: Field required" if model is None else "model: Input should be a string", "model")
     routing = body.get("circuit_breaker")
     if routing is not None and not isinstance(routing, dict):
