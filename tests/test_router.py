@@ -102,7 +102,7 @@ def test_a_name_in_a_vendors_style_goes_to_that_vendor_before_any_listing(model,
 
 def test_a_vendor_style_name_its_listing_lacks_is_not_found():
     router = make_router(ANTHROPIC_API_KEY="sk-a")
-    router.discovered["anthropic"] = ["claude-sonnet-4-5-20250929"]
+    router.discovered["anthropic"] = Listing(["claude-sonnet-4-5-20250929"])
     with pytest.raises(ModelNotFound):
         router.routes("claude-opus-4-8", RequestContext())
 
@@ -147,7 +147,7 @@ def test_virtual_model_with_no_provider_configured_is_refused():
 def test_virtual_model_ranks_across_deployments_serving_a_listed_model():
     vllm = Deployment("vllm", "openai_compatible", "http://vllm.local/v1", models=["llama3.2"])
     router = make_router([vllm], OPENAI_API_KEY="sk-o", OLLAMA_BASE_URL="http://127.0.0.1:9")
-    router.discovered["ollama"] = ["llama3.2"]
+    router.discovered["ollama"] = Listing(["llama3.2"])
     routes = router.routes("cb:cost-optimal", RequestContext())
     assert set(pairs(routes)[:2]) == {("ollama", "llama3.2"), ("vllm", "llama3.2")}
 
@@ -162,7 +162,7 @@ def test_virtual_models_skip_an_ollama_whose_models_were_never_discovered(virtua
 def test_virtual_model_reaches_ollama_only_for_what_it_listed():
     router = make_router(OPENAI_API_KEY="sk-o", OLLAMA_BASE_URL="http://localhost:11434", ROUTER_MAX_ATTEMPTS="20")
     router.catalog.discovered("ollama", "qwen2.5:7b")
-    router.discovered["ollama"] = ["qwen2.5:7b"]
+    router.discovered["ollama"] = Listing(["qwen2.5:7b"])
     routes = router.routes("cb:cost-optimal", RequestContext())
     assert [r.model.id for r in routes if r.deployment.id == "ollama"] == ["qwen2.5:7b"]
     assert pairs(routes)[0] == ("ollama", "qwen2.5:7b")  # free, so first by cost

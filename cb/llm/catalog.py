@@ -76,14 +76,7 @@ class ModelInfo:
 
     def cost(self, usage, timestamp: float) -> float:
         """USD for a request's :class:`~cb.llm.types.Usage` at the price in force at ``timestamp``."""
-        return self.prices.at(timestamp).cost(
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            usage.cached_tokens,
-            usage.cache_write_tokens,
-            usage.cache_write_1h_tokens,
-            usage.reasoning_tokens,
-        )
+        return (self.prices.only or self.prices.at(timestamp)).cost_of(usage)
 
     def price_view(self, now: float | None = None) -> dict:
         """Prices per 1M tokens in force now, as /v1/models shows them (None when unpriced)."""

@@ -31,6 +31,7 @@ import gevent
 
 from cb.errors import NotFound, StorageUnavailable
 from cb.llm.catalog import Catalog
+from cb.llm.deployments import is_configured
 from cb.llm.providers.base import Deployment, ListedModel, Provider
 from cb.logs import get_logger
 from cb.storage import Storage
@@ -56,6 +57,9 @@ class Listing(list):
             if dated:
                 names.update((dated["name"], dated["name"] + "-latest"))
         self.names = frozenset(names)
+
+
+NOTHING = Listing()  # what an Ollama never listed serves
 
 
 class ModelDiscovery:
@@ -93,7 +97,7 @@ class ModelDiscovery:
             provider = self.providers.get(deployment.provider_type)
             if provider is None or type(provider).discover_models is Provider.discover_models:
                 continue
-            if not deployment.enabled or not deployment.base_url:
+            if not is_configured(deployment):  # off, no address, or no key: nothing to ask
                 self.found.pop(deployment.id, None)
                 continue
             pairs.append((deployment, provider))

@@ -63,34 +63,40 @@ class RateCard:
     base: Rates
     tiers: tuple[tuple[int, Rates], ...] = ()
 
-    def cost(
-        self,
-        prompt: int,
-        completion: int,
-        cached: int = 0,
-        written: int = 0,
-        written_1h: int = 0,
-        reasoning: int = 0,
-    ) -> float:
-        """USD; ``cached`` and ``written`` (of which ``written_1h``) are within ``prompt``,
-        ``reasoning`` within ``completion``."""
+    def cost_of(self, usage) -> float:
+        """USD for a :class:`~cb.llm.types.Usage`: its ``cached_tokens`` and ``cache_write_tokens``
+        (of which ``cache_write_1h_tokens``) are within ``prompt_tokens``, ``reasoning_tokens``
+        within ``completion_tokens``. Runs for every request: the details are read once, no
+        property or helper is called."""
+        prompt, completion = usage.prompt_tokens, usage.completion_tokens
         rates = self.base
-        for start, tier in self.tiers:
+        for start, tier in self.tiers:  # a cliff: above the start, every token at the tier's rates
             if prompt > start:
                 rates = tier
-        cached = min(cached, prompt)
-        written = min(written, prompt - cached)
-        written_1h = min(written_1h, written)
-        reasoning = min(reasoning, completion)
+        details, out = usage.prompt_details, usage.completion_details
+        if not details and not out:  # the common plain answer
+            return prompt * rates.input + completion * rates.output + rates.per_request
+        get = (details or _NONE).get
+        cached = get("cached_tokens") or 0
+        cached = cached if cached < prompt else prompt
+        written = get("cache_write_tokens") or 0
+        written = written if written < prompt - cached else prompt - cached
+        hour = get("cache_write_1h_tokens") or 0
+        hour = hour if hour < written else written
+        reasoning = (out or _NONE).get("reasoning_tokens") or 0
+        reasoning = reasoning if reasoning < completion else completion
         return (
             (prompt - cached - written) * rates.input
             + cached * rates.cached_input
-            + (written - written_1h) * rates.cache_write
-            + written_1h * rates.cache_write_1h
+            + (written - hour) * rates.cache_write
+            + hour * rates.cache_write_1h
             + (completion - reasoning) * rates.output
             + reasoning * rates.reasoning
             + rates.per_request
         )
+
+
+_NONE: dict = {}
 
 
 def flat_card(
@@ -111,13 +117,15 @@ FREE = flat_card(0.0, 0.0)
 class ModelPrices:
     """One model's prices over time: the :class:`RateCard` in force at a moment."""
 
-    __slots__ = ("_cards", "_starts", "_model", "source")
+    __slots__ = ("_cards", "_starts", "_model", "source", "only")
 
     def __init__(self, cards: list[tuple[float, RateCard]], model=None, source: str = "config"):
         self._starts = [start for start, _ in cards]  # epoch seconds, ascending; the first is -inf
         self._cards = [card for _, card in cards]
         self._model = model  # genai-prices' ModelInfo when a price depends on the time of day
         self.source = source  # genai-prices | config | free
+        #: the one card of a model whose price never changed (most): no look-up by date per request
+        self.only = self._cards[0] if len(self._cards) == 1 and model is None else None
 
     @classmethod
     def fixed(cls, card: RateCard, source: str = "config") -> ModelPrices:

@@ -47,7 +47,7 @@ from cb import metrics
 from cb.config import Settings
 from cb.llm.catalog import VIRTUAL_MODELS, Catalog, ModelInfo, vendor_of
 from cb.llm.deployments import KEY_VARIABLES, LISTING_TYPES, PROVIDER_TYPES, RouterConfig, is_configured
-from cb.llm.discovery import Listing
+from cb.llm.discovery import NOTHING, Listing
 from cb.llm.errors import InvalidRequest, LLMError, ModelNotFound, ProviderNotConfigured
 from cb.llm.health import BreakerPolicy, HealthBook
 from cb.llm.providers.base import Deployment
@@ -140,7 +140,7 @@ class Router:
         self.extra_prices: dict[str, list] = {}  # CB_CONFIG [prices] of models the catalog holds no entry of
         self._priced_routes: dict[tuple[str, str], tuple] = {}  # see _priced
         #: deployment id -> model ids its endpoint listed at the last successful discovery
-        self.discovered: dict[str, list[str]] = {}
+        self.discovered: dict[str, Listing] = {}
         for model, price in self.config.prices.items():
             if catalog.get(model):
                 catalog.override_price(model, price)
@@ -246,11 +246,11 @@ class Router:
             return True
         return bool(ctx and ctx.provider_key and deployment.enabled and deployment.base_url)
 
-    def listed(self, deployment: Deployment) -> list[str] | None:
-        """The model ids the deployment's endpoint listed at discovery; None when it lists none
-        (OpenAI's own API, an endpoint without ``/models``), so the catalog's models of its type apply."""
+    def listed(self, deployment: Deployment) -> Listing | None:
+        """The model ids the deployment's endpoint listed at discovery; None when no listing of it
+        has succeeded (yet), so the catalog's models of its type and its vendor's names apply."""
         if deployment.provider_type in LISTING_TYPES:
-            return self.discovered.get(deployment.id, [])
+            return self.discovered.get(deployment.id, NOTHING)
         return self.discovered.get(deployment.id)
 
     def served_models(self, deployment: Deployment) -> list[ModelInfo]:
@@ -266,9 +266,11 @@ class Router:
         """``info`` at the deployment's own price for it, if it sets one, else at CB_CONFIG's
         ``[prices]`` for a model the catalog holds no entry of (a configured price overrides
         genai-prices'). Kept per deployment and model, so a request does a look-up, not a pricing."""
+        if not deployment.prices and not self.extra_prices:  # nothing configured: as the sources price it
+            return info
         key = (deployment.id, info.id)
         kept = self._priced_routes.get(key)
-        if kept is not None and kept[0] is info and kept[1] is deployment.prices:
+        if kept is not None and kept[0] is info and kept[1] == deployment.prices:
             return kept[2]
         price = next((deployment.prices[n] for n in (info.id, *info.aliases) if n in deployment.prices), None)
         if price is None:
@@ -333,10 +335,14 @@ class Router:
         return pinned, name
 
     def _serves(self, deployment: Deployment, info: ModelInfo, asked: str) -> bool:
-        listed = deployment.models or self.listed(deployment)
-        if listed is None:  # not listed (yet): the catalog's models of its type, and names in its vendor's style
-            return deployment.provider_type == info.provider and (info.catalogued or vendor_of(asked) == info.provider)
-        names = listed.names if isinstance(listed, Listing) else listed  # a listing also answers undated names
+        names = deployment.models
+        if not names:
+            listed = self.listed(deployment)
+            if listed is None:  # not listed (yet): the catalog's models of its type, and names in its vendor's style
+                return deployment.provider_type == info.provider and (
+                    info.catalogued or vendor_of(asked) == info.provider
+                )
+            names = listed.names  # a set, with the undated names of dated ids
         return asked in names or info.id in names or any(a in names for a in info.aliases)
 
     def _virtual_candidates(self, tag: str, deployments: list[Deployment]) -> list[Candidate]:
