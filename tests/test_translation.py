@@ -8,6 +8,8 @@ import dataclasses
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cb.llm import messages_api, responses_api
 from cb.llm.errors import InvalidRequest
@@ -406,3 +408,52 @@ def test_a_session_moving_from_gemini_to_another_vendor_keeps_its_calls_matched(
     translated = dataclasses.replace(chat, anthropic_body=None)  # as from another client API
     anthropic_body = body_for(AnthropicProvider(), translated, "claude-sonnet-4-5")["messages"]
     assert anthropic_body[1]["content"][0]["id"] == anthropic_body[2]["content"][0]["tool_use_id"] == call_id
+
+
+# -- any shape: a clear 400 or a request, never a crash --------------------------------------------
+
+KEYS = {"type", "role", "content", "text", "name", "id", "input", "tool_use_id", "source", "tools", "namespace",
+        "call_id", "arguments", "output", "format", "schema", "effort", "budget_tokens", "parameters", "input_schema",
+        "image_url", "definition", "encrypted_content", "tool_name", "media_type", "data"}  # fmt: skip
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(["", "x", "text", "image", "tool_use", "user"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(sorted(KEYS)), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _replaced(body: dict, path: list, value) -> dict:
+    body = json.loads(json.dumps(body))
+    target = body
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return body
+
+
+def _paths(value, path=()) -> list[list]:
+    found = [list(path)] if path else []
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            found += _paths(sub, (*path, key))
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            found += _paths(sub, (*path, i))
+    return found
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["messages", "responses"]), st.data(), JSON)
+def test_any_part_of_an_agents_request_in_any_shape_is_translated_or_a_clear_400(api, data, value):
+    base = CLAUDE_CODE if api == "messages" else CODEX
+    path = data.draw(st.sampled_from(_paths(base)))
+    body = _replaced(base, path, value)
+    try:
+        chat = messages_api.parse_request(body) if api == "messages" else responses_api.parse_request(body).chat
+    except InvalidRequest:
+        return
+    for provider in (OpenAIProvider(), AnthropicProvider(), GoogleProvider()):
+        try:
+            body_for(provider, dataclasses.replace(chat, anthropic_body=None), "gpt-5")
+        except InvalidRequest:
+            pass

@@ -234,7 +234,7 @@ def _input(raw: Any, parse: Crossing) -> list[Message]:
             messages.append(Message("user", [ContentPart("text", text=TOOL_IMAGES), *shown]))
             shown = []
         if kind == "message":
-            role = ROLES.get(item.get("role"))
+            role = ROLES.get(item["role"]) if isinstance(item.get("role"), str) else None
             if role is None:
                 raise _fail(
                     f"Invalid value for '{at}.role': {item.get('role')!r} (supported: user, assistant, "
@@ -280,7 +280,10 @@ def _tools(raw: Any, parse: Crossing) -> None:
             raise _fail(f"Invalid type for '{at}': expected an object.", at)
         kind = tool.get("type")
         if kind == "namespace":
-            for j, inner in enumerate(tool.get("tools") or []):
+            inner_tools = tool.get("tools")
+            if not isinstance(inner_tools, list):
+                raise _fail(f"Invalid type for '{at}.tools': expected an array.", f"{at}.tools")
+            for j, inner in enumerate(inner_tools):
                 _tool(inner, f"{at}.tools[{j}]", parse, tool.get("name") if isinstance(tool.get("name"), str) else None)
         elif kind in ("function", "custom"):
             _tool(tool, at, parse, None)
