@@ -14,7 +14,8 @@ The queue holds at most ``STREAM_BUFFER_BYTES`` (by the chunks' weight, see
 :func:`weight`): the upstream is read only as fast as the client takes what it was sent
 (the response's writes wait on the client's socket), so a slow client costs a bounded
 buffer, never the whole stream. A client that takes nothing for UPSTREAM_STREAM_IDLE_TIMEOUT
-has its connection cut (its socket's write timeout) and the upstream closed.
+has its connection cut (its socket's write timeout, for each write of at most ``WRITE_SIZE``)
+and the upstream closed.
 """
 
 from __future__ import annotations
@@ -314,6 +315,7 @@ class _ClientWatch:
 
 STREAM_BUFFER_BYTES = 1 << 20  # what one stream may hold that its client has not taken yet
 CHUNK_OVERHEAD = 512  # about what a canonical chunk costs in memory beside its text
+WRITE_SIZE = 64 * 1024  # most bytes of a stream written to the client at once
 
 
 def weight(chunk) -> int:
@@ -451,8 +453,12 @@ def _sse(pump: _StreamPump, first: tuple | None, events, keepalive: float):
                 yield getattr(events, "keepalive", b": keep-alive\n\n")  # Anthropic's format: a ping event
             else:
                 data, ended = _frames(pump, events, [item, *pump.waiting()])
-                if data:
-                    yield data
+                if len(data) <= WRITE_SIZE:
+                    if data:
+                        yield data
+                else:  # in parts: the write timeout is for each, so a slow client still reading is not cut
+                    for at in range(0, len(data), WRITE_SIZE):
+                        yield data[at : at + WRITE_SIZE]
                 if ended:
                     return
             item = pump.next(keepalive)

@@ -5,6 +5,8 @@ is killed by gunicorn's timeout (``--timeout 2`` here, 120 in gunicorn.conf.py) 
 gunicorn's own lines about it must reach the log through our formatter, as proper text or
 JSON lines (its default format asked for a process id our logging does not collect: every
 such line was a ``--- Logging error ---`` traceback instead), and /metrics counts the restart.
+A worker that cannot load the application stops the server with gunicorn's boot-failure
+lines, in the same formats.
 """
 
 from __future__ import annotations
@@ -62,3 +64,31 @@ def test_a_worker_killed_by_the_timeout_is_logged_in_our_format_and_counted(tmp_
         assert all(any(line.endswith(message) for line in lines) for message in expected), lines
         assert any("CRITICAL gunicorn.error WORKER TIMEOUT" in line for line in lines)
     assert 'cb_worker_restarts_total{reason="timeout"} 1.0' in metrics
+
+
+class UnloadableServer(Server):
+    """The server pointed at an application the worker cannot load: gunicorn's boot failure."""
+
+    def command(self) -> list[str]:
+        return [*super().command()[:-1], "wsgi:missing"]
+
+
+@pytest.mark.parametrize("environment", ["development", "production"], ids=["text", "json"])
+def test_a_worker_that_cannot_boot_is_logged_in_our_format(tmp_path, environment):
+    server = UnloadableServer(tmp_path, env={"ENVIRONMENT": environment})
+    server.start(wait=False)
+    assert server.proc.wait(30) == 4  # gunicorn's "App failed to load"
+    logs = server.logs()
+    assert "Logging error" not in logs and "Traceback" not in logs
+    expected = ["Shutting down: Master", "Reason: App failed to load."]
+    if environment == "production":
+        lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+        messages = [e["message"] for e in lines if e["logger"] == "gunicorn.error" and e["level"] == "error"]
+        assert any(m.startswith("Worker (pid:") and m.endswith("exited with code 4.") for m in messages)
+        assert all(message in messages for message in expected)
+    else:
+        assert any(
+            line.endswith("exited with code 4.") and "ERROR   gunicorn.error Worker (pid:" in line
+            for line in logs.splitlines()
+        )
+        assert all(f"ERROR   gunicorn.error {message}" in logs for message in expected)
