@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 
-from flask import Response, request
+from flask import Response, g, request
 
 from blueprints import services
-from blueprints.openai import prepare_request, route_headers, stream_response
+from blueprints.openai import context, prepare_request, route_headers, stream_response
 from cb.llm.errors import UpstreamError
 from cb.llm.passthrough import NativeRequest, RelayEvents, native_request
+from cb.logs import get_logger
+
+log = get_logger("api.passthrough")
 
 #: upstream statuses whose body is the gateway's own business, not the client's: the server's
 #: credentials were refused (the client gets the gateway's 502 instead)
@@ -39,16 +42,51 @@ def relay(api: str, body) -> Response | None:
     pairs = gateway.native_routes(req, ctx)
     if pairs is None:
         return None
+    keep = _keeper(req)
     try:
         if req.stream:
-            return stream_response(gateway.relay_stream(req, ctx, pairs), RelayEvents(api), ctx, routing)
+            stream = gateway.relay_stream(req, ctx, pairs)
+            on_id = (lambda response_id: keep(response_id, stream.route)) if keep else None
+            return stream_response(stream, RelayEvents(api, on_id), ctx, routing)
         result = gateway.relay(req, ctx, pairs)
     except UpstreamError as exc:
         if exc.deployment_id and _no_such_endpoint(exc):
             gateway.lacks(exc.deployment_id, api)
             return None
         return upstream_error(exc)
+    if keep and result.answer is not None and isinstance(result.answer.get("id"), str):
+        keep(result.answer["id"], result.route)
     return answer(result.body, route_headers(result.route, ctx, result.upstream_ms) | routing)
+
+
+def _keeper(req: NativeRequest):
+    """For a Responses request the upstream stores (``store`` is not false): what notes, after
+    the answer, which deployment stored the response and for which client key (see
+    :meth:`cb.llm.responses_store.ResponseStore.remember_relayed`); None for any other request."""
+    if req.api != "responses" or req.body.get("store") is False:
+        return None
+    store, key = services().responses, g.get("api_key_id")
+
+    def keep(response_id: str, route) -> None:
+        # before the answer goes on, so a retrieve right after it finds the note (on NATS, one KV
+        # write per stored response; Codex sends store: false and writes none)
+        try:
+            store.remember_relayed(response_id, route.deployment.id, key)
+        except Exception:
+            log.exception("could not note a relayed response")
+
+    return keep
+
+
+def stored(method: str, response_id: str, deployment_id: str) -> Response:
+    """``GET`` or ``DELETE`` of a relayed response, from the deployment that stored it, answered
+    as it came."""
+    ctx = context()
+    try:
+        body = services().gateway.stored(deployment_id, method, f"/v1/responses/{response_id}", ctx)
+    except UpstreamError as exc:
+        return upstream_error(exc)
+    return answer(body, {"x-cb-deployment": deployment_id})
 
 
 def relay_count(body) -> Response | None:

@@ -60,14 +60,22 @@ def create_response():
 
 @bp.get("/v1/responses/<response_id>")
 def get_response(response_id: str):
-    response = services().responses.get(response_id, g.get("api_key_id"))
+    store, key = services().responses, g.get("api_key_id")
+    response = store.get(response_id, key)
     if response is None:
+        deployment = store.relayed(response_id, key)  # stored by OpenAI: asked there
+        if deployment is not None:
+            return passthrough.stored("GET", response_id, deployment)
         raise ResponseNotFound(response_id)
     return jsonify(response)
 
 
 @bp.delete("/v1/responses/<response_id>")
 def delete_response(response_id: str):
-    if not services().responses.delete(response_id, g.get("api_key_id")):
+    store, key = services().responses, g.get("api_key_id")
+    deployment = store.relayed(response_id, key)
+    if not store.delete(response_id, key):
         raise ResponseNotFound(response_id)
+    if deployment is not None:
+        return passthrough.stored("DELETE", response_id, deployment)
     return jsonify({"id": response_id, "object": "response", "deleted": True})

@@ -407,6 +407,50 @@ def test_a_responses_stream_relays_the_upstreams_events_and_bills_its_usage(gpt,
     assert (usage["prompt_tokens"], usage["completion_tokens"], usage["cached_tokens"]) == (120, 30, 100)
 
 
+def test_a_response_openai_stored_is_retrieved_and_deleted_through_the_gateway(gpt, fresh):
+    created = gpt.responses.create(model="gpt-5.5", input="keep this")
+    assert created.id in fresh["gpt"].stored
+    again = gpt.responses.retrieve(created.id)
+    assert again.id == created.id and again.output_text == REPLY
+    gpt.responses.delete(created.id)
+    assert created.id not in fresh["gpt"].stored
+    with pytest.raises(openai.NotFoundError):
+        gpt.responses.retrieve(created.id)
+
+
+def test_a_streamed_response_is_retrievable_and_an_unstored_one_is_not(gpt, fresh):
+    with gpt.responses.stream(model="gpt-5.5", input="stream and keep") as stream:
+        final = stream.get_final_response()
+    assert gpt.responses.retrieve(final.id).id == final.id
+    unstored = gpt.responses.create(model="gpt-5.5", input="forget this", store=False)
+    with pytest.raises(openai.NotFoundError):
+        gpt.responses.retrieve(unstored.id)
+
+
+def test_a_relayed_response_is_hidden_from_other_client_keys(server_factory, upstreams, tmp_path):
+    config = tmp_path / "cb.toml"
+    config.write_text(
+        CONFIG.format(a=upstreams["a"].url, b=upstreams["b"].url, openai=upstreams["gpt"].base_url, model=OPUS)
+    )
+    server = server_factory(
+        CB_CONFIG=str(config),
+        CLAUDE_KEY=ANTHROPIC_KEY,
+        GPT_KEY=OPENAI_KEY,
+        OPENAI_API_KEY_REQUIRED="true",
+        CB_API_KEYS="key-one-0123456789,key-two-0123456789",
+    )
+    one = openai.OpenAI(base_url=server.openai_url + "/v1", api_key="key-one-0123456789", max_retries=0)
+    two = openai.OpenAI(base_url=server.openai_url + "/v1", api_key="key-two-0123456789", max_retries=0)
+    created = one.responses.create(model="gpt-5.5", input="mine")
+    assert one.responses.retrieve(created.id).id == created.id
+    with pytest.raises(openai.NotFoundError):
+        two.responses.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        two.responses.delete(created.id)
+    one.close()
+    two.close()
+
+
 # -- around the requests -----------------------------------------------------------------------
 
 

@@ -66,11 +66,12 @@ class Completion:
 
 @dataclass
 class Relayed:
-    """A relayed answer, as the upstream sent it, and how it was served."""
+    """A relayed answer, as the upstream sent it (and parsed, when it is a JSON object), and how it was served."""
 
     body: bytes
     route: Route
     upstream_ms: float
+    answer: dict | None = None
 
 
 @dataclass
@@ -329,14 +330,16 @@ class Gateway:
         """A non-streamed request relayed over ``pairs`` (failing over), its answer as it came;
         the usage is read from it."""
         usage: Usage | None = None
+        answer: dict | None = None
 
         def parse(provider: Provider, body: bytes, route: Route) -> bytes:
-            nonlocal usage
+            nonlocal usage, answer
             try:
                 answer = json.loads(body)
             except ValueError:
                 answer = None
-            usage = provider.relay_usage(answer) if isinstance(answer, dict) else None
+            answer = answer if isinstance(answer, dict) else None
+            usage = provider.relay_usage(answer) if answer is not None else None
             return body
 
         route, body, upstream_ms = self._serve(
@@ -350,11 +353,22 @@ class Gateway:
         if usage is None or not usage.total_tokens:
             usage = Usage(request.prompt_estimate(), 0, estimated=True)
         self.record(ctx, request.model, route, usage, "success")
-        return Relayed(body, route, upstream_ms)
+        return Relayed(body, route, upstream_ms, answer)
 
     def relay_stream(self, request: NativeRequest, ctx: RequestContext, pairs: list[tuple[Route, Provider]]):
         """A streamed request relayed over ``pairs``: a :class:`RelayStream` (routes tried as it is iterated)."""
         return RelayStream(self, request, ctx, pairs)
+
+    def stored(self, deployment_id: str, method: str, path: str, ctx: RequestContext) -> bytes:
+        """``GET`` or ``DELETE`` of what a deployment stored for a relayed request (a Responses
+        response), answered as it came. Nothing is billed."""
+        deployment = next((d for d in self.router.deployments if d.id == deployment_id), None)
+        provider = PROVIDERS.get(deployment.provider_type) if deployment else None
+        call = provider.stored_call(deployment, method, path) if provider else None
+        if call is None:
+            raise UpstreamError("gateway", f"the deployment '{deployment_id}' that stored it is not configured now")
+        with self.deadline(ctx).bounding():
+            return self.transport.body(deployment, call, provider)
 
     def relay_count(self, request: NativeRequest, ctx: RequestContext, pairs: list[tuple[Route, Provider]]) -> bytes:
         """A token count relayed to the first route as it came (nothing is billed)."""

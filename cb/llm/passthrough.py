@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from cb.llm.types import StreamChunk, Usage
 FORWARDED_HEADERS = {"messages": ("anthropic-",), "responses": ("openai-beta",)}
 
 _SPACE = rb"[ \t\r\n]*"
+_RESPONSE_ID = re.compile(rb'"id"' + _SPACE + rb":" + _SPACE + rb'"(resp_[A-Za-z0-9_-]+)"')
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -150,9 +151,10 @@ class RelayEvents:
     after the first event (a broken connection, a stall, the server's shutdown). An error event
     the upstream sent is relayed as it came and ends the stream."""
 
-    def __init__(self, api: str):
+    def __init__(self, api: str, on_response_id: Callable[[str], None] | None = None):
         self.api = api
         self.ended = False  # the upstream's own error event went out
+        self.on_response_id = on_response_id  # told the id of a Responses response, from its first event
 
     def start(self) -> list:
         return []
@@ -163,6 +165,11 @@ class RelayEvents:
     def frame(self, chunk: StreamChunk) -> bytes:
         if chunk.finish_reason == "error":
             self.ended = True
+        if self.on_response_id is not None and chunk.raw:
+            found = _RESPONSE_ID.search(chunk.raw)  # response.created comes first, its response's id first in it
+            if found:
+                self.on_response_id(found[1].decode())
+                self.on_response_id = None
         return chunk.raw or b""
 
     def end(self, usage: Usage) -> list:

@@ -3,7 +3,9 @@
 
 Each entry keeps the rendered response, the conversation up to and including it (as
 canonical messages, so a continuation reads one entry, not a chain) and the client key
-that created it: another key cannot see it. Entries live in the ``responses`` bucket of
+that created it: another key cannot see it. A response relayed to OpenAI as it came
+(:mod:`cb.llm.passthrough`) is stored by OpenAI; its entry here keeps only which deployment
+holds it and the client key, so that key alone can retrieve or delete it through the gateway. Entries live in the ``responses`` bucket of
 storage (memory, or NATS KV so any worker can continue a conversation). Expiry reads
 only what it deletes: each entry is indexed under the hour it expires in, and a cursor
 in storage says which past hour comes next.
@@ -78,6 +80,19 @@ class ResponseStore:
             except Exception:
                 log.exception("could not expire stored responses")
 
+    def remember_relayed(self, response_id: str, deployment_id: str, api_key_id: str | None) -> None:
+        """A response a deployment stored itself: where it is, and whose it is."""
+        expires = time.time() + self.retention
+        self.storage.index_add(INDEX, (_hour(expires), response_id))
+        self.storage.put(
+            BUCKET, response_id, {"relayed": deployment_id, "api_key_id": api_key_id, "expires_at": expires}
+        )
+
+    def relayed(self, response_id: str, api_key_id: str | None) -> str | None:
+        """The deployment that stored a relayed response of this client key, or None."""
+        entry = self._entry(response_id, api_key_id)
+        return entry.value.get("relayed") if entry else None
+
     def _entry(self, response_id: str, api_key_id: str | None):
         entry = self.storage.get(BUCKET, response_id)
         if entry is None or entry.value.get("api_key_id") != api_key_id:
@@ -89,12 +104,12 @@ class ResponseStore:
     def get(self, response_id: str, api_key_id: str | None) -> dict | None:
         """The stored response, or None (unknown, expired, or stored by another client key)."""
         entry = self._entry(response_id, api_key_id)
-        return entry.value["response"] if entry else None
+        return entry.value.get("response") if entry else None
 
     def history(self, response_id: str, api_key_id: str | None) -> list[Message] | None:
         """The conversation up to and including the response, to continue it."""
         entry = self._entry(response_id, api_key_id)
-        return load_messages(entry.value["history"]) if entry else None
+        return load_messages(entry.value["history"]) if entry and "history" in entry.value else None
 
     def delete(self, response_id: str, api_key_id: str | None) -> bool:
         entry = self._entry(response_id, api_key_id)

@@ -64,6 +64,7 @@ class OpenAIUpstream(UpstreamServer):
         self.api_key = api_key
         self.reply = reply
         self.tool_arguments = '{"city": "Paris", "unit": "celsius"}'
+        self.stored: dict[str, dict] = {}  # responses created with store (OpenAI's default)
         self.responses_usage = {
             "input_tokens": 120,
             "input_tokens_details": {"cached_tokens": 100},
@@ -94,6 +95,8 @@ class OpenAIUpstream(UpstreamServer):
             self.chat(request, reply)
         elif request.method == "POST" and request.path == "/v1/responses":
             self.responses(request, reply)
+        elif request.method in ("GET", "DELETE") and request.path.startswith("/v1/responses/"):
+            self.stored_response(request, reply)
         elif request.method == "POST" and request.path == "/v1/embeddings":
             self.embeddings(request, reply)
         elif request.method == "GET" and request.path == "/v1/models":
@@ -251,6 +254,8 @@ class OpenAIUpstream(UpstreamServer):
                 "usage": usage,
             }
 
+        if body.get("store") is not False:
+            self.stored[ident] = response("completed", [message], self.responses_usage)
         if not body.get("stream"):
             reply.json(response("completed", [message], self.responses_usage))
             return
@@ -281,6 +286,16 @@ class OpenAIUpstream(UpstreamServer):
             done=False,
             event_names=True,
         )
+
+    def stored_response(self, request: Received, reply: Reply) -> None:
+        ident = request.path.rsplit("/", 1)[-1]
+        if ident not in self.stored:
+            reply.json(openai_error(f"Response with id '{ident}' not found.", param="response_id"), 404)
+        elif request.method == "GET":
+            reply.json(self.stored[ident])
+        else:
+            del self.stored[ident]
+            reply.json({"id": ident, "object": "response", "deleted": True})
 
     # -- embeddings ------------------------------------------------------------------------
     def embeddings(self, request: Received, reply: Reply) -> None:

@@ -107,6 +107,10 @@ class Provider:
         """A relayed stream's events as chunks carrying their own bytes (``StreamChunk.raw``) and the usage."""
         raise NotImplementedError
 
+    def stored_call(self, deployment: Deployment, method: str, path: str) -> UpstreamCall | None:
+        """``GET`` or ``DELETE`` of what the deployment stored for a relayed request, if it stores any."""
+        return None
+
     def count_tokens_call(self, deployment: Deployment, request: ChatRequest, model: str) -> UpstreamCall | None:
         """The provider's own count of a request's input tokens, if it has an endpoint for it."""
         return None

@@ -267,6 +267,12 @@ class OpenAIProvider(Provider):
     def relay_usage(self, body: dict) -> Usage | None:
         return responses_usage(body.get("usage"))
 
+    def stored_call(self, deployment: Deployment, method: str, path: str) -> UpstreamCall:
+        """``GET`` or ``DELETE`` of something the deployment stored (``/v1/responses/{id}``)."""
+        return UpstreamCall(
+            method, deployment.base_url.rstrip("/") + path.removeprefix("/v1"), self._headers(deployment)
+        )
+
     def relay_stream(self, lines: Iterable[bytes]) -> Iterator[StreamChunk]:
         """The upstream's Responses events as they came, the usage read from the final
         ``response.completed`` (or ``incomplete``). ``response.created`` and ``in_progress`` wait
