@@ -231,6 +231,16 @@ def test_codex_finishes_a_tool_loop_on_another_vendors_model(gateway, upstream, 
     assert any(secret in r for r in upstream.tool_results())
 
 
+def test_codex_on_claude_thinks_through_its_tool_loop(gateway, upstream, secret_file):
+    path, secret = secret_file
+    upstream.script(_cat_secret(path), Say("The file says: {result}"))
+    assert secret in run_codex(gateway, path.parent, "claude-sonnet-4-5", "What does secret.txt say?")
+    last = upstream.chat_requests()[-1].json
+    # Claude's signed thinking went to Codex as an encrypted reasoning item and came back with the call
+    assert last["thinking"]["type"] == "enabled"
+    assert [block["type"] for block in last["messages"][1]["content"]] == ["thinking", "tool_use"]
+
+
 @pytest.mark.parametrize("model", ["claude/gpt-5.5", "gemini/gpt-5.5"])
 def test_codex_applies_a_patch_through_its_freeform_tool_on_another_vendors_model(
     gateway, upstream, secret_file, model

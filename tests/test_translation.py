@@ -457,3 +457,40 @@ def test_any_part_of_an_agents_request_in_any_shape_is_translated_or_a_clear_400
             body_for(provider, dataclasses.replace(chat, anthropic_body=None), "gpt-5")
         except InvalidRequest:
             pass
+
+
+def test_claudes_thinking_goes_to_a_responses_client_as_a_reasoning_item_and_back_to_claude():
+    events = b"".join(
+        f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+        for name, data in [
+            ("message_start", {"type": "message_start", "message": {"usage": {"input_tokens": 5}}}),
+            ("content_block_start", {"type": "content_block_start", "index": 0,
+                                     "content_block": {"type": "thinking", "thinking": ""}}),
+            ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                     "delta": {"type": "thinking_delta", "thinking": "Look first."}}),
+            ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                     "delta": {"type": "signature_delta", "signature": "sig-1"}}),
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("content_block_start", {"type": "content_block_start", "index": 1,
+                                     "content_block": {"type": "tool_use", "id": "toolu_9", "name": "exec_command"}}),
+            ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+            ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                               "usage": {"output_tokens": 3}}),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+    )  # fmt: skip
+    chunks = list(AnthropicProvider().parse_stream(events.splitlines(), "claude-sonnet-4-5"))
+    thinking = {"type": "thinking", "thinking": "Look first.", "signature": "sig-1"}
+    assert [c.reasoning for c in chunks if c.reasoning] == [[thinking]]
+    req = responses_api.parse_request(dict(CODEX, input=CODEX["input"][:2]))
+    stream = responses_api.ResponseEvents(req)
+    sent = [event for chunk in chunks for event in stream.chunk(chunk)] + stream.end(Usage(5, 3))
+    item = sent[-1][1]["response"]["output"][0]
+    assert item["type"] == "reasoning" and "Look first" not in item["encrypted_content"]
+    call = {"type": "function_call", "call_id": "toolu_9", "name": "exec_command", "arguments": "{}"}
+    result = {"type": "function_call_output", "call_id": "toolu_9", "output": "ok"}
+    back = responses_api.parse_request(dict(CODEX, input=[*CODEX["input"][:2], item, call, result]))
+    body = body_for(AnthropicProvider(), back.chat, "claude-sonnet-4-5")
+    assert body["thinking"]["type"] == "enabled"
+    assert body["messages"][1]["content"][0] == thinking and body["messages"][1]["content"][1]["type"] == "tool_use"
+    assert "reasoning.encrypted_content" not in back.chat.dropped

@@ -8,8 +8,10 @@ and their outputs) and ``instructions`` become a :class:`ChatRequest` for any pr
 effort, ``prompt_cache_key`` the cache key. Tools as Codex sends them: ``function``,
 ``namespace`` (flattened), ``custom`` (a function of one string), web search (the target's own
 search, if it has one); the names the target sees are mapped back in the answer
-(:mod:`cb.llm.tools`). What cannot cross (reasoning items and their encrypted content, other
-vendor-run tools, unknown items and fields) is left out and listed in ``ChatRequest.dropped``.
+(:mod:`cb.llm.tools`). Claude's thinking blocks go to a client that keeps encrypted reasoning
+as ``reasoning`` items of ours (:func:`encode_reasoning`) and come back to Claude with the turn.
+What cannot cross (other vendors' reasoning items, other vendor-run tools, unknown items and
+fields) is left out and listed in ``ChatRequest.dropped``.
 
 Answers are ``response`` objects with ``message``, ``function_call`` and ``custom_tool_call``
 output items; streams are the API's typed events (:class:`ResponseEvents`), each with its
@@ -19,6 +21,7 @@ acts on (:func:`failure_code`). Errors use OpenAI's envelope (the port's default
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -66,6 +69,8 @@ class ResponsesRequest:
     echo: dict = field(default_factory=dict)  # tools, tool_choice, text, sampling: as the client sent them
 
     history: list[Message] = field(default_factory=list)  # of the previous response, when continuing one
+    #: the client asked for reasoning items it keeps and sends back (``include: reasoning.encrypted_content``)
+    encrypted_reasoning: bool = False
 
     def continuing(self, history: list[Message]) -> None:
         """Put a stored conversation between the instructions and the new input."""
@@ -168,6 +173,7 @@ def parse_request(body: Any) -> ResponsesRequest:
         True if store is None else store,
         _typed(body, "metadata", dict, "an object") or {},
         echo,
+        encrypted_reasoning=isinstance(body.get("include"), list) and "reasoning.encrypted_content" in body["include"],
     )
 
 
@@ -200,6 +206,37 @@ def _call_name(item: dict, at: str) -> str:
         raise _fail(f"Invalid '{at}': a {item.get('type')} needs 'call_id' and 'name'.", at)
     namespace = item.get("namespace")
     return canonical_name(item["name"], namespace if isinstance(namespace, str) else None)
+
+
+def _thinking_only(messages: list[Message]) -> bool:
+    """Whether the last message is an assistant turn holding only its reasoning so far."""
+    last = messages[-1] if messages else None
+    return bool(last and last.role == "assistant" and last.reasoning and not last.content and not last.tool_calls)
+
+
+#: reasoning items we made: Anthropic's thinking blocks for the client to keep and send back
+REASONING_PREFIX = "cb1.anthropic."
+
+
+def encode_reasoning(blocks: list[dict]) -> str:
+    """Anthropic's thinking blocks as a reasoning item's ``encrypted_content`` (opaque to the client)."""
+    data = json.dumps(blocks, separators=(",", ":")).encode()
+    return REASONING_PREFIX + base64.urlsafe_b64encode(data).decode()
+
+
+def decode_reasoning(content: Any) -> list[dict]:
+    """The thinking blocks an ``encrypted_content`` we made carries; [] for anything else (OpenAI's own)."""
+    if not isinstance(content, str) or not content.startswith(REASONING_PREFIX):
+        return []
+    try:
+        blocks = json.loads(base64.urlsafe_b64decode(content[len(REASONING_PREFIX) :]))
+    except ValueError:
+        return []
+    return [b for b in blocks if isinstance(b, dict)] if isinstance(blocks, list) else []
+
+
+def reasoning_item(blocks: list[dict]) -> dict:
+    return {"type": "reasoning", "id": new_id("rs"), "summary": [], "encrypted_content": encode_reasoning(blocks)}
 
 
 def _add_call(messages: list[Message], call: ToolCall) -> None:
@@ -241,7 +278,11 @@ def _input(raw: Any, parse: Crossing) -> list[Message]:
                     "system, developer).",
                     f"{at}.role",
                 )
-            messages.append(Message(role, _content(item.get("content"), f"{at}.content", parse)))
+            content = _content(item.get("content"), f"{at}.content", parse)
+            if role == "assistant" and _thinking_only(messages):
+                messages[-1].content = content  # the text of the turn whose reasoning came first
+            else:
+                messages.append(Message(role, content))
         elif kind == "function_call":
             arguments = item.get("arguments") or ""
             if not isinstance(arguments, str):
@@ -257,7 +298,12 @@ def _input(raw: Any, parse: Crossing) -> list[Message]:
             messages.append(Message("tool", output, tool_call_id=item["call_id"]))
             shown += images
         elif kind == "reasoning":
-            if item.get("encrypted_content"):
+            blocks = decode_reasoning(item.get("encrypted_content"))
+            if blocks and _thinking_only(messages):
+                messages[-1].reasoning += blocks
+            elif blocks:  # the turn's calls and text follow
+                messages.append(Message("assistant", None, reasoning=blocks))
+            elif item.get("encrypted_content"):
                 parse.drop("reasoning.encrypted_content")
         else:  # web_search_call, tool_search_call, local_shell_call, compaction, items newer than us
             parse.drop(f"{kind} items")
@@ -409,8 +455,12 @@ def function_call_item(
     return item
 
 
-def output_items(message: Message, client_tools: dict[str, ClientTool] | None = None) -> list[dict]:
-    items = [message_item(message.text())] if message.text() or not message.tool_calls else []
+def output_items(
+    message: Message, client_tools: dict[str, ClientTool] | None = None, reasoning: bool = False
+) -> list[dict]:
+    """A canonical answer's output items; its thinking first when the client keeps ``reasoning`` items."""
+    items = [reasoning_item(message.reasoning)] if reasoning and message.reasoning else []
+    items += [message_item(message.text())] if message.text() or not message.tool_calls else []
     tools = client_tools or {}
     return items + [function_call_item(call, client=tools.get(call.name)) for call in message.tool_calls]
 
@@ -426,7 +476,8 @@ def answer_of(items: list[dict]) -> Message:
                 item.get("arguments") if item["type"] == "function_call" else json.dumps({"input": item["input"]})
             )
             calls.append(ToolCall(item["call_id"], name, arguments))
-    return Message("assistant", text or None, calls)
+    reasoning = [b for i in items if i["type"] == "reasoning" for b in decode_reasoning(i.get("encrypted_content"))]
+    return Message("assistant", text or None, calls, reasoning=reasoning)
 
 
 def render_response(
@@ -470,7 +521,7 @@ def render_response(
 def render(req: ResponsesRequest, response: ChatResponse) -> dict:
     choice = response.choices[0]
     status = "incomplete" if choice.finish_reason == "length" else "completed"
-    output = output_items(choice.message, req.chat.client_tools)
+    output = output_items(choice.message, req.chat.client_tools, req.encrypted_reasoning)
     return render_response(req, new_id("resp"), int(time.time()), output, response.usage, status)
 
 
@@ -516,6 +567,8 @@ class ResponseEvents:
         self._done.add(index)
         item = self._items[index]
         events = []
+        if item["type"] == "reasoning":
+            return [self._event("response.output_item.done", output_index=index, item=item)]
         if item["type"] == "message":
             self._open_message = None
             part = item["content"][0]
@@ -565,6 +618,11 @@ class ResponseEvents:
 
     def chunk(self, chunk: StreamChunk) -> list[tuple[str, dict]]:
         events: list[tuple[str, dict]] = []
+        if chunk.reasoning and self.req.encrypted_reasoning:  # a whole thinking block: one item, done at once
+            if self._open_message is not None:
+                events += self._close(self._open_message)
+            index, added = self._add(reasoning_item(chunk.reasoning))
+            events += added + self._close(index)
         if chunk.content:
             if self._open_message is None:
                 self._open_message, events = self._add(message_item("", "in_progress"))

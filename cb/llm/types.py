@@ -38,6 +38,9 @@ class Message:
     tool_calls: list[ToolCall] = field(default_factory=list)
     tool_call_id: str | None = None
     name: str | None = None
+    #: Anthropic's thinking / redacted_thinking blocks of this assistant turn, exactly as it sent
+    #: them: they go back only to Anthropic, which wants them in a tool loop
+    reasoning: list[dict] = field(default_factory=list)
 
     def text(self) -> str:
         """The message's text, image parts left out."""
@@ -222,6 +225,7 @@ class StreamChunk:
     logprobs: Any = None
     wire: WireEvent | None = None
     raw: bytes | None = None
+    reasoning: list[dict] = field(default_factory=list)  # whole thinking blocks (see Message.reasoning)
 
 
 @dataclass

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from cb.llm.passthrough import NativeRequest
 
 API_VERSION = "2023-06-01"
-WEB_SEARCH = "web_search_20250305"  # Anthropic's own search, for clients that offer theirs
+WEB_SEARCH = "web_search_20250305"
+THINKING_BLOCKS = ("thinking", "redacted_thinking")  # Anthropic's own search, for clients that offer theirs
 DEFAULT_MAX_TOKENS = 4096
 LIST_PAGE = 1000  # models per page of GET /v1/models (Anthropic's largest)
 
@@ -178,13 +179,15 @@ class AnthropicProvider(Provider):
     # -- response ------------------------------------------------------------------
 
     def parse_chat(self, body: dict, model: str) -> ChatResponse:
-        text, calls = [], []
+        text, calls, reasoning = [], [], []
         for block in body.get("content") or []:
             if block.get("type") == "text":
                 text.append(block.get("text", ""))
             elif block.get("type") == "tool_use":
                 calls.append(ToolCall(block["id"], block["name"], json.dumps(block.get("input") or {})))
-        message = Message("assistant", "".join(text) if text or not calls else None, calls)
+            elif block.get("type") in THINKING_BLOCKS:
+                reasoning.append(block)
+        message = Message("assistant", "".join(text) if text or not calls else None, calls, reasoning=reasoning)
         finish = FINISH_REASONS.get(body.get("stop_reason") or "end_turn", "stop")
         return ChatResponse(
             id=body.get("id") or "msg",
@@ -200,6 +203,7 @@ class AnthropicProvider(Provider):
     def _events(self, lines: Iterable[bytes]) -> Iterator[StreamChunk]:
         usage = Usage()
         tool_index: dict[int, int] = {}  # content block index -> OpenAI tool call index
+        thinking: dict[int, dict] = {}  # content block index -> the thinking block being streamed
         stopped = False
         for event in sse_data(lines, LABEL):
             kind = event.get("type")
@@ -212,14 +216,24 @@ class AnthropicProvider(Provider):
                     yield StreamChunk(tool_calls=[ToolCallDelta(index, block.get("id"), block.get("name"), "")])
                 elif block.get("type") == "text" and block.get("text"):
                     yield StreamChunk(content=block["text"])
+                elif block.get("type") == "thinking":
+                    thinking[event.get("index", 0)] = {"type": "thinking", "thinking": "", "signature": ""}
+                elif block.get("type") == "redacted_thinking":
+                    yield StreamChunk(reasoning=[block])
             elif kind == "content_block_delta":
                 delta = event.get("delta") or {}
                 if delta.get("type") == "text_delta":
                     yield StreamChunk(content=delta.get("text", ""))
+                elif delta.get("type") == "thinking_delta" and event.get("index") in thinking:
+                    thinking[event["index"]]["thinking"] += delta.get("thinking", "")
+                elif delta.get("type") == "signature_delta" and event.get("index") in thinking:
+                    thinking[event["index"]]["signature"] += delta.get("signature", "")
                 elif delta.get("type") == "input_json_delta" and event.get("index") in tool_index:
                     arguments = delta.get("partial_json", "")
                     if arguments:
                         yield StreamChunk(tool_calls=[ToolCallDelta(tool_index[event["index"]], arguments=arguments)])
+            elif kind == "content_block_stop" and event.get("index") in thinking:
+                yield StreamChunk(reasoning=[thinking.pop(event["index"])])
             elif kind == "message_delta":
                 counted = event.get("usage") or {}
                 later = _usage(counted)
@@ -353,7 +367,7 @@ def _turns(messages: list[Message]) -> list[dict]:
 def _blocks(message: Message) -> list[dict]:
     if message.role == "tool":
         return [{"type": "tool_result", "tool_use_id": safe_call_id(message.tool_call_id), "content": message.text()}]
-    blocks: list[dict] = []
+    blocks: list[dict] = [block for block in message.reasoning if block.get("type") in THINKING_BLOCKS]
     parts = message.content if isinstance(message.content, list) else None
     if parts is None:
         if message.content:

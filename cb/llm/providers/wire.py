@@ -190,11 +190,12 @@ def leading_system(messages: list[Message]) -> tuple[str, list[Message]]:
 
 
 def in_tool_loop(messages: list[Message]) -> bool:
-    """Whether the last assistant turn called tools: a translated history carries no thinking
-    blocks, so a target that wants them back in a tool loop (Anthropic) must not think now."""
+    """Whether the last assistant turn called tools without the thinking that came with it (a
+    history from another vendor): a target that wants it back in a tool loop (Anthropic) must
+    not think now."""
     for message in reversed(messages):
         if message.role == "assistant":
-            return bool(message.tool_calls)
+            return bool(message.tool_calls) and not message.reasoning
     return False
 
 
