@@ -16,6 +16,7 @@ from flask import Response, g, request
 
 from blueprints import services
 from blueprints.openai import context, prepare_request, route_headers, stream_response
+from cb.llm import affinity
 from cb.llm.errors import UpstreamError
 from cb.llm.passthrough import NativeRequest, RelayEvents, native_request
 from cb.logs import get_logger
@@ -42,6 +43,10 @@ def relay(api: str, body) -> Response | None:
     pairs = gateway.native_routes(req, ctx)
     if pairs is None:
         return None
+    previous = req.body.get("previous_response_id") if req.api == "responses" else None
+    if isinstance(previous, str):  # a continuation only the deployment that stored the response can serve
+        holder = services().responses.relayed(previous, g.get("api_key_id"))
+        pairs = affinity.first(pairs, holder) if holder else pairs
     keep = _keeper(req)
     try:
         if req.stream:

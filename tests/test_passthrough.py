@@ -56,6 +56,15 @@ base_url = "{openai}"
 key_variable = "GPT_KEY"
 models = ["gpt-5.5"]
 prices = {{ "gpt-5.5" = {{ input = 1.25, output = 10.0, cached_input = 0.125 }} }}
+
+[[deployments]]
+id = "gpt-b"
+type = "openai"
+base_url = "{openai_b}"
+key_variable = "GPT_KEY"
+models = ["gpt-5.5"]
+priority = 1
+prices = {{ "gpt-5.5" = {{ input = 1.25, output = 10.0, cached_input = 0.125 }} }}
 """
 
 
@@ -70,19 +79,26 @@ class AgentAnthropic(AnthropicUpstream):
         return [events[0], ("compaction_notice", self.UNKNOWN), *events[1:]]
 
 
+def write_config(directory, upstreams):
+    """The CB_CONFIG file of these tests' deployments, in ``directory``."""
+    config = directory / "cb.toml"
+    urls = {name: upstreams[name].url for name in ("a", "b")}
+    config.write_text(
+        CONFIG.format(**urls, openai=upstreams["gpt"].base_url, openai_b=upstreams["gpt_b"].base_url, model=OPUS)
+    )
+    return config
+
+
 @pytest.fixture(scope="module")
 def upstreams():
-    with AgentAnthropic() as a, AnthropicUpstream() as b, OpenAIUpstream() as gpt:
-        yield {"a": a, "b": b, "gpt": gpt}
+    with AgentAnthropic() as a, AnthropicUpstream() as b, OpenAIUpstream() as gpt, OpenAIUpstream() as gpt_b:
+        yield {"a": a, "b": b, "gpt": gpt, "gpt_b": gpt_b}
 
 
 @pytest.fixture(scope="module")
 def gateway(upstreams, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("passthrough")
-    config = workdir / "cb.toml"
-    config.write_text(
-        CONFIG.format(a=upstreams["a"].url, b=upstreams["b"].url, openai=upstreams["gpt"].base_url, model=OPUS)
-    )
+    config = write_config(workdir, upstreams)
     env = {
         "CB_CONFIG": str(config),
         "CLAUDE_KEY": ANTHROPIC_KEY,
@@ -418,6 +434,14 @@ def test_a_response_openai_stored_is_retrieved_and_deleted_through_the_gateway(g
         gpt.responses.retrieve(created.id)
 
 
+def test_a_continuation_goes_to_the_deployment_that_stored_the_response(gpt, fresh):
+    first = gpt.responses.create(model="gpt-b/gpt-5.5", input="remember me")  # stored by gpt-b
+    again = gpt.responses.create(model="gpt-5.5", previous_response_id=first.id, input="and now?")
+    assert fresh["gpt_b"].received[-1].json["previous_response_id"] == first.id
+    assert not [r for r in fresh["gpt"].received if r.path == "/v1/responses"]
+    assert again.output_text == REPLY
+
+
 def test_a_streamed_response_is_retrievable_and_an_unstored_one_is_not(gpt, fresh):
     with gpt.responses.stream(model="gpt-5.5", input="stream and keep") as stream:
         final = stream.get_final_response()
@@ -428,10 +452,7 @@ def test_a_streamed_response_is_retrievable_and_an_unstored_one_is_not(gpt, fres
 
 
 def test_a_relayed_response_is_hidden_from_other_client_keys(server_factory, upstreams, tmp_path):
-    config = tmp_path / "cb.toml"
-    config.write_text(
-        CONFIG.format(a=upstreams["a"].url, b=upstreams["b"].url, openai=upstreams["gpt"].base_url, model=OPUS)
-    )
+    config = write_config(tmp_path, upstreams)
     server = server_factory(
         CB_CONFIG=str(config),
         CLAUDE_KEY=ANTHROPIC_KEY,
@@ -516,10 +537,7 @@ def test_only_the_top_level_model_is_spliced_whatever_precedes_it(body):
 
 
 def test_relayed_requests_are_billed_on_nats_with_two_workers(server_factory, upstreams, tmp_path):
-    config = tmp_path / "cb.toml"
-    config.write_text(
-        CONFIG.format(a=upstreams["a"].url, b=upstreams["b"].url, openai=upstreams["gpt"].base_url, model=OPUS)
-    )
+    config = write_config(tmp_path, upstreams)
     server = server_factory(
         "nats", CB_CONFIG=str(config), CLAUDE_KEY=ANTHROPIC_KEY, GPT_KEY=OPENAI_KEY, WEB_CONCURRENCY="2"
     )

@@ -7,6 +7,9 @@ wrote it. A session is known by Claude Code's ``X-Claude-Code-Session-Id`` heade
 (Messages, Responses), by a hash of the conversation's first user message, which every later
 request of the session repeats.
 
+A Responses request continuing a relayed response (``previous_response_id``) goes first to
+the deployment that stored it (:func:`first`, from the note in storage that every worker reads).
+
 The gateway orders a plan's routes with :meth:`SessionAffinity.order` (the deployment that
 last served the session first, when the router still offers it: a deployment whose breaker
 opened is not offered, and the session moves) and remembers who served with
@@ -67,6 +70,16 @@ def _text(content: Any) -> str:
     return ""
 
 
+def first(pairs: list[tuple], deployment: str) -> list[tuple]:
+    """``pairs`` of (route, …) with ``deployment``'s route of the model asked for first, if it
+    is among them (fallback routes keep their place)."""
+    for i, pair in enumerate(pairs):
+        route = pair[0]
+        if route.deployment.id == deployment and not route.fallback:
+            return [pair, *pairs[:i], *pairs[i + 1 :]] if i else pairs
+    return pairs
+
+
 class SessionAffinity:
     """Which deployment served each recent session (per requested model), bounded in size and age."""
 
@@ -88,13 +101,7 @@ class SessionAffinity:
         """``pairs`` of (route, …) with the session's deployment first, if it is among the
         routes of the model asked for (fallback routes keep their place)."""
         deployment = self.preferred(session, model) if session else None
-        if deployment is None:
-            return pairs
-        for i, pair in enumerate(pairs):
-            route = pair[0]
-            if route.deployment.id == deployment and not route.fallback:
-                return [pair, *pairs[:i], *pairs[i + 1 :]] if i else pairs
-        return pairs
+        return first(pairs, deployment) if deployment else pairs
 
     def remember(self, session: str, model: str, deployment: str) -> None:
         key = (session, model)
