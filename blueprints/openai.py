@@ -319,11 +319,11 @@ WRITE_SIZE = 64 * 1024  # most bytes of a stream written to the client at once
 
 
 def weight(chunk) -> int:
-    """About the bytes a queued chunk holds: a frame's length (bytes relayed as they came), or
-    a canonical chunk's text, the upstream's own bytes and the objects around them."""
+    """About the bytes a queued chunk holds: a frame's length, or a canonical chunk's text, the
+    upstream's own bytes (an OpenAI chunk's, or a relayed event's) and the objects around them."""
     if isinstance(chunk, (bytes, bytearray, str)):
         return len(chunk)
-    size = CHUNK_OVERHEAD + len(chunk.content or "")
+    size = CHUNK_OVERHEAD + len(chunk.content or "") + len(chunk.raw or b"")
     if chunk.wire is not None:
         size += len(chunk.wire.data)
     for call in chunk.tool_calls:

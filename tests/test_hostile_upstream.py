@@ -184,14 +184,15 @@ def test_a_gzip_bomb_counts_its_inflated_size(api, upstream):
 # -- slow clients -----------------------------------------------------------------------------
 
 
-def open_stream(api: Server, model: str, request_id: str) -> socket.socket:
+def open_stream(api: Server, model: str, request_id: str, path: str = "/v1/chat/completions") -> socket.socket:
     """A raw streaming request from a client with a small receive buffer (a slow link)."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
     sock.connect(("127.0.0.1", api.openai_port))
-    body = json.dumps({**CHAT, "model": model, "stream": True}).encode()
+    request = {"model": model, "input": "Hi"} if path == "/v1/responses" else {**CHAT, "model": model}
+    body = json.dumps({**request, "stream": True}).encode()
     head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         f"Content-Type: application/json\r\nX-Request-ID: {request_id}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     sock.sendall(head.encode() + body)
@@ -207,10 +208,16 @@ def access_line(api: Server, request_id: str) -> str:
         time.sleep(0.05)
 
 
-def test_many_tiny_events_to_a_slow_client_hold_a_bounded_buffer_and_usage_is_exact(api, upstream):
+@pytest.mark.parametrize(
+    ("path", "end"),
+    [("/v1/chat/completions", b"data: [DONE]\n\n"), ("/v1/responses", b'"status": "completed"')],
+    ids=["chat", "responses-relayed"],
+)
+def test_many_tiny_events_to_a_slow_client_hold_a_bounded_buffer_and_usage_is_exact(api, upstream, path, end):
     upstream.prepare()
     reset_peak(api.worker)
-    sock = open_stream(api, "openai/hostile-tiny-events", "tiny-slow")
+    request_id = "tiny-slow-" + path.rsplit("/", 1)[1]
+    sock = open_stream(api, "openai/hostile-tiny-events", request_id, path)
     received, tail = 0, b""
     neighbours = Neighbours(api)
     with sock:
@@ -221,8 +228,8 @@ def test_many_tiny_events_to_a_slow_client_hold_a_bounded_buffer_and_usage_is_ex
                 neighbours.ask()  # while the stream is still being read
             time.sleep(0.001)
     assert neighbours.latencies, "the stream ended before the neighbours asked"
-    assert tail.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n") and b'"error"' not in tail
-    line = access_line(api, "tiny-slow")
+    assert end in tail and tail.endswith(b"\n\n\r\n0\r\n\r\n") and b'"error"' not in tail
+    line = access_line(api, request_id)
     assert f"completion_tokens={EVENTS} " in line and "estimated=False" in line and "usage_status=success" in line
     print(
         f"relayed {received / 2**20:.0f} MiB to the slow client; neighbours answered in {max(neighbours.latencies) * 1000:.1f} ms at most"

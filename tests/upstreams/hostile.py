@@ -8,7 +8,8 @@ the ordinary requests a test sends beside a hostile one. The behaviours:
 - ``hostile-huge-json``: a chat completion of ``size`` bytes, chunked (no length announced).
 - ``hostile-gzip-bomb``: a gzip-encoded chat completion of a few hundred KB inflating to ``size``.
 - ``hostile-tiny-events`` (stream): ``events`` one-token events as fast as the socket takes
-  them, then the usage (``completion_tokens`` = ``events``) and ``[DONE]``.
+  them, then the usage (``completion_tokens`` = ``events``) and ``[DONE]``; on
+  ``/v1/responses``, Responses events ending with ``response.completed``.
 - ``hostile-never-headers``: a status line, then one byte of a header every half second.
 - ``hostile-trickle``: headers, then the body one byte per second (a stream sends its first
   event whole, then trickles).
@@ -152,6 +153,9 @@ class HostileUpstream(OpenAIUpstream):
 
     def tiny_events(self, request: Received, reply: Reply) -> None:
         reply.start_stream("text/event-stream")
+        if request.path == "/v1/responses":  # OpenAI's Responses events (the gateway relays them as they come)
+            self._responses_events(reply)
+            return
         event = b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"a"}}]}\n\n'  # 2,000,000: 140 MB
         batch = max(1, PIECE // len(event))
         sent = 0
@@ -167,6 +171,25 @@ class HostileUpstream(OpenAIUpstream):
         reply.chunk(b"data: " + json.dumps(finish).encode() + b"\n\n")
         reply.chunk(b"data: " + json.dumps({**finish, "choices": [], "usage": usage}).encode() + b"\n\n")
         reply.chunk(b"data: [DONE]\n\n")
+        reply.end_stream()
+
+    def _responses_events(self, reply: Reply) -> None:
+        def event(kind: str, **fields) -> bytes:
+            return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields})}\n\n".encode()
+
+        response = {"id": "resp_hostile", "object": "response", "status": "in_progress", "output": []}
+        reply.chunk(event("response.created", response=response))
+        delta = event("response.output_text.delta", item_id="msg_1", output_index=0, content_index=0, delta="a")
+        batch = max(1, PIECE // len(delta))
+        sent = 0
+        while sent < self.events:
+            n = min(batch, self.events - sent)
+            reply.chunk(delta * n)
+            sent += n
+            if sent >= self.events // 2:
+                self.midway.set()
+        usage = {"input_tokens": 5, "output_tokens": self.events, "total_tokens": 5 + self.events}
+        reply.chunk(event("response.completed", response={**response, "status": "completed", "usage": usage}))
         reply.end_stream()
 
     def never_headers(self, request: Received, reply: Reply) -> None:
