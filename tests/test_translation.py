@@ -134,6 +134,8 @@ def test_metadata_user_id_is_hashed_to_fit_user_and_short_ones_are_kept():
     chat = messages_api.parse_request(CLAUDE_CODE)
     assert chat.user.startswith("user-") and len(chat.user) <= 64
     assert chat.user == messages_api.parse_request(CLAUDE_CODE).user  # the same id, the same user
+    later = json.dumps({"device_id": "d" * 64, "account_uuid": "", "session_id": "t" * 36})
+    assert messages_api.parse_request(dict(CLAUDE_CODE, metadata={"user_id": later})).user == chat.user
     short = messages_api.parse_request(dict(CLAUDE_CODE, metadata={"user_id": "ada"}))
     assert short.user == "ada"
 

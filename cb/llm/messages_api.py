@@ -161,9 +161,17 @@ def parse_request(body: Any, counting: bool = False) -> ChatRequest:
 
 def hashed_user(user: str | None) -> str | None:
     """``metadata.user_id`` as a ``user`` other vendors take: itself when short, else a digest of it
-    (Claude Code sends about 150 characters of JSON; OpenAI takes at most 64)."""
+    (Claude Code sends about 150 characters of JSON; OpenAI takes at most 64), of its account or
+    device rather than its session when it is Claude Code's JSON, so usage is one user's."""
     if user is None or (len(user) <= 64 and user.isprintable()):
         return user
+    try:  # Claude Code's: {"device_id", "account_uuid", "session_id"}; a user is not one session
+        fields = json.loads(user)
+    except ValueError:
+        fields = None
+    if isinstance(fields, dict):
+        stable = fields.get("account_uuid") or fields.get("device_id")
+        user = stable if isinstance(stable, str) and stable else user
     return "user-" + hashlib.sha256(user.encode()).hexdigest()[:32]
 
 
