@@ -49,6 +49,26 @@ def tail(log: Path | None, lines: int = 15) -> str:
     return "\n  " + "\n  ".join(text) if text else ""
 
 
+def tree_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process and its descendants (Linux /proc), or None.
+
+    Steadier than latency when other work shares the machine: it counts what the target did,
+    not how long it waited for a core."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        total, pending = 0.0, [pid]
+        while pending:
+            current = pending.pop()
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pending.extend(int(c) for c in children)
+        return total
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class Supervisor:
     """Starts processes and guarantees they are stopped; use as a context manager."""
 

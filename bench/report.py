@@ -93,8 +93,8 @@ def render_gateway(results: dict) -> list[str]:
         "",
         "## Chat completions, and a Claude Code-sized Messages stream",
         "",
-        "| mode | conc. | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | errors |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| mode | conc. | target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | CPU ms/req | errors |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in results["cells"]:
         direct = row["targets"].get("direct")
@@ -102,15 +102,16 @@ def render_gateway(results: dict) -> list[str]:
             label = LABELS.get(name, name)
             head = f"| {MODE_LABELS[row['mode']]} | {row['concurrency']} | {label} |"
             if not cell_ok(cell):
-                out.append(f"{head} fails: {cell.get('error', 'not run') if cell else 'not run'} | | | | | |")
+                out.append(f"{head} fails: {cell.get('error', 'not run') if cell else 'not run'} | | | | | | |")
                 continue
             gap_50 = "" if name == "direct" else _num(added(cell, direct, "p50_us"), "{:+.2f}")
             gap_99 = "" if name == "direct" else _num(added(cell, direct, "p99_us"), "{:+.2f}")
             errors = cell["error_count"]
             err = f"{errors} ({errors / max(1, cell['requests'] + errors):.1%})" if errors else "0"
+            cpu = _num(cell.get("cpu_ms_per_request"), "{:.2f}")
             out.append(
                 f"{head} {cell['rps']:.0f} | {_ms(cell['p50_us'])} | {_ms(cell['p99_us'])} | {gap_50} | {gap_99} "
-                f"| {err} |"
+                f"| {cpu} | {err} |"
             )
     out += [
         "",

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from graphql_bench import run_graphql_bench  # noqa: E402
 from load import post_script, run_wrk, wrk_binary  # noqa: E402
-from procs import BenchError, Supervisor, nats_server_binary, run  # noqa: E402
+from procs import BenchError, Supervisor, nats_server_binary, run, tree_cpu_seconds  # noqa: E402
 from report import render  # noqa: E402
 from targets import ALL, Target  # noqa: E402
 from upstream import start_upstream  # noqa: E402
@@ -130,9 +130,17 @@ def run_matrix(targets: list[Target], ready: dict, failed: dict, args) -> list[d
                     row["targets"][target.name] = {"error": prepared or "not prepared"}
                     continue
                 say(f"  {mode:6} c={concurrency:<4} {target.label}")
+                pid = target.pid(mode)
+                cpu_before = tree_cpu_seconds(pid) if pid else None
                 try:
                     result = run_wrk(target.request(mode)[0], prepared, concurrency, args.duration, args.wrk_threads)
                     row["targets"][target.name] = {**result.to_dict(), "error_count": result.error_count}
+                    cpu_after = tree_cpu_seconds(pid) if cpu_before is not None else None
+                    if cpu_after is not None and result.requests:
+                        # the whole server (master and workers); requests in flight at the cell's edges are noise
+                        row["targets"][target.name]["cpu_ms_per_request"] = round(
+                            (cpu_after - cpu_before) * 1000 / result.requests, 3
+                        )
                 except BenchError as exc:
                     row["targets"][target.name] = {"error": str(exc)[:300]}
             for name, reason in failed.items():

@@ -88,6 +88,10 @@ class Target:
     def version(self) -> str:
         return "?"
 
+    def pid(self, mode: str) -> int | None:
+        """The process serving ``mode`` on its own (its CPU is measured per cell), or None."""
+        return None
+
     def probe(self, mode: str) -> str | None:
         """Send one real request; None when the answer is the upstream's content, else why not."""
         url, path, body, headers = self.request(mode)
@@ -251,7 +255,7 @@ class Ours(Target):
     modes = ("json", "stream", "agent")
 
     def start(self, sup, upstream, workdir):
-        self.ports = {}
+        self.ports, self.pids = {}, {}
         run_dir = _run_dir(workdir)
         for mode in ("json", "stream", "agent"):
             stream = mode != "json"
@@ -268,6 +272,7 @@ class Ours(Target):
             proc = sup.start(name, gunicorn_argv(), env=env, cwd=run_dir)
             wait_for_port(openai_port, proc, 60, sup.log_path(name))
             self.ports[mode] = openai_port
+            self.pids[mode] = proc.pid
 
     def request(self, mode):
         if mode == "agent":
@@ -276,6 +281,9 @@ class Ours(Target):
 
     def url_of(self, mode: str) -> str:
         return f"http://127.0.0.1:{self.ports[mode]}"
+
+    def pid(self, mode):
+        return self.pids.get(mode)
 
     def storage_env(self, sup, workdir, mode: str) -> dict:
         return dict(self.storage)
