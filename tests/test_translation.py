@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cb.llm import messages_api, responses_api
+from cb.llm import messages_api, responses_api, wire
 from cb.llm.errors import InvalidRequest
 from cb.llm.providers.anthropic import AnthropicProvider
 from cb.llm.providers.base import Deployment
@@ -496,3 +496,16 @@ def test_claudes_thinking_goes_to_a_responses_client_as_a_reasoning_item_and_bac
     assert body["thinking"]["type"] == "enabled"
     assert body["messages"][1]["content"][0] == thinking and body["messages"][1]["content"][1]["type"] == "tool_use"
     assert "reasoning.encrypted_content" not in back.chat.dropped
+
+
+def test_a_chat_completions_reasoning_effort_is_claudes_and_geminis_thinking():
+    chat = wire.parse_chat_request(
+        {"model": "claude-sonnet-4-5", "reasoning_effort": "low", "messages": [{"role": "user", "content": "Hi"}]}
+    )
+    assert body_for(AnthropicProvider(), chat, "claude-sonnet-4-5")["thinking"] == {
+        "type": "enabled",
+        "budget_tokens": 2048,
+    }
+    assert body_for(GoogleProvider(), chat, "gemini-2.5-pro")["generationConfig"]["thinkingConfig"] == {
+        "thinkingBudget": 2048
+    }

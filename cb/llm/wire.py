@@ -255,6 +255,8 @@ def parse_chat_request(body: Any) -> ChatRequest:
         logprobs=_typed(body, "logprobs", bool, "a boolean"),
         top_logprobs=_integer(body, "top_logprobs", 0, 20),
         routing=routing,
+        reasoning_effort=_typed(body, "reasoning_effort", str, "a string"),  # thinking on Anthropic and Gemini
+        cache_key=_typed(body, "prompt_cache_key", str, "a string"),
     )
 
 
