@@ -236,6 +236,7 @@ def decode_reasoning(content: Any) -> list[dict]:
 
 
 def reasoning_item(blocks: list[dict]) -> dict:
+    """A ``reasoning`` output item carrying Claude's thinking blocks, for the client to send back."""
     return {"type": "reasoning", "id": new_id("rs"), "summary": [], "encrypted_content": encode_reasoning(blocks)}
 
 

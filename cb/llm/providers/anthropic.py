@@ -2,10 +2,14 @@
 
 Translation notes:
 
-- System messages are lifted to the top-level ``system`` field; tool results become
+- Leading system messages are lifted to the top-level ``system`` field (later ones become an
+  operator note in the user turn); tool results become
   ``tool_result`` blocks of a user turn, and consecutive turns of one role are merged,
   because Anthropic wants user and assistant turns to alternate.
-- ``max_tokens`` is required by Anthropic: :data:`DEFAULT_MAX_TOKENS` when unset.
+- ``max_tokens`` is required by Anthropic: :data:`DEFAULT_MAX_TOKENS` when unset (plus the
+  thinking budget, when the request asks for reasoning: ``thinking`` with ``budget_tokens``).
+- Thinking blocks the client kept (``Message.reasoning``) go back first in their turn; web
+  search is Anthropic's own; a prompt cache key marks cache breakpoints.
 - ``response_format`` has no Anthropic field. It is emulated with a system instruction
   asking for JSON only (and the schema, for ``json_schema``); the answer is not validated.
 - ``n`` > 1, ``seed``, presence/frequency penalties and ``logprobs`` have no equivalent and

@@ -2,10 +2,14 @@
 
 Translation notes:
 
-- Roles become ``user``/``model``; system messages become ``systemInstruction``.
+- Roles become ``user``/``model``; leading system messages become ``systemInstruction``,
+  later ones an operator note in the user turn.
 - Gemini's function calls carry no ids: each gets a synthesized ``call_…`` id, and a later
   tool result message is matched back to its function name through the assistant message
-  in the same conversation that holds that id.
+  in the same conversation that holds that id. A call's thought signature rides on its id
+  (:func:`_signed_id`) and goes back with the call, as Gemini wants.
+- The reasoning effort is ``thinkingConfig`` (a budget; a level on Gemini 3); web search is
+  ``googleSearch`` when no functions are offered.
 - Schemas (tool parameters, ``json_schema``) are reduced to the OpenAPI subset Gemini
   accepts; ``type: [x, "null"]`` becomes ``nullable``.
 - ``response_format`` maps to ``responseMimeType``/``responseSchema``, ``n`` to
