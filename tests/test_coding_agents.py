@@ -126,14 +126,14 @@ def refused(gateway: Server, since: int) -> list[str]:
     return [line for line in lines if "circuit_breaker.access" in line and re.search(r" status=[45]\d\d ", line)]
 
 
-def run_claude(gateway: Server, workdir: Path, model: str, prompt: str) -> dict:
+def run_claude(gateway: Server, workdir: Path, model: str, prompt: str, tools: str = "Read") -> dict:
     """``claude -p`` through the gateway on ``model`` (also its background model); its JSON result."""
     _needs(CLAUDE)
     home = workdir / "home"
     home.mkdir(exist_ok=True)
     env = _offline_env(home, **readme_claude_env(gateway, model))
     since = len(gateway.logs().splitlines())
-    done = _run([str(CLAUDE), "-p", prompt, "--output-format", "json", "--allowedTools", "Read"], workdir, env)
+    done = _run([str(CLAUDE), "-p", prompt, "--output-format", "json", "--allowedTools", tools], workdir, env)
     assert not refused(gateway, since)
     return json.loads(done.stdout)
 
@@ -218,6 +218,17 @@ def test_codex_finishes_a_tool_loop_on_an_openai_model(gateway, upstream, secret
     upstream.script(_cat_secret(path), Say("The file says: {result}"))
     assert secret in run_codex(gateway, path.parent, "gpt-5", "What does secret.txt say?")
     assert {r.path for r in upstream.chat_requests()} == {"/v1/responses"}  # its own API, passed through
+
+
+@pytest.mark.parametrize("model", ["gpt-5", "gemini-2.5-pro"])
+def test_claude_code_runs_two_tools_in_one_loop_on_another_vendors_model(gateway, upstream, secret_file, model):
+    path, secret = secret_file
+    upstream.script(
+        _read_secret(path), Call("Bash", {"command": f"echo second-{secret}", "description": "Echo"}), Say("{result}")
+    )
+    result = run_claude(gateway, path.parent, model, "Read secret.txt, then echo it", "Read,Bash")
+    assert f"second-{secret}" in result["result"], result
+    assert len(upstream.tool_results()) >= 2
 
 
 # an OpenAI model name pinned to another vendor's deployment: Codex then sends what it sends its own
