@@ -213,6 +213,9 @@ def test_codex_request_parses_without_a_400():
     assert [m.role for m in chat.messages] == ["system", "user", "assistant", "tool", "assistant", "tool", "system"]
     assert chat.reasoning_effort == "high" and chat.cache_key == "0190-session"
     assert {"reasoning.encrypted_content", "tool_search", "text.verbosity"} <= set(chat.dropped)
+    assert chat.server_tools == [] and "web_search (cached)" in chat.dropped  # no live search asked for
+    live = [t if t.get("type") != "web_search" else {"type": "web_search"} for t in CODEX["tools"]]
+    chat = responses_api.parse_request(dict(CODEX, tools=live)).chat
     assert chat.server_tools == ["web_search"] and not chat.server_tools_required
 
 
@@ -264,7 +267,7 @@ def test_anthropic_gets_thinking_with_room_for_it_and_cache_breakpoints():
     assert body["max_tokens"] > 24576
     assert body["system"][-1]["cache_control"] == {"type": "ephemeral"}
     assert body["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
-    assert {"type": "web_search_20250305", "name": "web_search"} in body["tools"]
+    assert not any(tool.get("type") == "web_search_20250305" for tool in body["tools"])  # Codex asked for cached
 
 
 def test_anthropic_does_not_think_inside_a_translated_tool_loop():

@@ -334,6 +334,8 @@ def _tools(raw: Any, parse: Crossing) -> None:
                 _tool(inner, f"{at}.tools[{j}]", parse, tool.get("name") if isinstance(tool.get("name"), str) else None)
         elif kind in ("function", "custom"):
             _tool(tool, at, parse, None)
+        elif kind in SEARCH_TOOLS and tool.get("external_web_access") is False:
+            parse.drop("web_search (cached)")  # Codex's default: OpenAI's cached index, no live access
         elif kind in SEARCH_TOOLS:
             parse.server_tools.append("web_search")
         else:
