@@ -292,6 +292,15 @@ def test_an_upstream_error_body_reaches_the_client_byte_for_byte(gateway, fresh)
     assert response.content == json.dumps(refusal).encode()
 
 
+def test_a_streamed_requests_upstream_error_reaches_the_client_byte_for_byte(gateway, fresh):
+    refusal = error_body("invalid_request_error", "prompt is too long: 208107 tokens > 200000 maximum")
+    fresh["a"].fail_next(400, refusal)
+    response = post(gateway, claude_code_body("Too long, streamed", stream=True))  # Claude Code always streams
+    assert response.status_code == 400
+    assert response.content == json.dumps(refusal).encode()
+    assert response.headers["content-type"].startswith("application/json")
+
+
 def test_an_error_event_in_the_middle_of_a_stream_is_relayed_as_the_upstream_sent_it(gateway, fresh):
     fresh["a"].say(Answer("one two three four", error_after=2))
     with post(gateway, claude_code_body("Break midway", stream=True), stream=True) as response:
