@@ -362,6 +362,21 @@ def test_cost_is_recorded_from_cache_reads_and_5m_and_1h_cache_writes(gateway, f
     assert usage["total_cost"] == pytest.approx(five_minutes_only) or usage["total_cost"] == pytest.approx(hour_priced)
 
 
+def test_an_exhausted_budget_refuses_a_relayed_request_in_anthropics_envelope(gateway, fresh):
+    project = "broke-" + uuid.uuid4().hex[:6]
+    result = gateway.graphql(
+        f'mutation {{ setBudget(input: {{scope: PROJECT, scope_id: "{project}", limit_usd: 0.000001}}) {{ scope }} }}'
+    )
+    assert "errors" not in result, result
+    first = post(gateway, claude_code_body(f"Spend {project}"), headers={"x-cb-project": project})
+    assert first.status_code == 200  # within the budget when it started: it is spent now
+    usage_of(gateway, project)
+    refused = post(gateway, claude_code_body(f"Spend more {project}"), headers={"x-cb-project": project})
+    assert refused.status_code == 429 and refused.json()["type"] == "error"
+    assert "budget" in refused.json()["error"]["message"]
+    assert len(fresh["a"].received) == 1
+
+
 def test_a_session_stays_on_the_deployment_that_served_it(gateway, fresh):
     session = {"X-Claude-Code-Session-Id": str(uuid.uuid4())}
     fresh["a"].fail_next(529, OVERLOADED)
