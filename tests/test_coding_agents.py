@@ -253,6 +253,14 @@ def test_codex_on_claude_thinks_through_its_tool_loop(gateway, upstream, secret_
 
 
 @pytest.mark.parametrize("model", ["claude/gpt-5.5", "gemini/gpt-5.5"])
+def test_codex_searches_its_deferred_tools_on_another_vendors_model(gateway, upstream, secret_file, model):
+    path, _ = secret_file
+    upstream.script(Call("tool_search", {"query": "goal"}), Say("Search said: {result}"))
+    answer = run_codex(gateway, path.parent, model, "Which tools can manage goals?")
+    assert "Search said:" in answer and "tools found" in answer.lower()  # Codex ran it and answered
+
+
+@pytest.mark.parametrize("model", ["claude/gpt-5.5", "gemini/gpt-5.5"])
 def test_codex_applies_a_patch_through_its_freeform_tool_on_another_vendors_model(
     gateway, upstream, secret_file, model
 ):

@@ -212,7 +212,8 @@ def test_codex_request_parses_without_a_400():
     chat = req.chat
     assert [m.role for m in chat.messages] == ["system", "user", "assistant", "tool", "assistant", "tool", "system"]
     assert chat.reasoning_effort == "high" and chat.cache_key == "0190-session"
-    assert {"reasoning.encrypted_content", "tool_search", "text.verbosity"} <= set(chat.dropped)
+    assert {"reasoning.encrypted_content", "text.verbosity"} <= set(chat.dropped)
+    assert "tool_search" in [t.name for t in chat.tools]
     assert chat.server_tools == [] and "web_search (cached)" in chat.dropped  # no live search asked for
     live = [t if t.get("type") != "web_search" else {"type": "web_search"} for t in CODEX["tools"]]
     chat = responses_api.parse_request(dict(CODEX, tools=live)).chat
@@ -512,3 +513,43 @@ def test_a_chat_completions_reasoning_effort_is_claudes_and_geminis_thinking():
     assert body_for(GoogleProvider(), chat, "gemini-2.5-pro")["generationConfig"]["thinkingConfig"] == {
         "thinkingBudget": 2048
     }
+
+
+def test_codex_tool_search_is_a_function_whose_calls_go_back_as_tool_search_calls():
+    req = responses_api.parse_request(CODEX)
+    call = ToolCall("c5", "tool_search", json.dumps({"query": "goal", "limit": 3}))
+    item = responses_api.output_items(Message("assistant", None, [call]), req.chat.client_tools)[0]
+    assert item == {
+        "type": "tool_search_call",
+        "id": item["id"],
+        "call_id": "c5",
+        "execution": "client",
+        "arguments": {"query": "goal", "limit": 3},
+        "status": "completed",
+    }
+    stream = responses_api.ResponseEvents(req)
+    sent = stream.chunk(StreamChunk(tool_calls=[ToolCallDelta(0, "c5", "tool_search", '{"query": "go')]))
+    sent += stream.chunk(StreamChunk(tool_calls=[ToolCallDelta(0, arguments='al"}')], finish_reason="tool_calls"))
+    sent += stream.end(Usage(5, 3))
+    assert sent[-1][1]["response"]["output"][0]["arguments"] == {"query": "goal"}
+
+
+def test_the_tools_a_tool_search_found_can_be_called_next():
+    found = {
+        "type": "namespace",
+        "name": "mcp__cb__",
+        "tools": [{"type": "function", "name": "create_token", "description": "Create a token",
+                   "parameters": {"type": "object", "properties": {"workflow_id": {"type": "string"}}}}],
+    }  # fmt: skip
+    history = [
+        *CODEX["input"][:2],
+        {"type": "tool_search_call", "call_id": "ts1", "execution": "client", "arguments": {"query": "token"}},
+        {"type": "tool_search_output", "call_id": "ts1", "execution": "client", "tools": [found]},
+    ]
+    chat = responses_api.parse_request(dict(CODEX, input=history)).chat
+    name = canonical_name("create_token", "mcp__cb__")
+    assert name in [t.name for t in chat.tools]
+    assert chat.messages[-1].role == "tool" and name in chat.messages[-1].content
+    assert chat.messages[-2].tool_calls[0].name == "tool_search"
+    body = body_for(AnthropicProvider(), chat, "claude-sonnet-4-5")
+    assert [t["name"] for t in body["tools"]].count(name) == 1

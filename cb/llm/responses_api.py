@@ -6,8 +6,9 @@ and their outputs) and ``instructions`` become a :class:`ChatRequest` for any pr
 :mod:`cb.llm.responses_store`), without the earlier ``instructions``, as OpenAI does.
 ``text.format`` becomes the canonical ``response_format``, ``reasoning.effort`` the reasoning
 effort, ``prompt_cache_key`` the cache key. Tools as Codex sends them: ``function``,
-``namespace`` (flattened), ``custom`` (a function of one string), web search (the target's own
-search, if it has one); the names the target sees are mapped back in the answer
+``namespace`` (flattened), ``custom`` (a function of one string), ``tool_search`` (a function;
+the tools its output found join the request's), live web search (the target's own search, if it
+has one); the names the target sees are mapped back in the answer
 (:mod:`cb.llm.tools`). Claude's thinking blocks go to a client that keeps encrypted reasoning
 as ``reasoning`` items of ours (:func:`encode_reasoning`) and come back to Claude with the turn.
 What cannot cross (other vendors' reasoning items, other vendor-run tools, unknown items and
@@ -94,6 +95,7 @@ TRANSLATED = {
     "reasoning", "include", "prompt_cache_key", "client_metadata", "safety_identifier", "service_tier",
     "truncation", "stream_options", "background",
 }  # fmt: skip
+TOOL_SEARCH = "tool_search"  # Codex's search over its deferred tools (MCP), run by Codex itself
 #: tools the vendor runs: web search has an equivalent elsewhere, the others are dropped
 SEARCH_TOOLS = ("web_search", "web_search_preview")
 
@@ -208,6 +210,21 @@ def _call_name(item: dict, at: str) -> str:
     return canonical_name(item["name"], namespace if isinstance(namespace, str) else None)
 
 
+def _found_tools(tools: list) -> str:
+    """What a tool search found, for the model: each tool's name and description (now callable)."""
+    lines = []
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        inner = tool.get("tools") if tool.get("type") == "namespace" and isinstance(tool.get("tools"), list) else [tool]
+        for entry in inner:
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                namespace = tool.get("name") if entry is not tool else None
+                name = canonical_name(entry["name"], namespace if isinstance(namespace, str) else None)
+                lines.append(f"- {name}: {str(entry.get('description') or '').strip()}")
+    return "Tools found, now available:\n" + "\n".join(lines) if lines else "No tools found."
+
+
 def _thinking_only(messages: list[Message]) -> bool:
     """Whether the last message is an assistant turn holding only its reasoning so far."""
     last = messages[-1] if messages else None
@@ -292,6 +309,18 @@ def _input(raw: Any, parse: Crossing) -> list[Message]:
         elif kind == "custom_tool_call":
             arguments = json.dumps({"input": str(item.get("input") or "")})
             _add_call(messages, ToolCall(item.get("call_id"), _call_name(item, at), arguments))
+        elif kind == "tool_search_call":
+            if not isinstance(item.get("call_id"), str):
+                raise _fail(f"Missing '{at}.call_id'.", f"{at}.call_id")
+            arguments = item.get("arguments") if isinstance(item.get("arguments"), dict) else {}
+            _add_call(messages, ToolCall(item["call_id"], TOOL_SEARCH, json.dumps(arguments)))
+        elif kind == "tool_search_output":
+            if not isinstance(item.get("call_id"), str):
+                raise _fail(f"Missing '{at}.call_id'.", f"{at}.call_id")
+            found = item.get("tools") if isinstance(item.get("tools"), list) else []
+            for j, tool in enumerate(found):  # callable from now on
+                _listed_tool(tool, f"{at}.tools[{j}]", parse)
+            messages.append(Message("tool", _found_tools(found), tool_call_id=item["call_id"]))
         elif kind in ("function_call_output", "custom_tool_call_output"):
             if not isinstance(item.get("call_id"), str):
                 raise _fail(f"Missing '{at}.call_id'.", f"{at}.call_id")
@@ -314,32 +343,40 @@ def _input(raw: Any, parse: Crossing) -> list[Message]:
 
 
 def _tools(raw: Any, parse: Crossing) -> None:
-    """Function tools, ``namespace`` ones flattened and ``custom`` ones as functions of one string,
-    under names every target takes (:mod:`cb.llm.tools`); web search noted, other vendor-run
-    tools dropped."""
+    """Function tools, ``namespace`` ones flattened, ``custom`` ones as functions of one string and
+    Codex's client-run ``tool_search`` as a function, under names every target takes
+    (:mod:`cb.llm.tools`); web search noted, other vendor-run tools dropped."""
     if raw is None:
         return
     if not isinstance(raw, list):
         raise _fail("Invalid type for 'tools': expected an array.", "tools")
     for i, tool in enumerate(raw):
-        at = f"tools[{i}]"
-        if not isinstance(tool, dict):
-            raise _fail(f"Invalid type for '{at}': expected an object.", at)
-        kind = tool.get("type")
-        if kind == "namespace":
-            inner_tools = tool.get("tools")
-            if not isinstance(inner_tools, list):
-                raise _fail(f"Invalid type for '{at}.tools': expected an array.", f"{at}.tools")
-            for j, inner in enumerate(inner_tools):
-                _tool(inner, f"{at}.tools[{j}]", parse, tool.get("name") if isinstance(tool.get("name"), str) else None)
-        elif kind in ("function", "custom"):
-            _tool(tool, at, parse, None)
-        elif kind in SEARCH_TOOLS and tool.get("external_web_access") is False:
-            parse.drop("web_search (cached)")  # Codex's default: OpenAI's cached index, no live access
-        elif kind in SEARCH_TOOLS:
-            parse.server_tools.append("web_search")
-        else:
-            parse.drop(str(kind))
+        _listed_tool(tool, f"tools[{i}]", parse)
+
+
+def _listed_tool(tool: Any, at: str, parse: Crossing) -> None:
+    """One entry of ``tools`` (or of the tools a ``tool_search_output`` found)."""
+    if not isinstance(tool, dict):
+        raise _fail(f"Invalid type for '{at}': expected an object.", at)
+    kind = tool.get("type")
+    if kind == "namespace":
+        inner_tools = tool.get("tools")
+        if not isinstance(inner_tools, list):
+            raise _fail(f"Invalid type for '{at}.tools': expected an array.", f"{at}.tools")
+        for j, inner in enumerate(inner_tools):
+            _tool(inner, f"{at}.tools[{j}]", parse, tool.get("name") if isinstance(tool.get("name"), str) else None)
+    elif kind in ("function", "custom"):
+        _tool(tool, at, parse, None)
+    elif kind == "tool_search" and tool.get("execution") == "client":  # Codex searches its deferred tools
+        description = tool.get("description") if isinstance(tool.get("description"), str) else None
+        parameters = tool.get("parameters") if isinstance(tool.get("parameters"), dict) else None
+        parse.add_tool(TOOL_SEARCH, description, parameters, kind="tool_search")
+    elif kind in SEARCH_TOOLS and tool.get("external_web_access") is False:
+        parse.drop("web_search (cached)")  # Codex's default: OpenAI's cached index, no live access
+    elif kind in SEARCH_TOOLS:
+        parse.server_tools.append("web_search")
+    else:
+        parse.drop(str(kind))
 
 
 def _tool(tool: Any, at: str, parse: Crossing, namespace: str | None) -> None:
@@ -435,7 +472,16 @@ def function_call_item(
     """A call as the client knows its tool: ``function_call`` (with its ``namespace``), or
     ``custom_tool_call`` with the raw ``input`` for a freeform tool."""
     client = client or ClientTool(call.name)
-    if client.kind == "custom":
+    if client.kind == "tool_search":
+        item = {
+            "type": "tool_search_call",
+            "id": item_id or new_id("ts"),
+            "call_id": call.id or new_id("call"),
+            "execution": "client",
+            "arguments": _object(call.arguments),
+            "status": status,
+        }
+    elif client.kind == "custom":
         item = {
             "type": "custom_tool_call",
             "id": item_id or new_id("ctc"),
@@ -458,6 +504,14 @@ def function_call_item(
     return item
 
 
+def _object(arguments: str) -> dict:
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def output_items(
     message: Message, client_tools: dict[str, ClientTool] | None = None, reasoning: bool = False
 ) -> list[dict]:
@@ -473,7 +527,9 @@ def answer_of(items: list[dict]) -> Message:
     text = "".join(p["text"] for i in items if i["type"] == "message" for p in i["content"])
     calls = []
     for item in items:
-        if item["type"] in ("function_call", "custom_tool_call"):
+        if item["type"] == "tool_search_call":
+            calls.append(ToolCall(item["call_id"], TOOL_SEARCH, json.dumps(item.get("arguments") or {})))
+        elif item["type"] in ("function_call", "custom_tool_call"):
             name = canonical_name(item["name"], item.get("namespace"))
             arguments = (
                 item.get("arguments") if item["type"] == "function_call" else json.dumps({"input": item["input"]})
@@ -588,6 +644,8 @@ class ResponseEvents:
                     "response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part
                 ),
             ]
+        elif item["type"] == "tool_search_call":
+            item["arguments"] = _object(self._custom.pop(index, ""))
         elif item["type"] == "custom_tool_call":
             item["input"] = custom_input(self._custom.pop(index, ""))
             at = {"item_id": item["id"], "output_index": index}
@@ -664,7 +722,7 @@ class ResponseEvents:
                 self._calls[call.index] = index
                 events += added
             index = self._calls[call.index]
-            if call.arguments and self._items[index]["type"] == "custom_tool_call":
+            if call.arguments and self._items[index]["type"] in ("custom_tool_call", "tool_search_call"):
                 self._custom[index] = self._custom.get(index, "") + call.arguments  # its input, whole, at the end
             elif call.arguments:
                 item = self._items[index]

@@ -77,6 +77,8 @@ class Crossing:
     ) -> None:
         """Add a client tool under its canonical name, remembering its own where they differ."""
         canonical = canonical_name(name, namespace)
+        if any(tool.name == canonical for tool in self.tools):
+            return  # listed twice (a tool search found one already offered): targets want names unique
         if canonical != name or namespace or kind != "function":
             self.client_tools[canonical] = ClientTool(name, namespace, kind)
         self.tools.append(Tool(canonical, description, clean_schema(parameters), strict))

@@ -67,7 +67,7 @@ class ClientTool:
 
     name: str
     namespace: str | None = None
-    kind: str = "function"  # "function" | "custom"
+    kind: str = "function"  # "function" | "custom" | "tool_search" (Codex's, run by Codex)
 
 
 @dataclass
