@@ -553,3 +553,23 @@ def test_the_tools_a_tool_search_found_can_be_called_next():
     assert chat.messages[-2].tool_calls[0].name == "tool_search"
     body = body_for(AnthropicProvider(), chat, "claude-sonnet-4-5")
     assert [t["name"] for t in body["tools"]].count(name) == 1
+
+
+def test_code_execution_and_web_fetch_run_on_gemini_and_are_refused_where_nothing_runs_them():
+    tools = [
+        {"type": "code_execution_20250825", "name": "code_execution"},
+        {"type": "web_fetch_20250910", "name": "web_fetch"},
+    ]
+    chat = messages_api.parse_request(dict(CLAUDE_CODE, tools=tools))
+    assert body_for(GoogleProvider(), chat, "gemini-2.5-pro")["tools"] == [{"codeExecution": {}}, {"urlContext": {}}]
+    with pytest.raises(InvalidRequest) as caught:
+        body_for(OpenAIProvider(), chat, "gpt-5")
+    assert "code_execution, web_fetch" in caught.value.message
+
+
+def test_vendor_tools_beside_client_tools_are_dropped_by_name_where_they_cannot_run():
+    tools = [*CLAUDE_CODE["tools"], {"type": "web_fetch_20250910", "name": "web_fetch"}]
+    chat = messages_api.parse_request(dict(CLAUDE_CODE, tools=tools))
+    body = body_for(GoogleProvider(), chat, "gemini-2.5-pro")
+    assert len(body["tools"]) == 1 and "functionDeclarations" in body["tools"][0]
+    assert "web_fetch" in chat.dropped

@@ -82,8 +82,8 @@ TRANSLATED = {
     "stop_sequences", "tools", "tool_choice", "metadata", "thinking", "output_config", "circuit_breaker",
 }  # fmt: skip
 BILLING_HEADER = "x-anthropic-billing-header"  # the first system block Claude Code sends
-#: server tools (run by Anthropic) by type prefix: web search has an equivalent elsewhere
-SEARCH_TOOLS = ("web_search",)
+#: server tools (run by Anthropic) by type prefix that other vendors may have (search, fetch, code)
+SERVER_TOOLS = ("web_search", "web_fetch", "code_execution")
 
 
 class _Parse(Crossing):
@@ -328,7 +328,7 @@ def _tool_result(block: dict, at: str, parse: _Parse) -> tuple[Message, list[Con
 
 def _tools(raw: Any, parse: _Parse) -> None:
     """Client tools (``defer_loading`` ones too) under names every target takes; Anthropic's
-    server tools noted (web search) or dropped (the rest)."""
+    server tools noted (search, fetch, code execution: other vendors may run them) or dropped (the rest)."""
     if raw is None:
         return
     if not isinstance(raw, list):
@@ -342,8 +342,9 @@ def _tools(raw: Any, parse: _Parse) -> None:
         if kind not in (None, "custom"):
             if isinstance(tool.get("name"), str):
                 parse.server_names.add(tool["name"])
-            if isinstance(kind, str) and kind.startswith(SEARCH_TOOLS):
-                parse.server_tools.append("web_search")
+            server = next((name for name in SERVER_TOOLS if isinstance(kind, str) and kind.startswith(name)), None)
+            if server:
+                parse.server_tools.append(server)
             else:
                 parse.drop(str(kind))
             continue

@@ -36,6 +36,7 @@ from cb.llm.providers.wire import (
     leading_system,
     parse_arguments,
     refuse_choices_and_logprobs,
+    refuse_server_tools,
     relayed,
     safe_call_id,
     split_data_url,
@@ -169,7 +170,7 @@ class AnthropicProvider(Provider):
             choice = _tool_choice(request)
             if choice:
                 body["tool_choice"] = choice
-        if request.server_tools:
+        if "web_search" in refuse_server_tools(LABEL, request, ("web_search",)):
             body.setdefault("tools", []).append({"type": WEB_SEARCH, "name": "web_search"})
         _reasoning(request, body)
         if request.cache_key:

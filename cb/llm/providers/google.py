@@ -55,6 +55,12 @@ from cb.llm.types import (
 )
 
 LABEL = "Google"  # how errors name this provider
+#: vendor-run tools a client asked for, as Gemini's own
+SERVER_TOOLS = {
+    "web_search": {"googleSearch": {}},
+    "code_execution": {"codeExecution": {}},
+    "web_fetch": {"urlContext": {}},
+}
 LIST_PAGE = 1000  # models per page of models.list (Gemini's largest)
 
 FINISH_REASONS = {
@@ -151,10 +157,10 @@ class GoogleProvider(Provider):
             config = _function_calling_config(request.tool_choice)
             if config:
                 body["toolConfig"] = {"functionCallingConfig": config}
-        if request.server_tools and not request.tools:
-            body["tools"] = [{"googleSearch": {}}]  # Gemini's own search; with functions only on some models
-        else:
-            refuse_server_tools(LABEL, request)
+        # Gemini's own search, code execution and URL reading; beside functions only on some models
+        runs = tuple(SERVER_TOOLS) if not request.tools else ()
+        for tool in refuse_server_tools(LABEL, request, runs):
+            body.setdefault("tools", []).append(SERVER_TOOLS[tool])
         if request.cache_key:
             request.drop("prompt_cache_key")  # Gemini caches shared prefixes by itself
         generation = _generation_config(request, model)

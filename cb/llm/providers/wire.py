@@ -199,19 +199,20 @@ def in_tool_loop(messages: list[Message]) -> bool:
     return False
 
 
-def refuse_server_tools(provider: str, request: ChatRequest) -> None:
-    """For a target without web search: refuse a request that needs it, else note it dropped."""
-    if not request.server_tools:
-        return
-    if request.server_tools_required:
+def refuse_server_tools(provider: str, request: ChatRequest, runs: tuple[str, ...] = ()) -> list[str]:
+    """The vendor-run tools the request asked for that this target ``runs``; the others are
+    refused when the request needs them (its only tools, or forced), else noted dropped."""
+    missing = sorted({tool for tool in request.server_tools if tool not in runs})
+    if missing and request.server_tools_required:
         raise InvalidRequest(
-            f"The {provider} model cannot run {', '.join(sorted(set(request.server_tools)))}: this request needs "
-            "a tool that only the client's own vendor runs. Send it to a model of that vendor.",
+            f"The {provider} model cannot run {', '.join(missing)}: this request needs a tool that only "
+            "the client's own vendor runs. Send it to a model of that vendor.",
             "tools",
             "unsupported_tool_type",
         )
-    for tool in request.server_tools:
+    for tool in missing:
         request.drop(tool)
+    return [tool for tool in dict.fromkeys(request.server_tools) if tool in runs]
 
 
 _CALL_ID = re.compile(r"[a-zA-Z0-9_-]{1,40}")
