@@ -316,6 +316,7 @@ class _ClientWatch:
 STREAM_BUFFER_BYTES = 1 << 20  # what one stream may hold that its client has not taken yet
 CHUNK_OVERHEAD = 512  # about what a canonical chunk costs in memory beside its text
 WRITE_SIZE = 64 * 1024  # most bytes of a stream written to the client at once
+TURN = 32  # chunks a stream's producer, or its consumer, handles before the worker's other requests get a turn
 
 
 def weight(chunk) -> int:
@@ -348,6 +349,7 @@ class _StreamPump:
         self.weights: deque[int] = deque()  # of the queued chunks, in order
         self.room = gevent.event.Event()  # set when the consumer took something while the producer waited
         self.full = False  # the producer waits for room
+        self.turn = 0  # chunks queued since the producer last let others run
         self.timed = sock if sock is not None and idle else None  # the socket whose timeout is ours meanwhile
         if self.timed is not None:
             self.sock_timeout = sock.gettimeout()
@@ -378,6 +380,10 @@ class _StreamPump:
         self.held += size
         self.weights.append(size)
         self.queue.put(("chunk", chunk))
+        self.turn += 1
+        if self.turn >= TURN:  # a fast upstream never makes the socket wait, so gevent would never switch
+            self.turn = 0
+            gevent.sleep(0)
 
     def _taken(self, item: tuple) -> tuple:
         if item[0] == "chunk":
@@ -401,9 +407,10 @@ class _StreamPump:
             return None
 
     def waiting(self) -> list[tuple]:
-        """The (kind, item) pairs already queued, without waiting (sent together, in one write)."""
+        """The (kind, item) pairs already queued, without waiting (sent together, in one write),
+        at most ``TURN``."""
         items = []
-        while self.queue.qsize():
+        while self.queue.qsize() and len(items) < TURN:
             items.append(self._taken(self.queue.get_nowait()))
         return items
 
@@ -452,7 +459,8 @@ def _sse(pump: _StreamPump, first: tuple | None, events, keepalive: float):
             if item is None:
                 yield getattr(events, "keepalive", b": keep-alive\n\n")  # Anthropic's format: a ping event
             else:
-                data, ended = _frames(pump, events, [item, *pump.waiting()])
+                batch = pump.waiting()
+                data, ended = _frames(pump, events, [item, *batch])
                 if len(data) <= WRITE_SIZE:
                     if data:
                         yield data
@@ -461,6 +469,8 @@ def _sse(pump: _StreamPump, first: tuple | None, events, keepalive: float):
                         yield data[at : at + WRITE_SIZE]
                 if ended:
                     return
+                if len(batch) == TURN:
+                    gevent.sleep(0)  # more is waiting: let the worker's other requests run first
             item = pump.next(keepalive)
     finally:
         metrics.open_streams.dec()

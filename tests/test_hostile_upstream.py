@@ -210,7 +210,7 @@ def access_line(api: Server, request_id: str) -> str:
 
 @pytest.mark.parametrize(
     ("path", "end"),
-    [("/v1/chat/completions", b"data: [DONE]\n\n"), ("/v1/responses", b'"status": "completed"')],
+    [("/v1/chat/completions", b"data: [DONE]\n\n"), ("/v1/responses", b'"status":"completed"')],
     ids=["chat", "responses-relayed"],
 )
 def test_many_tiny_events_to_a_slow_client_hold_a_bounded_buffer_and_usage_is_exact(api, upstream, path, end):

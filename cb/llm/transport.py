@@ -26,6 +26,7 @@ safe to reuse.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import threading
 from collections.abc import Iterator
@@ -48,7 +49,7 @@ POOL_SIZE = 512  # connections kept per upstream host and worker (gevent: many c
 TEMPLATES_KEPT = 256  # prepared (method, URL, headers) per worker; client-supplied keys make more
 ERROR_BODY_LIMIT = 64 * 1024
 READ_SIZE = 64 * 1024  # most bytes one read returns, decompressed
-YIELD_EVERY = 1 << 20  # bytes read in a row before other greenlets get a turn
+YIELD_EVERY = 256 * 1024  # bytes read in a row before other greenlets get a turn
 # a call's JSON body, compact and in UTF-8; made once (json.dumps with options makes an encoder per call)
 _encode_body = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
@@ -185,7 +186,11 @@ class Transport:
                 raise AnswerTooLarge(label, "the answer", "MAX_RESPONSE_BYTES", limit)
             if int(length) <= YIELD_EVERY:
                 return response.raw.read(decode_content=True)  # the common case: one read
-        return b"".join(list(arrivals(response, limit, label)))
+        try:
+            return b"".join(list(arrivals(response, limit, label)))
+        except AnswerTooLarge:
+            _give_back_memory()
+            raise
 
     def lines(self, response: requests.Response, provider: Provider) -> Iterator[bytes]:
         """The body of a streamed response, line by line, as the bytes arrive (closed at the end).
@@ -216,6 +221,10 @@ class Transport:
                     unfinished.append(tail)
             if unfinished:
                 yield b"".join(unfinished)
+        except AnswerTooLarge:
+            unfinished.clear()
+            _give_back_memory()
+            raise
         except (requests.Timeout, urllib3.exceptions.TimeoutError):
             raise UpstreamTimeout(label, "the stream stalled") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):
@@ -250,6 +259,19 @@ def arrivals(response: requests.Response, limit: int, label: str) -> Iterator[by
             gevent.sleep(0)
             mark = min(total + YIELD_EVERY, limit)
         yield data
+
+
+try:
+    _malloc_trim = ctypes.CDLL(None).malloc_trim  # glibc
+except (AttributeError, OSError):
+    _malloc_trim = None
+
+
+def _give_back_memory() -> None:
+    """Return the free heap to the system after a large answer was dropped: glibc keeps it
+    otherwise (the answer's 64 KiB pieces come from the heap, not from separate mappings)."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 def _host(url: str) -> str:

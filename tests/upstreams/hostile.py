@@ -175,11 +175,12 @@ class HostileUpstream(OpenAIUpstream):
 
     def _responses_events(self, reply: Reply) -> None:
         def event(kind: str, **fields) -> bytes:
-            return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields})}\n\n".encode()
+            data = json.dumps({"type": kind, **fields}, separators=(",", ":"))
+            return f"event: {kind}\ndata: {data}\n\n".encode()
 
         response = {"id": "resp_hostile", "object": "response", "status": "in_progress", "output": []}
         reply.chunk(event("response.created", response=response))
-        delta = event("response.output_text.delta", item_id="msg_1", output_index=0, content_index=0, delta="a")
+        delta = event("response.output_text.delta", delta="a")  # 2,000,000: 190 MB
         batch = max(1, PIECE // len(delta))
         sent = 0
         while sent < self.events:
