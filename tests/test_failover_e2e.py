@@ -305,7 +305,9 @@ def test_strategies_choose_by_price_and_by_measured_latency(server_factory, tmp_
     assert_billed_once(server, "cheap-" + project, usage, cheap)  # billed at the backup's own price
 
     for _ in range(4):
-        main.hang_next(0.3)  # main answers, slowly
+        # main answers, slowly: 1 s, so that after one sample its latency (EWMA, alpha 0.3) stays
+        # far above anything a loaded machine adds to the backup's (0.3 s was overrun once)
+        main.hang_next(1.0)
     chosen = []
     for _ in range(4):
         headers, _, _ = ask(server, project, headers={"X-CB-Routing-Strategy": "performance_first"})
