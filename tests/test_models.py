@@ -160,6 +160,19 @@ def test_bare_dated_and_prefixed_names_reach_their_vendor(gateway, upstreams, mo
     assert upstream in sent[0].path or (sent[0].json or {}).get("model") == upstream
 
 
+def test_cost_optimal_chooses_the_cheapest_of_todays_listed_models(gateway):
+    server, _ = gateway
+    chat_models = [
+        m
+        for m in models_of(server).values()
+        if m.get("chat") and m.get("priced") and not m.get("virtual") and "/" not in m["id"]
+    ]
+    cheapest = min(chat_models, key=lambda m: m["input_price_per_million"] + m["output_price_per_million"])
+    answer = chat(server, "cb:cost-optimal")
+    assert answer.status_code == 200
+    assert answer.headers["x-cb-model"] == cheapest["id"] == "gemini-1.5-flash"  # $0.075 / $0.30 per 1M
+
+
 def test_claude_codes_default_model_on_the_messages_api(gateway):
     server, _ = gateway
     client = anthropic.Anthropic(base_url=server.openai_url, api_key="unused", max_retries=0)

@@ -107,12 +107,21 @@ def test_a_vendor_style_name_its_listing_lacks_is_not_found():
         router.routes("claude-opus-4-8", RequestContext())
 
 
-@pytest.mark.parametrize("model", ["gpt-image-1", "text-embedding-3-small", "gemini-embedding-001", "gpt-4o-mini-tts"])
-def test_names_of_models_that_cannot_chat_follow_no_vendor(model):
+@pytest.mark.parametrize(
+    "model, vendor",
+    [
+        ("gpt-image-1", "openai"),
+        ("text-embedding-3-small", "openai"),
+        ("gemini-embedding-001", "google"),
+        ("text-embedding-004", "google"),
+        ("gpt-4o-mini-tts", "openai"),
+    ],
+)
+def test_names_of_models_that_cannot_chat_reach_their_vendor_marked_so(model, vendor):
     router = make_router(OPENAI_API_KEY="sk-o", GOOGLE_API_KEY="g")
-    router.catalog.models.pop(model, None)
-    with pytest.raises(ModelNotFound):
-        router.routes(model, RequestContext())
+    routes = router.routes(model, RequestContext())  # embeddings by name before any listing
+    assert pairs(routes) == [(vendor, model)] and not routes[0].model.chat
+    assert router.routes("cb:cost-optimal", RequestContext())[0].model.chat  # never a virtual model's choice
 
 
 def test_a_vendor_style_name_without_its_key_names_the_variable():

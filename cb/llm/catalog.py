@@ -161,19 +161,24 @@ MODELS: tuple[ModelInfo, ...] = (
 #: while their listing has not succeeded (the provider's own 404 then answers a name it lacks)
 VENDOR_NAMING: tuple[tuple[str, re.Pattern], ...] = (
     ("anthropic", re.compile(r"claude-[a-z0-9][a-z0-9.\-]*")),
-    ("openai", re.compile(r"(gpt-|chatgpt-)[a-z0-9][a-z0-9.\-]*|o[1-9](-[a-z0-9.\-]+)?")),
-    ("google", re.compile(r"gemini-[a-z0-9][a-z0-9.\-]*")),
+    (
+        "openai",
+        re.compile(r"(gpt-|chatgpt-)[a-z0-9][a-z0-9.\-]*|o[1-9](-[a-z0-9.\-]+)?|text-embedding-(3-[a-z]+|ada-002)"),
+    ),
+    ("google", re.compile(r"gemini-[a-z0-9][a-z0-9.\-]*|text-embedding-00[4-9]")),
 )
-#: parts of a vendor-style name that mark a model that cannot chat (embeddings, speech, images)
-NOT_CHAT = re.compile(r"embed|tts|transcribe|whisper|dall-e|image|moderation|realtime|imagen|veo|-audio-only")
+#: parts of a name that mark a model that cannot chat (embeddings, speech, images, completions only)
+NOT_CHAT = re.compile(
+    r"embed|tts|transcribe|whisper|dall-e|image|moderation|realtime|imagen|veo|-audio-only|davinci|babbage|"
+    r"-instruct|sora|computer-use"
+)
 
 
 def vendor_of(name: str) -> str | None:
     """The provider type whose naming ``name`` follows (``claude-*``: anthropic; ``gpt-*``,
-    ``o3``-style and ``chatgpt-*``: openai; ``gemini-*``: google), or None; a name that marks
-    a model unable to chat (``gpt-image-1``, ``gemini-embedding-001`` …) follows none."""
-    if NOT_CHAT.search(name):
-        return None
+    ``o3``-style, ``chatgpt-*`` and ``text-embedding-3-*``: openai; ``gemini-*``: google), or None.
+    A name marking a model that cannot chat (``gpt-image-1``, ``gemini-embedding-001``) still
+    follows its vendor: the model is described as unable to chat, and refused for chat."""
     for vendor, pattern in VENDOR_NAMING:
         if pattern.fullmatch(name):
             return vendor
