@@ -337,9 +337,10 @@ class _StreamPump:
     and the server's shutdown (after its grace period) puts a "shutdown" event in the queue.
 
     The queue holds at most ``limit`` bytes of chunks (at least one chunk): the producer waits
-    for the consumer to take some before it reads the upstream further. While the stream runs,
-    the client's socket has a write timeout of ``idle`` seconds, so a client that takes nothing
-    for that long ends the response (and with it the upstream)."""
+    for the consumer to take some before it reads the upstream further. Both take turns with the
+    worker's other requests every ``TURN`` chunks. While the stream runs, the client's socket
+    has a write timeout of ``idle`` seconds, so a client that takes nothing for that long ends
+    the response (and with it the upstream)."""
 
     def __init__(self, stream, sock, idle: float | None = None, limit: int = STREAM_BUFFER_BYTES):
         self.stream = stream
