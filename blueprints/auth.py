@@ -61,11 +61,18 @@ def authenticate_and_admit(req: Request, security, state):
 
 def rate_headers_and_scrub(response, state):
     """The ``x-ratelimit-*`` headers, the token estimate settled, error bodies scrubbed of keys.
-    ``state`` is the request's ``g``; only a 429 of the admission (which has no reservation)
-    carries rate headers before this, so they are added without looking for them."""
+    ``state`` is the request's ``g``; before this, only a 429 of the admission (which has no
+    reservation) and a relayed answer (the upstream's, see below) carry rate headers."""
     reservation = state.get("rate_reservation")
     if reservation is not None:
-        response.headers.extend(reservation.headers())
+        own = reservation.headers()
+        if own:
+            # a relayed answer may carry the upstream's x-ratelimit-* (OpenAI's limits of the
+            # server's key): the client's own limits at the gateway win, the whole family, so a
+            # client never reads a limit of one source beside the remaining count of the other
+            for name in [n for n in response.headers.keys() if n.lower().startswith("x-ratelimit-")]:
+                del response.headers[name]
+        response.headers.extend(own)
         if not response.is_streamed and reservation.unsettled:  # the gateway settles what it served
             reservation.settle(_total_tokens(response, reservation) if response.status_code < 400 else 0)
     if response.status_code >= 400 and not response.is_streamed:

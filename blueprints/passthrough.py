@@ -18,7 +18,7 @@ from blueprints import services
 from blueprints.openai import context, prepare_request, route_headers, stream_response
 from cb.llm import affinity
 from cb.llm.errors import UpstreamError
-from cb.llm.passthrough import NativeRequest, RelayEvents, native_request
+from cb.llm.passthrough import NativeRequest, RelayEvents, native_request, relayed_headers
 from cb.logs import get_logger
 
 log = get_logger("api.passthrough")
@@ -52,7 +52,7 @@ def relay(api: str, body) -> Response | None:
         if req.stream:
             stream = gateway.relay_stream(req, ctx, pairs)
             on_id = (lambda response_id: keep(response_id, stream.route)) if keep else None
-            return stream_response(stream, RelayEvents(api, on_id), ctx, routing)
+            return _with_upstream_headers(stream_response(stream, RelayEvents(api, on_id), ctx, routing), stream)
         result = gateway.relay(req, ctx, pairs)
     except UpstreamError as exc:
         if exc.deployment_id and _no_such_endpoint(exc):
@@ -61,7 +61,20 @@ def relay(api: str, body) -> Response | None:
         return upstream_error(exc)
     if keep and result.answer is not None and isinstance(result.answer.get("id"), str):
         keep(result.answer["id"], result.route)
-    return answer(result.body, route_headers(result.route, ctx, result.upstream_ms) | routing)
+    own = route_headers(result.route, ctx, result.upstream_ms) | routing
+    return answer(result.body, relayed_headers(result.headers) | own)
+
+
+def _with_upstream_headers(response: Response, stream) -> Response:
+    """A relayed stream's answer with the upstream's headers (request-id, rate limits), once the
+    stream is committed to the deployment serving it (``ttft_ms``: its first event came); when
+    the first event took longer than the keep-alive interval, the answer's headers went before
+    the upstream's were known, and only the gateway's are sent, as for its route headers."""
+    upstream = stream.response if stream.ttft_ms is not None else None
+    if response.status_code == 200 and upstream is not None:
+        for name, value in relayed_headers(upstream.headers).items():
+            response.headers.setdefault(name, value)
+    return response
 
 
 def _keeper(req: NativeRequest):
@@ -122,7 +135,7 @@ def upstream_error(exc: UpstreamError) -> Response:
     status, body = exc.upstream_status, exc.body
     if status is None or body is None or status in _NOT_RELAYED or not _json_object(body):
         raise exc
-    response = answer(body, {})
+    response = answer(body, relayed_headers(exc.headers))
     response.status_code = status
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))

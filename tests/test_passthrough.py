@@ -309,6 +309,99 @@ def test_an_error_event_in_the_middle_of_a_stream_is_relayed_as_the_upstream_sen
     assert [n for n, _ in events].count("error") == 1
 
 
+ANTHROPIC_HEADERS = {
+    "request-id": "req_011CUpstream",
+    "anthropic-ratelimit-requests-remaining": "3999",
+    "anthropic-ratelimit-tokens-reset": "2026-12-06T21:30:00Z",
+    "anthropic-organization-id": "org-of-the-server",  # the operator's account: not the client's business
+    "set-cookie": "upstream=1",
+    "x-cache-note": "never",  # a header no client reads: not relayed
+}
+
+
+def _relayed(response) -> dict:
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    assert headers["request-id"] == "req_011CUpstream"
+    assert headers["anthropic-ratelimit-requests-remaining"] == "3999"
+    assert headers["anthropic-ratelimit-tokens-reset"] == "2026-12-06T21:30:00Z"
+    assert not {"anthropic-organization-id", "set-cookie", "x-cache-note"} & set(headers)
+    return headers
+
+
+def test_the_upstreams_request_id_and_rate_limit_headers_reach_the_client(claude, fresh):
+    fresh["a"].answer_headers.update(ANTHROPIC_HEADERS)
+    raw = claude.beta.messages.with_raw_response.create(
+        model=OPUS, max_tokens=100, betas=BETAS, messages=[{"role": "user", "content": "Headers back"}]
+    )
+    assert raw.request_id == "req_011CUpstream"  # what the SDK shows a user filing a support ticket
+    headers = _relayed(raw.http_response)
+    assert headers["x-cb-deployment"] == "claude-a"
+    assert headers["content-length"] == str(len(raw.http_response.content))  # the gateway frames its own answer
+    with claude.beta.messages.stream(
+        model=OPUS, max_tokens=100, betas=BETAS, messages=[{"role": "user", "content": "Stream headers back"}]
+    ) as stream:
+        assert "".join(stream.text_stream)
+        _relayed(stream.response)
+        assert stream.response.headers["x-cb-deployment"] == "claude-a"
+
+
+def test_a_relayed_errors_request_id_and_retry_after_reach_the_client(gateway, claude, fresh):
+    for name in ("a", "b"):
+        fresh[name].fail_next(529, OVERLOADED, headers={**ANTHROPIC_HEADERS, "retry-after": "7"})
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        claude.messages.create(model=OPUS, max_tokens=100, messages=[{"role": "user", "content": "Overloaded"}])
+    assert refused.value.status_code == 529 and refused.value.request_id == "req_011CUpstream"
+    headers = _relayed(refused.value.response)
+    assert headers["retry-after"] == "7"
+    fresh["a"].fail_next(400, error_body("invalid_request_error", "prompt is too long"), headers=ANTHROPIC_HEADERS)
+    streamed = post(gateway, claude_code_body("Too long", stream=True))
+    assert streamed.status_code == 400
+    _relayed(streamed)
+
+
+def test_openais_headers_reach_the_client_and_the_gateways_own_limits_win(server_factory, upstreams, tmp_path):
+    from tests.security_helpers import create_key
+
+    openai_headers = {
+        "x-request-id": "req_openai_42",
+        "openai-processing-ms": "321",
+        "openai-version": "2020-10-01",
+        "openai-organization": "org-of-the-server",
+        "x-ratelimit-limit-requests": "10000",
+        "x-ratelimit-remaining-requests": "9999",
+        "x-ratelimit-limit-tokens": "30000000",
+    }
+    upstreams["gpt"].reset()
+    upstreams["gpt"].answer_headers.update(openai_headers)
+    config = write_config(tmp_path, upstreams)
+    server = server_factory(CB_CONFIG=str(config), CLAUDE_KEY=ANTHROPIC_KEY, GPT_KEY=OPENAI_KEY)
+    try:
+        anyone = openai.OpenAI(base_url=server.openai_url + "/v1", api_key="unused", max_retries=0)
+        raw = anyone.responses.with_raw_response.create(model="gpt-5.5", input="headers", store=False)
+        headers = {k.lower(): v for k, v in raw.headers.items()}
+        assert headers["openai-processing-ms"] == "321" and headers["openai-version"] == "2020-10-01"
+        assert headers["x-ratelimit-limit-requests"] == "10000"  # no limits of its own: the upstream's
+        assert headers["x-cb-upstream-request-id"] == "req_openai_42"
+        assert headers["x-request-id"] != "req_openai_42"  # the gateway's own id, the one its logs name
+        assert "openai-organization" not in headers
+        with anyone.responses.with_streaming_response.create(model="gpt-5.5", input="hi", stream=True) as streamed:
+            assert streamed.headers["openai-processing-ms"] == "321"
+            assert streamed.headers["x-cb-upstream-request-id"] == "req_openai_42"
+            list(streamed.iter_lines())
+        anyone.close()
+
+        key, _ = create_key(server, rpm_limit=50)
+        limited = openai.OpenAI(base_url=server.openai_url + "/v1", api_key=key, max_retries=0)
+        raw = limited.responses.with_raw_response.create(model="gpt-5.5", input="mine", store=False)
+        limits = {k.lower(): v for k, v in raw.headers.items() if k.lower().startswith("x-ratelimit-")}
+        assert limits["x-ratelimit-limit-requests"] == "50"  # the client's own limit at the gateway
+        assert "x-ratelimit-limit-tokens" not in limits  # none of OpenAI's beside it
+        assert raw.headers["openai-processing-ms"] == "321"
+        limited.close()
+    finally:
+        upstreams["gpt"].reset()
+
+
 # -- what the gateway still does ------------------------------------------------------------
 
 

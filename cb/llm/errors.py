@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from cb.errors import CircuitBreakerError
 
 
@@ -70,6 +72,7 @@ class UpstreamError(LLMError):
     code = "UPSTREAM_ERROR"
     openai_code = "upstream_error"
     body: bytes | None = None
+    headers: Mapping[str, str] | None = None  # the upstream's response headers, when it answered
     deployment_id: str | None = None  # the deployment that answered it, once the gateway knows
 
     def __init__(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -72,6 +72,7 @@ class Relayed:
     route: Route
     upstream_ms: float
     answer: dict | None = None
+    headers: Mapping[str, str] | None = None  # the upstream's response headers
 
 
 @dataclass
@@ -332,28 +333,29 @@ class Gateway:
         usage: Usage | None = None
         answer: dict | None = None
 
-        def parse(provider: Provider, body: bytes, route: Route) -> bytes:
+        def parse(provider: Provider, read: tuple, route: Route) -> tuple:
             nonlocal usage, answer
+            body = read[0]
             try:
                 answer = json.loads(body)
             except ValueError:
                 answer = None
             answer = answer if isinstance(answer, dict) else None
             usage = provider.relay_usage(answer) if answer is not None else None
-            return body
+            return read
 
-        route, body, upstream_ms = self._serve(
+        route, (body, headers), upstream_ms = self._serve(
             request.model,
             ctx,
             lambda: pairs,
             lambda provider, deployment, route: provider.relay_call(deployment, request, route.upstream_model),
             parse,
-            self.transport.body,
+            self.transport.answer,
         )
         if usage is None or not usage.total_tokens:
             usage = Usage(request.prompt_estimate(), 0, estimated=True)
         self.record(ctx, request.model, route, usage, "success")
-        return Relayed(body, route, upstream_ms, answer)
+        return Relayed(body, route, upstream_ms, answer, headers)
 
     def relay_stream(self, request: NativeRequest, ctx: RequestContext, pairs: list[tuple[Route, Provider]]):
         """A streamed request relayed over ``pairs``: a :class:`RelayStream` (routes tried as it is iterated)."""

@@ -33,6 +33,16 @@ from cb.llm.types import StreamChunk, Usage
 #: the client APIs relayed natively, and the request headers each forwards verbatim (by prefix)
 FORWARDED_HEADERS = {"messages": ("anthropic-",), "responses": ("openai-beta",)}
 
+#: the upstream's response headers a relayed answer carries on to the client: what SDKs and agents
+#: read (request ids for support tickets, rate-limit state, the wait before a retry, processing
+#: time). Only these: never hop-by-hop or framing headers (the gateway frames its own answer),
+#: never set-cookie, never the vendor's account details (organization, project).
+RELAYED_HEADERS = frozenset({"request-id", "retry-after", "retry-after-ms", "openai-processing-ms", "openai-version"})
+RELAYED_PREFIXES = ("anthropic-ratelimit-", "x-ratelimit-")
+#: OpenAI's ``x-request-id`` is relayed under this name: ``X-Request-ID`` is the gateway's own
+#: request id (the ledger's and the logs'), which a client may have chosen itself
+UPSTREAM_REQUEST_ID = "x-cb-upstream-request-id"
+
 _SPACE = rb"[ \t\r\n]*"
 _RESPONSE_ID = re.compile(rb'"id"' + _SPACE + rb":" + _SPACE + rb'"(resp_[A-Za-z0-9_-]+)"')
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -102,6 +112,18 @@ def native_request(api: str, path: str, body: Any, raw: bytes, query: str, heade
     prefixes = FORWARDED_HEADERS[api]
     forwarded = {k.lower(): v for k, v in headers.items() if k.lower().startswith(prefixes)}
     return NativeRequest(api, path, body, raw, query, forwarded, routing or {})
+
+
+def relayed_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """Of an upstream's response headers, those a relayed answer carries on (see :data:`RELAYED_HEADERS`)."""
+    out = {}
+    for name, value in (headers or {}).items():
+        lower = name.lower()
+        if lower in RELAYED_HEADERS or lower.startswith(RELAYED_PREFIXES):
+            out[lower] = value
+        elif lower == "x-request-id":
+            out[UPSTREAM_REQUEST_ID] = value
+    return out
 
 
 def with_model(raw: bytes, old: str, new: str) -> bytes | None:

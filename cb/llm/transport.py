@@ -29,7 +29,7 @@ from __future__ import annotations
 import ctypes
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import partial
 from http.cookiejar import DefaultCookiePolicy
 from urllib.parse import urlsplit
@@ -109,6 +109,7 @@ class Transport:
                 response.close()
             error = provider.error(response.status_code, body, dict(response.headers))
             error.body = body  # the upstream's own words, which a pass-through relays unchanged
+            error.headers = response.headers  # and the headers clients read on it (request-id, retry-after)
             raise error
         return response
 
@@ -164,10 +165,14 @@ class Transport:
 
     def body(self, deployment: Deployment, call: UpstreamCall, provider: Provider) -> bytes | bytearray:
         """Send ``call`` and return its body's bytes (at most MAX_RESPONSE_BYTES)."""
+        return self.answer(deployment, call, provider)[0]
+
+    def answer(self, deployment: Deployment, call: UpstreamCall, provider: Provider) -> tuple[bytes, Mapping[str, str]]:
+        """Send ``call``: its body's bytes (as :meth:`body`) and the upstream's response headers."""
         response = self.open(deployment, call, provider)
         label = provider_label(provider.type)
         try:
-            return self._body(response, label)
+            return self._body(response, label), response.headers
         except (requests.Timeout, urllib3.exceptions.TimeoutError):
             raise UpstreamTimeout(label) from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError):

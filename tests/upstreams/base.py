@@ -106,7 +106,7 @@ class Reply:
         self.handler.send_response(status)
         self.handler.send_header("Content-Type", "application/json")
         self.handler.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
+        for key, value in (self.server.answer_headers | (headers or {})).items():
             self.handler.send_header(key, value)
         self.handler.end_headers()
         self.handler.wfile.write(data)
@@ -118,6 +118,8 @@ class Reply:
         self.handler.send_header("Content-Type", content_type)
         self.handler.send_header("Transfer-Encoding", "chunked")
         self.handler.send_header("Cache-Control", "no-cache")
+        for key, value in self.server.answer_headers.items():
+            self.handler.send_header(key, value)
         self.handler.end_headers()
         self.handler.wfile.flush()
 
@@ -180,6 +182,7 @@ class UpstreamServer:
         self.received: list[Received] = []
         self.listings: list[Received] = []
         self.faults: deque[Fault] = deque()
+        self.answer_headers: dict[str, str] = {}  # sent with every answer, as vendors send request ids
         self.disconnects: list[float] = []  # monotonic times at which a client went away
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -266,6 +269,7 @@ class UpstreamServer:
         self.listings.clear()
         self.faults.clear()
         self.disconnects.clear()
+        self.answer_headers.clear()
 
     # -- serving -------------------------------------------------------------------------
     def _gone(self) -> None:
