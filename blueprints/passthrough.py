@@ -17,7 +17,7 @@ from flask import Response, g, request
 from blueprints import services
 from blueprints.openai import context, prepare_request, route_headers, stream_response
 from cb.llm import affinity
-from cb.llm.errors import UpstreamError
+from cb.llm.errors import NoNativeEndpoint, UpstreamError
 from cb.llm.passthrough import NativeRequest, RelayEvents, native_request, relayed_headers
 from cb.logs import get_logger
 
@@ -54,10 +54,10 @@ def relay(api: str, body) -> Response | None:
             on_id = (lambda response_id: keep(response_id, stream.route)) if keep else None
             return _with_upstream_headers(stream_response(stream, RelayEvents(api, on_id), ctx, routing), stream)
         result = gateway.relay(req, ctx, pairs)
+    except NoNativeEndpoint as exc:  # translated instead (the relay attempt wrote no usage record)
+        gateway.lacks(exc.deployment_id, api)
+        return None
     except UpstreamError as exc:
-        if exc.deployment_id and _no_such_endpoint(exc):
-            gateway.lacks(exc.deployment_id, api)
-            return None
         return upstream_error(exc)
     if keep and result.answer is not None and isinstance(result.answer.get("id"), str):
         keep(result.answer["id"], result.route)
@@ -140,21 +140,6 @@ def upstream_error(exc: UpstreamError) -> Response:
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     return response
-
-
-def _no_such_endpoint(exc: UpstreamError) -> bool:
-    """The upstream has no such path (vLLM's ``{"detail": "Not Found"}``, llama.cpp's "File Not
-    Found"), as opposed to OpenAI's own 404 for a model it does not have."""
-    if exc.upstream_status not in (404, 405, 501):
-        return False
-    try:
-        error = json.loads(exc.body or b"null")
-    except ValueError:
-        return True
-    detail = error.get("error") if isinstance(error, dict) else None
-    return not (
-        isinstance(detail, dict) and (detail.get("code") == "model_not_found" or detail.get("param") == "model")
-    )
 
 
 def _json_object(body: bytes) -> bool:

@@ -133,6 +133,22 @@ def test_an_explicit_unlisted_name_is_sent_as_asked_and_vllms_404_reaches_the_cl
     assert [c.json["model"] for c in vllm.chats()] == ["mistral-7b"]
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_responses_request_the_endpoint_cannot_take_natively_is_translated_and_recorded_once(
+    server_factory, vllm, stream
+):
+    server = server_factory(OPENAI_BASE_URL=vllm.base_url)  # a fresh worker: it has not learnt vLLM lacks the API
+    with client_for(server) as client:
+        if stream:
+            with client.responses.stream(model=LLAMA, input="Hi", store=False) as events:
+                assert events.get_final_response().output_text == vllm.reply
+        else:
+            assert client.responses.create(model=LLAMA, input="Hi", store=False).output_text == vllm.reply
+    assert [r.path for r in vllm.received] == ["/v1/responses", "/v1/chat/completions"]
+    report = wait_until(lambda: (r := analytics(server))["prompt_tokens"] and r)
+    assert report["total_requests"] == 1  # the translated request; the relay attempt before it is not a request
+
+
 def test_virtual_models_route_only_to_served_models_and_cost_nothing(server_factory, vllm):
     server = server_factory(OPENAI_BASE_URL=vllm.base_url)
     with client_for(server) as client:

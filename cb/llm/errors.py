@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 from cb.errors import CircuitBreakerError
@@ -90,6 +91,31 @@ class UpstreamError(LLMError):
         self.retryable = retryable
         self.retry_after = retry_after
         self.upstream_status = upstream_status
+
+
+class NoNativeEndpoint(UpstreamError):
+    """A deployment has no endpoint for the API a request was relayed in (a 404 for the path
+    itself, as vLLM answers ``/v1/responses``): the request is served again by translation,
+    which writes its one usage record, so the relay attempt writes none."""
+
+    @classmethod
+    def of(cls, exc: UpstreamError) -> UpstreamError:
+        """``exc``, or this error in its place when it says the upstream has no such path (vLLM's
+        ``{"detail": "Not Found"}``, llama.cpp's "File Not Found"), as opposed to OpenAI's own 404
+        for a model it does not have."""
+        if exc.upstream_status not in (404, 405, 501) or isinstance(exc, cls):
+            return exc
+        try:
+            error = json.loads(exc.body or b"null")
+        except ValueError:
+            error = None
+        detail = error.get("error") if isinstance(error, dict) else None
+        if isinstance(detail, dict) and (detail.get("code") == "model_not_found" or detail.get("param") == "model"):
+            return exc
+        missing = cls.__new__(cls)  # the same error (status, body, headers), by its meaning
+        missing.args, missing.retryable = exc.args, False
+        missing.__dict__.update(exc.__dict__)
+        return missing
 
 
 class AnswerTooLarge(UpstreamError):

@@ -25,7 +25,7 @@ from cb.config import Settings
 from cb.llm.affinity import SessionAffinity
 from cb.llm.catalog import CREATED, VIRTUAL_MODELS, Catalog, ModelInfo
 from cb.llm.deadline import Deadline
-from cb.llm.errors import InvalidRequest, LLMError, UnsupportedParameter, UpstreamError
+from cb.llm.errors import InvalidRequest, LLMError, NoNativeEndpoint, UnsupportedParameter, UpstreamError
 from cb.llm.estimate import estimate_prompt, estimate_tokens
 from cb.llm.passthrough import NativeRequest, RelayStream
 from cb.llm.providers import PROVIDERS
@@ -270,7 +270,8 @@ class Gateway:
                 return route, response, upstream_ms
         except LLMError as exc:
             last = exc
-        self.record(ctx, model, route, Usage(), "error")
+        if not isinstance(last, NoNativeEndpoint):  # else translated next, and recorded then
+            self.record(ctx, model, route, Usage(), "error")
         raise last or UpstreamError("gateway", "no route could serve the request")
 
     # -- chat ------------------------------------------------------------------------
@@ -344,13 +345,19 @@ class Gateway:
             usage = provider.relay_usage(answer) if answer is not None else None
             return read
 
+        def read(deployment: Deployment, call: UpstreamCall, provider: Provider) -> tuple:
+            try:
+                return self.transport.answer(deployment, call, provider)
+            except UpstreamError as exc:
+                raise NoNativeEndpoint.of(exc) from None
+
         route, (body, headers), upstream_ms = self._serve(
             request.model,
             ctx,
             lambda: pairs,
             lambda provider, deployment, route: provider.relay_call(deployment, request, route.upstream_model),
             parse,
-            self.transport.answer,
+            read,
         )
         if usage is None or not usage.total_tokens:
             usage = Usage(request.prompt_estimate(), 0, estimated=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 from cb.jsondepth import without_strings
 from cb.llm import messages_api, responses_api
-from cb.llm.errors import InvalidRequest
+from cb.llm.errors import InvalidRequest, NoNativeEndpoint, UpstreamError
 from cb.llm.estimate import estimate_tokens
 from cb.llm.stream import ChatStream
 from cb.llm.types import StreamChunk, Usage
@@ -158,6 +158,12 @@ class RelayStream(ChatStream):
 
     def _call(self, provider, deployment, route):
         return provider.relay_call(deployment, self.request, route.upstream_model)
+
+    def _open(self, deployment, call, deadline):
+        try:
+            return super()._open(deployment, call, deadline)
+        except UpstreamError as exc:
+            raise NoNativeEndpoint.of(exc) from None
 
     def _parse(self, provider, lines, route):
         return provider.relay_stream(lines)

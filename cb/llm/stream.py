@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import gevent
 
 from cb.llm.deadline import Deadline
-from cb.llm.errors import LLMError, UpstreamError, UpstreamTimeout
+from cb.llm.errors import LLMError, NoNativeEndpoint, UpstreamError, UpstreamTimeout
 from cb.llm.estimate import estimate_prompt, estimate_tokens
 from cb.llm.providers.base import Provider
 from cb.llm.providers.errors import provider_label
@@ -249,6 +249,8 @@ class ChatStream:
                 self.gateway.router.abandoned(self.route)
             else:
                 self.gateway.router.finished(self.route, error is None, elapsed_ms(self.started), self.ttft_ms, error)
+        if isinstance(error, NoNativeEndpoint):
+            return  # a relayed request the gateway translates next: that one is recorded
         self.gateway.record(
             self.ctx, self.request.model, self.route, self.final_usage(), status, streamed=True, ttft_ms=self.ttft_ms
         )
