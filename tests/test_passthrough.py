@@ -182,9 +182,12 @@ def post(gateway, body, path="/v1/messages?beta=true", headers=None, data=None, 
 
 
 def sse_events(response) -> list[tuple[str | None, dict]]:
+    return sse_events_of(line.decode() for line in response.iter_lines())
+
+
+def sse_events_of(lines) -> list[tuple[str | None, dict]]:
     events, name = [], None
-    for line in response.iter_lines():
-        line = line.decode()
+    for line in lines:
         if line.startswith("event:"):
             name = line[6:].strip()
         elif line.startswith("data:"):
@@ -400,6 +403,25 @@ def test_openais_headers_reach_the_client_and_the_gateways_own_limits_win(server
         limited.close()
     finally:
         upstreams["gpt"].reset()
+
+
+def test_a_silent_gap_in_a_relayed_anthropic_stream_is_filled_with_anthropics_ping(server_factory, upstreams, tmp_path):
+    config = write_config(tmp_path, upstreams)
+    server = server_factory(
+        CB_CONFIG=str(config), CLAUDE_KEY=ANTHROPIC_KEY, GPT_KEY=OPENAI_KEY, SSE_KEEPALIVE_SECONDS="0.1"
+    )
+    upstreams["a"].reset()
+    upstreams["a"].say(Answer("Slow."))
+    upstreams["a"].slow_next(0.5)  # every event half a second after the one before: five keep-alive intervals
+    with post(server, claude_code_body("Take your time", stream=True), stream=True) as response:
+        assert response.status_code == 200
+        lines = [line.decode() for line in response.iter_lines()]
+    assert not [line for line in lines if line.startswith(":")]  # no SSE comments on Anthropic's wire
+    pings = [at for at, line in enumerate(lines) if line == "event: ping"]
+    assert all(json.loads(lines[at + 1].removeprefix("data:")) == {"type": "ping"} for at in pings)
+    assert len(pings) > 2  # the upstream's one, and the gateway's while it waited
+    events = [name for name, _ in sse_events_of(lines)]
+    assert events[-1] == "message_stop" and "content_block_delta" in events
 
 
 # -- what the gateway still does ------------------------------------------------------------

@@ -175,12 +175,18 @@ class RelayStream(ChatStream):
 class RelayEvents:
     """The stream format of a relayed stream: each chunk's frame is the upstream's own event.
 
-    Only what the gateway itself must say is rendered, in the API's own error event: a failure
-    after the first event (a broken connection, a stall, the server's shutdown). An error event
-    the upstream sent is relayed as it came and ends the stream."""
+    Only what the gateway itself must say is rendered, in the API's own events: a failure after
+    the first event (a broken connection, a stall, the server's shutdown) as its error event, and
+    the keep-alive while the upstream is silent (``ping`` events for Messages, as Anthropic's
+    contract has it; SSE comments for Responses, which has no such event). An error event the
+    upstream sent is relayed as it came and ends the stream."""
+
+    keepalive = b": keep-alive\n\n"
 
     def __init__(self, api: str, on_response_id: Callable[[str], None] | None = None):
         self.api = api
+        if api == "messages":  # while the upstream is silent, Anthropic's own keep-alive, as Anthropic sends it
+            self.keepalive = messages_api.MessageEvents.keepalive
         self.ended = False  # the upstream's own error event went out
         self.on_response_id = on_response_id  # told the id of a Responses response, from its first event
 
