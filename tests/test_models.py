@@ -367,3 +367,22 @@ def test_a_model_nobody_prices_is_served_and_recorded_as_unpriced(server_factory
         assert 'cb_llm_unpriced_requests_total{model="claude-lab-preview-1",provider="anthropic"} 2.0' in metrics
         said = [line for line in server.logs().splitlines() if "claude-lab-preview-1 at anthropic has no price" in line]
         assert len(said) == 1
+
+
+def test_a_stored_list_that_is_not_ours_is_ignored():
+    from cb.llm.catalog import Catalog
+    from cb.llm.discovery import ModelDiscovery
+    from cb.llm.providers import PROVIDERS
+    from cb.llm.providers.base import Deployment
+    from cb.storage.memory import MemoryStorage
+
+    storage = MemoryStorage()
+    storage.connect()
+    deployment = Deployment("anthropic", "anthropic", "http://127.0.0.1:9", "sk-a")
+    discovery = ModelDiscovery(Catalog.default(), [deployment], PROVIDERS, None, 60, storage=storage)
+    storage.put("models", "anthropic", {"models": "claude-opus-4-8"})
+    discovery.sync()
+    assert discovery.found == {}
+    storage.put("models", "anthropic", {"models": [["claude-opus-4-8", 1000000, True, False], [7], "x"]})
+    discovery.sync()
+    assert discovery.found == {"anthropic": ["claude-opus-4-8"]}

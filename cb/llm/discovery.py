@@ -147,8 +147,11 @@ class ModelDiscovery:
                 continue
             self._seen[deployment.id] = entry.revision
             models = entry.value.get("models")
-            if isinstance(models, list):
-                self._adopt(deployment, [ListedModel(*m) for m in models if isinstance(m, list) and m])
+            if not isinstance(models, list):  # not a list we wrote: our own list meanwhile
+                log.warning("ignoring the stored model list of %s: not a list of models", deployment.id)
+                continue
+            listed = [ListedModel(*m[:4]) for m in models if isinstance(m, list) and m and isinstance(m[0], str)]
+            self._adopt(deployment, listed)
 
     def _adopt(self, deployment: Deployment, listed: list[ListedModel]) -> None:
         ids = Listing(
@@ -207,15 +210,14 @@ class ModelDiscovery:
     def _run(self) -> None:
         due = 0.0
         while True:
-            if time.monotonic() >= due:
+            refresh = time.monotonic() >= due
+            if refresh:
                 due = time.monotonic() + self.interval
-                self.refresh()
-                self._rounds += 1
-            else:
-                try:
-                    self.sync()
-                except Exception:  # a bad stored value must not end discovery
-                    log.exception("could not adopt the shared model lists")
+            try:
+                self.refresh() if refresh else self.sync()
+            except Exception:  # nothing may end discovery; the next round tries again
+                log.exception("model discovery failed; trying again")
+            self._rounds += refresh
             gevent.sleep(max(0.0, min(self.sync_seconds, due - time.monotonic())))
 
 
