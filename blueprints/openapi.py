@@ -144,6 +144,28 @@ SCHEMAS = {
             "created": {"type": "integer"},
             "owned_by": {"type": "string"},
             "provider": {"type": "string"},
+            "context_window": {"type": ["integer", "null"]},
+            "input_price_per_million": {"type": ["number", "null"], "description": "USD, in force now"},
+            "cached_input_price_per_million": {"type": ["number", "null"]},
+            "cache_write_price_per_million": {"type": ["number", "null"], "description": "a 5-minute cache write"},
+            "cache_write_1h_price_per_million": {"type": ["number", "null"]},
+            "output_price_per_million": {"type": ["number", "null"]},
+            "long_context": {
+                "type": ["object", "null"],
+                "description": "the prices of every token once a prompt is above above_prompt_tokens",
+                "properties": {
+                    "above_prompt_tokens": {"type": "integer"},
+                    "input_price_per_million": {"type": "number"},
+                    "output_price_per_million": {"type": "number"},
+                    "cached_input_price_per_million": {"type": "number"},
+                    "cache_write_price_per_million": {"type": "number"},
+                },
+            },
+            "priced": {
+                "type": "boolean",
+                "description": "false: no source prices it; its requests are recorded unpriced",
+            },
+            "chat": {"type": "boolean", "description": "false: it cannot chat (embeddings, speech, images)"},
         },
     },
     "ModelList": {
