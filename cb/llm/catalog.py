@@ -157,7 +157,7 @@ MODELS: tuple[ModelInfo, ...] = (
     _m("nomic-embed-text", "ollama", 8192, embeddings=True, supports_streaming=False, supports_tools=False, tags=()),
 )
 
-#: each vendor's naming of its chat models: a name following it goes to that vendor's deployments
+#: each vendor's naming of its models: a name following it goes to that vendor's deployments
 #: while their listing has not succeeded (the provider's own 404 then answers a name it lacks)
 VENDOR_NAMING: tuple[tuple[str, re.Pattern], ...] = (
     ("anthropic", re.compile(r"claude-[a-z0-9][a-z0-9.\-]*")),
