@@ -526,6 +526,15 @@ def test_count_tokens_goes_to_anthropic_as_it_came(claude, fresh):
     assert count.input_tokens > 1000  # the upstream's count, not our estimate
 
 
+def test_metadata_the_gateway_cannot_read_goes_up_for_the_vendor_to_judge(gateway, fresh):
+    # found by the fuzzer: a numeric metadata made the gateway's attribution fail with a 500
+    for path in ("/v1/messages/count_tokens", "/v1/messages"):
+        body = {"model": OPUS, "messages": [{"role": "user", "content": "odd metadata"}], "metadata": 7}
+        answer = post(gateway, body | ({"max_tokens": 100} if path == "/v1/messages" else {}), path=path)
+        assert answer.status_code == 200 and answer.json()  # the vendor's answer, whatever it makes of it
+        assert fresh["a"].received[-1].path == path and fresh["a"].received[-1].json["metadata"] == 7
+
+
 # -- OpenAI's Responses API -----------------------------------------------------------------
 
 

@@ -77,7 +77,11 @@ class NativeRequest:
     @property
     def user(self) -> str | None:
         """Who the client says the end user is (ledger attribution only)."""
-        user = (self.body.get("metadata") or {}).get("user_id") if self.api == "messages" else self.body.get("user")
+        if self.api == "messages":
+            metadata = self.body.get("metadata")  # the vendor validates it; it may be anything here
+            user = metadata.get("user_id") if isinstance(metadata, dict) else None
+        else:
+            user = self.body.get("user")
         return user if isinstance(user, str) else None
 
     def upstream_body(self, model: str) -> bytes:
