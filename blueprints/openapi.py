@@ -384,6 +384,13 @@ SPEC = {
                 "ResponseRequest",
             )
         },
+        "/v1/responses/compact": {
+            "post": _operation(
+                "Compact a conversation (OpenAI's remote compaction; relayed to an OpenAI deployment, 404 for other models)",
+                _json({"type": "object"}, "The compacted conversation, as OpenAI answered it"),
+                "ResponseRequest",
+            )
+        },
         "/v1/responses/{response_id}": {
             "get": _operation("A stored response", _json(_ref("Response"), "The response"), parameters=_RESPONSE_ID),
             "delete": _operation(

@@ -17,11 +17,14 @@ from flask import Response, g, request
 from blueprints import services
 from blueprints.openai import context, prepare_request, route_headers, stream_response
 from cb.llm import affinity
-from cb.llm.errors import NoNativeEndpoint, UpstreamError
+from cb.llm.errors import NoNativeEndpoint, NotRelayable, UpstreamError
 from cb.llm.passthrough import NativeRequest, RelayEvents, native_request, relayed_headers
+from cb.llm.types import Usage
 from cb.logs import get_logger
 
 log = get_logger("api.passthrough")
+
+_VENDOR = {"messages": "Anthropic", "responses": "OpenAI"}
 
 #: upstream statuses whose body is the gateway's own business, not the client's: the server's
 #: credentials were refused (the client gets the gateway's 502 instead)
@@ -34,15 +37,18 @@ def native(api: str, body) -> NativeRequest:
     return native_request(api, request.path, body, request.get_data(cache=True), query, request.headers)
 
 
-def relay(api: str, body) -> Response | None:
+def relay(api: str, body, translatable: bool = True) -> Response | None:
     """Serve the request natively when its model's first route speaks ``api``; None when it must
-    be translated."""
+    be translated. A request no translation serves (``translatable`` False: a vendor's own
+    endpoint, like ``/v1/responses/compact``) gets :class:`NotRelayable` instead of None."""
     req = native(api, body)
     ctx, routing = prepare_request(req.model, req.user, req.routing, req.stream)
     gateway = services().gateway
     pairs = gateway.native_routes(req, ctx)
     if pairs is None:
-        return None
+        if translatable:
+            return None
+        _not_relayable(req, ctx, f"the model '{req.model}' is not served by an {_VENDOR[api]} deployment here")
     previous = req.body.get("previous_response_id") if req.api == "responses" else None
     if isinstance(previous, str):  # a continuation only the deployment that stored the response can serve
         holder = services().responses.relayed(previous, g.get("api_key_id"))
@@ -55,6 +61,8 @@ def relay(api: str, body) -> Response | None:
             return _with_upstream_headers(stream_response(stream, RelayEvents(api, on_id), ctx, routing), stream)
         result = gateway.relay(req, ctx, pairs)
     except NoNativeEndpoint as exc:  # translated instead (the relay attempt wrote no usage record)
+        if not translatable:  # the deployment may well serve the API's main endpoint: nothing to remember
+            _not_relayable(req, ctx, f"its deployment '{exc.deployment_id}' has no such endpoint")
         gateway.lacks(exc.deployment_id, api)
         return None
     except UpstreamError as exc:
@@ -77,11 +85,21 @@ def _with_upstream_headers(response: Response, stream) -> Response:
     return response
 
 
+def _not_relayable(req: NativeRequest, ctx, why: str):
+    """Refuse a request only the API's own vendor serves, its one usage record written."""
+    services().gateway.record(ctx, req.model, None, Usage(), "error", streamed=req.stream)
+    vendor = _VENDOR[req.api]
+    message = f"{req.path} is {vendor}'s own endpoint, relayed only to {vendor} deployments: {why}."
+    if req.path.endswith("/compact"):
+        message += " Compact the conversation locally instead."
+    raise NotRelayable(message)
+
+
 def _keeper(req: NativeRequest):
     """For a Responses request the upstream stores (``store`` is not false): what notes, after
     the answer, which deployment stored the response and for which client key (see
     :meth:`cb.llm.responses_store.ResponseStore.remember_relayed`); None for any other request."""
-    if req.api != "responses" or req.body.get("store") is False:
+    if req.path != "/v1/responses" or req.body.get("store") is False:  # a compaction is not stored
         return None
     store, key = services().responses, g.get("api_key_id")
 

@@ -1,5 +1,6 @@
 """OpenAI's Responses API on the OpenAI port: ``POST /v1/responses`` (JSON and typed SSE
-events), ``GET /v1/responses/<id>`` and ``DELETE /v1/responses/<id>``, for any model.
+events), ``GET /v1/responses/<id>`` and ``DELETE /v1/responses/<id>``, for any model;
+``POST /v1/responses/compact`` for models an OpenAI deployment serves.
 
 The Agents SDK and Codex speak it. A model served by an OpenAI deployment gets the request
 as it came, and answers as OpenAI does (:mod:`blueprints.passthrough`; OpenAI then keeps what
@@ -56,6 +57,14 @@ def create_response():
     body = responses_api.render(req, result.response)
     keep(body)
     return json_response(body, route_headers(result.route, ctx, result.upstream_ms, req.chat) | routing)
+
+
+@bp.post("/v1/responses/compact")
+def compact_response():
+    """OpenAI's remote compaction, relayed to an OpenAI deployment as it came (same routing, keys,
+    limits and ledger as ``/v1/responses``); any other model gets a 404 naming why, so a client
+    such as Codex compacts locally."""
+    return passthrough.relay("responses", json_body(), translatable=False)
 
 
 @bp.get("/v1/responses/<response_id>")

@@ -620,6 +620,52 @@ def test_a_relayed_response_is_hidden_from_other_client_keys(server_factory, ups
     two.close()
 
 
+def test_remote_compaction_goes_to_openai_as_it_came_and_is_billed(gpt, fresh, gateway):
+    project = "compact-" + uuid.uuid4().hex[:6]
+    conversation = [
+        {"role": "user", "content": "Refactor the parser."},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Done."}]},
+    ]
+    compacted = gpt.responses.compact(
+        model="gpt-5.5",
+        input=conversation,
+        instructions="You are Codex.",
+        prompt_cache_key="codex-session-9",
+        extra_body={"future_field": {"kept": True}},
+        extra_headers={"x-cb-project": project},
+    )
+    received = fresh["gpt"].received[-1]
+    assert received.path == "/v1/responses/compact"
+    assert received.json == {
+        "model": "gpt-5.5",
+        "input": conversation,
+        "instructions": "You are Codex.",
+        "prompt_cache_key": "codex-session-9",
+        "future_field": {"kept": True},
+    }
+    assert compacted.object == "response.compaction" and compacted.output[-1].type == "compaction"
+    usage = usage_of(gateway, project)
+    assert (usage["total_requests"], usage["prompt_tokens"], usage["cached_tokens"]) == (1, 120, 100)
+    with pytest.raises(openai.NotFoundError):  # the compaction is not a stored response
+        gpt.responses.retrieve(compacted.id)
+
+
+def test_remote_compaction_for_a_model_not_on_openai_is_a_404_that_says_why(gpt, fresh, gateway):
+    project = "compact-claude-" + uuid.uuid4().hex[:6]
+    with pytest.raises(openai.NotFoundError) as refused:
+        gpt.responses.compact(
+            model=OPUS, input=[{"role": "user", "content": "hi"}], extra_headers={"x-cb-project": project}
+        )
+    error = refused.value.body
+    assert error["code"] == "unsupported_endpoint" and error["param"] == "model"
+    assert error["message"] == (
+        "/v1/responses/compact is OpenAI's own endpoint, relayed only to OpenAI deployments: the model "
+        f"'{OPUS}' is not served by an OpenAI deployment here. Compact the conversation locally instead."
+    )
+    assert not fresh["a"].received and not fresh["gpt"].received
+    assert usage_of(gateway, project)["total_requests"] == 1  # refused, and recorded as every request is
+
+
 # -- around the requests -----------------------------------------------------------------------
 
 

@@ -149,6 +149,18 @@ def test_a_responses_request_the_endpoint_cannot_take_natively_is_translated_and
     assert report["total_requests"] == 1  # the translated request; the relay attempt before it is not a request
 
 
+def test_remote_compaction_at_an_endpoint_without_it_is_a_404_that_says_why(server_factory, vllm):
+    server = server_factory(OPENAI_BASE_URL=vllm.base_url)
+    with client_for(server) as client, pytest.raises(openai.NotFoundError) as refused:
+        client.responses.compact(model=LLAMA, input=[{"role": "user", "content": "hi"}])
+    assert refused.value.body["message"] == (
+        "/v1/responses/compact is OpenAI's own endpoint, relayed only to OpenAI deployments: its deployment "
+        "'openai' has no such endpoint. Compact the conversation locally instead."
+    )
+    assert [r.path for r in vllm.received] == ["/v1/responses/compact"]
+    assert wait_until(lambda: analytics(server)["total_requests"]) == 1
+
+
 def test_virtual_models_route_only_to_served_models_and_cost_nothing(server_factory, vllm):
     server = server_factory(OPENAI_BASE_URL=vllm.base_url)
     with client_for(server) as client:

@@ -118,6 +118,17 @@ class NoNativeEndpoint(UpstreamError):
         return missing
 
 
+class NotRelayable(LLMError):
+    """A vendor's own endpoint (OpenAI's ``/v1/responses/compact``) asked for a model that no
+    deployment of that vendor serves first: nothing translates it, so it is a 404 that names why
+    (Codex then compacts the conversation itself)."""
+
+    http_status = 404
+    code = "NOT_FOUND"
+    openai_code = "unsupported_endpoint"
+    param = "model"
+
+
 class AnswerTooLarge(UpstreamError):
     """The upstream's answer (inflated) or one line of its stream passed a size limit: what
     was read is dropped and the connection closed, so a broken upstream cannot fill memory."""

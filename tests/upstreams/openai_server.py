@@ -95,6 +95,8 @@ class OpenAIUpstream(UpstreamServer):
             self.chat(request, reply)
         elif request.method == "POST" and request.path == "/v1/responses":
             self.responses(request, reply)
+        elif request.method == "POST" and request.path == "/v1/responses/compact":
+            self.compact(request, reply)
         elif request.method in ("GET", "DELETE") and request.path.startswith("/v1/responses/"):
             self.stored_response(request, reply)
         elif request.method == "POST" and request.path == "/v1/embeddings":
@@ -285,6 +287,24 @@ class OpenAIUpstream(UpstreamServer):
             [(kind, {"type": kind, "sequence_number": n} | data) for n, (kind, data) in enumerate(events)],
             done=False,
             event_names=True,
+        )
+
+    def compact(self, request: Received, reply: Reply) -> None:
+        """Remote compaction: the conversation's user messages, then one opaque compaction item."""
+        body = request.json or {}
+        if not isinstance(body.get("input"), list):
+            reply.json(openai_error("Missing required parameter: 'input'.", param="input"), 400)
+            return
+        users = [item for item in body["input"] if isinstance(item, dict) and item.get("role") == "user"]
+        compaction = {"id": "cmp_" + uuid.uuid4().hex[:24], "type": "compaction", "encrypted_content": "gAAAA-opaque"}
+        reply.json(
+            {
+                "id": "resp_" + uuid.uuid4().hex[:24],
+                "object": "response.compaction",
+                "created_at": int(time.time()),
+                "output": [*users, compaction],
+                "usage": self.responses_usage,
+            }
         )
 
     def stored_response(self, request: Received, reply: Reply) -> None:
