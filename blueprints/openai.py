@@ -435,13 +435,18 @@ def stream_response(stream, events, ctx: RequestContext, routing: dict):
     settings = services().settings
     pump = _StreamPump(stream, request.environ.get("gunicorn.socket"), settings.stream_idle_timeout)
     keepalive = settings.keepalive_seconds
-    first = pump.next(keepalive)
-    if first is not None and first[0] in ("error", "gone"):
+    try:
+        first = pump.next(keepalive)
+        failed = first is not None and first[0] in ("error", "gone")
+        headers = {} if failed else route_headers(stream.route, ctx, stream.upstream_open_ms, stream.request) | routing
+    except BaseException:
+        pump.stop()  # its watcher on the client's socket must not outlive the request: gevent aborts the worker
+        raise
+    if failed:
         pump.stop()
         if first[0] == "error":
             raise first[1]
         return Response(b"", status=200, mimetype="text/event-stream")
-    headers = route_headers(stream.route, ctx, stream.upstream_open_ms, stream.request) | routing
     headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     body = _sse(pump, first, events, keepalive)
     return Response(body, status=200, mimetype="text/event-stream", headers=headers)
