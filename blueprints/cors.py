@@ -35,7 +35,14 @@ def install_openai(app: Flask, settings: Settings) -> Callable[[Response], Respo
         "origins": origins,
         "send_wildcard": origins == ["*"],
         "max_age": 600,
-        "expose_headers": [*RATE_LIMIT_HEADERS, "Retry-After", "x-request-id"],
+        # the upstream's request ids a relayed answer carries (what a browser SDK shows for support)
+        "expose_headers": [
+            *RATE_LIMIT_HEADERS,
+            "Retry-After",
+            "x-request-id",
+            "request-id",
+            "x-cb-upstream-request-id",
+        ],
     }
     CORS(app, **options)
     answer = app.after_request_funcs[None].pop()

@@ -119,10 +119,10 @@ def stored(method: str, response_id: str, deployment_id: str) -> Response:
     as it came."""
     ctx = context()
     try:
-        body = services().gateway.stored(deployment_id, method, f"/v1/responses/{response_id}", ctx)
+        body, headers = services().gateway.stored(deployment_id, method, f"/v1/responses/{response_id}", ctx)
     except UpstreamError as exc:
         return upstream_error(exc)
-    return answer(body, {"x-cb-deployment": deployment_id})
+    return answer(body, relayed_headers(headers) | {"x-cb-deployment": deployment_id})
 
 
 def relay_count(body) -> Response | None:
@@ -135,9 +135,10 @@ def relay_count(body) -> Response | None:
     if pairs is None:
         return None
     try:
-        return answer(gateway.relay_count(req, ctx, pairs), {"x-cb-token-count": "provider"})
+        body, headers = gateway.relay_count(req, ctx, pairs)
     except UpstreamError as exc:
         return upstream_error(exc)
+    return answer(body, relayed_headers(headers) | {"x-cb-token-count": "provider"})
 
 
 def answer(body: bytes, headers: dict) -> Response:

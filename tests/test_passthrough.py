@@ -346,6 +346,10 @@ def test_the_upstreams_request_id_and_rate_limit_headers_reach_the_client(claude
         assert "".join(stream.text_stream)
         _relayed(stream.response)
         assert stream.response.headers["x-cb-deployment"] == "claude-a"
+    counted = claude.messages.with_raw_response.count_tokens(
+        model=OPUS, messages=[{"role": "user", "content": "Count with headers"}]
+    )
+    assert counted.request_id == "req_011CUpstream" and counted.headers["x-cb-token-count"] == "provider"
 
 
 def test_a_relayed_errors_request_id_and_retry_after_reach_the_client(gateway, claude, fresh):
@@ -387,6 +391,9 @@ def test_openais_headers_reach_the_client_and_the_gateways_own_limits_win(server
         assert headers["x-cb-upstream-request-id"] == "req_openai_42"
         assert headers["x-request-id"] != "req_openai_42"  # the gateway's own id, the one its logs name
         assert "openai-organization" not in headers
+        stored = anyone.responses.create(model="gpt-5.5", input="kept")
+        fetched = anyone.responses.with_raw_response.retrieve(stored.id)  # from the deployment that stored it
+        assert fetched.headers["x-cb-upstream-request-id"] == "req_openai_42"
         with anyone.responses.with_streaming_response.create(model="gpt-5.5", input="hi", stream=True) as streamed:
             assert streamed.headers["openai-processing-ms"] == "321"
             assert streamed.headers["x-cb-upstream-request-id"] == "req_openai_42"

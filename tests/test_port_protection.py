@@ -86,7 +86,9 @@ def test_openai_port_cors_default_allows_loopback_origins_and_exposes_rate_heade
     server = server_factory()
     response = requests.get(server.openai_url + "/v1/models", headers={"Origin": "http://127.0.0.1:8080"}, timeout=5)
     assert response.headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:8080"
-    assert "x-ratelimit-remaining-requests" in response.headers["Access-Control-Expose-Headers"]
+    exposed = response.headers["Access-Control-Expose-Headers"].split(", ")
+    assert "x-ratelimit-remaining-requests" in exposed
+    assert "request-id" in exposed and "x-cb-upstream-request-id" in exposed  # a relayed answer's upstream ids
 
 
 def test_openai_cors_can_be_disabled(server_factory):

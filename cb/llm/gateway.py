@@ -368,24 +368,26 @@ class Gateway:
         """A streamed request relayed over ``pairs``: a :class:`RelayStream` (routes tried as it is iterated)."""
         return RelayStream(self, request, ctx, pairs)
 
-    def stored(self, deployment_id: str, method: str, path: str, ctx: RequestContext) -> bytes:
+    def stored(self, deployment_id: str, method: str, path: str, ctx: RequestContext) -> tuple[bytes, Mapping]:
         """``GET`` or ``DELETE`` of what a deployment stored for a relayed request (a Responses
-        response), answered as it came. Nothing is billed."""
+        response), answered as it came (body and headers). Nothing is billed."""
         deployment = next((d for d in self.router.deployments if d.id == deployment_id), None)
         provider = PROVIDERS.get(deployment.provider_type) if deployment else None
         call = provider.stored_call(deployment, method, path) if provider else None
         if call is None:
             raise UpstreamError("gateway", f"the deployment '{deployment_id}' that stored it is not configured now")
         with self.deadline(ctx).bounding():
-            return self.transport.body(deployment, call, provider)
+            return self.transport.answer(deployment, call, provider)
 
-    def relay_count(self, request: NativeRequest, ctx: RequestContext, pairs: list[tuple[Route, Provider]]) -> bytes:
-        """A token count relayed to the first route as it came (nothing is billed)."""
+    def relay_count(
+        self, request: NativeRequest, ctx: RequestContext, pairs: list[tuple[Route, Provider]]
+    ) -> tuple[bytes, Mapping]:
+        """A token count relayed to the first route as it came, body and headers (nothing is billed)."""
         route, provider = pairs[0]
         deployment = self._deployment(route, ctx)
         call = provider.relay_call(deployment, request, route.upstream_model)
         with self.deadline(ctx).bounding():
-            return self.transport.body(deployment, call, provider)
+            return self.transport.answer(deployment, call, provider)
 
     def count_tokens(self, request: ChatRequest, ctx: RequestContext) -> tuple[int, bool]:
         """Input tokens of ``request`` and whether they are estimated: the first route's provider
