@@ -18,7 +18,7 @@ from pathlib import Path
 import agent_request
 import requests
 from installs import LITELLM_PYTHON, PORTKEY_ENTRY, ensure_litellm, ensure_portkey
-from procs import Supervisor, free_port, run, wait_for_port
+from procs import BenchError, Supervisor, free_port, run, wait_for_port
 from upstream import CONTENT, MODEL, Upstream
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,6 +144,9 @@ class Direct(Target):
     def start(self, sup, upstream, workdir):
         self.upstream = upstream
 
+    def run_dir(self, workdir: Path) -> Path:
+        return _run_dir(workdir)
+
     def request(self, mode):
         if mode == "agent":
             return self.upstream.anthropic_base, "/v1/messages", agent_request.body(), agent_request.headers()
@@ -256,8 +259,8 @@ class Ours(Target):
 
     def start(self, sup, upstream, workdir):
         self.ports, self.pids = {}, {}
-        run_dir = _run_dir(workdir)
-        for mode in ("json", "stream", "agent"):
+        run_dir = self.run_dir(workdir)
+        for mode in self.modes:
             stream = mode != "json"
             storage = self.storage_env(sup, workdir, mode)
             graphql_port, openai_port = free_port(), free_port()
@@ -296,6 +299,36 @@ class Ours(Target):
         return f"git {done.stdout.strip() or '?'}"
 
 
+class OursBase(Ours):
+    """Our server as it was at an earlier commit (BENCH_BASE_REV, by default the last landing
+    before this work), same worker and settings: what a change costs, side by side in one run.
+    JSON and streamed chat completions only (the agent mode is newer than the base)."""
+
+    name = "ours_base"
+    modes = ("json", "stream")
+    rev = os.environ.get("BENCH_BASE_REV", "fed0f8f")
+
+    @property
+    def label(self) -> str:
+        return f"Circuit Breaker at {self.rev}"
+
+    def run_dir(self, workdir: Path) -> Path:
+        source = workdir / "base-source"
+        if not source.exists():
+            source.mkdir()
+            archive = run(
+                ["git", "-C", str(ROOT), "archive", "--format=tar", "-o", str(workdir / "base.tar"), self.rev],
+                timeout=60,
+            )
+            if archive.returncode:
+                raise BenchError(f"git archive {self.rev} failed: {archive.stderr.strip()}")
+            run(["tar", "-xf", str(workdir / "base.tar"), "-C", str(source)], timeout=60)
+        return _run_dir(workdir, source, "base-server")
+
+    def version(self):
+        return f"git {self.rev}"
+
+
 class OursNats(Ours):
     """Our server on NATS storage with two workers (a local nats-server): how we scale out."""
 
@@ -330,15 +363,15 @@ def gunicorn_argv() -> list[str]:
     return [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:application"]
 
 
-def _run_dir(workdir: Path) -> Path:
-    """A directory linking to the checkout's code but not its .env, so a developer's own
-    settings never change what is measured."""
-    run_dir = workdir / "server"
+def _run_dir(workdir: Path, root: Path = ROOT, name: str = "server") -> Path:
+    """A directory linking to the checkout's code (or ``root``'s) but not its .env, so a
+    developer's own settings never change what is measured."""
+    run_dir = workdir / name
     if run_dir.exists():
         return run_dir
     run_dir.mkdir()
     skip = {".env", ".git", ".venv", "bench", "tests", "examples", "deploy", "__pycache__"}
-    for entry in ROOT.iterdir():
+    for entry in root.iterdir():
         if entry.name not in skip and not entry.name.startswith("."):
             (run_dir / entry.name).symlink_to(entry)
     return run_dir
@@ -454,4 +487,4 @@ class Portkey(Target):
             return "?"
 
 
-ALL = (Direct, Ceiling, Essential, CeilingTwoWorkers, Ours, OursNats, LiteLLM, Portkey)
+ALL = (Direct, Ceiling, Essential, CeilingTwoWorkers, Ours, OursBase, OursNats, LiteLLM, Portkey)
