@@ -144,9 +144,6 @@ class Direct(Target):
     def start(self, sup, upstream, workdir):
         self.upstream = upstream
 
-    def run_dir(self, workdir: Path) -> Path:
-        return _run_dir(workdir)
-
     def request(self, mode):
         if mode == "agent":
             return self.upstream.anthropic_base, "/v1/messages", agent_request.body(), agent_request.headers()
@@ -276,6 +273,9 @@ class Ours(Target):
             wait_for_port(openai_port, proc, 60, sup.log_path(name))
             self.ports[mode] = openai_port
             self.pids[mode] = proc.pid
+
+    def run_dir(self, workdir: Path) -> Path:
+        return _run_dir(workdir)
 
     def request(self, mode):
         if mode == "agent":
