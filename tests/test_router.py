@@ -508,6 +508,15 @@ def test_example_config_loads(monkeypatch):
     assert config.fallbacks["gpt-5"] == ["claude-sonnet-4-5", "gemini-2.5-pro"]
     assert config.prices["claude-sonnet-4-5"] == [3.0, 15.0, 0.3, 3.75, 6.0]
     assert config.default_strategy == "balanced" and config.max_attempts == 4
+    assert config.context_windows == {"llama3.2": 131072}
+
+
+def test_a_context_window_that_is_not_a_positive_whole_number_is_a_config_error(tmp_path):
+    path = tmp_path / "cb.toml"
+    for bad in ("0", "-5", '"big"', "1.5", "true"):
+        path.write_text(f'[context_windows]\n"m" = {bad}\n')
+        with pytest.raises(ConfigError, match="context_windows.m must be a whole number"):
+            load_config(str(path))
 
 
 def test_config_prices_fallbacks_and_strategy_drive_the_router(tmp_path):

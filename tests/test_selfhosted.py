@@ -245,6 +245,17 @@ def test_configured_prices_apply_to_discovered_models_with_their_cached_rate(ser
     assert report["unpriced_requests"] == 0 and report["model_breakdown"][LLAMA]["priced"] is True
 
 
+def test_a_context_window_no_source_gives_comes_from_the_configuration(server_factory, tmp_path):
+    # a server that lists its models without their length (not vLLM's max_model_len), unknown to genai-prices
+    with VLLMUpstream(models={"acme-finetune-7b": None, "acme-other-7b": None}) as upstream:
+        config = tmp_path / "context.toml"
+        config.write_text('[context_windows]\n"acme-finetune-7b" = 32768\n')
+        server = server_factory(OPENAI_BASE_URL=upstream.base_url, CB_CONFIG=str(config))
+        models = listed(server)
+    assert models["acme-finetune-7b"]["context_window"] == 32768
+    assert models["acme-other-7b"]["context_window"] == 8192  # nobody says: the default
+
+
 # -- llama.cpp ------------------------------------------------------------------------------------
 
 

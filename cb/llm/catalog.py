@@ -198,11 +198,16 @@ VIRTUAL_MODELS: dict[str, dict] = {
 
 
 def describe(
-    model_id: str, provider: str, context_window: int | None = None, catalogued: bool = False, **kw
+    model_id: str,
+    provider: str,
+    context_window: int | None = None,
+    catalogued: bool = False,
+    configured_context: int | None = None,
+    **kw,
 ) -> ModelInfo:
     """A model as the sources tell it: prices from genai-prices (Ollama's free, an unknown one's
-    unpriced), its context window from the listing, else genai-prices, else :data:`DEFAULT_CONTEXT`;
-    tags and abilities from its name."""
+    unpriced), its context window from the listing, else genai-prices, else the configuration
+    (``configured_context``), else :data:`DEFAULT_CONTEXT`; tags and abilities from its name."""
     found = lookup(provider, kw.get("upstream_id") or model_id)
     if provider == "ollama":
         prices, known_context, priced = ModelPrices.fixed(FREE, "free"), None, True
@@ -220,7 +225,7 @@ def describe(
     return ModelInfo(
         id=model_id,
         provider=provider,
-        context_window=context_window or known_context or DEFAULT_CONTEXT,
+        context_window=context_window or known_context or configured_context or DEFAULT_CONTEXT,
         input_price=base["input"] if priced else 0.0,
         output_price=base["output"] if priced else 0.0,
         cached_input_price=base["cached_input"] if priced else None,
@@ -245,6 +250,9 @@ class Catalog:
     aliases: dict[str, str] = field(default_factory=dict)
     #: (provider type, name) -> the model a vendor-style name stands for: priced once, not per request
     named: dict[tuple[str, str], ModelInfo] = field(default_factory=dict)
+    #: CB_CONFIG [context_windows]: model id -> tokens, for a model neither its listing nor
+    #: genai-prices gives one
+    context_windows: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def default(cls) -> Catalog:
@@ -286,7 +294,7 @@ class Catalog:
         if model is None:
             if len(self.named) >= NAMED_LIMIT:  # names come from clients: bounded
                 self.named.clear()
-            model = self.named[key] = describe(name, provider)
+            model = self.named[key] = describe(name, provider, configured_context=self.context_windows.get(name))
         return model
 
     def discovered(
@@ -305,7 +313,14 @@ class Catalog:
                 known = replace(known, context_window=context_window)  # the listing knows best
                 self.models[known.id] = known
             return known
-        model = describe(model_id, provider, context_window, chat=chat, embeddings=embeddings)
+        model = describe(
+            model_id,
+            provider,
+            context_window,
+            configured_context=self.context_windows.get(model_id),
+            chat=chat,
+            embeddings=embeddings,
+        )
         self.add(model)
         dated = DATED.match(model_id)
         if dated:  # Anthropic lists claude-3-haiku-20240307 and answers claude-3-haiku(-latest): the newest

@@ -112,6 +112,7 @@ class RouterConfig:
     deployments: list[Deployment] = field(default_factory=list)
     prices: dict[str, list] = field(default_factory=dict)  # model -> parse_prices' list, USD per 1M
     fallbacks: dict[str, list[str]] = field(default_factory=dict)
+    context_windows: dict[str, int] = field(default_factory=dict)  # model -> tokens, the last source
     default_strategy: str | None = None
     max_attempts: int | None = None
 
@@ -140,6 +141,9 @@ def load_config(path: str | None) -> RouterConfig:
 
         [fallbacks]                           # tried, in order, when every deployment failed
         "gpt-4o" = ["claude-3-5-sonnet", "gemini-1.5-pro"]
+
+        [context_windows]                     # tokens, for a model neither its listing nor
+        "my-finetune" = 32768                 # genai-prices gives one (else 8192)
 
     Raises :class:`ConfigError` naming the file and the problem.
     """
@@ -195,6 +199,10 @@ def _parse_config(data: dict) -> RouterConfig:
     config.prices = parse_prices(data.get("prices", {}))
     for model, chain in data.get("fallbacks", {}).items():
         config.fallbacks[model] = [str(m) for m in chain]
+    for model, tokens in data.get("context_windows", {}).items():
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+            raise ValueError(f"context_windows.{model} must be a whole number of tokens above 0")
+        config.context_windows[str(model)] = tokens
     return config
 
 

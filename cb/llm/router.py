@@ -141,6 +141,7 @@ class Router:
         self._priced_routes: dict[tuple[str, str], tuple] = {}  # see _priced
         #: deployment id -> model ids its endpoint listed at the last successful discovery
         self.discovered: dict[str, Listing] = {}
+        catalog.context_windows.update(self.config.context_windows)
         for model, price in self.config.prices.items():
             if catalog.get(model):
                 catalog.override_price(model, price)
