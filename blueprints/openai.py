@@ -208,6 +208,9 @@ def prepare(chat: ChatRequest) -> tuple[RequestContext, dict]:
     return prepare_request(chat.model, chat.user, chat.routing, chat.stream)
 
 
+_NO_HEADERS: dict[str, str] = {}
+
+
 def prepare_request(model: str, user: str | None, routing: dict, stream: bool) -> tuple[RequestContext, dict]:
     """The context of a request for ``model`` (routing options from its body's ``routing`` and
     X-CB-* headers, project, agent session) and its routing headers; refuses a stream when
@@ -217,7 +220,9 @@ def prepare_request(model: str, user: str | None, routing: dict, stream: bool) -
     wire.apply_routing(ctx, routing, headers)
     ctx.project = headers.get("X-CB-Project") or ctx.project
     agent_api = request.path != "/v1/chat/completions"  # Messages and Responses: sessions known by content too
-    ctx.session = affinity.session_of(headers, request.get_json(silent=True), agent_api)
+    environ = request.environ  # a session header is rare: looked for in the environ, not by werkzeug's headers
+    named = "HTTP_X_CLAUDE_CODE_SESSION_ID" in environ or "HTTP_SESSION_ID" in environ
+    ctx.session = affinity.session_of(headers if named else _NO_HEADERS, request.get_json(silent=True), agent_api)
     if stream and not services().settings.openai_enable_streaming:
         raise InvalidRequest(
             "Streaming is disabled on this server (OPENAI_ENABLE_STREAMING=false); "

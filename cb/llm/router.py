@@ -329,7 +329,9 @@ class Router:
         ``model`` has no such prefix (a bare id, which may itself contain '/')."""
         deployments = self.deployments if deployments is None else deployments
         prefix, _, name = model.partition("/")
-        pinned = [d for d in deployments if name and d.id == prefix]
+        if not name:  # a bare id: nothing pinned (and no walk over the deployments)
+            return [], name
+        pinned = [d for d in deployments if d.id == prefix]
         if not pinned and name and prefix in (*PROVIDER_TYPES, "gemini"):
             ptype = "google" if prefix == "gemini" else prefix
             pinned = [d for d in deployments if d.provider_type == ptype]
