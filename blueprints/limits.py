@@ -73,7 +73,8 @@ def openai_body(req: Request, settings):
         return error_response(
             408, "The request body was not received in time.", "request_timeout", headers={"Connection": "close"}
         )
-    encoding = req.headers.get("Content-Encoding", "").strip().lower()
+    encoding = req.environ.get("HTTP_CONTENT_ENCODING", "")  # werkzeug's header lookup costs more, every request
+    encoding = encoding.strip().lower() if encoding else ""
     if data and encoding not in ("", "identity"):
         if encoding not in DECODERS:
             return error_response(

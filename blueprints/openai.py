@@ -398,6 +398,15 @@ class _StreamPump:
                 self.room.set()
         return item
 
+    def _take_waiting(self) -> tuple:
+        """The next queued (kind, item), known to be there: :meth:`_taken`, inlined (once per chunk)."""
+        item = self.queue.get_nowait()
+        if item[0] == "chunk":
+            self.held -= self.weights.popleft()
+            if self.full:
+                self.room.set()
+        return item
+
     def _client_gone(self) -> None:
         log.info("client disconnected, closing the upstream")
         self.producer.kill()
@@ -406,7 +415,7 @@ class _StreamPump:
     def next(self, timeout: float) -> tuple | None:
         """The next (kind, item), or None after ``timeout`` seconds without one."""
         if self.queue.qsize():
-            return self._taken(self.queue.get_nowait())  # no timer needed
+            return self._take_waiting()  # no timer needed
         try:
             return self._taken(self.queue.get(timeout=timeout))
         except gevent.queue.Empty:
@@ -416,8 +425,9 @@ class _StreamPump:
         """The (kind, item) pairs already queued, without waiting (sent together, in one write),
         at most ``TURN``."""
         items = []
-        while self.queue.qsize() and len(items) < TURN:
-            items.append(self._taken(self.queue.get_nowait()))
+        queue, take = self.queue, self._take_waiting
+        while queue.qsize() and len(items) < TURN:
+            items.append(take())
         return items
 
     def stop(self) -> None:

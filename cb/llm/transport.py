@@ -157,7 +157,7 @@ class Transport:
 
     def json(self, deployment: Deployment, call: UpstreamCall, provider: Provider) -> dict:
         """Send ``call`` and return its JSON body."""
-        body = self.body(deployment, call, provider)
+        body = self.answer(deployment, call, provider)[0]
         try:
             return json.loads(body)
         except ValueError:

@@ -200,7 +200,7 @@ class OpenAIProvider(Provider):
     def _translated(self, request: ChatRequest, body: dict, model: str) -> None:
         """What a request from another vendor's API asks beyond the chat fields: reasoning effort
         (reasoning models only), the prompt cache key (OpenAI's own API), server tools (none here)."""
-        effort = effort_of(request)
+        effort = effort_of(request) if request.reasoning_effort or request.reasoning_budget else None
         if effort and model.startswith(_COMPLETION_TOKENS_PREFIXES):
             body["reasoning_effort"] = effort
         elif effort:

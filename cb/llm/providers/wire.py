@@ -202,6 +202,8 @@ def in_tool_loop(messages: list[Message]) -> bool:
 def refuse_server_tools(provider: str, request: ChatRequest, runs: tuple[str, ...] = ()) -> list[str]:
     """The vendor-run tools the request asked for that this target ``runs``; the others are
     refused when the request needs them (its only tools, or forced), else noted dropped."""
+    if not request.server_tools:  # the usual request: nothing to look at
+        return []
     missing = sorted({tool for tool in request.server_tools if tool not in runs})
     if missing and request.server_tools_required:
         raise InvalidRequest(
