@@ -38,7 +38,7 @@ def server_factory(tmp_path, request):
 
     yield start
     for server in started:
-        server.stop()
+        server.close()
 
 
 @pytest.fixture

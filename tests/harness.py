@@ -195,6 +195,12 @@ class Server:
         )
         return response.json()
 
+    def close(self) -> None:
+        """End a server whose test is over: gunicorn's quick shutdown (SIGQUIT). A graceful stop
+        (SIGTERM) waits out the gevent worker's one-second loop, a second per server the tests
+        assert nothing about; tests of shutdown itself call :meth:`stop`."""
+        self.stop(signal.SIGQUIT)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int | None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
