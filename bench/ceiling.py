@@ -5,10 +5,15 @@ forwarding the chat completion body to the upstream with urllib3's connection po
 ``requests`` sends through) and relaying the answer: JSON read whole, SSE relayed as it
 arrives. No routing, accounting, logging, limits, metrics or error mapping: what is left
 between it and us is our own work. ``CEILING_UPSTREAM`` is the upstream's base URL (with /v1).
+
+``POST /v1/messages`` (with ``CEILING_ANTHROPIC``, the Anthropic upstream's base URL) is the
+ceiling of a pass-through: the body decoded once (what any gateway must do to learn the model
+and whether to stream), sent up as it came with the vendor's headers, the stream relayed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import urllib3
@@ -40,4 +45,29 @@ def chat_completions():
         finally:
             answer.release_conn()
 
+    return Response(relay(), answer.status, content_type=kind, headers={"Cache-Control": "no-cache"})
+
+
+_anthropic = urllib3.util.parse_url(os.environ.get("CEILING_ANTHROPIC") or os.environ["CEILING_UPSTREAM"])
+_anthropic_pool = urllib3.HTTPConnectionPool(_anthropic.host, _anthropic.port, maxsize=512, block=False, retries=False)
+
+
+@app.post("/v1/messages")
+def messages():
+    body = request.get_data()
+    json.loads(body)  # the one decode a gateway needs (model, stream)
+    headers = {k: v for k, v in request.headers.items() if k.lower().startswith("anthropic-")}
+    headers |= {"Content-Type": "application/json", "x-api-key": request.headers.get("x-api-key", "")}
+    answer = _anthropic_pool.urlopen(
+        "POST", "/v1/messages", body=body, headers=headers, preload_content=False, retries=False, redirect=False
+    )
+
+    def relay():
+        try:
+            while data := answer.read1(65536):
+                yield data
+        finally:
+            answer.release_conn()
+
+    kind = answer.headers.get("Content-Type", "text/event-stream")
     return Response(relay(), answer.status, content_type=kind, headers={"Cache-Control": "no-cache"})

@@ -181,9 +181,15 @@ class Ceiling(Target):
     name, label = "ceiling", "ceiling (Flask + urllib3)"
     workers = 1
     app = "ceiling:app"
+    modes = ("json", "stream", "agent")  # agent: the pass-through's ceiling (ceiling.py's /v1/messages)
 
     def env(self, upstream, stream: bool, workdir: Path) -> dict:
-        return {"CEILING_UPSTREAM": upstream.base(stream)}
+        return {"CEILING_UPSTREAM": upstream.base(stream), "CEILING_ANTHROPIC": upstream.anthropic_base}
+
+    def request(self, mode):
+        if mode == "agent":
+            return self.url(True), "/v1/messages", agent_request.body(), agent_request.headers()
+        return super().request(mode)
 
     def start(self, sup, upstream, workdir):
         self.ports = {}
@@ -228,6 +234,7 @@ class Essential(Ceiling):
 
     name, label = "essential", "essential gateway"
     app = "essential:app"
+    modes = ("json", "stream")
 
     def env(self, upstream, stream: bool, workdir: Path) -> dict:
         metrics = workdir / f"essential-metrics-{'sse' if stream else 'json'}"
@@ -241,6 +248,7 @@ class CeilingTwoWorkers(Ceiling):
 
     name, label = "ceiling_2w", "ceiling, 2 workers"
     workers = 2
+    modes = ("json", "stream")
 
 
 class Ours(Target):
