@@ -37,15 +37,16 @@ def chat_completions():
         body = answer.read()
         answer.release_conn()
         return Response(body, answer.status, content_type=kind)
+    return Response(_relay(answer), answer.status, content_type=kind, headers={"Cache-Control": "no-cache"})
 
-    def relay():
-        try:
-            while data := answer.read1(65536):
-                yield data
-        finally:
-            answer.release_conn()
 
-    return Response(relay(), answer.status, content_type=kind, headers={"Cache-Control": "no-cache"})
+def _relay(answer):
+    """The upstream's stream, as it arrives."""
+    try:
+        while data := answer.read1(65536):
+            yield data
+    finally:
+        answer.release_conn()
 
 
 _anthropic = urllib3.util.parse_url(os.environ.get("CEILING_ANTHROPIC") or os.environ["CEILING_UPSTREAM"])
@@ -61,13 +62,5 @@ def messages():
     answer = _anthropic_pool.urlopen(
         "POST", "/v1/messages", body=body, headers=headers, preload_content=False, retries=False, redirect=False
     )
-
-    def relay():
-        try:
-            while data := answer.read1(65536):
-                yield data
-        finally:
-            answer.release_conn()
-
     kind = answer.headers.get("Content-Type", "text/event-stream")
-    return Response(relay(), answer.status, content_type=kind, headers={"Cache-Control": "no-cache"})
+    return Response(_relay(answer), answer.status, content_type=kind, headers={"Cache-Control": "no-cache"})
