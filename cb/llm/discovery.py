@@ -133,12 +133,12 @@ class ModelDiscovery:
         lists; a list another worker dropped (an Ollama it found unreachable) is dropped here too."""
         if self.storage is None:
             return
-        try:
-            stored = {entry.key: entry for entry in self.storage.list(BUCKET)}
+        listing = self._listing()
+        try:  # the lists of the deployments configured now, not the whole bucket (it keeps removed ones)
+            stored = self.storage.get_many(BUCKET, [deployment.id for deployment, _ in listing])
         except StorageUnavailable:
             return  # our own lists meanwhile
-        for deployment, provider in self._listing():
-            entry = stored.get(deployment.id)
+        for (deployment, provider), entry in zip(listing, stored, strict=True):
             if entry is None:
                 if self._seen.pop(deployment.id, None) is not None and not provider.keeps_listing_on_failure:
                     self.found.pop(deployment.id, None)
