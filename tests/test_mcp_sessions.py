@@ -1,13 +1,17 @@
 """MCP sessions in storage, with a clock the test moves: expiry, the bound, and a refresh that
-never undoes an end made elsewhere."""
+never undoes an end made elsewhere; then the same bound and expiry on a real nats-server,
+and ``initialize`` never reading the sessions bucket whole (on either backend)."""
 
 from __future__ import annotations
 
+import gevent
 import pytest
 
 from cb.mcp.errors import SessionNotFound, TooManySessions
 from cb.mcp.sessions import BUCKET, SessionStore
-from cb.storage import open_storage
+from cb.storage.memory import MemoryStorage
+from cb.storage.nats import NatsStorage
+from tests.harness import Server
 
 
 class Clock:
@@ -24,10 +28,39 @@ def clock():
 
 
 @pytest.fixture
-def storage():
-    store = open_storage("memory")
+def storage(clock):
+    store = MemoryStorage(clock=clock)  # entries age by the test's clock too
     store.connect()
     return store
+
+
+class NoWholeBucketReads:
+    """A storage that refuses to list the sessions bucket: what a request path may not do."""
+
+    def __init__(self, storage):
+        self.storage = storage
+
+    def list(self, bucket):
+        assert bucket != BUCKET, "the sessions bucket was read whole"
+        return self.storage.list(bucket)
+
+    def __getattr__(self, name):
+        return getattr(self.storage, name)
+
+
+@pytest.fixture
+def nats_storage(nats_server):
+    store = NatsStorage(nats_server.url, prefix=Server.fresh_namespace())
+    store.connect()
+    yield store
+    store.close()
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    with gevent.Timeout(timeout, False):
+        while not predicate():
+            gevent.sleep(0.05)
+    return predicate()
 
 
 def test_a_session_stays_while_used_and_expires_when_idle(storage, clock):
@@ -76,3 +109,68 @@ def test_a_refresh_racing_an_end_does_not_bring_the_session_back(storage, clock)
         sessions.get(session.id)
     storage.get = real_get
     assert storage.list(BUCKET) == []
+
+
+def test_initialize_counts_sessions_without_reading_them(storage, clock):
+    sessions = SessionStore(NoWholeBucketReads(storage), max_sessions=50, idle_seconds=100, clock=clock)
+    for _ in range(50):
+        sessions.create("2025-11-25", "sdk", "1")
+    with pytest.raises(TooManySessions):
+        sessions.create("2025-11-25", "sdk", "1")
+    clock.now += 101  # all idle past their time: the store forgot them, nobody listed them
+    assert storage.count(BUCKET) == 0
+    sessions.create("2025-11-25", "sdk", "1")
+
+
+def test_an_ended_session_frees_its_place_at_once(storage, clock):
+    sessions = SessionStore(NoWholeBucketReads(storage), max_sessions=1, idle_seconds=100, clock=clock)
+    first = sessions.create("2025-11-25", "sdk", "1")
+    with pytest.raises(TooManySessions):
+        sessions.create("2025-11-25", "sdk", "1")
+    sessions.end(first.id)
+    sessions.create("2025-11-25", "sdk", "1")
+
+
+def test_on_nats_the_bound_holds_across_processes_and_idle_sessions_vanish(nats_storage, nats_server):
+    # a second process's storage on the same NATS and prefix: the bound is one for both
+    other = NatsStorage(nats_server.url, prefix=nats_storage.prefix)
+    other.connect()
+    try:
+        here = SessionStore(NoWholeBucketReads(nats_storage), max_sessions=2, idle_seconds=1)
+        there = SessionStore(NoWholeBucketReads(other), max_sessions=2, idle_seconds=1)
+        first = here.create("2025-11-25", "a", "1")
+        there.create("2025-11-25", "b", "1")
+        with pytest.raises(TooManySessions):
+            here.create("2025-11-25", "c", "1")
+        with pytest.raises(TooManySessions):
+            there.create("2025-11-25", "c", "1")
+        there.end(first.id)  # ended elsewhere: its place is free (the delete marker is purged)
+        here.create("2025-11-25", "c", "1")
+        with pytest.raises(TooManySessions):
+            there.create("2025-11-25", "d", "1")
+        # unused for longer than the idle time: NATS itself removes them, and the places free up
+        assert wait_until(lambda: nats_storage.count(BUCKET) == 0)
+        there.create("2025-11-25", "d", "1")
+    finally:
+        other.close()
+
+
+def test_on_nats_a_sessions_bucket_made_without_a_max_age_gets_one(nats_storage, nats_server):
+    nats_storage.create(BUCKET, "stored-by-an-older-version", {"last_used_at": 0})
+    assert bucket_max_age(nats_storage) == 0  # no max age: kept for good
+    for idle_seconds in (30, 45):  # a server started with this version, then with the setting changed
+        later = NatsStorage(nats_server.url, prefix=nats_storage.prefix)
+        later.connect()
+        try:
+            SessionStore(later, max_sessions=10, idle_seconds=idle_seconds).create("2025-11-25", "sdk", "1")
+            assert bucket_max_age(later) == idle_seconds
+        finally:
+            later.close()
+    assert nats_storage.count(BUCKET) == 3  # changing the max age kept what the bucket held
+
+
+def bucket_max_age(storage: NatsStorage) -> float:
+    async def read():
+        return (await storage._js.stream_info(f"KV_{storage.prefix}_{BUCKET}")).config.max_age or 0
+
+    return storage._call(read())

@@ -157,6 +157,51 @@ def test_list_returns_the_live_entries_of_one_bucket(store):
     assert store.list("budgets") == []
 
 
+def test_count_is_the_number_of_live_entries(store):
+    assert store.count("workflows") == 0
+    for key in ("a", "b", "c"):
+        store.create("workflows", key, {"name": key})
+    store.put("workflows", "a", {"name": "a2"})  # rewritten: still one entry
+    store.delete("workflows", "b")  # deleted: nothing left to count (nats purges the marker)
+    store.put("agents", "x", {"name": "x"})
+    assert store.count("workflows") == 2 and store.count("agents") == 1
+
+
+def test_entries_vanish_max_age_after_their_last_write(store):
+    store.set_max_age("aging", 0.5)
+    store.create("aging", "old", {"v": 1})
+    store.put("kept", "k", {"v": 1})  # another bucket: no max age
+    assert wait_until(lambda: store.count("aging") == 0, timeout=10)
+    assert store.get("aging", "old") is None and store.list("aging") == []
+    store.create("aging", "old", {"v": 2})  # the key is free again
+    assert store.get("aging", "old").value == {"v": 2}
+    assert store.get("kept", "k").value == {"v": 1}
+
+
+def test_a_rewrite_starts_an_entrys_age_again():
+    class Clock:
+        now = 100.0
+
+        def __call__(self):
+            return self.now
+
+    clock = Clock()
+    store = MemoryStorage(clock=clock)
+    store.create("aging", "before", {"v": 0})  # stored before the max age was set: ages from then
+    store.set_max_age("aging", 10)
+    store.create("aging", "a", {"v": 1})
+    revision = store.create("aging", "b", {"v": 1})
+    clock.now += 6
+    store.update("aging", "b", {"v": 2}, revision)
+    clock.now += 6  # a, and the entry from before, are 12 s old; b was written 6 s ago
+    assert store.get("aging", "a") is None and store.get("aging", "before") is None
+    assert store.count("aging") == 1 and [e.key for e in store.list("aging")] == ["b"]
+    with pytest.raises(NotFound):
+        store.update("aging", "a", {"v": 2}, 1)
+    clock.now += 5
+    assert store.count("aging") == 0
+
+
 def test_keys_may_hold_any_characters(store):
     keys = ["openai/gpt-4", "cb:fastest", "with space", "dots.in.key", "ünïcode", "a=3A", "x>y*z"]
     for i, key in enumerate(keys):

@@ -5,9 +5,26 @@ A session id is 256 random bits, given to the client once in the ``Mcp-Session-I
 storage keeps only its SHA-256 (a leaked store holds no usable id). A session expires when
 unused for MCP_SESSION_IDLE_SECONDS; its last use is written back (compare-and-set, so a DELETE
 on another worker is never undone) at most every tenth of that time, so a busy session costs
-one read per request, not a write. At most MCP_MAX_SESSIONS are
-open: ``initialize`` first drops the expired ones, then refuses beyond the limit (workers
-starting sessions at the same instant may pass it by a few).
+one read per request, not a write.
+
+Expiry is two things. :meth:`SessionStore.get` refuses (and deletes) a session whose stored
+last use is older than the idle time, by this worker's clock. And the bucket has that idle
+time as its max age (:meth:`~cb.storage.Storage.set_max_age`): the store itself forgets an
+entry that long after its last write. The last write of a session is the one that stamped its
+last use (stamped just before it), so, with the workers' and NATS's clocks in step, the store
+never forgets a live session and forgets every idle one, nobody reading the bucket to find them.
+
+At most MCP_MAX_SESSIONS are open: ``initialize`` refuses when the bucket's
+:meth:`~cb.storage.Storage.count` has reached it. That count costs the same however many
+sessions there are (nats: the stream's message count, one answer for every worker and process).
+It is never below the open sessions, and above them only by entries on their way out, each for
+a bounded time: a session idle past its time until the store's expiry removes it (at once in
+memory, moments later on NATS), and on NATS an ended session until its delete marker is purged
+(right after the delete; a marker whose purge failed ages out with the max age). So a full
+server admits again at the latest when sessions have gone unused for the idle time, never
+locks clients out for good, and lets no more than the limit in but for workers starting
+sessions at the same instant, which may pass it by a few. Not chosen: a counter in storage,
+which sessions expiring without a decrement would drift upwards until it refused everyone.
 """
 
 from __future__ import annotations
@@ -56,17 +73,13 @@ class SessionStore:
         self.max_sessions = max_sessions
         self.idle_seconds = idle_seconds
         self.clock = clock
+        storage.set_max_age(BUCKET, idle_seconds)
 
     def create(self, protocol_version: str, client_name: str, client_version: str) -> Session:
-        now = self.clock()
-        open_sessions = 0
-        for entry in self.storage.list(BUCKET):
-            if self._expired(entry.value, now):
-                self._drop(entry.key)
-            else:
-                open_sessions += 1
-        if open_sessions >= self.max_sessions:
+        """A new session; TooManySessions when MCP_MAX_SESSIONS are open (see the module docstring)."""
+        if self.storage.count(BUCKET) >= self.max_sessions:
             raise TooManySessions(self.max_sessions)
+        now = self.clock()
         session = Session(secrets.token_urlsafe(32), protocol_version, client_name, client_version, now, now)
         self.storage.create(BUCKET, _key(session.id), session.stored())
         return session

@@ -4,7 +4,10 @@ Three things are stored:
 
 * entities in key-value buckets (``workflows``, ``tokens``, ``agents`` …), each write
   returning a revision; :meth:`Storage.update` is a compare-and-set on that revision, so
-  a concurrent writer gets :class:`~cb.errors.Conflict`, never a silent overwrite;
+  a concurrent writer gets :class:`~cb.errors.Conflict`, never a silent overwrite.
+  A bucket may be given a maximum age (:meth:`Storage.set_max_age`): the store itself
+  forgets an entry that long after its last write, nobody reads the bucket to find it.
+  :meth:`Storage.count` says how many entries a bucket holds without reading them;
 * append-only logs (``usage``, ``events``) that survive restarts with nats;
 * indexes: sets of paths (tuples of non-empty strings) listed by a path prefix, so a
   listing reads only what it is asked for (``("wf", "place")`` -> the paths under it).
@@ -89,6 +92,19 @@ class Storage(Protocol):
     def put(self, bucket: str, key: str, value: dict) -> int: ...
     def update(self, bucket: str, key: str, value: dict, revision: int) -> int: ...
     def delete(self, bucket: str, key: str, revision: int | None = None) -> None: ...
+    def set_max_age(self, bucket: str, seconds: float) -> None:
+        """Entries of ``bucket`` vanish ``seconds`` after their last write (create, put or update),
+        removed by the store. Call it before this process first uses the bucket; it writes nothing
+        until then (nats: the KV bucket is created with this max age, or an existing bucket's is
+        changed to it, so the last process to start with a new setting sets it for all)."""
+        ...
+
+    def count(self, bucket: str) -> int:
+        """How many entries ``bucket`` holds, at a cost that does not grow with them (nats: the
+        stream's message count). It may include, for a moment, an entry being deleted (nats: its
+        delete marker, until purged; a marker whose purge failed stays counted until the bucket's
+        max age removes it, or for good in a bucket without one)."""
+        ...
 
     def index_add(self, index: str, path: tuple[str, ...]) -> None: ...
     def index_remove(self, index: str, path: tuple[str, ...]) -> None: ...

@@ -1,6 +1,9 @@
 """In-process storage: dicts guarded by a lock, events fanned out to greenlets.
 
-State lives in one process, so the server runs one worker with this backend.
+State lives in one process, so the server runs one worker with this backend. A bucket with
+a max age keeps its keys in order of last write beside it, so the aged ones are dropped from
+the front, each once, by the next call that touches the bucket: as NATS does, nobody reads
+the whole bucket to expire it.
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ import copy
 import itertools
 import json
 import threading
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -53,9 +57,13 @@ class MemoryStorage:
 
     backend = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, clock=time.monotonic) -> None:
         self._lock = threading.RLock()
+        self._clock = clock  # ages of entries in buckets with a max age
         self._buckets: dict[str, dict[str, _Stored]] = {}
+        self._max_age: dict[str, float] = {}
+        # per bucket with a max age: key -> time of its last write, oldest first
+        self._written: dict[str, OrderedDict[str, float]] = {}
         self._revisions = itertools.count(1)
         self._logs: dict[str, deque[tuple[int, dict]]] = {}
         self._log_seq: dict[str, int] = {}
@@ -77,6 +85,8 @@ class MemoryStorage:
         from cb.storage import BUCKETS, LOGS
 
         with self._lock:
+            for bucket in self._written:
+                self._drop_aged(bucket)
             stores = {b: {"replicas": 1, "messages": len(self._buckets.get(b, {}))} for b in BUCKETS}
             stores.update({g: {"replicas": 1, "messages": len(self._logs.get(g, ()))} for g in LOGS})
         return {"backend": "memory", "stores": stores}
@@ -92,12 +102,43 @@ class MemoryStorage:
             return dict(value)
         return json.loads(json.dumps(value))
 
+    def set_max_age(self, bucket: str, seconds: float) -> None:
+        with self._lock:
+            now = self._clock()
+            self._max_age[bucket] = seconds
+            written = self._written.setdefault(bucket, OrderedDict())
+            for key in self._bucket(bucket).keys() - written.keys():
+                written[key] = now  # stored before the max age was set: aged from now on
+
+    def _drop_aged(self, bucket: str) -> None:
+        """Forget the entries of ``bucket`` last written more than its max age ago (call with the lock)."""
+        written = self._written.get(bucket)
+        if not written:
+            return
+        cutoff = self._clock() - self._max_age[bucket]
+        entries = self._bucket(bucket)
+        while written:
+            key, at = next(iter(written.items()))  # an OrderedDict gives its first item at once
+            if at >= cutoff:
+                return
+            del written[key]
+            entries.pop(key, None)
+
+    def count(self, bucket: str) -> int:
+        with self._lock:
+            self._drop_aged(bucket)
+            return len(self._bucket(bucket))
+
     def get(self, bucket: str, key: str) -> Entry | None:
+        if bucket in self._written:
+            with self._lock:
+                self._drop_aged(bucket)
         stored = self._bucket(bucket).get(key)
         return Entry(key, json.loads(stored.text), stored.revision) if stored else None
 
     def list(self, bucket: str) -> list[Entry]:
         with self._lock:
+            self._drop_aged(bucket)
             entries = list(self._bucket(bucket).items())
         return [Entry(key, json.loads(stored.text), stored.revision) for key, stored in entries]
 
@@ -106,6 +147,10 @@ class MemoryStorage:
 
     def _write(self, bucket: str, key: str, value: dict) -> int:
         revision = next(self._revisions)
+        written = self._written.get(bucket)
+        if written is not None:
+            written[key] = self._clock()
+            written.move_to_end(key)
         # kept as JSON text, as a real store keeps bytes: a copy on every read, and one object
         # per entry for the cyclic collector instead of every dict and list of the value (a
         # million tokens as trees made each full collection stall the worker for seconds)
@@ -114,6 +159,7 @@ class MemoryStorage:
 
     def create(self, bucket: str, key: str, value: dict) -> int:
         with self._lock:
+            self._drop_aged(bucket)
             if key in self._bucket(bucket):
                 raise Conflict(f"{bucket} entry {key!r} already exists")
             return self._write(bucket, key, value)
@@ -124,6 +170,7 @@ class MemoryStorage:
 
     def update(self, bucket: str, key: str, value: dict, revision: int) -> int:
         with self._lock:
+            self._drop_aged(bucket)
             current = self._bucket(bucket).get(key)
             if current is None:
                 raise NotFound(f"{bucket} entry {key!r} not found")
@@ -133,12 +180,14 @@ class MemoryStorage:
 
     def delete(self, bucket: str, key: str, revision: int | None = None) -> None:
         with self._lock:
+            self._drop_aged(bucket)
             current = self._bucket(bucket).get(key)
             if current is None:
                 raise NotFound(f"{bucket} entry {key!r} not found")
             if revision is not None and current.revision != revision:
                 raise Conflict(f"{bucket} entry {key!r} was changed concurrently")
             del self._bucket(bucket)[key]
+            self._written.get(bucket, {}).pop(key, None)
 
     def index_add(self, index: str, path: tuple[str, ...]) -> None:
         path = tuple(path)

@@ -4,7 +4,11 @@ Names, for a prefix ``cb`` (NATS_PREFIX, one per deployment):
 
 * bucket ``tokens``  -> JetStream KV bucket ``cb_tokens`` (file storage, history 1);
   keys are escaped so any string is a valid key (see :func:`encode_key`); a delete writes
-  KV's delete marker and then purges it, so a deleted key leaves nothing in the stream;
+  KV's delete marker and then purges it, so a deleted key leaves nothing in the stream,
+  and the stream's message count is the bucket's number of entries (:meth:`NatsStorage.count`);
+  a bucket's max age (:meth:`NatsStorage.set_max_age`) is the stream's ``max_age``: the
+  server removes a message that old (no marker), so an entry vanishes that long after
+  its last write;
 * log ``usage``      -> stream ``cb_usage`` on subject ``cb_log.usage`` (file storage);
 * event ``events.w.t`` -> core NATS subject ``cb.events.w.t``;
 * index ``tokens``, path ``(w, p, t)`` -> subject ``cb_idx.tokens.w.p.t`` in the stream
@@ -61,6 +65,8 @@ _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _KEY_SAFE = re.compile(r"[A-Za-z0-9_-]")
 _KEY_PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 _WRONG_LAST_SEQUENCE = (10071, 10164)
+MIN_MAX_AGE = 0.1  # seconds: the shortest max age nats-server accepts
+KV_DUPLICATE_WINDOW = 120.0  # seconds: what nats-py gives a KV bucket, or its max age if shorter
 
 
 def encode_key(key: str) -> str:
@@ -268,6 +274,7 @@ class NatsStorage:
         self._nc: nats.NATS | None = None
         self._js = None
         self._kv: dict[str, object] = {}  # touched only in the loop thread
+        self._max_age: dict[str, float] = {}  # bucket -> seconds, applied when the bucket is opened
         self._streams: set[str] = set()
         self._gap_listeners: set[_Subscription] = set()  # added to in the loop thread
         self._instance = uuid.uuid4().hex  # tells this process's gap notices from the others'
@@ -412,6 +419,7 @@ class NatsStorage:
             if not _NAME.fullmatch(bucket):
                 raise ValidationError(f"invalid bucket name {bucket!r}")
             name = f"{self.prefix}_{bucket}"
+            max_age = self._max_age.get(bucket)
             try:
                 kv = await self._js.key_value(name)
             except nats.js.errors.BucketNotFoundError:
@@ -422,15 +430,45 @@ class NatsStorage:
                         storage=StorageType.FILE,
                         direct=self.replicas == 1,
                         replicas=self.replicas,
+                        ttl=max_age,
                     )
+                    max_age = None  # created with it
                 except nats.js.errors.BadRequestError:  # created concurrently by another worker
                     kv = await self._js.key_value(name)
+            if max_age is not None:
+                await self._keep_max_age(kv._stream, max_age)
             if self.replicas > 1:
                 # a direct get may be answered by a follower still catching up (a restarted
                 # node): read from the leader, so a token just acknowledged is found
                 kv._direct = False
             self._kv[bucket] = kv
         return kv
+
+    async def _keep_max_age(self, stream: str, max_age: float) -> None:
+        """Give an existing bucket's stream this max age, if it has another (an operator changed
+        the setting, or the bucket was created by a version without it)."""
+        config = (await self._js.stream_info(stream)).config
+        if abs((config.max_age or 0) - max_age) < 0.001:
+            return
+        log.info(
+            "Bucket %s: entries now vanish %gs after their last write (was %s)",
+            stream,
+            max_age,
+            f"{config.max_age:g}s" if config.max_age else "never",
+        )
+        config.max_age = max_age
+        config.duplicate_window = min(KV_DUPLICATE_WINDOW, max_age)  # the server wants it within the max age
+        await _led(lambda: self._js.update_stream(config))
+
+    def set_max_age(self, bucket: str, seconds: float) -> None:
+        self._max_age[bucket] = max(MIN_MAX_AGE, seconds)
+
+    async def _count(self, bucket: str) -> int:
+        kv = await self._bucket(bucket)
+        return (await _led(lambda: self._js.stream_info(kv._stream))).state.messages
+
+    def count(self, bucket: str) -> int:
+        return self._call(self._count(bucket))
 
     async def _get(self, bucket: str, key: str) -> Entry | None:
         kv = await self._bucket(bucket)
