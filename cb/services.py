@@ -67,16 +67,21 @@ class Services:
 
     def migrate(self) -> dict[str, int]:
         """Bring the stored layout up to this version (idempotent, safe while servers run):
-        how many tokens and agent executions were indexed."""
-        return {"tokens": self.workflows.migrate(), "executions": self.agents.executions.migrate()}
+        how many tokens, agent executions and API keys were indexed."""
+        return {
+            "tokens": self.workflows.migrate(),
+            "executions": self.agents.executions.migrate(),
+            "api_keys": self.security.keys.migrate(),
+        }
 
     def layout(self) -> dict[str, dict]:
         """Per indexed kind, the layout version in storage (None: never written) and this version's."""
         from cb.agents import executions
+        from cb.security import keys
         from cb.workflow import engine
 
         found = {}
-        for kind, module in (("tokens", engine), ("executions", executions)):
+        for kind, module in (("tokens", engine), ("executions", executions), ("api_keys", keys)):
             entry = self.storage.get(module.META, module.LAYOUT_KEY)
             stored = entry.value.get("version", 1) if entry is not None else None
             found[kind] = {"stored": stored, "expected": module.LAYOUT_VERSION}

@@ -127,6 +127,7 @@ def revoke(name_or_id: str) -> None:
     if record.revoked:
         click.echo(f"API key {record.id} ({record.name}) was already revoked.")
         return
+    store.migrate()  # keys stored by an older version, before any server of this one indexed them (else one get)
     store.revoke(record.id)
     click.echo(f"Revoked API key {record.id} ({record.name}); every server refuses it within a second.")
 

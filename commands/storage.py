@@ -64,7 +64,8 @@ def migrate(as_json: bool) -> None:
         print_json({"indexed": indexed, "layout": services.layout()})
         return
     click.echo(
-        f"Indexed {indexed['tokens']} token(s) and {indexed['executions']} agent execution(s); "
+        f"Indexed {indexed['tokens']} token(s), {indexed['executions']} agent execution(s) "
+        f"and {indexed['api_keys']} API key(s); "
         "the layout is the one this version expects."
     )
 

@@ -9,6 +9,9 @@ import openai
 import pytest
 import requests
 
+from cb.security.keys import BUCKET, ApiKey, hash_key
+from cb.storage.nats import NatsStorage
+from tests.harness import Server
 from tests.security_helpers import chat, client, create_key, start_with_upstream
 from tests.upstreams.openai_server import OpenAIUpstream
 
@@ -132,3 +135,18 @@ def test_revocation_reaches_every_worker_within_a_second(server_factory, upstrea
         for _ in range(24)
     }
     assert statuses == {401}
+
+
+def test_a_key_stored_by_a_version_without_the_id_index_is_revocable(server_factory, upstream, nats_server):
+    prefix, plaintext = Server.fresh_namespace(), "cb-stored-before-the-index-0123456789abcdefghijk"
+    older = NatsStorage(nats_server.url, prefix=prefix)  # what an older version left in NATS
+    older.connect()
+    key = ApiKey(id="key_00000000000000aa", name="old", prefix=plaintext[:10], key_hash=hash_key(plaintext))
+    older.create(BUCKET, key.key_hash, key.to_dict())
+    older.close()
+    server = start_with_upstream(server_factory, upstream, "nats", OPENAI_API_KEY_REQUIRED="true", NATS_PREFIX=prefix)
+    assert chat(server, plaintext).status_code == 200
+    revoked = server.graphql("mutation($id: ID!) { revokeApiKey(id: $id) { id revoked } }", {"id": key.id})
+    assert revoked["data"]["revokeApiKey"] == {"id": key.id, "revoked": True}
+    time.sleep(0.6)  # longer than the workers' cache of a key
+    assert chat(server, plaintext).status_code == 401

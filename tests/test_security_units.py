@@ -12,8 +12,10 @@ import pytest
 from cb.errors import NotFound
 from cb.logs import redactor
 from cb.security import InvalidApiKey, KeyStore, RateLimited, RateLimiter, estimate_tokens, scrub
-from cb.security.keys import CACHE_TTL
+from cb.security.keys import BUCKET, CACHE_TTL, LAYOUT_KEY, META, ApiKey, hash_key
 from cb.storage.memory import MemoryStorage
+from cb.storage.nats import NatsStorage
+from tests.harness import Server
 
 
 class Clock:
@@ -47,6 +49,55 @@ def test_revoked_key_fails_after_the_cache_ttl_on_another_store():
     other._cache.clear()  # what CACHE_TTL seconds do on another worker
     with pytest.raises(InvalidApiKey):
         other.authenticate(plaintext)
+
+
+@pytest.fixture
+def storage(backend, request):
+    if backend == "memory":
+        store = MemoryStorage()
+    else:
+        store = NatsStorage(request.getfixturevalue("nats_server").url, prefix=Server.fresh_namespace())
+    store.connect()
+    yield store
+    store.close()
+
+
+class NoWholeBucketReads:
+    """A storage that refuses to list the keys bucket: what a request path may not do."""
+
+    def __init__(self, storage):
+        self.storage = storage
+
+    def list(self, bucket):
+        assert bucket != BUCKET, "the api_keys bucket was read whole"
+        return self.storage.list(bucket)
+
+    def __getattr__(self, name):
+        return getattr(self.storage, name)
+
+
+def test_revoke_finds_the_key_by_its_id_without_reading_every_key(storage):
+    keys = KeyStore(NoWholeBucketReads(storage))
+    created = [keys.create(f"key {i}") for i in range(20)]
+    record, plaintext = created[7]
+    assert keys.revoke(record.id).revoked
+    with pytest.raises(InvalidApiKey, match="revoked"):
+        KeyStore(storage).authenticate(plaintext)
+    assert not KeyStore(storage).authenticate(created[8][1]).revoked  # only that one
+    with pytest.raises(NotFound):
+        keys.revoke("key_missing")
+
+
+def test_keys_stored_before_the_index_are_indexed_once_and_then_revocable(storage):
+    old = ApiKey(id="key_0123456789abcdef", name="from v1", prefix="cb-abcdefg", key_hash=hash_key("cb-old-plaintext"))
+    storage.create(BUCKET, old.key_hash, old.to_dict())  # as a version without the index stored it
+    keys = KeyStore(NoWholeBucketReads(storage))
+    assert KeyStore(storage).migrate() == 1  # at a server's start: the one whole read, once per store
+    assert storage.get(META, LAYOUT_KEY).value == {"version": 2}
+    assert KeyStore(storage).migrate() == 0  # every later start: one get
+    assert keys.revoke(old.id).revoked
+    with pytest.raises(InvalidApiKey, match="revoked"):
+        keys.authenticate("cb-old-plaintext")
 
 
 def test_requests_that_find_a_key_stale_at_once_look_it_up_once():

@@ -6,6 +6,11 @@ hash (its storage key), a short display prefix, the limits and the timestamps. E
 worker caches lookups for at most :data:`CACHE_TTL` seconds, so a revocation made on
 any worker is seen by every worker within that time. Keys from ``CB_API_KEYS`` live in
 the settings, never in storage.
+
+A key is found by its id through the index ``api_keys``: one path ``(id, hash)`` per key,
+added before the key is stored (so the index holds every stored key; no key is ever
+deleted), so a revocation reads one entry, not the bucket. Keys stored before the index
+existed are indexed once by :meth:`KeyStore.migrate`, at a server's start (layout v2).
 """
 
 from __future__ import annotations
@@ -17,10 +22,17 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from cb.errors import Conflict, NotFound, ValidationError
+from cb.logs import get_logger
 from cb.security.errors import InvalidApiKey, ModelNotAllowed
-from cb.storage import Storage
+from cb.storage import Entry, Storage
+
+log = get_logger("security")
 
 BUCKET = "api_keys"
+INDEX = "api_keys"
+META = "meta"
+LAYOUT_KEY = "api_keys_layout"
+LAYOUT_VERSION = 2  # v1: no index by id
 KEY_PREFIX = "cb-"
 CACHE_TTL = 0.5  # seconds; the bound on how stale a revocation can be on another worker
 TOUCH_EVERY = 60.0  # seconds between last_used_at writes per key and worker
@@ -117,6 +129,7 @@ class KeyStore:
             created_at=self.clock(),
             expires_at=expires_at,
         )
+        self.storage.index_add(INDEX, (record.id, record.key_hash))  # before the key exists: see the module
         self.storage.create(BUCKET, record.key_hash, record.to_dict())
         return record, plaintext
 
@@ -128,7 +141,7 @@ class KeyStore:
     def revoke(self, key_id: str) -> ApiKey:
         """Mark a key revoked; every worker refuses it within :data:`CACHE_TTL` seconds."""
         for _ in range(10):
-            entry = next((e for e in self.storage.list(BUCKET) if e.value.get("id") == key_id), None)
+            entry = self._find(key_id)
             if entry is None:
                 raise NotFound(f"API key {key_id!r} not found")
             record = ApiKey.from_dict(entry.value)
@@ -140,6 +153,30 @@ class KeyStore:
             self._cache.pop(entry.key, None)
             return record
         raise Conflict(f"API key {key_id!r} is being changed concurrently; try again")
+
+    def _find(self, key_id: str) -> Entry | None:
+        """The stored entry of the key with this id, through the index (None if there is none)."""
+        digests = [path[-1] for path in self.storage.index_scan(INDEX, (key_id,)) if len(path) == 2]
+        for entry in self.storage.get_many(BUCKET, digests):
+            if entry is not None and entry.value.get("id") == key_id:  # an index path may be stale
+                return entry
+        return None
+
+    def migrate(self) -> int:
+        """Index the keys stored before the index existed; returns how many were indexed.
+        Idempotent (adding a path twice is one path) and safe while other workers run."""
+        layout = self.storage.get(META, LAYOUT_KEY)
+        if layout is not None and layout.value.get("version", 1) >= LAYOUT_VERSION:
+            return 0
+        indexed = 0
+        for entry in self.storage.list(BUCKET):  # once per store, at the first start of this version
+            if entry.value.get("id"):
+                self.storage.index_add(INDEX, (entry.value["id"], entry.key))
+                indexed += 1
+        self.storage.put(META, LAYOUT_KEY, {"version": LAYOUT_VERSION})
+        if indexed:
+            log.info("indexed %d stored API key(s) by id", indexed)
+        return indexed
 
     def authenticate(self, plaintext: str | None) -> ApiKey:
         """The key's record, or :class:`InvalidApiKey` (missing, unknown, revoked, expired)."""
