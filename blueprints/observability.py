@@ -83,22 +83,23 @@ class AccessLog:
         started, access = state.cb_started, state.cb_access
         route = req.url_rule.rule if req.url_rule else "unmatched"
         method, path, client = req.method, req.path, client_address(req)
+        status = response.status_code  # final here; ``close`` keeps no reference to the response (a cycle)
 
         def close() -> None:
             duration = time.monotonic() - started
             self.in_flight.dec()
-            requests_total, latency = self.sample(route, response.status_code)
+            requests_total, latency = self.sample(route, status)
             requests_total.inc()
             latency.observe(duration)
             fields = {
                 "method": method,
                 "path": path,
-                "status": response.status_code,
+                "status": status,
                 "duration_ms": round(duration * 1000, 2),
                 "client": client,
                 **access,
             }
-            info_line(log, f"{method} {path} {response.status_code}", rid, fields)
+            info_line(log, f"{method} {path} {status}", rid, fields)
 
         response.call_on_close(close)
         return response

@@ -434,6 +434,7 @@ class _StreamPump:
         self.cancel_shutdown()
         if self.watcher is not None:
             self.watcher.stop()
+            self.watcher = None  # it holds our _client_gone: the stream and its body go when the request does
         self.producer.kill()
         self.stream.close()
         if self.timed is not None:

@@ -75,6 +75,9 @@ class _Runner:
                 gevent.get_hub().handle_error(self.greenlet, *sys.exc_info())
             finally:
                 self.task = None
+                # what the task held (a stream's pump holds its task: a cycle) goes now, by
+                # reference counting, not at the next collection with every object it reaches
+                task.fn = task.context = None
                 task.done.set()
             if len(_idle) >= KEPT:
                 return

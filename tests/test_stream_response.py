@@ -53,3 +53,57 @@ def test_a_failure_before_the_answer_stops_the_pump_and_its_socket_watcher():
         client.close()
         ours.close()
     gevent.sleep(0.05)  # a watcher left on the closed socket would abort this process here
+
+
+class Relayed:
+    """A stream of two relayed events, like a pass-through's: it holds the request it serves."""
+
+    route = None
+    upstream_open_ms = 0.0
+    request = None
+
+    def __init__(self, body: dict):
+        self.body = body  # what a relayed stream keeps: the client's decoded body, its context
+
+    def __iter__(self):
+        yield StreamChunk(raw=b"event: a\ndata: {}\n\n")
+        yield StreamChunk(raw=b"event: b\ndata: {}\n\n")
+
+    def final_usage(self):
+        return None
+
+    def close(self):
+        pass
+
+
+def test_a_finished_stream_and_the_body_it_holds_are_freed_when_the_answer_closes_not_by_a_collection():
+    # a cycle through the stream (its pump and the pump's task, or the pump and the watcher of
+    # the client's socket) kept each streamed request's parsed body until the next garbage
+    # collection: every collection then walked the request's objects (about 0.2 ms of CPU per
+    # Claude Code-sized request), and memory held the bodies of the requests in between
+    import gc
+    import weakref
+
+    from cb.llm.passthrough import RelayEvents
+
+    app = Flask(__name__)
+    settings = SimpleNamespace(stream_idle_timeout=5.0, keepalive_seconds=1.0)
+    app.extensions["circuit_breaker"] = SimpleNamespace(settings=settings)
+    client, ours = socket.socketpair()
+    gc.disable()
+    try:
+        with app.test_request_context("/v1/messages", environ_base={"gunicorn.socket": ours}):
+            stream = Relayed({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]})
+            held = weakref.ref(stream)  # and with it the body it holds
+            ctx = SimpleNamespace(started=0.0, attempts=1)
+            response = stream_response(stream, RelayEvents("messages", None), ctx, {})
+            del stream
+            assert b"".join(response.response) == b"event: a\ndata: {}\n\nevent: b\ndata: {}\n\n"
+            response.close()
+            del response
+        gevent.sleep(0)  # the pump's runner finishes its task
+        assert held() is None
+    finally:
+        gc.enable()
+        client.close()
+        ours.close()
