@@ -21,7 +21,7 @@ from flask import Blueprint, Request, g, jsonify, request
 
 from blueprints import services
 from blueprints.openai import error_response
-from cb.security import RateLimited, bearer, estimate_tokens, scrub
+from cb.security import RateLimited, bearer, scrub
 
 graphql_bp = Blueprint("auth_graphql", __name__)
 
@@ -52,7 +52,7 @@ def authenticate_and_admit(req: Request, security, state):
     security.check_body(body)
     model = body.get("model") if isinstance(body.get("model"), str) else None
     try:
-        state.rate_reservation = security.admit(key, model, estimate_tokens(body))
+        state.rate_reservation = security.admit(key, model, body)
     except RateLimited as exc:
         headers = dict(exc.headers, **{"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
         return error_response(429, exc.message, "rate_limit_exceeded", headers=headers)

@@ -58,13 +58,15 @@ class Security:
         protect(presented)
         return key
 
-    def admit(self, key: ApiKey | None, model: str | None, estimated_tokens: int) -> Reservation:
-        """Check the model against the key and take one request and the estimated tokens."""
+    def admit(self, key: ApiKey | None, model: str | None, body: dict) -> Reservation:
+        """Check the model against the key and take one request and the tokens estimated from
+        ``body`` (estimated only under a token limit: a walk of every message's text)."""
         if key is not None:
             KeyStore.check_model(key, model)
         rpm = (key.rpm_limit if key else None) or self.settings.rate_limit_rpm
         tpm = (key.tpm_limit if key else None) or self.settings.rate_limit_tpm
-        return self.limiter.acquire(key.id if key else ANONYMOUS, rpm, tpm, estimated_tokens)
+        estimated = estimate_tokens(body) if tpm is not None else 0
+        return self.limiter.acquire(key.id if key else ANONYMOUS, rpm, tpm, estimated)
 
     def check_body(self, body: dict) -> None:
         """Request limits beyond the byte size: the number of chat messages."""
