@@ -17,6 +17,7 @@ cheaper than any scan of its bytes when, as in LLM requests, most of them are in
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from typing import Any
@@ -33,6 +34,7 @@ _JSON_TABLE = bytes.maketrans(b"[{]}", b"(())")
 _JSON_OTHER = bytes(c for c in range(256) if c not in b"[]{}")
 _GRAPHQL_TABLE = bytes.maketrans(_OPENERS + _CLOSERS, b"(((" + b")))")
 _GRAPHQL_OTHER = bytes(c for c in range(256) if c not in _OPENERS + _CLOSERS)
+_members = gc.get_referents
 
 
 class NestingTooDeep(CircuitBreakerError):
@@ -94,21 +96,17 @@ def without_strings(data: bytes) -> bytes:
 def nests_deeper(value: Any, limit: int) -> bool:
     """Whether a parsed JSON value nests containers deeper than ``limit`` (level by level, no recursion).
 
-    ``json.loads`` makes only plain dicts and lists, so exact type tests suffice: a third of the
-    time of ``isinstance`` against a union, which counts on a 100 KB agent body (~35 µs, not ~90)."""
+    A level's members come from one ``gc.get_referents`` call over all its containers: the C-level
+    traversal of a dict visits each of its values (and its keys, unless all are strings) and a
+    list's each item, which for the plain dicts and lists ``json.loads`` makes is exactly their
+    members. Exact type tests then keep the containers. ~25 µs on a 100 KB agent body, against
+    ~39 µs for a Python loop over each container's members."""
     level, containers = 0, [value] if type(value) is dict or type(value) is list else []
     while containers:
         level += 1
         if level > limit:
             return True
-        inner = []
-        add = inner.append
-        for container in containers:
-            for item in container.values() if type(container) is dict else container:
-                kind = type(item)
-                if kind is dict or kind is list:
-                    add(item)
-        containers = inner
+        containers = [item for item in _members(*containers) if type(item) is dict or type(item) is list]
     return False
 
 

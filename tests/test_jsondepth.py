@@ -56,3 +56,26 @@ def test_nesting_past_the_parsers_own_limit_is_too_deep_not_a_crash():
             loads_within(text, 64)
     with pytest.raises(ValueError):
         loads_within(b"[[[1]", 64)  # not JSON: the caller's parser words it
+
+
+def wide(rng: random.Random, levels: int):
+    """A value of every JSON kind, several members per container, empty containers among them."""
+    roll = rng.random()
+    if levels == 0 or roll < 0.25:
+        return rng.choice(["", "x", 0, -1.5, 10**30, True, False, None, [], {}])
+    members = [wide(rng, levels - 1) for _ in range(rng.randint(0, 4))]
+    if roll < 0.6:
+        return {f"k{i}": member for i, member in enumerate(members)}
+    return members
+
+
+def test_wide_bodies_of_every_kind_of_value_are_measured_exactly():
+    rng = random.Random(2812)
+    for _ in range(2000):
+        value = wide(rng, rng.randint(0, 9))
+        text = json.dumps(value).encode()
+        real = depth(value)
+        assert loads_within(text, max(real, 1)) == value
+        if real > 1:
+            with pytest.raises(NestingTooDeep):
+                loads_within(text, real - 1)
