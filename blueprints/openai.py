@@ -322,7 +322,6 @@ STREAM_BUFFER_BYTES = 1 << 20  # what one stream may hold that its client has no
 CHUNK_OVERHEAD = 512  # about what a canonical chunk costs in memory beside its text
 WRITE_SIZE = 64 * 1024  # most bytes of a stream written to the client at once
 TURN = 32  # chunks a stream's producer, or its consumer, handles before the worker's other requests get a turn
-SETTLE_SECONDS = 30.0  # most an ended stream's answer waits, once sent, for the stream's usage record
 
 
 def weight(chunk) -> int:
@@ -357,8 +356,6 @@ class _StreamPump:
         self.room = gevent.event.Event()  # set when the consumer took something while the producer waited
         self.full = False  # the producer waits for room
         self.turn = 0  # chunks queued since the producer last let others run
-        self.ended = False  # the stream's end is queued (its usage record may still be being written)
-        stream.on_complete = self._complete
         self.timed = sock if sock is not None and idle else None  # the socket whose timeout is ours meanwhile
         if self.timed is not None:
             self.sock_timeout = sock.gettimeout()
@@ -371,21 +368,12 @@ class _StreamPump:
         try:
             for chunk in self.stream:
                 self._put(chunk)
-            if not self.ended:
-                self.queue.put(("end", None))
+            self.queue.put(("end", None))
         except LLMError as exc:
             self.queue.put(("error", exc))
         except Exception as exc:  # never let a bug surface as a broken stream without a word
             log.exception("stream failed")
             self.queue.put(("error", UpstreamError("gateway", f"internal error in the stream ({type(exc).__name__})")))
-
-    def _complete(self) -> None:
-        """The upstream's stream ended well: the client gets the end of its answer now, and the
-        stream's own ending (the connection given back, the usage record) follows while the answer's
-        last bytes go out; :meth:`settle`, after them, waits for it."""
-        self.ended = True
-        self.queue.put(("end", None))
-        gevent.sleep(0)
 
     def _put(self, chunk) -> None:
         """Queue ``chunk`` once there is room for it (an empty queue always has room)."""
@@ -442,13 +430,6 @@ class _StreamPump:
             items.append(take())
         return items
 
-    def settle(self) -> None:
-        """When the answer is closed (its last byte sent): a stream that ended well finishes its
-        own ending first (its usage record, which the access line reports), then everything stops."""
-        if self.ended:
-            self.producer.done.wait(SETTLE_SECONDS)
-        self.stop()
-
     def stop(self) -> None:
         self.cancel_shutdown()
         if self.watcher is not None:
@@ -456,7 +437,6 @@ class _StreamPump:
             self.watcher = None  # it holds our _client_gone: the stream and its body go when the request does
         self.producer.kill()
         self.stream.close()
-        self.stream.on_complete = None  # our _complete: a cycle through the stream otherwise
         if self.timed is not None:
             try:
                 self.timed.settimeout(self.sock_timeout)  # the connection may serve a next request
@@ -485,9 +465,7 @@ def stream_response(stream, events, ctx: RequestContext, routing: dict):
         return Response(b"", status=200, mimetype="text/event-stream")
     headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     body = _sse(pump, first, events, keepalive)
-    response = Response(body, status=200, mimetype="text/event-stream", headers=headers)
-    response.call_on_close(pump.settle)  # before the access line's own (registered after the view)
-    return response
+    return Response(body, status=200, mimetype="text/event-stream", headers=headers)
 
 
 def _sse(pump: _StreamPump, first: tuple | None, events, keepalive: float):
@@ -518,8 +496,7 @@ def _sse(pump: _StreamPump, first: tuple | None, events, keepalive: float):
             item = pump.next(keepalive)
     finally:
         metrics.open_streams.dec()
-        if not pump.ended:  # else the stream is finishing its own ending: the answer's close waits for it
-            pump.stop()
+        pump.stop()
 
 
 def _frames(pump: _StreamPump, events, items: list[tuple]) -> tuple[bytes, bool]:

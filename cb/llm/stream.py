@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import gevent
 
@@ -79,9 +79,6 @@ class ChatStream:
         self._lines: Iterator[bytes] | None = None
         self._pending = False  # an attempt whose outcome the router has not heard yet
         self._recorded = False
-        #: called once the upstream's stream has ended well, before its connection is given back
-        #: and its usage recorded: an edge can end the client's answer first (see _StreamPump)
-        self.on_complete: Callable[[], None] | None = None
 
     def __iter__(self) -> Iterator[StreamChunk]:
         status, error = "interrupted", None
@@ -92,8 +89,6 @@ class ChatStream:
                 yield self._seen(chunk)
             status = "success"
             self._drain()
-            if self.on_complete is not None:
-                self.on_complete()
         except StreamStalled as exc:
             status, error = "interrupted", exc
             raise
