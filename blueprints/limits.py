@@ -19,7 +19,7 @@ import zlib
 import gevent
 import zstandard
 from flask import Blueprint, Flask, Request, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from blueprints import services
 from blueprints.openai import error_response
@@ -53,7 +53,9 @@ def _read_body(req: Request, settings) -> bytes | None:
         return b""
     try:
         with gevent.Timeout(settings.body_read_timeout):
-            data = req.get_data(cache=True)
+            data = _read_declared(req)
+            if data is None:
+                data = req.get_data(cache=True)
             if req.content_length is None and len(data) >= (req.max_content_length or len(data) + 1):
                 req.stream.read(1)  # Werkzeug stops a chunked body at the limit; one more byte raises 413
     except gevent.Timeout:
@@ -62,6 +64,21 @@ def _read_body(req: Request, settings) -> bytes | None:
     except RequestEntityTooLarge:
         _abandon_body(req)
         raise
+    return data
+
+
+def _read_declared(req: Request) -> bytes | None:
+    """A body of a declared length within the limit, read from the server's input in one call and
+    kept where ``get_data`` finds it (Werkzeug's stream reads it 64 KiB at a time into a buffer it
+    copies twice more); None when Werkzeug must read it (chunked, or over the limit: its 413). A
+    client that sends less than it declared is refused as Werkzeug refuses it."""
+    length, limit = req.content_length, req.max_content_length
+    if not length or (limit is not None and length > limit) or "HTTP_TRANSFER_ENCODING" in req.environ:
+        return None
+    data = req.environ["wsgi.input"].read(length)
+    if len(data) != length:
+        raise ClientDisconnected()
+    req._cached_data = data
     return data
 
 
