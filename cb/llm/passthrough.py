@@ -169,6 +169,9 @@ class RelayStream(ChatStream):
         except UpstreamError as exc:
             raise NoNativeEndpoint.of(exc) from None
 
+    def _read(self, transport, provider):
+        return transport.lines(self.response, provider, marked=True)
+
     def _parse(self, provider, lines, route):
         return provider.relay_stream(lines)
 

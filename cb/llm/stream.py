@@ -148,7 +148,7 @@ class ChatStream:
         timer.start()
         try:
             self.response = transport.open(deployment, call, provider)
-            self._lines = transport.lines(self.response, provider)
+            self._lines = self._read(transport, provider)
             self._chunks = self._parse(provider, self._lines, route)
             held = []
             for chunk in self._chunks:
@@ -168,6 +168,10 @@ class ChatStream:
     def _call(self, provider: Provider, deployment, route: Route):
         """The upstream call of one attempt (a relay makes its own)."""
         return provider.chat_call(deployment, self.request, route.upstream_model)
+
+    def _read(self, transport, provider: Provider) -> Iterator[bytes]:
+        """The attempt's body, line by line (a relay's marks the end of each arrival)."""
+        return transport.lines(self.response, provider)
 
     def _parse(self, provider: Provider, lines: Iterator[bytes], route: Route) -> Iterator[StreamChunk]:
         """The attempt's chunks from its body's lines (a relay reads its own)."""

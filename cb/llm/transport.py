@@ -197,8 +197,10 @@ class Transport:
             _give_back_memory()
             raise
 
-    def lines(self, response: requests.Response, provider: Provider) -> Iterator[bytes]:
-        """The body of a streamed response, line by line, as the bytes arrive (closed at the end).
+    def lines(self, response: requests.Response, provider: Provider, marked: bool = False) -> Iterator[bytes | None]:
+        """The body of a streamed response, line by line, as the bytes arrive (closed at the end);
+        ``marked``: with a None after the complete lines of each arrival, so a relay can pass on
+        together what came together.
 
         Each arrival is split once; only the unfinished end of a line is kept, in pieces joined
         when its newline comes, so a line costs its length once however it is cut."""
@@ -224,6 +226,8 @@ class Transport:
                     if held > bound:
                         raise AnswerTooLarge(label, "a line of the stream", "MAX_STREAM_EVENT_BYTES", bound)
                     unfinished.append(tail)
+                if marked:
+                    yield None
             if unfinished:
                 yield b"".join(unfinished)
         except AnswerTooLarge:

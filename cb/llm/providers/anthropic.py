@@ -37,11 +37,10 @@ from cb.llm.providers.wire import (
     parse_arguments,
     refuse_choices_and_logprobs,
     refuse_server_tools,
-    relayed,
+    relay_events,
     safe_call_id,
     split_data_url,
     sse_data,
-    sse_events,
     with_role,
 )
 from cb.llm.tools import EFFORT_BUDGETS, thinking_budget
@@ -270,39 +269,35 @@ class AnthropicProvider(Provider):
         usage = body.get("usage")
         return _usage(usage) if isinstance(usage, dict) else None
 
-    def relay_stream(self, lines: Iterable[bytes]) -> Iterator[StreamChunk]:
-        """The upstream's events as they came, with the usage read from ``message_start`` and
-        ``message_delta``. ``message_start`` and pings wait for the first event with output, so
-        an error before it (``overloaded_error``) can still fail over; after it, an error event
-        is relayed and ends the stream."""
-        opening: list[bytes] = []  # held until the first event with output
-        counted: dict = {}
-        committed = stopped = False
-        for name, data, raw in sse_events(lines):
-            kind = name or event_json(data).get("type")
-            usage = None
-            if kind == "message_start":
-                counted = dict((event_json(data).get("message") or {}).get("usage") or {})
-            if kind in ("message_start", "ping") and not committed:
-                opening.append(raw)
-                continue
-            if kind == "error":
-                error = _stream_error(event_json(data).get("error") or {})
-                if committed:
-                    yield relayed(raw, error=True)
-                raise error
-            if kind == "message_delta":
-                later = event_json(data).get("usage") or {}
-                counted.update({k: v for k, v in later.items() if v is not None})
-                usage = _usage(counted)
-            elif kind == "message_stop":
-                stopped = True
-            if opening:
-                raw, opening = b"".join(opening) + raw, []
-            committed = True
-            yield relayed(raw, usage)
-        if not stopped:
-            raise UpstreamError(LABEL, "the stream ended before message_stop", retryable=True)
+    def relay_stream(self, lines: Iterable[bytes | None]) -> Iterator[StreamChunk]:
+        """The upstream's events as they came (:func:`relay_events`), with the usage read from
+        ``message_start`` and ``message_delta``; ``message_start`` and pings wait for the first
+        event with output, so an error before it (``overloaded_error``) can still fail over."""
+        return relay_events(lines, _RelayedMessages())
+
+
+class _RelayedMessages:
+    """What a relayed Messages stream's events mean (a :class:`RelayReader`)."""
+
+    label = LABEL
+    opening = frozenset({"message_start", "ping"})
+    final = frozenset({"message_stop"})
+    unfinished = "the stream ended before message_stop"
+
+    def __init__(self) -> None:
+        self.counted: dict = {}
+
+    def failure(self, kind: str | None, data: bytes) -> UpstreamError | None:
+        return _stream_error(event_json(data).get("error") or {}) if kind == "error" else None
+
+    def usage(self, kind: str | None, data: bytes) -> Usage | None:
+        if kind == "message_start":
+            self.counted = dict((event_json(data).get("message") or {}).get("usage") or {})
+        elif kind == "message_delta":
+            later = event_json(data).get("usage") or {}
+            self.counted.update({k: v for k, v in later.items() if v is not None})
+            return _usage(self.counted)
+        return None
 
 
 def _headers(deployment: Deployment) -> dict[str, str]:

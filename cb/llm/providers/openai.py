@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from cb.llm.errors import UpstreamError
 from cb.llm.providers.base import Deployment, ListedModel, Provider, UpstreamCall
 from cb.llm.providers.errors import redact
-from cb.llm.providers.wire import event_json, refuse_server_tools, relayed, safe_call_id, sse_events
+from cb.llm.providers.wire import event_json, refuse_server_tools, relay_events, safe_call_id
 from cb.llm.tools import effort_of
 from cb.llm.types import (
     ChatRequest,
@@ -142,6 +142,23 @@ def _response_error(event: dict) -> UpstreamError:
     if code:
         failed.openai_code = code
     return failed
+
+
+class _RelayedResponses:
+    """What a relayed Responses stream's events mean (a :class:`RelayReader`)."""
+
+    label = "OpenAI"
+    opening = frozenset(_OPENING_EVENTS)
+    final = frozenset({"response.completed", "response.incomplete"})
+    unfinished = "the stream ended before response.completed"
+
+    def failure(self, kind: str | None, data: bytes) -> UpstreamError | None:
+        return _response_error(event_json(data)) if kind in ("error", "response.failed") else None
+
+    def usage(self, kind: str | None, data: bytes) -> Usage | None:
+        if kind in self.final:
+            return responses_usage((event_json(data).get("response") or {}).get("usage"))
+        return None
 
 
 class OpenAIProvider(Provider):
@@ -273,36 +290,12 @@ class OpenAIProvider(Provider):
             method, deployment.base_url.rstrip("/") + path.removeprefix("/v1"), self._headers(deployment)
         )
 
-    def relay_stream(self, lines: Iterable[bytes]) -> Iterator[StreamChunk]:
-        """The upstream's Responses events as they came, the usage read from the final
-        ``response.completed`` (or ``incomplete``). ``response.created`` and ``in_progress`` wait
-        for the first event with output, so a failure before it can still fail over; after it,
-        an ``error`` or ``response.failed`` event is relayed and ends the stream."""
-        opening: list[bytes] = []
-        committed = finished = False
-        for name, data, raw in sse_events(lines):
-            if data == b"[DONE]":
-                yield relayed(raw)
-                continue
-            kind = name or event_json(data).get("type")
-            if kind in _OPENING_EVENTS and not committed:
-                opening.append(raw)
-                continue
-            usage = None
-            if kind in ("error", "response.failed"):
-                error = _response_error(event_json(data))
-                if committed:
-                    yield relayed(raw, error=True)
-                raise error
-            if kind in ("response.completed", "response.incomplete"):
-                usage = responses_usage((event_json(data).get("response") or {}).get("usage"))
-                finished = True
-            if opening:
-                raw, opening = b"".join(opening) + raw, []
-            committed = True
-            yield relayed(raw, usage)
-        if not finished:
-            raise UpstreamError("OpenAI", "the stream ended before response.completed", retryable=True)
+    def relay_stream(self, lines: Iterable[bytes | None]) -> Iterator[StreamChunk]:
+        """The upstream's Responses events as they came (:func:`relay_events`), the usage read from
+        the final ``response.completed`` (or ``incomplete``); ``response.created`` and
+        ``in_progress`` wait for the first event with output, so a failure before it can still
+        fail over, and after it an ``error`` or ``response.failed`` event is relayed and ends the stream."""
+        return relay_events(lines, _RelayedResponses())
 
     @staticmethod
     def _chunk(raw: dict) -> StreamChunk:

@@ -13,6 +13,7 @@ import mimetypes
 import re
 import uuid
 from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 from cb.llm.errors import InvalidRequest, UnsupportedParameter, UpstreamError
 from cb.llm.types import ChatRequest, Message, StreamChunk, Usage
@@ -39,13 +40,17 @@ def sse_data(lines: Iterable[bytes | str], provider: str) -> Iterator[dict]:
 EVENT_LINES_HELD = 64  # lines of one SSE event held before its bytes are passed on in pieces
 
 
-def sse_events(lines: Iterable[bytes]) -> Iterator[tuple[str | None, bytes, bytes]]:
+def sse_events(lines: Iterable[bytes | None]) -> Iterator[tuple[str | None, bytes, bytes] | None]:
     """An SSE stream's events as (event name, data, the event's own bytes with its blank line).
 
     An event of more than EVENT_LINES_HELD lines (no vendor sends one) comes in pieces, each
-    with its bytes and no data, so what is held stays bounded (each line is, by the transport)."""
+    with its bytes and no data, so what is held stays bounded (each line is, by the transport).
+    A None among ``lines`` (the end of what arrived at once, see ``Transport.lines``) is passed on."""
     name, data, held, split = None, [], [], False
     for line in lines:
+        if line is None:
+            yield None
+            continue
         if line:
             held.append(line)
             if line.startswith(b"event:"):
@@ -77,6 +82,62 @@ def event_json(data: bytes) -> dict:
 def relayed(raw: bytes, usage: Usage | None = None, error: bool = False) -> StreamChunk:
     """A chunk that carries the upstream's own event bytes (``error``: an error event, the stream's last)."""
     return StreamChunk(raw=raw, usage=usage, finish_reason="error" if error else None)
+
+
+class RelayReader(Protocol):
+    """What one vendor's relayed events mean to the gateway (see :func:`relay_events`)."""
+
+    label: str  # how errors name the vendor
+    opening: frozenset[str]  # the events held until the first with output
+    final: frozenset[str]  # the events that end a complete stream
+    unfinished: str  # what a stream that ends before one of them is called
+
+    def failure(self, kind: str | None, data: bytes) -> UpstreamError | None:
+        """The error an event reports, if it is an error event."""
+
+    def usage(self, kind: str | None, data: bytes) -> Usage | None:
+        """The usage known after this event, when it tells some (it may keep what earlier ones told)."""
+
+
+def relay_events(lines: Iterable[bytes | None], reader: RelayReader) -> Iterator[StreamChunk]:
+    """A relayed SSE stream as chunks of the upstream's own bytes, each carrying the events that
+    arrived together (``lines`` marks the end of each arrival with None): one chunk through the
+    gateway's stream per arrival, not one per event. The opening events are held until the first
+    with output, so a failure before it can still fail over; the usage is read on the way; an
+    error event after the first output is relayed, as the stream's last chunk, and raised."""
+    opening: list[bytes] = []
+    batch: list[bytes] = []
+    usage: Usage | None = None
+    committed = finished = False
+    for event in sse_events(lines):
+        if event is None:
+            if batch:
+                yield relayed(b"".join(batch), usage)
+                batch, usage = [], None
+            continue
+        name, data, raw = event
+        kind = name or event_json(data).get("type")
+        error = reader.failure(kind, data)
+        if error is not None:
+            if committed:
+                if batch:
+                    yield relayed(b"".join(batch), usage)
+                yield relayed(raw, error=True)
+            raise error
+        usage = reader.usage(kind, data) or usage
+        finished = finished or kind in reader.final
+        if kind in reader.opening and not committed:
+            opening.append(raw)
+            continue
+        if opening:
+            batch += opening
+            opening = []
+        committed = True
+        batch.append(raw)
+    if batch:
+        yield relayed(b"".join(batch), usage)
+    if not finished:
+        raise UpstreamError(reader.label, reader.unfinished, retryable=True)
 
 
 def with_role(chunks: Iterator[StreamChunk]) -> Iterator[StreamChunk]:
