@@ -81,8 +81,16 @@ def body() -> str:
     return json.dumps(request, separators=(",", ":"))
 
 
+SESSION = "7f3c2a9e-4b1d-4c8e-9a6f-2d5b8e1c0f47"  # Claude Code names its session in every request
+
+
 def headers() -> dict[str, str]:
-    return {"Content-Type": "application/json", "anthropic-version": "2023-06-01", "anthropic-beta": BETAS}
+    return {
+        "Content-Type": "application/json",
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": BETAS,
+        "X-Claude-Code-Session-Id": SESSION,
+    }
 
 
 def sse_body() -> str:
