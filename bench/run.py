@@ -11,7 +11,8 @@ stopped when it ends, fails or is interrupted. Only 127.0.0.1 is ever contacted.
 Settings (environment or flags): BENCH_DURATION (seconds per cell, 10), BENCH_WARMUP (2),
 BENCH_CONCURRENCY (1,32,128), BENCH_TARGETS (direct,ceiling,essential,ceiling_2w,ours,ours_nats,litellm,portkey), BENCH_MODES
 (json,stream,agent: a Claude Code-sized Messages stream, direct and ours only), BENCH_WRK_THREADS (1), BENCH_GRAPHQL (1 runs it, 0 skips), BENCH_SUBSCRIBERS
-(100), BENCH_GRAPHQL_CONNECTIONS (32), BENCH_KEEP_LOGS (1 keeps the temp directory).
+(100), BENCH_GRAPHQL_CONNECTIONS (32), BENCH_BASE_REV (6312fbd: the commit the ours_base target, not in
+the default list, runs), BENCH_KEEP_LOGS (1 keeps the temp directory).
 """
 
 from __future__ import annotations

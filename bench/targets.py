@@ -310,11 +310,11 @@ class Ours(Target):
 class OursBase(Ours):
     """Our server as it was at an earlier commit (BENCH_BASE_REV, by default the last landing
     before this work), same worker and settings: what a change costs, side by side in one run.
-    JSON and streamed chat completions only (the agent mode is newer than the base)."""
+    The agent mode needs a base with the pass-through (6312fbd or later)."""
 
     name = "ours_base"
-    modes = ("json", "stream")
-    rev = os.environ.get("BENCH_BASE_REV", "fed0f8f")
+    modes = ("json", "stream", "agent")
+    rev = os.environ.get("BENCH_BASE_REV", "6312fbd")
 
     @property
     def label(self) -> str:
