@@ -22,6 +22,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 from cb.errors import CircuitBreakerError
 
 # a JSON string: quotes around anything but quotes and backslashes, or escapes
@@ -35,6 +37,7 @@ _JSON_OTHER = bytes(c for c in range(256) if c not in b"[]{}")
 _GRAPHQL_TABLE = bytes.maketrans(_OPENERS + _CLOSERS, b"(((" + b")))")
 _GRAPHQL_OTHER = bytes(c for c in range(256) if c not in _OPENERS + _CLOSERS)
 _members = gc.get_referents
+_PAST_64_BITS = 2.0**63  # orjson reads an integer from here on (or past 2**64 unsigned) as a float
 
 
 class NestingTooDeep(CircuitBreakerError):
@@ -93,34 +96,53 @@ def without_strings(data: bytes) -> bytes:
     return b"".join(data.split(b'"')[::2])
 
 
-def nests_deeper(value: Any, limit: int) -> bool:
-    """Whether a parsed JSON value nests containers deeper than ``limit`` (level by level, no recursion).
+def nests_deeper(value: Any, limit: int, floats: list[float] | None = None) -> bool:
+    """Whether a parsed JSON value nests containers deeper than ``limit`` (level by level, no recursion);
+    the floats it holds are added to ``floats`` when one is given.
 
     A level's members come from one ``gc.get_referents`` call over all its containers: the C-level
     traversal of a dict visits each of its values (and its keys, unless all are strings) and a
-    list's each item, which for the plain dicts and lists ``json.loads`` makes is exactly their
+    list's each item, which for the plain dicts and lists a JSON parser makes is exactly their
     members. Exact type tests then keep the containers. ~25 µs on a 100 KB agent body, against
     ~39 µs for a Python loop over each container's members."""
     level, containers = 0, [value] if type(value) is dict or type(value) is list else []
+    if floats is not None and type(value) is float:
+        floats.append(value)
     while containers:
         level += 1
         if level > limit:
             return True
-        containers = [item for item in _members(*containers) if type(item) is dict or type(item) is list]
+        members = _members(*containers)
+        containers = [item for item in members if type(item) is dict or type(item) is list]
+        if floats is not None and float in map(type, members):
+            floats += [item for item in members if type(item) is float]
     return False
 
 
 def loads_within(text: bytes | bytearray, limit: int, what: str = "The JSON body") -> Any:
-    """``text`` parsed (ValueError when it is not JSON), or :class:`NestingTooDeep` when it nests
-    deeper than ``limit``: for a body that will be parsed anyway, one parse and a walk of its
-    containers instead of a scan of every byte. The parser itself is safe at any depth: it stops
-    with a RecursionError at the interpreter's limit, long before the stack is at risk."""
+    """``text`` parsed as ``json.loads`` parses it (ValueError when it is not JSON), or
+    :class:`NestingTooDeep` when it nests deeper than ``limit``: for a body that will be parsed
+    anyway, one parse and a walk of its containers instead of a scan of every byte.
+
+    orjson parses it when it can, about 2.5 times faster (70 µs against 183 for a 103 KB Claude
+    Code body). What it refuses and Python's parser accepts beyond JSON (NaN, Infinity, numbers
+    past a double, lone surrogates, a BOM, nesting past 1,024) goes to Python's parser, which
+    stops with a RecursionError at the interpreter's limit, long before the stack is at risk. The
+    one value orjson reads differently is an integer past 64 bits, a float to it: a body holding
+    an integral float that large is parsed again by Python's parser."""
+    floats: list[float] | None = []
     try:
-        value = json.loads(text)
-    except RecursionError:
-        raise NestingTooDeep(what, limit) from None
-    if nests_deeper(value, limit):
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        floats = None  # Python's parser reads every number as json.loads does: nothing to look for
+        try:
+            value = json.loads(text)
+        except RecursionError:
+            raise NestingTooDeep(what, limit) from None
+    if nests_deeper(value, limit, floats):
         raise NestingTooDeep(what, limit)
+    if floats and any(abs(number) >= _PAST_64_BITS and number.is_integer() for number in floats):
+        value = json.loads(text)  # an integer orjson could not keep exact (or a float written that large)
     return value
 
 

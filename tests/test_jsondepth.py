@@ -79,3 +79,68 @@ def test_wide_bodies_of_every_kind_of_value_are_measured_exactly():
         if real > 1:
             with pytest.raises(NestingTooDeep):
                 loads_within(text, real - 1)
+
+
+def same(a, b) -> bool:
+    """Equal values of the same types all the way down (1 and 1.0 differ; NaN is itself)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b or (a != a and b != b)
+
+
+EDGES = [
+    b'{"n": 123456789012345678901234567890}',  # past 64 bits: an int, never a float
+    b'{"n": -9223372036854775809, "m": 18446744073709551616}',
+    b"[9223372036854775807, -9223372036854775808, 18446744073709551615]",
+    b"12345678901234567890",
+    b"[1e19, 12345678901234567890.0, 9.3e18]",  # integral floats that large: read again, same values
+    b'{"id": "toolu_000000000000000000000011", "n": 1}',  # long digits inside a string
+    b'{"t": "port:12345678901234567890"}',
+    b'{"a": NaN, "b": Infinity, "c": -Infinity}',
+    b"[1e400, -1e400, 1e-400, 0.1, 1.7976931348623157e308, 5e-324, 1.00000000000000000001]",
+    b'{"s": "\\ud800", "t": "\\udc00x", "u": "\\ud83d\\ude00"}',
+    b'\xef\xbb\xbf{"bom": true}',
+    b'{"a": 1, "a": 2}',
+    b"-0",
+    b"[-0.0, 0e0, 1E2, 1e+2, 1.5e-3]",
+    b'{"\\u00e9": "caf\\u00e9", "raw": "\xc3\xa9"}',
+    b"  [ true , false , null ]  ",
+    b"[" * 1100 + b"]" * 1100,
+]
+
+
+def parse(text: bytes):
+    return loads_within(text, 512)  # the largest MAX_JSON_DEPTH
+
+
+@pytest.mark.parametrize("text", EDGES)
+def test_a_body_parses_to_exactly_what_the_json_module_gives(text):
+    # orjson parses what it can; what it refuses or would read differently (an integer past 64
+    # bits, a float to it) is read by the json module, so the values never differ
+    try:
+        expected = json.loads(text)
+    except RecursionError:
+        with pytest.raises(NestingTooDeep):
+            parse(text)
+        return
+    assert same(parse(text), expected)
+
+
+def test_bodies_it_refuses_are_refused_as_the_json_module_refuses_them():
+    for text in (b"", b"{", b'{"a": 1,}', b"[1 2]", b"\xff\xfe", b'{"a": "\xff"}', b"nul", b"{} x"):
+        with pytest.raises(ValueError):
+            json.loads(text)
+        with pytest.raises(ValueError):
+            parse(text)
+
+
+def test_random_bodies_parse_to_the_json_modules_values():
+    rng = random.Random(2813)
+    for _ in range(2000):
+        value = wide(rng, rng.randint(0, 7))
+        for text in (json.dumps(value).encode(), json.dumps(value, indent=1, ensure_ascii=False).encode()):
+            assert same(parse(text), json.loads(text))
