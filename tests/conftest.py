@@ -22,6 +22,21 @@ def backend(request):
 
 
 @pytest.fixture
+def connected_storage(backend, request):
+    """A connected storage of the test's backend (NATS in a namespace of its own), closed after it."""
+    from cb.storage.memory import MemoryStorage
+    from cb.storage.nats import NatsStorage
+
+    if backend == "memory":
+        store = MemoryStorage()
+    else:
+        store = NatsStorage(request.getfixturevalue("nats_server").url, prefix=Server.fresh_namespace())
+    store.connect()
+    yield store
+    store.close()
+
+
+@pytest.fixture
 def server_factory(tmp_path, request):
     """Start gunicorn servers with extra environment; all stopped after the test."""
     started: list[Server] = []

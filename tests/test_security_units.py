@@ -14,8 +14,6 @@ from cb.logs import redactor
 from cb.security import InvalidApiKey, KeyStore, RateLimited, RateLimiter, estimate_tokens, scrub
 from cb.security.keys import BUCKET, CACHE_TTL, LAYOUT_KEY, META, ApiKey, hash_key
 from cb.storage.memory import MemoryStorage
-from cb.storage.nats import NatsStorage
-from tests.harness import Server
 
 
 class Clock:
@@ -52,14 +50,8 @@ def test_revoked_key_fails_after_the_cache_ttl_on_another_store():
 
 
 @pytest.fixture
-def storage(backend, request):
-    if backend == "memory":
-        store = MemoryStorage()
-    else:
-        store = NatsStorage(request.getfixturevalue("nats_server").url, prefix=Server.fresh_namespace())
-    store.connect()
-    yield store
-    store.close()
+def storage(connected_storage):
+    return connected_storage
 
 
 class NoWholeBucketReads:

@@ -14,18 +14,11 @@ import pytest
 from cb.errors import Conflict, NotFound
 from cb.storage.memory import MemoryStorage
 from cb.storage.nats import NatsStorage
-from tests.harness import Server
 
 
 @pytest.fixture
-def store(backend, request):
-    if backend == "memory":
-        storage = MemoryStorage()
-    else:
-        storage = NatsStorage(request.getfixturevalue("nats_server").url, prefix=Server.fresh_namespace())
-    storage.connect()
-    yield storage
-    storage.close()
+def store(connected_storage):
+    return connected_storage
 
 
 def wait_until(predicate, timeout: float = 5.0) -> bool:

@@ -11,7 +11,6 @@ import pytest
 from cb.agents.executions import ExecutionStore
 from cb.agents.model import COMPLETED, Execution
 from cb.events import EventBus
-from cb.storage.memory import MemoryStorage
 from cb.storage.nats import NatsStorage
 from cb.workflow.model import Token
 from tests.harness import Server
@@ -170,15 +169,9 @@ def test_tokens_stored_before_the_index_existed_are_listed_after_an_upgrade(nats
             server.stop()
 
 
-@pytest.fixture(params=["memory", "nats"])
-def storage(request):
-    if request.param == "memory":
-        store = MemoryStorage()
-    else:
-        store = NatsStorage(request.getfixturevalue("nats_server").url, prefix=Server.fresh_namespace())
-    store.connect()
-    yield store
-    store.close()
+@pytest.fixture
+def storage(connected_storage):
+    return connected_storage
 
 
 def finished(store: ExecutionStore, token_id: str, completed_at: str) -> Execution:
