@@ -326,3 +326,18 @@ class NatsCluster:
                 node.proc.terminate()
                 node.proc.wait(10)
             node.proc = None
+
+
+class NoWholeBucketReads:
+    """A storage that refuses to list ``bucket`` whole: what a request path may not do (reads
+    must be proportional to their answer); everything else goes to ``storage``."""
+
+    def __init__(self, storage, bucket: str):
+        self.storage, self.bucket = storage, bucket
+
+    def list(self, bucket):
+        assert bucket != self.bucket, f"the {bucket} bucket was read whole"
+        return self.storage.list(bucket)
+
+    def __getattr__(self, name):
+        return getattr(self.storage, name)

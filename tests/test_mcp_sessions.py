@@ -11,7 +11,7 @@ from cb.mcp.errors import SessionNotFound, TooManySessions
 from cb.mcp.sessions import BUCKET, SessionStore
 from cb.storage.memory import MemoryStorage
 from cb.storage.nats import NatsStorage
-from tests.harness import Server
+from tests.harness import NoWholeBucketReads, Server
 
 
 class Clock:
@@ -32,20 +32,6 @@ def storage(clock):
     store = MemoryStorage(clock=clock)  # entries age by the test's clock too
     store.connect()
     return store
-
-
-class NoWholeBucketReads:
-    """A storage that refuses to list the sessions bucket: what a request path may not do."""
-
-    def __init__(self, storage):
-        self.storage = storage
-
-    def list(self, bucket):
-        assert bucket != BUCKET, "the sessions bucket was read whole"
-        return self.storage.list(bucket)
-
-    def __getattr__(self, name):
-        return getattr(self.storage, name)
 
 
 @pytest.fixture
@@ -112,7 +98,7 @@ def test_a_refresh_racing_an_end_does_not_bring_the_session_back(storage, clock)
 
 
 def test_initialize_counts_sessions_without_reading_them(storage, clock):
-    sessions = SessionStore(NoWholeBucketReads(storage), max_sessions=50, idle_seconds=100, clock=clock)
+    sessions = SessionStore(NoWholeBucketReads(storage, BUCKET), max_sessions=50, idle_seconds=100, clock=clock)
     for _ in range(50):
         sessions.create("2025-11-25", "sdk", "1")
     with pytest.raises(TooManySessions):
@@ -123,7 +109,7 @@ def test_initialize_counts_sessions_without_reading_them(storage, clock):
 
 
 def test_an_ended_session_frees_its_place_at_once(storage, clock):
-    sessions = SessionStore(NoWholeBucketReads(storage), max_sessions=1, idle_seconds=100, clock=clock)
+    sessions = SessionStore(NoWholeBucketReads(storage, BUCKET), max_sessions=1, idle_seconds=100, clock=clock)
     first = sessions.create("2025-11-25", "sdk", "1")
     with pytest.raises(TooManySessions):
         sessions.create("2025-11-25", "sdk", "1")
@@ -136,8 +122,8 @@ def test_on_nats_the_bound_holds_across_processes_and_idle_sessions_vanish(nats_
     other = NatsStorage(nats_server.url, prefix=nats_storage.prefix)
     other.connect()
     try:
-        here = SessionStore(NoWholeBucketReads(nats_storage), max_sessions=2, idle_seconds=1)
-        there = SessionStore(NoWholeBucketReads(other), max_sessions=2, idle_seconds=1)
+        here = SessionStore(NoWholeBucketReads(nats_storage, BUCKET), max_sessions=2, idle_seconds=1)
+        there = SessionStore(NoWholeBucketReads(other, BUCKET), max_sessions=2, idle_seconds=1)
         first = here.create("2025-11-25", "a", "1")
         there.create("2025-11-25", "b", "1")
         with pytest.raises(TooManySessions):

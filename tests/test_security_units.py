@@ -14,6 +14,7 @@ from cb.logs import redactor
 from cb.security import InvalidApiKey, KeyStore, RateLimited, RateLimiter, estimate_tokens, scrub
 from cb.security.keys import BUCKET, CACHE_TTL, LAYOUT_KEY, META, ApiKey, hash_key
 from cb.storage.memory import MemoryStorage
+from tests.harness import NoWholeBucketReads
 
 
 class Clock:
@@ -54,22 +55,8 @@ def storage(connected_storage):
     return connected_storage
 
 
-class NoWholeBucketReads:
-    """A storage that refuses to list the keys bucket: what a request path may not do."""
-
-    def __init__(self, storage):
-        self.storage = storage
-
-    def list(self, bucket):
-        assert bucket != BUCKET, "the api_keys bucket was read whole"
-        return self.storage.list(bucket)
-
-    def __getattr__(self, name):
-        return getattr(self.storage, name)
-
-
 def test_revoke_finds_the_key_by_its_id_without_reading_every_key(storage):
-    keys = KeyStore(NoWholeBucketReads(storage))
+    keys = KeyStore(NoWholeBucketReads(storage, BUCKET))
     created = [keys.create(f"key {i}") for i in range(20)]
     record, plaintext = created[7]
     assert keys.revoke(record.id).revoked
@@ -83,7 +70,7 @@ def test_revoke_finds_the_key_by_its_id_without_reading_every_key(storage):
 def test_keys_stored_before_the_index_are_indexed_once_and_then_revocable(storage):
     old = ApiKey(id="key_0123456789abcdef", name="from v1", prefix="cb-abcdefg", key_hash=hash_key("cb-old-plaintext"))
     storage.create(BUCKET, old.key_hash, old.to_dict())  # as a version without the index stored it
-    keys = KeyStore(NoWholeBucketReads(storage))
+    keys = KeyStore(NoWholeBucketReads(storage, BUCKET))
     assert KeyStore(storage).migrate() == 1  # at a server's start: the one whole read, once per store
     assert storage.get(META, LAYOUT_KEY).value == {"version": 2}
     assert KeyStore(storage).migrate() == 0  # every later start: one get
