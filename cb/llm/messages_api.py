@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cb.llm.errors import InvalidRequest
-from cb.llm.tools import TOOL_IMAGES, Crossing, canonical_name
+from cb.llm.tools import TOOL_IMAGES, Crossing, arguments_object, canonical_name
 from cb.llm.types import (
     ChatRequest,
     ChatResponse,
@@ -400,14 +400,6 @@ def stop_reason(finish: str | None, stop_sequence: str | None = None) -> str:
     return STOP_REASONS.get(finish or "stop", "end_turn")
 
 
-def _input(arguments: str) -> dict:
-    try:
-        value = json.loads(arguments or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def render_usage(usage: Usage) -> dict:
     """Anthropic's usage: cache reads and writes apart from ``input_tokens``, as Claude Code sums them."""
     cached, written = usage.cached_tokens, usage.cache_write_tokens
@@ -433,7 +425,7 @@ def render_message(response: ChatResponse, model: str, client_tools: dict[str, C
                 "type": "tool_use",
                 "id": call.id or new_tool_use_id(),
                 "name": (client_tools or {}).get(call.name, ClientTool(call.name)).name,
-                "input": _input(call.arguments),
+                "input": arguments_object(call.arguments),
             }
         )
     return {

@@ -32,7 +32,15 @@ from typing import Any
 
 from cb.llm.errors import InvalidRequest
 from cb.llm.providers.errors import is_context_overflow
-from cb.llm.tools import FREEFORM_PARAMETERS, TOOL_IMAGES, Crossing, canonical_name, client_name, custom_input
+from cb.llm.tools import (
+    FREEFORM_PARAMETERS,
+    TOOL_IMAGES,
+    Crossing,
+    arguments_object,
+    canonical_name,
+    client_name,
+    custom_input,
+)
 from cb.llm.types import (
     ChatRequest,
     ChatResponse,
@@ -478,7 +486,7 @@ def function_call_item(
             "id": item_id or new_id("ts"),
             "call_id": call.id or new_id("call"),
             "execution": "client",
-            "arguments": _object(call.arguments),
+            "arguments": arguments_object(call.arguments),
             "status": status,
         }
     elif client.kind == "custom":
@@ -502,14 +510,6 @@ def function_call_item(
     if client.namespace:
         item["namespace"] = client.namespace
     return item
-
-
-def _object(arguments: str) -> dict:
-    try:
-        value = json.loads(arguments or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def output_items(
@@ -645,7 +645,7 @@ class ResponseEvents:
                 ),
             ]
         elif item["type"] == "tool_search_call":
-            item["arguments"] = _object(self._custom.pop(index, ""))
+            item["arguments"] = arguments_object(self._custom.pop(index, ""))
         elif item["type"] == "custom_tool_call":
             item["input"] = custom_input(self._custom.pop(index, ""))
             at = {"item_id": item["id"], "output_index": index}

@@ -89,6 +89,17 @@ def client_name(request: ChatRequest, name: str) -> ClientTool:
     return request.client_tools.get(name) or ClientTool(name)
 
 
+def arguments_object(arguments: str) -> dict:
+    """A function call's arguments as the object the client's API shows (``input`` in Messages,
+    parsed ``arguments`` in Responses): the model's JSON, or an empty object when it wrote none
+    or something that is not one."""
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def custom_input(arguments: str) -> str:
     """A freeform tool's input from the function call the model made (its ``input`` string)."""
     try:
